@@ -1,0 +1,181 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// Shadows is what the shadow routes need.
+type Shadows interface {
+	Handle(ctx context.Context, req shadow.Request) shadow.Response
+	Options() shadow.Options
+}
+
+// ShadowLister lists named shadows and reads history (read-only paths that
+// do not change shadows and so need not go through the service).
+type ShadowLister interface {
+	ListNamedShadows(thing, after string, limit int) (names []string, next string, err error)
+	History(ref shadow.Ref, before int64, limit int) ([]json.RawMessage, error)
+}
+
+// ShadowAPI serves the AWS data-plane shadow paths plus history.
+type ShadowAPI struct {
+	Shadows Shadows
+	Lister  ShadowLister
+	// Principal names the caller for history; nil records the remote address.
+	Principal func(r *http.Request) string
+}
+
+// Register adds the routes to mux.
+func (a *ShadowAPI) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /things/{thing}/shadow", a.op(shadow.OpGet))
+	mux.HandleFunc("POST /things/{thing}/shadow", a.op(shadow.OpUpdate))
+	mux.HandleFunc("DELETE /things/{thing}/shadow", a.op(shadow.OpDelete))
+	mux.HandleFunc("GET /things/{thing}/shadow/history", a.history)
+	mux.HandleFunc("GET /api/things/shadow/ListNamedShadowsForThing/{thing}", a.listNamed)
+}
+
+// ref reads the thing from the path and the shadow from ?name=.
+func ref(r *http.Request) (shadow.Ref, *shadow.Error) {
+	ref := shadow.Ref{Thing: r.PathValue("thing"), Name: r.URL.Query().Get("name")}
+	if !shadow.ValidThingName(ref.Thing) {
+		return ref, badRequest(fmt.Sprintf("Invalid thing name: %q (1-128 characters of a-z A-Z 0-9 : _ -)", ref.Thing))
+	}
+	if r.URL.Query().Has("name") && !shadow.ValidShadowName(ref.Name) {
+		return ref, badRequest(fmt.Sprintf("Invalid shadow name: %q (1-64 characters of a-z A-Z 0-9 : _ -)", ref.Name))
+	}
+	return ref, nil
+}
+
+func (a *ShadowAPI) principal(r *http.Request) string {
+	if a.Principal != nil {
+		return a.Principal(r)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "http:" + host
+}
+
+func (a *ShadowAPI) op(op shadow.Op) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ref, rerr := ref(r)
+		if rerr != nil {
+			writeError(w, rerr)
+			return
+		}
+		var body []byte
+		if op == shadow.OpUpdate {
+			limit := int64(a.Shadows.Options().MaxPayloadBytes)
+			var err error
+			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeError(w, &shadow.Error{Code: 413, Message: "The payload exceeds the maximum size allowed"})
+				return
+			}
+			if err != nil {
+				writeError(w, badRequest("reading request body: "+err.Error()))
+				return
+			}
+		}
+		resp := a.Shadows.Handle(r.Context(), shadow.Request{
+			Ref: ref, Op: op, Payload: body, Origin: shadow.OriginHTTP, Principal: a.principal(r),
+		})
+		if resp.Err != nil {
+			writeRaw(w, resp.Err.Code, resp.Payload)
+			return
+		}
+		writeRaw(w, http.StatusOK, resp.Payload)
+	}
+}
+
+// pageSize reads ?pageSize= (or ?limit=) within [1, max], default def.
+func pageSize(r *http.Request, key string, def, max int) (int, *shadow.Error) {
+	raw := r.URL.Query().Get(key)
+	if raw == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n < 1 || n > max {
+		return 0, badRequest(fmt.Sprintf("Invalid %s: %q (want 1 to %d)", key, raw, max))
+	}
+	return n, nil
+}
+
+func (a *ShadowAPI) listNamed(w http.ResponseWriter, r *http.Request) {
+	thing := r.PathValue("thing")
+	if !shadow.ValidThingName(thing) {
+		writeError(w, badRequest(fmt.Sprintf("Invalid thing name: %q", thing)))
+		return
+	}
+	size, perr := pageSize(r, "pageSize", 25, 100)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	after := r.URL.Query().Get("nextToken")
+	if after != "" && !shadow.ValidShadowName(after) {
+		writeError(w, badRequest(fmt.Sprintf("Invalid nextToken: %q", after)))
+		return
+	}
+	names, next, err := a.Lister.ListNamedShadows(thing, after, size)
+	if err != nil {
+		writeError(w, &shadow.Error{Code: 500, Message: "Internal service failure"})
+		return
+	}
+	out := struct {
+		Results   []string `json:"results"`
+		NextToken string   `json:"nextToken,omitempty"`
+		Timestamp int64    `json:"timestamp"`
+	}{Results: names, NextToken: next, Timestamp: nowUnix()}
+	if out.Results == nil {
+		out.Results = []string{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *ShadowAPI) history(w http.ResponseWriter, r *http.Request) {
+	ref, rerr := ref(r)
+	if rerr != nil {
+		writeError(w, rerr)
+		return
+	}
+	limit, perr := pageSize(r, "limit", 100, 1000)
+	if perr != nil {
+		writeError(w, perr)
+		return
+	}
+	var before int64
+	if raw := r.URL.Query().Get("before"); raw != "" {
+		v, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || v < 1 {
+			writeError(w, badRequest(fmt.Sprintf("Invalid before: %q (want a version number)", raw)))
+			return
+		}
+		before = v
+	}
+	entries, err := a.Lister.History(ref, before, limit)
+	if err != nil {
+		writeError(w, &shadow.Error{Code: 500, Message: "Internal service failure"})
+		return
+	}
+	out := struct {
+		Thing   string            `json:"thing"`
+		Shadow  string            `json:"shadow,omitempty"`
+		Entries []json.RawMessage `json:"entries"`
+	}{Thing: ref.Thing, Shadow: ref.Name, Entries: entries}
+	if out.Entries == nil {
+		out.Entries = []json.RawMessage{}
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,276 @@
+// Package broker assembles Umbra: the bbolt store, the Mochi MQTT server
+// with Umbra's hooks, the MQTT (TCP, WebSocket) listeners and the HTTP
+// listener that carries the REST API, health checks and metrics.
+//
+// It is the only package that knows every other one. Embedders (and tests)
+// use it directly:
+//
+//	b, err := broker.New(broker.Options{DataDir: dir, MQTTAddr: "127.0.0.1:0"})
+//	if err != nil { ... }
+//	if err := b.Start(ctx); err != nil { ... }
+//	defer b.Shutdown(ctx)
+//	fmt.Println(b.MQTTAddr())
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/system"
+
+	"github.com/umbra-iot/umbra/hooks"
+	"github.com/umbra-iot/umbra/shadow"
+	"github.com/umbra-iot/umbra/store"
+)
+
+// Broker is one Umbra instance. Create it with New, then Start it.
+type Broker struct {
+	opts Options
+	log  *slog.Logger
+
+	db      *store.DB
+	mqtt    *mqtt.Server
+	shadows *shadow.Service
+	// ctx bounds work started by hooks; cancelled after connections close.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	metrics *metrics
+	httpSrv *http.Server
+
+	mqttLn, wsLn, httpLn net.Listener
+
+	started      atomic.Bool
+	shuttingDown atomic.Bool
+	shutdownOnce sync.Once
+	shutdownErr  error
+	httpDone     chan struct{}
+}
+
+// New validates opts and returns a Broker that has not opened anything yet.
+func New(opts Options) (*Broker, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("invalid options: %w", err)
+	}
+	return &Broker{opts: o, log: o.Logger}, nil
+}
+
+// Start opens the data directory, binds every listener and starts serving.
+// It returns once the listeners are bound (so the Addr accessors are valid)
+// or with the first error, after undoing what it had done.
+func (b *Broker) Start(ctx context.Context) (err error) {
+	if !b.started.CompareAndSwap(false, true) {
+		return errors.New("broker already started")
+	}
+	defer func() {
+		if err != nil {
+			b.closeAll()
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.metrics = newMetrics(b.info, b.dbSize)
+	b.db, err = store.Open(b.opts.DataDir, store.Options{NoSync: b.opts.UnsafeNoSync, OnCommit: b.metrics.observeCommit})
+	if err != nil {
+		return err
+	}
+	b.mqtt = mqtt.New(b.mochiOptions())
+	if err := b.addHooks(); err != nil {
+		return err
+	}
+	if err := b.bind(); err != nil {
+		return err
+	}
+	if err := b.mqtt.Serve(); err != nil {
+		return fmt.Errorf("start mqtt: %w", err)
+	}
+	b.serveHTTP()
+	b.log.Info("umbra started", "data", b.db.Path(), "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", b.HTTPAddr())
+	return nil
+}
+
+// mochiOptions turns Umbra's options into Mochi's, replacing the Mochi
+// defaults that do not suit a fleet broker.
+func (b *Broker) mochiOptions() *mqtt.Options {
+	o := b.opts
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(o.MaxPacketSize)
+	caps.MaximumClientWritesPending = int32(o.ClientQueue)
+	caps.MaximumInflight = uint16(o.MaxInflight)
+	caps.MaximumMessageExpiryInterval = int64(o.MessageExpiry / time.Second)
+	caps.MaximumSessionExpiryInterval = uint32(min(int64(o.SessionExpiry/time.Second), math.MaxUint32))
+	if o.MaxClients > 0 {
+		caps.MaximumClients = int64(o.MaxClients)
+	}
+	return &mqtt.Options{
+		Capabilities:             caps,
+		InlineClient:             true,
+		SysTopicResendInterval:   int64(o.SysInterval / time.Second),
+		Logger:                   quiet(b.log, slog.LevelWarn).With("component", "mqtt"),
+		ClientNetReadBufferSize:  1024,
+		ClientNetWriteBufferSize: 1024,
+	}
+}
+
+func (b *Broker) addHooks() error {
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.shadows = b.newShadowService()
+	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
+		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
+		Retained: store.BucketRetained, Inflight: store.BucketInflight,
+	})
+	hs := []mqtt.Hook{&hooks.Open{}, hooks.NewShadows(b.ctx, b.shadows)}
+	if !b.opts.EphemeralSessions {
+		hs = append(hs, sessions)
+	}
+	for _, h := range hs {
+		if err := b.mqtt.AddHook(h, nil); err != nil {
+			return fmt.Errorf("add hook %s: %w", h.ID(), err)
+		}
+	}
+	return nil
+}
+
+// bind opens every enabled listener so that errors such as a port in use
+// are reported by Start, not later from a goroutine.
+func (b *Broker) bind() error {
+	listen := func(name, addr string) (net.Listener, error) {
+		if addr == Off {
+			return nil, nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
+		}
+		return ln, nil
+	}
+	var err error
+	if b.mqttLn, err = listen("mqtt", b.opts.MQTTAddr); err != nil {
+		return err
+	}
+	if b.wsLn, err = listen("websocket", b.opts.WSAddr); err != nil {
+		return err
+	}
+	if b.httpLn, err = listen("http", b.opts.HTTPAddr); err != nil {
+		return err
+	}
+	if b.mqttLn != nil {
+		l := &tcpListener{id: "mqtt", ln: b.mqttLn, connectTimeout: b.opts.ConnectTimeout, log: b.log}
+		if err := b.mqtt.AddListener(l); err != nil {
+			return err
+		}
+	}
+	if b.wsLn != nil {
+		if err := b.mqtt.AddListener(newWSListener("ws", b.wsLn, nil, b.opts.ConnectTimeout, b.log)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addr(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// MQTTAddr is the bound MQTT-over-TCP address ("" when disabled or not started).
+func (b *Broker) MQTTAddr() string { return addr(b.mqttLn) }
+
+// WSAddr is the bound MQTT-over-WebSocket address.
+func (b *Broker) WSAddr() string { return addr(b.wsLn) }
+
+// HTTPAddr is the bound HTTP address.
+func (b *Broker) HTTPAddr() string { return addr(b.httpLn) }
+
+// MQTT is the embedded Mochi server, for in-process publishing and
+// subscribing (its inline client is enabled).
+func (b *Broker) MQTT() *mqtt.Server { return b.mqtt }
+
+func (b *Broker) info() *system.Info {
+	if b.mqtt == nil {
+		return &system.Info{}
+	}
+	return b.mqtt.Info
+}
+
+func (b *Broker) dbSize() int64 {
+	if b.db == nil {
+		return 0
+	}
+	return b.db.Size()
+}
+
+// Shutdown stops accepting connections, closes client connections (their
+// session state is written), drains in-flight HTTP requests and shadow
+// commits, and closes the database. It honours ctx's deadline, is safe to
+// call more than once and on a broker that never started.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.shutdownOnce.Do(func() {
+		b.shuttingDown.Store(true)
+		if !b.started.Load() {
+			return
+		}
+		b.shutdownErr = b.shutdown(ctx)
+	})
+	return b.shutdownErr
+}
+
+func (b *Broker) shutdown(ctx context.Context) error {
+	var errs []error
+	if b.httpSrv != nil {
+		if err := b.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = b.mqtt.Close() // closes listeners and connections, waits for read loops
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("mqtt shutdown: %w", ctx.Err()))
+	}
+	b.cancel()
+	if err := b.db.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	b.log.Info("umbra stopped")
+	return errors.Join(errs...)
+}
+
+// closeAll undoes a failed Start.
+func (b *Broker) closeAll() {
+	for _, ln := range []net.Listener{b.mqttLn, b.wsLn, b.httpLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+	if b.cancel != nil {
+		b.cancel()
+	}
+	if b.db != nil {
+		_ = b.db.Close()
+	}
+}
+
+// DataPath is the database file ("" before Start).
+func (b *Broker) DataPath() string {
+	if b.db == nil {
+		return ""
+	}
+	return b.db.Path()
+}

@@ -1,0 +1,246 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/mochi-mqtt/server/v2/listeners"
+)
+
+// connTracker remembers a listener's open connections so Close can end them
+// directly. (Mochi's own close path walks Clients.GetByListener, which can
+// deadlock against disconnecting clients: mochi-mqtt/server#488.)
+type connTracker struct {
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	done  bool
+}
+
+func (t *connTracker) add(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return false
+	}
+	if t.conns == nil {
+		t.conns = make(map[net.Conn]struct{})
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *connTracker) remove(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *connTracker) closeAll() {
+	t.mu.Lock()
+	t.done = true
+	conns := t.conns
+	t.conns = nil
+	t.mu.Unlock()
+	for c := range conns {
+		_ = c.Close()
+	}
+}
+
+// tcpListener serves MQTT over TCP (optionally TLS). Every accepted
+// connection gets a deadline of connectTimeout covering the TLS handshake
+// and the CONNECT packet; Mochi replaces it with the keepalive deadline once
+// CONNECT is read. Mochi sets none before that, so without this a socket
+// that never speaks would be held forever.
+type tcpListener struct {
+	id             string
+	ln             net.Listener
+	tls            *tls.Config
+	connectTimeout time.Duration
+	log            *slog.Logger
+	conns          connTracker
+	wg             sync.WaitGroup
+}
+
+func (l *tcpListener) ID() string                  { return l.id }
+func (l *tcpListener) Address() string             { return l.ln.Addr().String() }
+func (l *tcpListener) Protocol() string            { return "tcp" }
+func (l *tcpListener) Init(log *slog.Logger) error { return nil }
+
+func (l *tcpListener) Serve(establish listeners.EstablishFn) {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return
+		}
+		if l.connectTimeout > 0 {
+			_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
+		}
+		if l.tls != nil {
+			c = tls.Server(c, l.tls)
+		}
+		if !l.conns.add(c) {
+			_ = c.Close()
+			return
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			defer l.conns.remove(c)
+			if err := establish(l.id, c); err != nil && !isDisconnect(err) {
+				l.log.Debug("connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
+			}
+		}()
+	}
+}
+
+func (l *tcpListener) Close(listeners.CloseFn) {
+	_ = l.ln.Close()
+	l.conns.closeAll()
+}
+
+// isDisconnect reports errors that are just a peer going away.
+func isDisconnect(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed)
+}
+
+// wsListener serves MQTT over WebSocket (subprotocol "mqtt") on any path.
+// It is Umbra's own rather than Mochi's so that connections carry the
+// connect deadline and the TLS state (for certificate identity) of the
+// underlying HTTP connection.
+type wsListener struct {
+	id             string
+	ln             net.Listener
+	tls            *tls.Config
+	connectTimeout time.Duration
+	log            *slog.Logger
+	srv            *http.Server
+	conns          connTracker
+	upgrader       websocket.Upgrader
+
+	mu        sync.Mutex
+	establish listeners.EstablishFn
+}
+
+func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger) *wsListener {
+	l := &wsListener{id: id, ln: ln, tls: tlsConf, connectTimeout: connectTimeout, log: log}
+	l.upgrader = websocket.Upgrader{
+		Subprotocols: []string{"mqtt"},
+		// Devices and tools connect from anywhere, not from pages of one
+		// origin; authentication (not the Origin header) guards the broker.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	l.srv = &http.Server{
+		Handler:           http.HandlerFunc(l.handle),
+		ReadHeaderTimeout: connectTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig:         tlsConf,
+	}
+	return l
+}
+
+func (l *wsListener) ID() string                  { return l.id }
+func (l *wsListener) Address() string             { return l.ln.Addr().String() }
+func (l *wsListener) Protocol() string            { return "ws" }
+func (l *wsListener) Init(log *slog.Logger) error { return nil }
+
+func (l *wsListener) Serve(establish listeners.EstablishFn) {
+	l.mu.Lock()
+	l.establish = establish
+	l.mu.Unlock()
+	ln := l.ln
+	if l.tls != nil {
+		ln = tls.NewListener(ln, l.tls)
+	}
+	if err := l.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		l.log.Error("websocket listener stopped", "listener", l.id, "error", err)
+	}
+}
+
+func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
+	l.mu.Lock()
+	establish := l.establish
+	l.mu.Unlock()
+	c, err := l.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered with an HTTP error
+	}
+	conn := &wsConn{Conn: c.UnderlyingConn(), ws: c, tls: r.TLS}
+	if l.connectTimeout > 0 {
+		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
+	}
+	if !l.conns.add(conn) {
+		_ = conn.Close()
+		return
+	}
+	defer l.conns.remove(conn)
+	if err := establish(l.id, conn); err != nil && !isDisconnect(err) {
+		l.log.Debug("websocket connection ended", "listener", l.id, "remote", r.RemoteAddr, "error", err)
+	}
+}
+
+func (l *wsListener) Close(listeners.CloseFn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = l.srv.Shutdown(ctx)
+	_ = l.ln.Close() // in case Serve never ran
+	l.conns.closeAll()
+}
+
+// wsConn adapts a WebSocket to the byte stream Mochi reads: MQTT packets may
+// span or share binary frames.
+type wsConn struct {
+	net.Conn
+	ws  *websocket.Conn
+	r   io.Reader
+	tls *tls.ConnectionState
+}
+
+var errTextFrame = errors.New("websocket: MQTT needs binary frames")
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			op, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if op != websocket.BinaryMessage {
+				return 0, errTextFrame
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if errors.Is(err, io.EOF) {
+			c.r = nil
+			if n == 0 {
+				continue
+			}
+			return n, nil
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// ConnectionState exposes the TLS state of a wss:// connection, so identity
+// checks treat WebSocket and TCP clients alike.
+func (c *wsConn) ConnectionState() (tls.ConnectionState, bool) {
+	if c.tls == nil {
+		return tls.ConnectionState{}, false
+	}
+	return *c.tls, true
+}

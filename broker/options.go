@@ -1,0 +1,171 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// Off disables a listener when used as its address.
+const Off = "off"
+
+// Defaults of the zero Options.
+const (
+	DefaultDataDir         = "umbra-data"
+	DefaultMQTTAddr        = "127.0.0.1:1883"
+	DefaultWSAddr          = "127.0.0.1:8083"
+	DefaultHTTPAddr        = "127.0.0.1:8080"
+	DefaultConnectTimeout  = 10 * time.Second
+	DefaultMaxPacketSize   = 128 * 1024
+	DefaultClientQueue     = 256
+	DefaultMaxInflight     = 8192
+	DefaultSessionExpiry   = 7 * 24 * time.Hour
+	DefaultSysInterval     = time.Minute
+	DefaultHistoryVersions = 100
+	DefaultTombstoneTTL    = 48 * time.Hour
+	DefaultShutdownGrace   = 10 * time.Second
+)
+
+// Options configures a Broker. It is taken by value: New never changes the
+// caller's copy, and the zero value is a working broker listening on
+// loopback with its data in ./umbra-data.
+type Options struct {
+	// DataDir holds the database file. Default "umbra-data".
+	DataDir string
+
+	// Listener addresses, host:port. "" means the default, Off disables the
+	// listener, port 0 picks a free port (see the Addr accessors).
+	MQTTAddr string // MQTT over TCP; default 127.0.0.1:1883
+	WSAddr   string // MQTT over WebSocket; default 127.0.0.1:8083
+	HTTPAddr string // REST API, /healthz, /readyz, /metrics; default 127.0.0.1:8080
+
+	// Logger receives the broker's structured logs; nil discards them.
+	Logger *slog.Logger
+
+	// MQTT hardening (Mochi's defaults are tuned for a handful of clients).
+
+	// ConnectTimeout closes a connection that has not completed its TLS
+	// handshake and sent CONNECT in time. Default 10s.
+	ConnectTimeout time.Duration
+	// MaxPacketSize is the largest MQTT packet accepted; larger ones
+	// disconnect the client (as AWS IoT does). Default 128 KiB.
+	MaxPacketSize int
+	// ClientQueue is the per-client outbound queue length; a message for a
+	// client whose queue is full is dropped for that client (and counted).
+	// Mochi preallocates it: 8 bytes per slot per connection. Default 256.
+	ClientQueue int
+	// MaxInflight is the number of QoS 1/2 messages kept per client, online
+	// or offline. Default 1024.
+	MaxInflight int
+	// MessageExpiry, when > 0, drops retained and queued messages older than
+	// this. Default 0: kept until delivered or their session expires.
+	MessageExpiry time.Duration
+	// SessionExpiry caps how long a disconnected persistent session is kept.
+	// Default 7 days (the AWS IoT maximum).
+	SessionExpiry time.Duration
+	// SysInterval is how often $SYS topics are published. Default 1 minute.
+	SysInterval time.Duration
+	// MaxClients caps concurrent connections; 0 means no cap.
+	MaxClients int
+
+	// Shadow holds the document rules (limits, converge mode, strict mode).
+	Shadow shadow.Options
+	// HistoryVersions is how many versions of history are kept per shadow.
+	// Default 100; negative keeps none.
+	HistoryVersions int
+	// TombstoneTTL is how long a deleted shadow's version survives so that
+	// a recreated shadow continues from it. Default 48h.
+	TombstoneTTL time.Duration
+
+	// EphemeralSessions keeps MQTT session state (persistent sessions,
+	// subscriptions, retained and queued messages) in memory only, as a
+	// plain Mochi does. Shadows stay durable. For CI brokers and benchmarks.
+	EphemeralSessions bool
+
+	// UnsafeNoSync skips fsync. It exists only so benchmarks can show what
+	// durability costs; acknowledged writes can be lost on a crash.
+	UnsafeNoSync bool
+}
+
+// withDefaults returns a copy with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&o.DataDir, DefaultDataDir)
+	def(&o.MQTTAddr, DefaultMQTTAddr)
+	def(&o.WSAddr, DefaultWSAddr)
+	def(&o.HTTPAddr, DefaultHTTPAddr)
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = DefaultConnectTimeout
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if o.ClientQueue == 0 {
+		o.ClientQueue = DefaultClientQueue
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = DefaultMaxInflight
+	}
+	if o.SessionExpiry == 0 {
+		o.SessionExpiry = DefaultSessionExpiry
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = DefaultSysInterval
+	}
+	if o.HistoryVersions == 0 {
+		o.HistoryVersions = DefaultHistoryVersions
+	}
+	if o.TombstoneTTL == 0 {
+		o.TombstoneTTL = DefaultTombstoneTTL
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	o.Shadow = o.Shadow.Normalize()
+	return o
+}
+
+// validate reports every problem with o (already defaulted) at once.
+func (o Options) validate() error {
+	var errs []error
+	for _, a := range []struct{ name, addr string }{{"mqtt address", o.MQTTAddr}, {"websocket address", o.WSAddr}, {"http address", o.HTTPAddr}} {
+		if a.addr == Off {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.addr, err))
+		}
+	}
+	positive := func(name string, v int64) {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (got %d)", name, v))
+		}
+	}
+	positive("connect timeout", int64(o.ConnectTimeout))
+	positive("max packet size", int64(o.MaxPacketSize))
+	positive("client queue", int64(o.ClientQueue))
+	positive("max inflight", int64(o.MaxInflight))
+	positive("message expiry", int64(o.MessageExpiry))
+	positive("session expiry", int64(o.SessionExpiry))
+	positive("sys interval", int64(o.SysInterval))
+	positive("max clients", int64(o.MaxClients))
+	positive("tombstone ttl", int64(o.TombstoneTTL))
+	if o.MaxInflight > 65535 {
+		errs = append(errs, fmt.Errorf("max inflight must be at most 65535 (got %d)", o.MaxInflight))
+	}
+	if o.SysInterval > 0 && o.SysInterval < time.Second {
+		errs = append(errs, fmt.Errorf("sys interval must be at least 1s (got %s)", o.SysInterval))
+	}
+	if err := o.Shadow.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

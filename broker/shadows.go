@@ -1,0 +1,81 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/umbra-iot/umbra/shadow"
+	"github.com/umbra-iot/umbra/store"
+)
+
+// shadowStore adapts the bbolt store to shadow.Store.
+type shadowStore struct {
+	db           *store.DB
+	tombstoneTTL time.Duration
+	history      int
+}
+
+func key(r shadow.Ref) store.ShadowKey { return store.ShadowKey{Thing: r.Thing, Name: r.Name} }
+
+func (s shadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
+	doc, v, err := s.db.LoadShadow(key(ref), s.tombstoneTTL, time.Now())
+	return shadow.Current{Doc: doc, Version: v}, err
+}
+
+func (s shadowStore) Commit(ctx context.Context, c shadow.Change) error {
+	w := store.ShadowWrite{Key: key(c.Ref), Doc: c.Doc, Version: c.Version, Time: c.Time, HistoryLimit: s.history}
+	if s.history > 0 {
+		w.History = c.History
+		w.HistoryKind = store.HistoryUpdate
+		if c.Op == shadow.OpDelete {
+			w.HistoryKind = store.HistoryDelete
+		}
+	}
+	return s.db.CommitShadow(ctx, w)
+}
+
+// mqttPublisher publishes service replies through Mochi's inline client at
+// QoS 1: each subscriber receives them at its own subscription's QoS, and
+// QoS 1 subscribers with persistent sessions get them queued while offline.
+type mqttPublisher struct{ s *mqtt.Server }
+
+func (p mqttPublisher) Publish(topic string, payload []byte) error {
+	return p.s.Publish(topic, payload, false, 1)
+}
+
+// shadowLister serves the read-only shadow listings from the store.
+type shadowLister struct{ db *store.DB }
+
+func (l shadowLister) ListNamedShadows(thing, after string, limit int) ([]string, string, error) {
+	return l.db.ListNamedShadows(thing, after, limit)
+}
+
+func (l shadowLister) History(ref shadow.Ref, before int64, limit int) ([]json.RawMessage, error) {
+	recs, err := l.db.ShadowHistory(key(ref), before, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(recs))
+	for i, r := range recs {
+		out[i] = r.Entry
+	}
+	return out, nil
+}
+
+// newShadowService builds the shadow service over the store and Mochi.
+func (b *Broker) newShadowService() *shadow.Service {
+	return shadow.NewService(shadow.Config{
+		Options:   b.opts.Shadow,
+		Store:     shadowStore{db: b.db, tombstoneTTL: b.opts.TombstoneTTL, history: max(b.opts.HistoryVersions, 0)},
+		Publisher: mqttPublisher{b.mqtt},
+		Logger:    b.log.With("component", "shadow"),
+		OnResult:  b.metrics.observeShadow,
+	})
+}
+
+// Shadows is the shadow service: the one way to read and change shadows
+// in-process (what MQTT and HTTP requests go through).
+func (b *Broker) Shadows() *shadow.Service { return b.shadows }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/internal/config"
+)
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	fs := flag.NewFlagSet("umbra serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML configuration file (default: none; UMBRA_CONFIG)")
+	dataDir := fs.String("data-dir", "", "data directory (default ./umbra-data)")
+	mqttAddr := fs.String("mqtt-addr", "", "MQTT/TCP listen address, or off (default 127.0.0.1:1883)")
+	wsAddr := fs.String("ws-addr", "", "MQTT/WebSocket listen address, or off (default 127.0.0.1:8083)")
+	httpAddr := fs.String("http-addr", "", "HTTP API listen address, or off (default 127.0.0.1:8080)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	logFormat := fs.String("log-format", "", "text or json (default text)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: umbra serve [flags]\n\nPrecedence: flags > UMBRA_* environment > config file > defaults.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
+	}
+	path := *configPath
+	if path == "" {
+		path = lookup(env, "UMBRA_CONFIG")
+	}
+	file, err := config.Load(path, env)
+	if err != nil {
+		return err
+	}
+	override := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	override(&file.DataDir, *dataDir)
+	override(&file.MQTT.Addr, *mqttAddr)
+	override(&file.MQTT.WSAddr, *wsAddr)
+	override(&file.HTTP.Addr, *httpAddr)
+	override(&file.Log.Level, *logLevel)
+	override(&file.Log.Format, *logFormat)
+
+	logger, err := file.Logger(stderr)
+	if err != nil {
+		return err
+	}
+	opts := file.Options()
+	opts.Logger = logger
+	b, err := broker.New(opts)
+	if err != nil {
+		return err
+	}
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "umbra %s serving\n", versionString())
+	for _, l := range []struct{ name, addr, scheme string }{
+		{"MQTT     ", b.MQTTAddr(), "mqtt://"},
+		{"WebSocket", b.WSAddr(), "ws://"},
+		{"HTTP     ", b.HTTPAddr(), "http://"},
+	} {
+		if l.addr != "" {
+			fmt.Fprintf(stdout, "  %s %s%s\n", l.name, l.scheme, l.addr)
+		}
+	}
+	fmt.Fprintf(stdout, "  data      %s\n", b.DataPath())
+	if allLoopback(b.MQTTAddr(), b.WSAddr(), b.HTTPAddr()) {
+		fmt.Fprintln(stdout, "  no authentication configured: listening on loopback only")
+	} else {
+		fmt.Fprintln(stdout, "  WARNING: no authentication configured and a listener is not on loopback: anyone who reaches it can connect")
+	}
+
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "umbra: shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), broker.DefaultShutdownGrace)
+	defer cancel()
+	start := time.Now()
+	if err := b.Shutdown(sctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "umbra: stopped cleanly in %s\n", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func allLoopback(addrs ...string) bool {
+	for _, a := range addrs {
+		if a == "" {
+			continue
+		}
+		host, _, err := net.SplitHostPort(a)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
+}
+
+func lookup(env []string, key string) string {
+	for _, kv := range env {
+		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
+			return kv[len(key)+1:]
+		}
+	}
+	return ""
+}

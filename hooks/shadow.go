@@ -1,0 +1,65 @@
+package hooks
+
+import (
+	"context"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// ShadowHandler runs shadow requests (shadow.Service does).
+type ShadowHandler interface {
+	Handle(ctx context.Context, req shadow.Request) shadow.Response
+}
+
+// Shadows routes publishes on shadow request topics
+// ($aws/things/{thing}/shadow[/name/{name}]/{get,update,delete}) to the
+// shadow service, which answers on the reply topics before this hook
+// returns.
+//
+// An accepted request is then forwarded to its own subscribers, as AWS IoT
+// does; a rejected one is not (CodeSuccessIgnore: the publisher still gets
+// its PUBACK, so a QoS 1 device does not retransmit forever). A request is
+// never retained. Will messages never reach this hook (Mochi publishes them
+// straight to subscribers), so a last will on a shadow topic is not taken
+// as an update, matching AWS.
+type Shadows struct {
+	mqtt.HookBase
+	svc ShadowHandler
+	ctx context.Context
+}
+
+// NewShadows returns the shadow routing hook. ctx bounds the service calls
+// (cancel it on shutdown).
+func NewShadows(ctx context.Context, svc ShadowHandler) *Shadows {
+	return &Shadows{svc: svc, ctx: ctx}
+}
+
+// ID implements mqtt.Hook.
+func (h *Shadows) ID() string { return "umbra-shadows" }
+
+// Provides implements mqtt.Hook.
+func (h *Shadows) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+// OnPublish implements mqtt.Hook.
+func (h *Shadows) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	// The service's own replies come back through here as inline publishes.
+	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, shadow.TopicPrefix) {
+		return pk, nil
+	}
+	t, ok := shadow.ParseTopic(pk.TopicName)
+	if !ok || t.Suffix != shadow.SuffixNone {
+		return pk, nil
+	}
+	pk.FixedHeader.Retain = false
+	resp := h.svc.Handle(h.ctx, shadow.Request{
+		Ref: t.Ref, Op: t.Op, Payload: pk.Payload, Origin: shadow.OriginMQTT, Principal: cl.ID,
+	})
+	if resp.Err != nil {
+		return pk, packets.CodeSuccessIgnore
+	}
+	return pk, nil
+}

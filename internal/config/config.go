@@ -1,0 +1,213 @@
+// Package config reads `umbra serve`'s configuration: a YAML file decoded
+// strictly (an unknown key is an error naming the key and its line),
+// UMBRA_* environment variables, and command-line flags. Later sources win:
+// defaults < file < environment < flags.
+//
+// Every key of the file has an environment variable named after its path:
+// mqtt.connect_timeout is UMBRA_MQTT_CONNECT_TIMEOUT.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// File is the configuration file's schema. Zero values mean "default".
+type File struct {
+	DataDir string `yaml:"data_dir"`
+	MQTT    MQTT   `yaml:"mqtt"`
+	HTTP    HTTP   `yaml:"http"`
+	Shadow  Shadow `yaml:"shadow"`
+	Log     Log    `yaml:"log"`
+}
+
+// MQTT configures the MQTT listeners and session limits.
+type MQTT struct {
+	Addr           string        `yaml:"addr"`
+	WSAddr         string        `yaml:"ws_addr"`
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	MaxPacketSize  int           `yaml:"max_packet_size"`
+	ClientQueue    int           `yaml:"client_queue"`
+	MaxInflight    int           `yaml:"max_inflight"`
+	MessageExpiry  time.Duration `yaml:"message_expiry"`
+	SessionExpiry  time.Duration `yaml:"session_expiry"`
+	SysInterval    time.Duration `yaml:"sys_interval"`
+	MaxClients     int           `yaml:"max_clients"`
+}
+
+// HTTP configures the HTTP listener.
+type HTTP struct {
+	Addr string `yaml:"addr"`
+}
+
+// Shadow configures the shadow service.
+type Shadow struct {
+	Converge         string        `yaml:"converge"`
+	Strict           bool          `yaml:"strict"`
+	MaxDocumentBytes int           `yaml:"max_document_bytes"`
+	MaxDepth         int           `yaml:"max_depth"`
+	HistoryVersions  int           `yaml:"history_versions"`
+	TombstoneTTL     time.Duration `yaml:"tombstone_ttl"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// Decode reads a configuration file strictly.
+func Decode(r io.Reader) (File, error) {
+	var f File
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return File{}, err
+	}
+	return f, nil
+}
+
+// Load reads path (skipped when ""), then applies env (as os.Environ).
+func Load(path string, env []string) (File, error) {
+	var f File
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return File{}, fmt.Errorf("config: %w", err)
+		}
+		if f, err = Decode(bytes.NewReader(data)); err != nil {
+			return File{}, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&f, env); err != nil {
+		return File{}, err
+	}
+	return f, nil
+}
+
+// EnvNames lists every environment variable the file schema answers to.
+func EnvNames() []string {
+	var names []string
+	walk(reflect.ValueOf(&File{}).Elem(), "UMBRA", func(name string, _ reflect.Value) { names = append(names, name) })
+	return names
+}
+
+func walk(v reflect.Value, prefix string, fn func(name string, field reflect.Value)) {
+	t := v.Type()
+	for i := range t.NumField() {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		name := prefix + "_" + strings.ToUpper(tag)
+		if fv := v.Field(i); fv.Kind() == reflect.Struct {
+			walk(fv, name, fn)
+		} else {
+			fn(name, fv)
+		}
+	}
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func applyEnv(f *File, env []string) error {
+	values := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "UMBRA_") {
+			values[k] = v
+		}
+	}
+	var errs []error
+	walk(reflect.ValueOf(f).Elem(), "UMBRA", func(name string, field reflect.Value) {
+		raw, ok := values[name]
+		if !ok {
+			return
+		}
+		if err := setField(field, raw); err != nil {
+			errs = append(errs, fmt.Errorf("environment %s=%q: %w", name, raw, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func setField(field reflect.Value, raw string) error {
+	switch {
+	case field.Type() == durationType:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return err
+		}
+		field.SetInt(int64(d))
+	case field.Kind() == reflect.String:
+		field.SetString(raw)
+	case field.Kind() == reflect.Int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("not an integer")
+		}
+		field.SetInt(int64(n))
+	case field.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("not a boolean")
+		}
+		field.SetBool(b)
+	default:
+		return fmt.Errorf("unsupported type %s", field.Type())
+	}
+	return nil
+}
+
+// Logger builds the logger the file asks for, writing to w.
+func (f File) Logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if f.Log.Level != "" {
+		if err := level.UnmarshalText([]byte(f.Log.Level)); err != nil {
+			return nil, fmt.Errorf("log level %q: want debug, info, warn or error", f.Log.Level)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch f.Log.Format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", f.Log.Format)
+}
+
+// Options converts the file into broker options (defaults left zero).
+func (f File) Options() broker.Options {
+	return broker.Options{
+		DataDir:        f.DataDir,
+		MQTTAddr:       f.MQTT.Addr,
+		WSAddr:         f.MQTT.WSAddr,
+		HTTPAddr:       f.HTTP.Addr,
+		ConnectTimeout: f.MQTT.ConnectTimeout,
+		MaxPacketSize:  f.MQTT.MaxPacketSize,
+		ClientQueue:    f.MQTT.ClientQueue,
+		MaxInflight:    f.MQTT.MaxInflight,
+		MessageExpiry:  f.MQTT.MessageExpiry,
+		SessionExpiry:  f.MQTT.SessionExpiry,
+		SysInterval:    f.MQTT.SysInterval,
+		MaxClients:     f.MQTT.MaxClients,
+		Shadow: shadow.Options{
+			Converge:         shadow.ConvergeMode(f.Shadow.Converge),
+			Strict:           f.Shadow.Strict,
+			MaxDocumentBytes: f.Shadow.MaxDocumentBytes,
+			MaxDepth:         f.Shadow.MaxDepth,
+		},
+		HistoryVersions: f.Shadow.HistoryVersions,
+		TombstoneTTL:    f.Shadow.TombstoneTTL,
+	}
+}

@@ -1,0 +1,65 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeRejectsUnknownKeyWithLine(t *testing.T) {
+	_, err := Decode(strings.NewReader("data_dir: /x\nmqtt:\n  addr: 1.2.3.4:1\n  adress: typo\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "adress") {
+		t.Fatalf("err = %v, want one naming line 4 and the key", err)
+	}
+}
+
+func TestDecodeRejectsWrongType(t *testing.T) {
+	_, err := Decode(strings.NewReader("mqtt:\n  connect_timeout: soon\n"))
+	if err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("err = %v, want a line-2 error", err)
+	}
+}
+
+func TestEmptyFileIsAllDefaults(t *testing.T) {
+	f, err := Decode(strings.NewReader(""))
+	if err != nil || f != (File{}) {
+		t.Fatalf("f=%+v err=%v", f, err)
+	}
+}
+
+func TestEnvironmentOverridesFile(t *testing.T) {
+	f, err := Decode(strings.NewReader("mqtt:\n  addr: 0.0.0.0:1883\n  connect_timeout: 5s\nshadow:\n  converge: prune\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = applyEnv(&f, []string{"UMBRA_MQTT_ADDR=127.0.0.1:9", "UMBRA_MQTT_CONNECT_TIMEOUT=3s", "UMBRA_SHADOW_STRICT=true", "UMBRA_SHADOW_CONVERGE=keep", "PATH=/bin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.MQTT.Addr != "127.0.0.1:9" || f.MQTT.ConnectTimeout != 3*time.Second || !f.Shadow.Strict || f.Shadow.Converge != "keep" {
+		t.Fatalf("after env: %+v", f)
+	}
+}
+
+func TestEnvironmentBadValueNamesVariable(t *testing.T) {
+	var f File
+	err := applyEnv(&f, []string{"UMBRA_MQTT_MAX_CLIENTS=many"})
+	if err == nil || !strings.Contains(err.Error(), "UMBRA_MQTT_MAX_CLIENTS") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnvNamesCoverEveryKey(t *testing.T) {
+	names := strings.Join(EnvNames(), " ")
+	for _, want := range []string{"UMBRA_DATA_DIR", "UMBRA_MQTT_WS_ADDR", "UMBRA_HTTP_ADDR", "UMBRA_SHADOW_TOMBSTONE_TTL", "UMBRA_LOG_FORMAT"} {
+		if !strings.Contains(names, want) {
+			t.Errorf("%s missing from %s", want, names)
+		}
+	}
+}
+
+func TestLoggerRejectsUnknownLevel(t *testing.T) {
+	if _, err := (File{Log: Log{Level: "loud"}}).Logger(nil); err == nil {
+		t.Fatal("want error")
+	}
+}

@@ -1,0 +1,153 @@
+package shadow
+
+import "github.com/tidwall/gjson"
+
+// The stored document is compact JSON:
+//
+//	{"state":{"desired":{…},"reported":{…}},"metadata":{"desired":{…},"reported":{…}},"version":N,"timestamp":T}
+//
+// "state" and "metadata" are always present; desired/reported (and their
+// metadata) are omitted when empty; T is the Unix time of the last update.
+
+// maxStoredDepth bounds the sections of a stored document (metadata is one level
+// taller than its state). Anything taller was not written by this package and is
+// reported as 500 rather than walked.
+const maxStoredDepth = MaxDepthLimit + 1
+
+// document is a stored shadow loaded for editing. Its four objects are never
+// nil; an absent section is an empty object.
+type document struct {
+	desired, reported         *node
+	desiredMeta, reportedMeta *node
+	version                   int64
+}
+
+func emptyDocument() *document {
+	return &document{desired: newObject(), reported: newObject(), desiredMeta: newObject(), reportedMeta: newObject()}
+}
+
+// loadDocument parses a stored document. It fails on anything this package
+// would not have written: bad JSON, sections that are not objects, a missing or
+// negative version, excessive depth.
+func loadDocument(b []byte) (*document, bool) {
+	root, ok := parseJSON(b)
+	if !ok || root.kind != kindObject {
+		return nil, false
+	}
+	d := emptyDocument()
+	v := root.get("version")
+	if v == nil || v.kind != kindNumber {
+		return nil, false
+	}
+	if d.version, ok = parseVersion(v); !ok {
+		return nil, false
+	}
+	state, meta := root.get("state"), root.get("metadata")
+	for _, s := range [...]struct {
+		parent *node
+		name   string
+		dst    **node
+	}{
+		{state, "desired", &d.desired}, {state, "reported", &d.reported},
+		{meta, "desired", &d.desiredMeta}, {meta, "reported", &d.reportedMeta},
+	} {
+		if s.parent != nil && s.parent.kind != kindObject {
+			return nil, false
+		}
+		sec := s.parent.get(s.name)
+		if sec == nil {
+			continue
+		}
+		if sec.kind != kindObject || sec.height > maxStoredDepth {
+			return nil, false
+		}
+		*s.dst = sec
+	}
+	return d, true
+}
+
+// appendState writes {"desired":…,"reported":…}, omitting empty sections.
+func (d *document) appendState(dst []byte) []byte {
+	w := newObj(dst)
+	if d.desired.live > 0 {
+		w.node("desired", d.desired)
+	}
+	if d.reported.live > 0 {
+		w.node("reported", d.reported)
+	}
+	return w.close()
+}
+
+// appendMetadata writes the metadata of the present sections.
+func (d *document) appendMetadata(dst []byte) []byte {
+	w := newObj(dst)
+	if d.desired.live > 0 {
+		w.node("desired", d.desiredMeta)
+	}
+	if d.reported.live > 0 {
+		w.node("reported", d.reportedMeta)
+	}
+	return w.close()
+}
+
+// marshal is the stored form.
+func (d *document) marshal(timestamp int64) []byte {
+	w := newObj(make([]byte, 0, 256))
+	w.key("state")
+	w.buf = d.appendState(w.buf)
+	w.key("metadata")
+	w.buf = d.appendMetadata(w.buf)
+	w.int("version", d.version)
+	w.int("timestamp", timestamp)
+	return w.close()
+}
+
+// snapshot is the {"state","metadata","version"} object of /update/documents.
+func (d *document) snapshot(dst []byte) []byte {
+	w := newObj(dst)
+	w.key("state")
+	w.buf = d.appendState(w.buf)
+	w.key("metadata")
+	w.buf = d.appendMetadata(w.buf)
+	w.int("version", d.version)
+	return w.close()
+}
+
+// DocVersion is the version of a stored document, 0 if it has none.
+func DocVersion(doc []byte) int64 {
+	return gjson.GetBytes(doc, "version").Int()
+}
+
+// DocState returns the raw desired and reported objects of a stored document,
+// nil for an absent section. The slices alias doc.
+func DocState(doc []byte) (desired, reported []byte) {
+	state := gjson.GetBytes(doc, "state")
+	if !state.IsObject() {
+		return nil, nil
+	}
+	return rawObject(doc, state.Get("desired")), rawObject(doc, state.Get("reported"))
+}
+
+func rawObject(doc []byte, r gjson.Result) []byte {
+	if !r.IsObject() {
+		return nil
+	}
+	if r.Index > 0 && r.Index+len(r.Raw) <= len(doc) {
+		return doc[r.Index : r.Index+len(r.Raw)]
+	}
+	return []byte(r.Raw)
+}
+
+// DocDelta is the current delta of a stored document (desired values that
+// differ from reported, spec §3.5), nil when empty or when doc is unreadable.
+func DocDelta(doc []byte) []byte {
+	d, ok := loadDocument(doc)
+	if !ok {
+		return nil
+	}
+	delta, _ := computeDelta(d.desired, d.desiredMeta, d.reported)
+	if delta == nil {
+		return nil
+	}
+	return appendNode(nil, delta)
+}

@@ -1,0 +1,184 @@
+package shadow
+
+import (
+	"math"
+	"time"
+)
+
+// Current is the stored state of one shadow as the service read it.
+type Current struct {
+	Doc     []byte // stored document, nil when the shadow does not exist
+	Version int64  // when Doc is nil: the version a tombstone remembers (0 = never existed, or expired)
+}
+
+// UpdateResult is everything an accepted update produces. Accepted and Delta
+// share version and timestamp (spec §1.2); clients rely on it.
+type UpdateResult struct {
+	Doc       []byte // the new stored document
+	Version   int64
+	Accepted  []byte // /update/accepted: the request's state, its metadata, version, timestamp[, clientToken]
+	Delta     []byte // /update/delta, nil when the resulting delta is empty
+	Documents []byte // /update/documents: previous (null on creation) and current snapshots
+}
+
+// Update applies a parsed request to the current state (spec §3.6 steps 11-12):
+// the version check, the merge, convergence, the size check and the replies.
+// It does not retain cur.Doc, so the caller may pass bytes that are valid only
+// inside a storage transaction.
+//
+// Version rules: an existing shadow at version V accepts "version": V and
+// becomes V+1, any other value is 409 Version conflict. An absent shadow whose
+// last version was T (a tombstone, 0 if none) is created at T+1, and a
+// "version" in the request must name that version, T+1, else 400 Invalid
+// version (Greengrass accepts only 1 for a new shadow; Umbra extends this to
+// tombstones).
+func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateResult, *Error) {
+	if req == nil {
+		return UpdateResult{}, ErrInternal
+	}
+	o = o.Normalize()
+	exists := cur.Doc != nil
+	d := emptyDocument()
+	if exists {
+		var ok bool
+		if d, ok = loadDocument(cur.Doc); !ok {
+			return UpdateResult{}, ErrInternal
+		}
+	} else {
+		d.version = max(cur.Version, 0)
+	}
+	if d.version == math.MaxInt64 {
+		return UpdateResult{}, ErrInternal
+	}
+	if req.HasVersion {
+		if exists && req.Version != d.version {
+			return UpdateResult{}, ErrVersionConflict
+		}
+		if !exists && req.Version != d.version+1 {
+			return UpdateResult{}, ErrInvalidVersion
+		}
+	}
+
+	var previous []byte
+	prevSize := 0
+	if exists {
+		previous = d.snapshot(nil)
+		prevSize = len(d.appendState(nil))
+	}
+
+	ts := now.Unix()
+	leaf := timestampLeaf(ts)
+	if req.stateNull {
+		d.desired, d.desiredMeta = newObject(), newObject()
+		d.reported, d.reportedMeta = newObject(), newObject()
+	}
+	applySection(&d.desired, &d.desiredMeta, req.desired, leaf)
+	applySection(&d.reported, &d.reportedMeta, req.reported, leaf)
+	if o.Converge != ConvergeKeep {
+		prune(d.desired, d.desiredMeta, d.reported)
+	}
+	// The limit applies to the merged state. An update that does not grow a
+	// document already over the limit (because the limit was lowered) is let
+	// through, so such a document can still be shrunk.
+	if size := len(d.appendState(nil)); size > o.MaxDocumentBytes && size > prevSize {
+		return UpdateResult{}, ErrPayloadTooLarge
+	}
+	d.version++
+
+	res := UpdateResult{Doc: d.marshal(ts), Version: d.version}
+
+	w := newObj(make([]byte, 0, len(req.echo)*3+64))
+	w.raw("state", req.echo)
+	w.node("metadata", req.acceptedMeta(leaf))
+	w.int("version", d.version)
+	w.int("timestamp", ts)
+	w.token(req.ClientToken, req.HasToken)
+	res.Accepted = w.close()
+
+	if delta, meta := computeDelta(d.desired, d.desiredMeta, d.reported); delta != nil {
+		w := newObj(nil)
+		w.node("state", delta)
+		w.node("metadata", meta)
+		w.int("version", d.version)
+		w.int("timestamp", ts)
+		w.token(req.ClientToken, req.HasToken)
+		res.Delta = w.close()
+	}
+
+	w = newObj(make([]byte, 0, len(previous)+len(res.Doc)+96))
+	if previous == nil {
+		w.raw("previous", []byte("null"))
+	} else {
+		w.raw("previous", previous)
+	}
+	w.key("current")
+	w.buf = d.snapshot(w.buf)
+	w.int("timestamp", ts)
+	w.token(req.ClientToken, req.HasToken)
+	res.Documents = w.close()
+	return res, nil
+}
+
+// Get is the /get/accepted payload: the full document with state.delta (when
+// non-empty), metadata for desired and reported (no metadata.delta: the AWS SDK
+// model and Greengrass have none), the version, the time of this reply, and the
+// clientToken. An absent shadow is ErrNoShadow: reply with Ref.NotFound().
+func Get(cur Current, clientToken string, hasToken bool, now time.Time) ([]byte, *Error) {
+	if cur.Doc == nil {
+		return nil, ErrNoShadow
+	}
+	d, ok := loadDocument(cur.Doc)
+	if !ok {
+		return nil, ErrInternal
+	}
+	w := newObj(make([]byte, 0, len(cur.Doc)+64))
+	w.key("state")
+	state := newObj(w.buf)
+	if d.desired.live > 0 {
+		state.node("desired", d.desired)
+	}
+	if d.reported.live > 0 {
+		state.node("reported", d.reported)
+	}
+	if delta, _ := computeDelta(d.desired, d.desiredMeta, d.reported); delta != nil {
+		state.node("delta", delta)
+	}
+	w.buf = state.close()
+	w.key("metadata")
+	w.buf = d.appendMetadata(w.buf)
+	w.int("version", d.version)
+	w.int("timestamp", now.Unix())
+	w.token(clientToken, hasToken)
+	return w.close(), nil
+}
+
+// Delete is the /delete/accepted payload {"version","timestamp"[,"clientToken"]}
+// where version is the version the shadow had when deleted (Greengrass; the
+// cloud is unconfirmed). The caller removes the document and keeps a tombstone
+// with that version. Delete only reads the version, so even an unreadable
+// document can be deleted. An absent shadow is ErrNoShadow: reply with
+// Ref.NotFound().
+func Delete(cur Current, clientToken string, hasToken bool, now time.Time) ([]byte, *Error) {
+	if cur.Doc == nil {
+		return nil, ErrNoShadow
+	}
+	w := newObj(make([]byte, 0, 64))
+	w.int("version", DocVersion(cur.Doc))
+	w.int("timestamp", now.Unix())
+	w.token(clientToken, hasToken)
+	return w.close(), nil
+}
+
+// Rejected is the …/rejected payload {"code","message","timestamp"[,"clientToken"]}.
+// A nil err is reported as 500.
+func Rejected(err *Error, clientToken string, hasToken bool, now time.Time) []byte {
+	if err == nil {
+		err = ErrInternal
+	}
+	w := newObj(make([]byte, 0, 64+len(err.Message)+len(clientToken)))
+	w.int("code", int64(err.Code))
+	w.str("message", err.Message)
+	w.int("timestamp", now.Unix())
+	w.token(clientToken, hasToken)
+	return w.close()
+}

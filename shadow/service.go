@@ -1,0 +1,336 @@
+package shadow
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Store is the storage a Service needs. Load returns the stored document,
+// or (Doc == nil) the version of a live tombstone; Commit returns once the
+// change is durable.
+type Store interface {
+	Load(ref Ref) (Current, error)
+	Commit(ctx context.Context, c Change) error
+}
+
+// Change is one accepted shadow change, as committed.
+type Change struct {
+	Ref     Ref
+	Op      Op     // OpUpdate or OpDelete
+	Doc     []byte // the new document; nil when the shadow was deleted
+	Version int64  // version of Doc, or the version the shadow had when deleted
+	Time    time.Time
+	History []byte // history entry (JSON) kept in the same transaction
+}
+
+// Publisher delivers service messages to MQTT subscribers.
+type Publisher interface {
+	Publish(topic string, payload []byte) error
+}
+
+// Origin says through which face a request arrived. It decides which
+// replies are published: MQTT requests are answered on MQTT topics (rejected
+// included); HTTP requests get their answer in the HTTP response, and their
+// accepted changes are still announced on MQTT (as AWS does).
+type Origin int
+
+const (
+	OriginMQTT     Origin = iota // a device or app publishing on $aws/things/...
+	OriginHTTP                   // the REST data plane
+	OriginInternal               // Umbra itself (fleet jobs, rollouts)
+)
+
+func (o Origin) String() string {
+	switch o {
+	case OriginMQTT:
+		return "mqtt"
+	case OriginHTTP:
+		return "http"
+	}
+	return "internal"
+}
+
+// Request is one shadow operation.
+type Request struct {
+	Ref       Ref
+	Op        Op
+	Payload   []byte
+	Origin    Origin
+	Principal string // MQTT client id or API principal, kept in history
+}
+
+// Response is the answer to a Request: the accepted payload, or the
+// rejected payload and its error.
+type Response struct {
+	Payload []byte
+	Err     *Error
+	Version int64 // version after the operation (accepted only)
+}
+
+// Event announces a committed change, in version order per shadow.
+type Event struct {
+	Change
+	Principal string
+	Origin    Origin
+}
+
+// Config assembles a Service.
+type Config struct {
+	Options   Options
+	Store     Store
+	Publisher Publisher        // nil publishes nothing
+	Clock     func() time.Time // nil means time.Now
+	// OnEvent, when set, is called after every committed change, while the
+	// shadow is still locked: events of one shadow arrive in version order.
+	// It must not block.
+	OnEvent func(Event)
+	// OnResult, when set, is called once per request with its outcome code
+	// (200 for accepted) and duration, for metrics.
+	OnResult func(op Op, code int, d time.Duration)
+	Logger   *slog.Logger
+}
+
+// Service runs shadow requests: it validates them, applies them to the
+// stored document, commits the result and publishes the replies. It is the
+// only writer of shadows; every face (MQTT, HTTP, CLI, rollouts) calls it.
+//
+// Requests for one shadow are serialised by a per-shadow lock held from load
+// to publish, which makes the version check atomic with the write and keeps
+// replies and events of a shadow in version order. Requests for different
+// shadows run concurrently and share fsyncs through the store's group commit.
+type Service struct {
+	cfg   Config
+	opts  Options
+	locks keyedMutex
+}
+
+// NewService returns a Service. cfg.Store is required.
+func NewService(cfg Config) *Service {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, opts: cfg.Options.Normalize()}
+}
+
+// Options are the normalised document options in force.
+func (s *Service) Options() Options { return s.opts }
+
+// Handle runs one request.
+func (s *Service) Handle(ctx context.Context, req Request) Response {
+	start := time.Now()
+	resp := s.handle(ctx, req)
+	if s.cfg.OnResult != nil {
+		code := 200
+		if resp.Err != nil {
+			code = resp.Err.Code
+		}
+		s.cfg.OnResult(req.Op, code, time.Since(start))
+	}
+	return resp
+}
+
+func (s *Service) handle(ctx context.Context, req Request) Response {
+	switch req.Op {
+	case OpUpdate:
+		return s.update(ctx, req)
+	case OpGet:
+		return s.get(req)
+	case OpDelete:
+		return s.delete(ctx, req)
+	}
+	return s.reject(req, &Error{Code: 400, Message: "Unsupported operation"}, "", false)
+}
+
+func (s *Service) update(ctx context.Context, req Request) Response {
+	parsed, token, hasToken, perr := ParseUpdate(req.Payload, s.opts)
+	if perr != nil {
+		return s.reject(req, perr, token, hasToken)
+	}
+	unlock := s.locks.lock(req.Ref)
+	defer unlock()
+	cur, err := s.cfg.Store.Load(req.Ref)
+	if err != nil {
+		return s.internal(req, "load", err, token, hasToken)
+	}
+	now := s.cfg.Clock()
+	res, uerr := Update(cur, parsed, now, s.opts)
+	if uerr != nil {
+		return s.reject(req, uerr, token, hasToken)
+	}
+	ch := Change{Ref: req.Ref, Op: OpUpdate, Doc: res.Doc, Version: res.Version, Time: now}
+	ch.History = s.history(req, ch, res.Doc)
+	if err := s.cfg.Store.Commit(ctx, ch); err != nil {
+		return s.internal(req, "commit", err, token, hasToken)
+	}
+	s.publish(req.Ref.Topic(OpUpdate, SuffixAccepted), res.Accepted)
+	if res.Delta != nil {
+		s.publish(req.Ref.Topic(OpUpdate, SuffixDelta), res.Delta)
+	}
+	s.publish(req.Ref.Topic(OpUpdate, SuffixDocuments), res.Documents)
+	s.emit(req, ch)
+	return Response{Payload: res.Accepted, Version: res.Version}
+}
+
+func (s *Service) get(req Request) Response {
+	token, hasToken, perr := ParseTokenOnly(req.Payload, s.opts)
+	if perr != nil {
+		return s.reject(req, perr, token, hasToken)
+	}
+	cur, err := s.cfg.Store.Load(req.Ref)
+	if err != nil {
+		return s.internal(req, "load", err, token, hasToken)
+	}
+	payload, gerr := Get(cur, token, hasToken, s.cfg.Clock())
+	if gerr != nil {
+		return s.reject(req, s.notFound(req.Ref, gerr), token, hasToken)
+	}
+	if req.Origin == OriginMQTT {
+		s.publish(req.Ref.Topic(OpGet, SuffixAccepted), payload)
+	}
+	return Response{Payload: payload, Version: DocVersion(cur.Doc)}
+}
+
+func (s *Service) delete(ctx context.Context, req Request) Response {
+	token, hasToken, perr := ParseTokenOnly(req.Payload, s.opts)
+	if perr != nil {
+		return s.reject(req, perr, token, hasToken)
+	}
+	unlock := s.locks.lock(req.Ref)
+	defer unlock()
+	cur, err := s.cfg.Store.Load(req.Ref)
+	if err != nil {
+		return s.internal(req, "load", err, token, hasToken)
+	}
+	now := s.cfg.Clock()
+	payload, derr := Delete(cur, token, hasToken, now)
+	if derr != nil {
+		return s.reject(req, s.notFound(req.Ref, derr), token, hasToken)
+	}
+	ch := Change{Ref: req.Ref, Op: OpDelete, Version: DocVersion(cur.Doc), Time: now}
+	ch.History = s.history(req, ch, nil)
+	if err := s.cfg.Store.Commit(ctx, ch); err != nil {
+		return s.internal(req, "commit", err, token, hasToken)
+	}
+	// Devices learn of a deletion whichever face asked for it.
+	s.publish(req.Ref.Topic(OpDelete, SuffixAccepted), payload)
+	s.emit(req, ch)
+	return Response{Payload: payload, Version: ch.Version}
+}
+
+// notFound puts the right name in a 404: the shadow name for a named
+// shadow, the thing name for the classic one (as AWS does).
+func (s *Service) notFound(ref Ref, err *Error) *Error {
+	if err.Code != 404 {
+		return err
+	}
+	if ref.Name != "" {
+		return NotFound(ref.Name)
+	}
+	return NotFound(ref.Thing)
+}
+
+func (s *Service) reject(req Request, err *Error, token string, hasToken bool) Response {
+	payload := Rejected(err, token, hasToken, s.cfg.Clock())
+	if req.Origin == OriginMQTT {
+		s.publish(req.Ref.Topic(req.Op, SuffixRejected), payload)
+	}
+	return Response{Payload: payload, Err: err}
+}
+
+func (s *Service) internal(req Request, what string, err error, token string, hasToken bool) Response {
+	s.cfg.Logger.Error("shadow "+what+" failed", "shadow", req.Ref.String(), "op", string(req.Op), "error", err)
+	return s.reject(req, &Error{Code: 500, Message: "Internal service failure"}, token, hasToken)
+}
+
+func (s *Service) publish(topic string, payload []byte) {
+	if s.cfg.Publisher == nil {
+		return
+	}
+	if err := s.cfg.Publisher.Publish(topic, payload); err != nil {
+		s.cfg.Logger.Warn("publish shadow reply", "topic", topic, "error", err)
+	}
+}
+
+func (s *Service) emit(req Request, ch Change) {
+	if s.cfg.OnEvent != nil {
+		s.cfg.OnEvent(Event{Change: ch, Principal: req.Principal, Origin: req.Origin})
+	}
+}
+
+// HistoryEntry is what history keeps of each accepted change.
+type HistoryEntry struct {
+	Version   int64           `json:"version"`
+	Op        Op              `json:"op"`
+	Timestamp int64           `json:"timestamp"` // Unix seconds, as in shadow metadata
+	Principal string          `json:"principal,omitempty"`
+	Origin    string          `json:"origin"`
+	Request   json.RawMessage `json:"request,omitempty"` // the request payload as sent (valid JSON)
+	State     json.RawMessage `json:"state,omitempty"`   // desired and reported after the change
+}
+
+func (s *Service) history(req Request, ch Change, doc []byte) []byte {
+	e := HistoryEntry{
+		Version: ch.Version, Op: ch.Op, Timestamp: ch.Time.Unix(),
+		Principal: req.Principal, Origin: req.Origin.String(),
+	}
+	if json.Valid(req.Payload) {
+		e.Request = req.Payload
+	}
+	if doc != nil {
+		desired, reported := DocState(doc)
+		st := map[string]json.RawMessage{}
+		if desired != nil {
+			st["desired"] = desired
+		}
+		if reported != nil {
+			st["reported"] = reported
+		}
+		e.State, _ = json.Marshal(st)
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		s.cfg.Logger.Error("encode history entry", "error", err)
+		return nil
+	}
+	return b
+}
+
+// keyedMutex is a mutex per shadow, created on demand and dropped when free.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[Ref]*refLock
+}
+
+type refLock struct {
+	mu      sync.Mutex
+	waiters int
+}
+
+func (k *keyedMutex) lock(ref Ref) (unlock func()) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[Ref]*refLock)
+	}
+	l := k.m[ref]
+	if l == nil {
+		l = &refLock{}
+		k.m[ref] = l
+	}
+	l.waiters++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.waiters--; l.waiters == 0 {
+			delete(k.m, ref)
+		}
+		k.mu.Unlock()
+	}
+}

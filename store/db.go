@@ -1,0 +1,147 @@
+package store
+
+import (
+	"encoding"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the database file inside the data directory.
+const FileName = "umbra.db"
+
+// ErrLocked is returned by Open when another process holds the database.
+var ErrLocked = errors.New("store: database is locked by another process")
+
+// ErrClosed is returned for writes after Close.
+var ErrClosed = errors.New("store: closed")
+
+// Options tunes the store. The zero value is ready to use.
+type Options struct {
+	// LockTimeout bounds the wait for the file lock held by another process.
+	// Zero means one second.
+	LockTimeout time.Duration
+	// MaxBatch caps how many writes one transaction carries. Zero means 4096.
+	MaxBatch int
+	// NoSync skips fsync. Only for benchmarks that measure the cost of
+	// durability; never set it in production.
+	NoSync bool
+	// OnCommit, when set, is called after every transaction with its
+	// duration (including fsync) and the number of writes it carried.
+	OnCommit func(d time.Duration, writes int)
+	// Logger receives the store's warnings; nil discards them.
+	Logger *slog.Logger
+}
+
+func (o Options) logEncode(k stageKey, err error) {
+	if o.Logger != nil {
+		o.Logger.Error("store: dropping a staged value that does not encode", "bucket", k.bucket, "key", k.key, "error", err)
+	}
+}
+
+// DB is the open database and its committer.
+type DB struct {
+	bolt *bolt.DB
+	opts Options
+	path string
+
+	reqs chan *commitReq
+	kick chan struct{} // wakes the committer when stages arrive
+
+	// closeMu orders Close against senders on reqs: senders hold it for
+	// reading while they send, Close takes it for writing before closing reqs.
+	closeMu sync.RWMutex
+	closed  bool
+
+	stageMu sync.Mutex
+	staged  map[stageKey]encoding.BinaryMarshaler // nil value = delete
+	prefixD []stageKey                            // prefix deletes, applied before staged
+	flushes []chan error                          // Flush callers waiting for the next transaction
+
+	done chan struct{}
+}
+
+// Open opens (creating if needed) the database in dir and starts the committer.
+func Open(dir string, opts Options) (*DB, error) {
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.MaxBatch == 0 {
+		opts.MaxBatch = 4096
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("store: data directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, FileName)
+	b, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:      opts.LockTimeout,
+		NoSync:       opts.NoSync,
+		FreelistType: bolt.FreelistMapType,
+	})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return migrate(tx)
+	})
+	if err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
+	}
+	db := &DB{
+		bolt:   b,
+		opts:   opts,
+		path:   path,
+		reqs:   make(chan *commitReq, opts.MaxBatch),
+		kick:   make(chan struct{}, 1),
+		staged: make(map[stageKey]encoding.BinaryMarshaler),
+		done:   make(chan struct{}),
+	}
+	go db.run()
+	return db, nil
+}
+
+// Path is the database file.
+func (db *DB) Path() string { return db.path }
+
+// View runs fn in a read-only transaction. It sees every write whose Commit
+// has returned, and staged writes once their transaction has run.
+func (db *DB) View(fn func(tx *bolt.Tx) error) error { return db.bolt.View(fn) }
+
+// Size is the database file size in bytes.
+func (db *DB) Size() int64 {
+	var n int64
+	_ = db.bolt.View(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n
+}
+
+// Close writes everything staged, stops the committer and closes the file.
+// It is safe to call more than once.
+func (db *DB) Close() error {
+	db.closeMu.Lock()
+	if db.closed {
+		db.closeMu.Unlock()
+		<-db.done
+		return nil
+	}
+	db.closed = true
+	close(db.reqs)
+	db.closeMu.Unlock()
+	<-db.done
+	return db.bolt.Close()
+}

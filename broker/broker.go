@@ -32,6 +32,10 @@ import (
 	"github.com/umbra-iot/umbra/store"
 )
 
+// sessionLinger bounds how long MQTT session changes wait in memory before
+// their group commit; see README "What a crash can lose".
+const sessionLinger = 5 * time.Millisecond
+
 // Broker is one Umbra instance. Create it with New, then Start it.
 type Broker struct {
 	opts Options
@@ -80,7 +84,12 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 		return err
 	}
 	b.metrics = newMetrics(b.info, b.dbSize)
-	b.db, err = store.Open(b.opts.DataDir, store.Options{NoSync: b.opts.UnsafeNoSync, OnCommit: b.metrics.observeCommit})
+	b.db, err = store.Open(b.opts.DataDir, store.Options{
+		NoSync:      b.opts.UnsafeNoSync,
+		OnCommit:    b.metrics.observeCommit,
+		StageLinger: sessionLinger,
+		Logger:      b.log.With("component", "store"),
+	})
 	if err != nil {
 		return err
 	}

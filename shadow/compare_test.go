@@ -79,10 +79,10 @@ func FuzzNumEqual(f *testing.F) {
 		if !ok1 || !ok2 || na.kind != kindNumber || nb.kind != kindNumber || hugeExponent(a) || hugeExponent(b) {
 			return
 		}
-		ra, _ := new(big.Rat).SetString(a)
-		rb, _ := new(big.Rat).SetString(b)
+		ra, _ := new(big.Rat).SetString(string(na.raw)) // raw: without surrounding whitespace
+		rb, _ := new(big.Rat).SetString(string(nb.raw))
 		if ra == nil || rb == nil {
-			t.Fatalf("big.Rat cannot read %q or %q", a, b)
+			t.Fatalf("big.Rat cannot read %q or %q", na.raw, nb.raw)
 		}
 		if got, want := numEqual(na.raw, nb.raw), ra.Cmp(rb) == 0; got != want {
 			t.Fatalf("numEqual(%s, %s) = %v, exact arithmetic says %v", a, b, got, want)

@@ -127,6 +127,21 @@ func (db *DB) run() {
 				batch = append(batch, r)
 			}
 		case <-db.kick:
+			// Only staged (write-behind) work: linger briefly so that puts
+			// superseded by their delete (a QoS 1 message acknowledged
+			// within milliseconds) never reach the disk. A synchronous
+			// Commit arriving meanwhile ends the wait at once.
+			if db.opts.StageLinger > 0 {
+				select {
+				case r, ok := <-db.reqs:
+					if !ok {
+						closing = true
+					} else {
+						batch = append(batch, r)
+					}
+				case <-time.After(db.opts.StageLinger):
+				}
+			}
 		}
 	drain:
 		for !closing && len(batch) < db.opts.MaxBatch {

@@ -30,6 +30,10 @@ type Options struct {
 	LockTimeout time.Duration
 	// MaxBatch caps how many writes one transaction carries. Zero means 4096.
 	MaxBatch int
+	// StageLinger is how long the committer waits, when it has only staged
+	// writes, before writing them. It widens the crash window of staged
+	// state by as much. Zero writes at once.
+	StageLinger time.Duration
 	// NoSync skips fsync. Only for benchmarks that measure the cost of
 	// durability; never set it in production.
 	NoSync bool

@@ -8,6 +8,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
@@ -29,14 +30,19 @@ func BenchmarkShadowVsRaw(b *testing.B) {
 	for _, devices := range []int{1, 50} {
 		for _, mode := range []string{"raw", "shadow-update"} {
 			b.Run(fmt.Sprintf("%s/devices=%d", mode, devices), func(b *testing.B) {
-				benchRoundTrips(b, mode, devices)
+				benchRoundTrips(b, mode, devices, nil, nil)
 			})
 		}
 	}
 }
 
-func benchRoundTrips(b *testing.B, mode string, devices int) {
-	srv := brokertest.Start(b)
+func benchRoundTrips(b *testing.B, mode string, devices int, server func(*broker.Options), client func(*paho.ClientOptions)) {
+	var srv *brokertest.Server
+	if server != nil {
+		srv = brokertest.Start(b, server)
+	} else {
+		srv = brokertest.Start(b)
+	}
 	type device struct {
 		c       *mt.Client
 		replies chan struct{}
@@ -46,7 +52,11 @@ func benchRoundTrips(b *testing.B, mode string, devices int) {
 	for i := range devs {
 		id := fmt.Sprintf("bench-%d", i)
 		d := device{replies: make(chan struct{}, 1)}
-		d.c = mt.Connect(b, srv.MQTTURL(), id)
+		if client != nil {
+			d.c = mt.Connect(b, srv.MQTTURL(), id, client)
+		} else {
+			d.c = mt.Connect(b, srv.MQTTURL(), id)
+		}
 		reply := "bench/" + id
 		d.pub = reply
 		if mode == "shadow-update" {

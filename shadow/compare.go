@@ -11,6 +11,8 @@ import (
 // float64 comparison would confuse), strings after unescaping, arrays element by
 // element in order, objects as unordered sets of members.
 func equal(a, b *node) bool {
+	a.expand()
+	b.expand()
 	if a.kind != b.kind {
 		return false
 	}

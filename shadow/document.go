@@ -9,17 +9,23 @@ import "github.com/tidwall/gjson"
 // "state" and "metadata" are always present; desired/reported (and their
 // metadata) are omitted when empty; T is the Unix time of the last update.
 
-// maxStoredDepth bounds the sections of a stored document (metadata is one level
-// taller than its state). Anything taller was not written by this package and is
-// reported as 500 rather than walked.
-const maxStoredDepth = MaxDepthLimit + 1
+// maxStoredDepth bounds the state sections of a stored document. Anything
+// taller was not written by this package and is reported as 500 rather than
+// walked. (Metadata below the sections is raw text, see document.)
+const maxStoredDepth = MaxDepthLimit
 
 // document is a stored shadow loaded for editing. Its four objects are never
-// nil; an absent section is an empty object.
+// nil; an absent section is an empty object. The metadata is parsed lazily
+// (parseLazy): below the section objects it stays raw text until an update
+// edits that part, since most of it is only ever copied through.
 type document struct {
 	desired, reported         *node
 	desiredMeta, reportedMeta *node
 	version                   int64
+
+	// The stored text of "state" and "metadata" as loaded, for replies about
+	// the document before any edit (/update/documents "previous", /get).
+	stateText, metadataText []byte
 }
 
 func emptyDocument() *document {
@@ -30,7 +36,7 @@ func emptyDocument() *document {
 // would not have written: bad JSON, sections that are not objects, a missing or
 // negative version, excessive depth.
 func loadDocument(b []byte) (*document, bool) {
-	root, ok := parseJSON(b)
+	root, ok := parseLazy(b, 3, "metadata")
 	if !ok || root.kind != kindObject {
 		return nil, false
 	}
@@ -63,6 +69,13 @@ func loadDocument(b []byte) (*document, bool) {
 		}
 		*s.dst = sec
 	}
+	d.stateText, d.metadataText = []byte("{}"), []byte("{}")
+	if state != nil {
+		d.stateText = state.raw
+	}
+	if meta != nil {
+		d.metadataText = meta.raw
+	}
 	return d, true
 }
 
@@ -90,26 +103,31 @@ func (d *document) appendMetadata(dst []byte) []byte {
 	return w.close()
 }
 
-// marshal is the stored form.
-func (d *document) marshal(timestamp int64) []byte {
-	w := newObj(make([]byte, 0, 256))
-	w.key("state")
-	w.buf = d.appendState(w.buf)
-	w.key("metadata")
-	w.buf = d.appendMetadata(w.buf)
-	w.int("version", d.version)
-	w.int("timestamp", timestamp)
-	return w.close()
-}
-
-// snapshot is the {"state","metadata","version"} object of /update/documents.
-func (d *document) snapshot(dst []byte) []byte {
+// marshal writes the stored form into dst. It also returns the size of the
+// state object (what MaxDocumentBytes limits) and the length of the prefix
+// that, closed with '}', is the {"state","metadata","version"} snapshot of
+// /update/documents, so neither needs a second serialisation.
+func (d *document) marshal(dst []byte, timestamp int64) (doc []byte, stateSize, snapshotLen int) {
 	w := newObj(dst)
 	w.key("state")
+	start := len(w.buf)
 	w.buf = d.appendState(w.buf)
+	stateSize = len(w.buf) - start
 	w.key("metadata")
 	w.buf = d.appendMetadata(w.buf)
 	w.int("version", d.version)
+	snapshotLen = len(w.buf)
+	w.int("timestamp", timestamp)
+	return w.close(), stateSize, snapshotLen
+}
+
+// storedSnapshot is the {"state","metadata","version"} object of the document
+// as loaded (at version), copied from its stored text.
+func (d *document) storedSnapshot(dst []byte, version int64) []byte {
+	w := newObj(dst)
+	w.raw("state", d.stateText)
+	w.raw("metadata", d.metadataText)
+	w.int("version", version)
 	return w.close()
 }
 

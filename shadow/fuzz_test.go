@@ -165,6 +165,7 @@ func checkMirrors(t *testing.T, state, meta *node) {
 	if meta == nil {
 		t.Fatalf("no metadata for %s", appendNode(nil, state))
 	}
+	meta.expand()
 	switch state.kind {
 	case kindObject:
 		if meta.kind != kindObject || meta.live != state.live {

@@ -11,7 +11,9 @@ import (
 // gets its rejection, or is accepted, without panicking or exhausting the stack.
 func TestHostilePayloads(t *testing.T) {
 	big := Options{MaxPayloadBytes: 4 << 20}
-	deep := func(open, close string, n int) string { return strings.Repeat(open, n) + "1" + strings.Repeat(close, n) }
+	deep := func(open, close string, n int) string {
+		return strings.Repeat(open, n) + "1" + strings.Repeat(close, n)
+	}
 	for _, c := range []struct {
 		name    string
 		payload string

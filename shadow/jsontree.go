@@ -6,11 +6,11 @@ import "unicode/utf8"
 // bytes the client sent. Nothing is ever decoded into float64 or map[string]any:
 // numbers keep their precision, keys keep their order, strings keep their escapes.
 //
-// The parser is iterative (an explicit stack, no recursion), so a hostile payload
-// of 100k '[' costs memory proportional to its size and nothing more. Every
-// recursive walk elsewhere in the package runs only on trees whose height was
-// checked first (request sections against Options.MaxDepth, stored documents
-// against maxStoredDepth).
+// The parser (parse.go) is iterative, so a hostile payload of 100k '[' costs
+// memory proportional to its size and nothing more. Every recursive walk runs
+// only on trees whose height was checked first: request sections against
+// Options.MaxDepth, stored state against maxStoredDepth. Stored metadata is
+// parsed lazily and only ever expanded one level at a time along such paths.
 
 type kind uint8
 
@@ -22,17 +22,24 @@ const (
 	kindString
 	kindObject
 	kindArray
+	kindRaw // unparsed stored text (see parseLazy); expanded before any inspection
 )
 
 // indexAbove is the member count above which an object keeps a name index, so
 // duplicate-key detection and lookups stay linear for objects with many keys.
-const indexAbove = 8
+const indexAbove = 64
 
 type node struct {
-	kind    kind
-	height  int32          // containers: 1 + the tallest child; scalars: 0
-	live    int32          // objects: members whose val is non-nil
-	raw     []byte         // scalars: JSON text as sent (strings keep their quotes)
+	kind   kind
+	height int32 // containers: 1 + the tallest child; scalars and raw nodes: 0
+	live   int32 // objects: members whose val is non-nil
+
+	// raw is the JSON text: for scalars exactly as sent (strings keep their
+	// quotes), for kindRaw the unparsed container, and for the containers that
+	// are members of the root their text as parsed, which goes stale once edited
+	// (document.go copies stored sections through with it, before any edit).
+	raw []byte
+
 	members []member       // objects, in document order; val == nil marks a deleted member
 	index   map[string]int // objects with more than indexAbove members: name → position in members
 	elems   []*node        // arrays
@@ -60,6 +67,9 @@ func (n *node) get(name string) *node {
 }
 
 func (n *node) find(name string) int {
+	if n != nil && n.kind == kindRaw {
+		n.expand()
+	}
 	if n == nil || n.kind != kindObject {
 		return -1
 	}
@@ -115,304 +125,17 @@ func (n *node) buildIndex() {
 	}
 }
 
-func (n *node) isObject() bool { return n != nil && n.kind == kindObject }
+func (n *node) isObject() bool {
+	if n != nil && n.kind == kindRaw {
+		n.expand()
+	}
+	return n != nil && n.kind == kindObject
+}
 
 // isDeletion reports whether a patch value deletes its key: null, or an empty
 // object (Greengrass treats {} exactly like null; see doc.go).
 func (n *node) isDeletion() bool {
 	return n.kind == kindNull || (n.kind == kindObject && n.live == 0)
-}
-
-// parseJSON parses one complete JSON text. It rejects anything RFC 8259 rejects,
-// plus duplicate keys within an object (compared after unescaping). It does not
-// check UTF-8: callers that need it check the whole payload first.
-func parseJSON(b []byte) (*node, bool) {
-	p := parser{b: b}
-	return p.run()
-}
-
-type parser struct {
-	b     []byte
-	i     int
-	arena []node
-}
-
-// alloc hands out nodes from chunks, which keeps the allocation count of a
-// parse roughly logarithmic in the number of nodes.
-func (p *parser) alloc(k kind) *node {
-	if len(p.arena) == 0 {
-		size := 16
-		if guess := len(p.b) / 16; guess > size {
-			size = min(guess, 512)
-		}
-		p.arena = make([]node, size)
-	}
-	n := &p.arena[0]
-	p.arena = p.arena[1:]
-	n.kind = k
-	return n
-}
-
-type parseState uint8
-
-const (
-	wantValue parseState = iota
-	wantKey
-	afterValue
-)
-
-func (p *parser) run() (*node, bool) {
-	var (
-		root    *node
-		stack   []*node
-		pending member // key waiting for its value when the parent is an object
-		state   = wantValue
-	)
-	for {
-		switch state {
-		case wantValue:
-			p.ws()
-			if p.i >= len(p.b) {
-				return nil, false
-			}
-			var n *node
-			switch c := p.b[p.i]; {
-			case c == '{':
-				p.i++
-				n = p.alloc(kindObject)
-			case c == '[':
-				p.i++
-				n = p.alloc(kindArray)
-			case c == '"':
-				raw, ok := p.str()
-				if !ok {
-					return nil, false
-				}
-				n = p.alloc(kindString)
-				n.raw = raw
-			case c == '-' || (c >= '0' && c <= '9'):
-				raw, ok := p.num()
-				if !ok {
-					return nil, false
-				}
-				n = p.alloc(kindNumber)
-				n.raw = raw
-			default:
-				k, ok := p.literal()
-				if !ok {
-					return nil, false
-				}
-				n = p.alloc(k)
-				n.raw = p.b[p.i-literalLen(k) : p.i]
-			}
-			if len(stack) == 0 {
-				root = n
-			} else if parent := stack[len(stack)-1]; parent.kind == kindObject {
-				pending.val = n
-				parent.members = append(parent.members, pending)
-				parent.live++
-				if parent.index != nil {
-					parent.index[pending.name] = len(parent.members) - 1
-				} else if len(parent.members) > indexAbove {
-					parent.buildIndex()
-				}
-			} else {
-				parent.elems = append(parent.elems, n)
-			}
-			if n.kind != kindObject && n.kind != kindArray {
-				state = afterValue
-				continue
-			}
-			stack = append(stack, n)
-			p.ws()
-			if p.i < len(p.b) && (p.b[p.i] == '}' && n.kind == kindObject || p.b[p.i] == ']' && n.kind == kindArray) {
-				p.i++
-				n.height = 1
-				stack = stack[:len(stack)-1]
-				state = afterValue
-			} else if n.kind == kindObject {
-				state = wantKey
-			}
-		case wantKey:
-			p.ws()
-			if p.i >= len(p.b) || p.b[p.i] != '"' {
-				return nil, false
-			}
-			raw, ok := p.str()
-			if !ok {
-				return nil, false
-			}
-			name := unquote(raw)
-			if stack[len(stack)-1].find(name) >= 0 {
-				return nil, false // duplicate key
-			}
-			pending = member{name: name, rawName: raw}
-			p.ws()
-			if p.i >= len(p.b) || p.b[p.i] != ':' {
-				return nil, false
-			}
-			p.i++
-			state = wantValue
-		case afterValue:
-			p.ws()
-			if len(stack) == 0 {
-				return root, p.i == len(p.b)
-			}
-			if p.i >= len(p.b) {
-				return nil, false
-			}
-			top := stack[len(stack)-1]
-			c := p.b[p.i]
-			p.i++
-			switch {
-			case c == ',' && top.kind == kindObject:
-				state = wantKey
-			case c == ',':
-				state = wantValue
-			case c == '}' && top.kind == kindObject, c == ']' && top.kind == kindArray:
-				top.height = 1 + childHeight(top)
-				stack = stack[:len(stack)-1]
-			default:
-				return nil, false
-			}
-		}
-	}
-}
-
-func childHeight(n *node) int32 {
-	var h int32
-	for _, m := range n.members {
-		h = max(h, m.val.height)
-	}
-	for _, e := range n.elems {
-		h = max(h, e.height)
-	}
-	return h
-}
-
-func (p *parser) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-// str scans a string starting at the opening quote and returns its raw text.
-func (p *parser) str() ([]byte, bool) {
-	start := p.i
-	p.i++
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			p.i++
-			return p.b[start:p.i], true
-		case c < 0x20:
-			return nil, false
-		case c == '\\':
-			if p.i+1 >= len(p.b) {
-				return nil, false
-			}
-			switch p.b[p.i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				p.i += 2
-			case 'u':
-				if p.i+6 > len(p.b) {
-					return nil, false
-				}
-				for _, h := range p.b[p.i+2 : p.i+6] {
-					if hexVal(h) < 0 {
-						return nil, false
-					}
-				}
-				p.i += 6
-			default:
-				return nil, false
-			}
-		default:
-			p.i++
-		}
-	}
-	return nil, false
-}
-
-// num scans -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func (p *parser) num() ([]byte, bool) {
-	start := p.i
-	if p.b[p.i] == '-' {
-		p.i++
-	}
-	switch {
-	case p.i < len(p.b) && p.b[p.i] == '0':
-		p.i++
-	case p.digits() == 0:
-		return nil, false
-	}
-	if p.i < len(p.b) && p.b[p.i] == '.' {
-		p.i++
-		if p.digits() == 0 {
-			return nil, false
-		}
-	}
-	if p.i < len(p.b) && (p.b[p.i] == 'e' || p.b[p.i] == 'E') {
-		p.i++
-		if p.i < len(p.b) && (p.b[p.i] == '+' || p.b[p.i] == '-') {
-			p.i++
-		}
-		if p.digits() == 0 {
-			return nil, false
-		}
-	}
-	return p.b[start:p.i], true
-}
-
-func (p *parser) digits() int {
-	n := 0
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		p.i++
-		n++
-	}
-	return n
-}
-
-func (p *parser) literal() (kind, bool) {
-	rest := p.b[p.i:]
-	for _, k := range [...]kind{kindTrue, kindFalse, kindNull} {
-		lit := literalText(k)
-		if len(rest) >= len(lit) && string(rest[:len(lit)]) == lit {
-			p.i += len(lit)
-			return k, true
-		}
-	}
-	return 0, false
-}
-
-func literalText(k kind) string {
-	switch k {
-	case kindTrue:
-		return "true"
-	case kindFalse:
-		return "false"
-	}
-	return "null"
-}
-
-func literalLen(k kind) int { return len(literalText(k)) }
-
-func hexVal(c byte) rune {
-	switch {
-	case c >= '0' && c <= '9':
-		return rune(c - '0')
-	case c >= 'a' && c <= 'f':
-		return rune(c-'a') + 10
-	case c >= 'A' && c <= 'F':
-		return rune(c-'A') + 10
-	}
-	return -1
 }
 
 // unquote decodes the raw text of a string the parser accepted. Lone or

@@ -2,6 +2,7 @@ package shadow
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -85,21 +86,69 @@ func TestUnquoteAgreesWithEncodingJSON(t *testing.T) {
 }
 
 func TestObjectEditing(t *testing.T) {
-	o := newObject()
-	for i := range 20 { // crosses indexAbove, so both lookup paths run
-		k := string(rune('a' + i))
-		o.set(k, []byte(`"`+k+`"`), &node{kind: kindNumber, raw: []byte("1")})
+	for _, n := range []int{5, indexAbove + 4} { // below and above indexAbove: both lookup paths
+		o := newObject()
+		for i := range n {
+			k := "k" + strconv.Itoa(i)
+			o.set(k, []byte(`"`+k+`"`), &node{kind: kindNumber, raw: []byte("1")})
+		}
+		o.del("k2")
+		o.del("k2")
+		o.del("zz")
+		o.set("k2", []byte(`"k2"`), &node{kind: kindTrue, raw: []byte("true")})
+		o.set("k0", []byte(`"k0"`), &node{kind: kindFalse, raw: []byte("false")})
+		if int(o.live) != n || o.get("k2").kind != kindTrue || o.get("k0").kind != kindFalse || o.get("zz") != nil {
+			t.Fatalf("%d members: live %d, k2 %v, k0 %v", n, o.live, o.get("k2"), o.get("k0"))
+		}
+		got := string(appendNode(nil, o))
+		last := "k" + strconv.Itoa(n-1)
+		if !strings.HasPrefix(got, `{"k0":false,"k1":1,"k3":1`) || !strings.HasSuffix(got, `"`+last+`":1,"k2":true}`) {
+			t.Errorf("order after edits: %s", got)
+		}
 	}
-	o.del("c")
-	o.del("c")
-	o.del("zz")
-	o.set("c", []byte(`"c"`), &node{kind: kindTrue, raw: []byte("true")})
-	o.set("a", []byte(`"a"`), &node{kind: kindFalse, raw: []byte("false")})
-	if o.live != 20 || o.get("c").kind != kindTrue || o.get("a").kind != kindFalse || o.get("zz") != nil {
-		t.Fatalf("live %d, c %v, a %v", o.live, o.get("c"), o.get("a"))
+}
+
+// expandAll materialises every raw node below n.
+func expandAll(n *node) {
+	n.expand()
+	for _, m := range n.members {
+		if m.val != nil {
+			expandAll(m.val)
+		}
 	}
-	got := string(appendNode(nil, o))
-	if !strings.HasPrefix(got, `{"a":false,"b":1,"d":1`) || !strings.HasSuffix(got, `"t":1,"c":true}`) {
-		t.Errorf("order after edits: %s", got)
+	for _, e := range n.elems {
+		expandAll(e)
 	}
+}
+
+// FuzzParseLazy: a lazy parse, fully expanded, is the eager parse; it accepts
+// the same syntax (only duplicate keys inside raw text go unnoticed).
+func FuzzParseLazy(f *testing.F) {
+	for _, s := range []string{
+		`{"state":{"a":[1,{"b":2}]},"metadata":{"desired":{"a":[{"timestamp":1},{"b":{"timestamp":1}}]}},"version":1}`,
+		`[[[]],{"x":{"y":{}}}]`, `{"metadata":5}`, `{"metadata":{"a":{"b":{"c":{"d":1,"d":2}}}}}`, `{"a":[}`,
+	} {
+		f.Add(s, uint8(1), true)
+	}
+	f.Fuzz(func(t *testing.T, in string, depth uint8, onlyMetadata bool) {
+		member := ""
+		if onlyMetadata {
+			member = "metadata"
+		}
+		eager, ok1 := parseJSON([]byte(in))
+		lazy, ok2 := parseLazy([]byte(in), int(depth%5), member)
+		if ok1 && !ok2 {
+			t.Fatalf("lazy parse rejected valid %q", in)
+		}
+		if !ok1 && ok2 && !json.Valid([]byte(in)) {
+			t.Fatalf("lazy parse accepted invalid %q", in)
+		}
+		if !ok1 || !ok2 || eager.height > MaxDepthLimit {
+			return
+		}
+		expandAll(lazy)
+		if !sameNode(eager, lazy) {
+			t.Fatalf("%q: lazy %s, eager %s", in, appendNode(nil, lazy), appendNode(nil, eager))
+		}
+	})
 }

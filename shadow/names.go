@@ -40,10 +40,14 @@ func (r Ref) Prefix() string {
 // Topic is the topic of op with suffix, e.g. Topic(OpUpdate, SuffixDelta) is
 // ".../update/delta" and Topic(OpGet, SuffixNone) is the request topic ".../get".
 func (r Ref) Topic(op Op, suffix Suffix) string {
+	sep := "/"
 	if suffix == SuffixNone {
-		return r.Prefix() + "/" + string(op)
+		sep = ""
 	}
-	return r.Prefix() + "/" + string(op) + "/" + string(suffix)
+	if r.Name == "" { // one concatenation, one allocation
+		return TopicPrefix + r.Thing + "/shadow/" + string(op) + sep + string(suffix)
+	}
+	return TopicPrefix + r.Thing + "/shadow/name/" + r.Name + "/" + string(op) + sep + string(suffix)
 }
 
 // String is "T" for a classic shadow and "T/N" for a named one, for logs.

@@ -59,11 +59,9 @@ func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateRe
 		}
 	}
 
-	var previous []byte
-	prevSize := 0
+	prevVersion, prevSize := d.version, 0
 	if exists {
-		previous = d.snapshot(nil)
-		prevSize = len(d.appendState(nil))
+		prevSize = len(d.stateText)
 	}
 
 	ts := now.Unix()
@@ -77,15 +75,16 @@ func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateRe
 	if o.Converge != ConvergeKeep {
 		prune(d.desired, d.desiredMeta, d.reported)
 	}
+	d.version++
+	doc, size, snapshotLen := d.marshal(make([]byte, 0, len(cur.Doc)+len(req.echo)*3+64), ts)
 	// The limit applies to the merged state. An update that does not grow a
 	// document already over the limit (because the limit was lowered) is let
 	// through, so such a document can still be shrunk.
-	if size := len(d.appendState(nil)); size > o.MaxDocumentBytes && size > prevSize {
+	if size > o.MaxDocumentBytes && size > prevSize {
 		return UpdateResult{}, ErrPayloadTooLarge
 	}
-	d.version++
 
-	res := UpdateResult{Doc: d.marshal(ts), Version: d.version}
+	res := UpdateResult{Doc: doc, Version: d.version}
 
 	w := newObj(make([]byte, 0, len(req.echo)*3+64))
 	w.raw("state", req.echo)
@@ -105,14 +104,15 @@ func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateRe
 		res.Delta = w.close()
 	}
 
-	w = newObj(make([]byte, 0, len(previous)+len(res.Doc)+96))
-	if previous == nil {
-		w.raw("previous", []byte("null"))
+	w = newObj(make([]byte, 0, len(cur.Doc)+len(res.Doc)+96))
+	w.key("previous")
+	if exists {
+		w.buf = d.storedSnapshot(w.buf, prevVersion) // stored text: the edits above did not touch it
 	} else {
-		w.raw("previous", previous)
+		w.buf = append(w.buf, "null"...)
 	}
-	w.key("current")
-	w.buf = d.snapshot(w.buf)
+	w.raw("current", doc[:snapshotLen])
+	w.buf = append(w.buf, '}')
 	w.int("timestamp", ts)
 	w.token(req.ClientToken, req.HasToken)
 	res.Documents = w.close()
@@ -131,21 +131,25 @@ func Get(cur Current, clientToken string, hasToken bool, now time.Time) ([]byte,
 	if !ok {
 		return nil, ErrInternal
 	}
-	w := newObj(make([]byte, 0, len(cur.Doc)+64))
+	// Only the delta is computed; the stored state and metadata are copied.
+	var deltaText []byte
+	if delta, _ := computeDelta(d.desired, nil, d.reported); delta != nil {
+		deltaText = appendNode(nil, delta)
+	}
+	w := newObj(make([]byte, 0, len(cur.Doc)+len(deltaText)+len(clientToken)+96))
 	w.key("state")
-	state := newObj(w.buf)
-	if d.desired.live > 0 {
-		state.node("desired", d.desired)
+	if deltaText != nil {
+		w.buf = append(w.buf, d.stateText[:len(d.stateText)-1]...) // the stored state minus its '}'
+		if len(d.stateText) > len("{}") {
+			w.buf = append(w.buf, ',')
+		}
+		w.buf = append(w.buf, `"delta":`...)
+		w.buf = append(w.buf, deltaText...)
+		w.buf = append(w.buf, '}')
+	} else {
+		w.buf = append(w.buf, d.stateText...)
 	}
-	if d.reported.live > 0 {
-		state.node("reported", d.reported)
-	}
-	if delta, _ := computeDelta(d.desired, d.desiredMeta, d.reported); delta != nil {
-		state.node("delta", delta)
-	}
-	w.buf = state.close()
-	w.key("metadata")
-	w.buf = d.appendMetadata(w.buf)
+	w.raw("metadata", d.metadataText)
 	w.int("version", d.version)
 	w.int("timestamp", now.Unix())
 	w.token(clientToken, hasToken)

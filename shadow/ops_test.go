@@ -192,3 +192,15 @@ func TestAcceptedAndDeltaShareVersionAndTimestamp(t *testing.T) {
 		}
 	}
 }
+
+// Stored metadata is parsed lazily, so damage deep inside it (a duplicate key
+// the lazy pass does not look for) only surfaces when an update edits that
+// part; the damaged subtree is then dropped rather than failing the shadow.
+func TestDamagedStoredMetadataIsDropped(t *testing.T) {
+	doc := []byte(`{"state":{"reported":{"a":{"b":1},"z":2}},"metadata":{"reported":{"a":{"b":{"timestamp":1},"b":{"timestamp":2}},"z":{"timestamp":3}}},"version":1,"timestamp":3}`)
+	res := mustUpdate(t, Current{Doc: doc}, `{"state":{"reported":{"a":{"c":5}}}}`, Options{})
+	want := `{"state":{"reported":{"a":{"b":1,"c":5},"z":2}},"metadata":{"reported":{"a":{"c":{"timestamp":1700000000}},"z":{"timestamp":3}}},"version":2,"timestamp":1700000000}`
+	if string(res.Doc) != want {
+		t.Errorf("got  %s\nwant %s", res.Doc, want)
+	}
+}

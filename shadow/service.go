@@ -229,10 +229,7 @@ func (s *Service) notFound(ref Ref, err *Error) *Error {
 	if err.Code != 404 {
 		return err
 	}
-	if ref.Name != "" {
-		return NotFound(ref.Name)
-	}
-	return NotFound(ref.Thing)
+	return ref.NotFound()
 }
 
 func (s *Service) reject(req Request, err *Error, token string, hasToken bool) Response {

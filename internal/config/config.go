@@ -59,6 +59,8 @@ type Shadow struct {
 	Strict           bool          `yaml:"strict"`
 	MaxDocumentBytes int           `yaml:"max_document_bytes"`
 	MaxDepth         int           `yaml:"max_depth"`
+	MaxClientToken   int           `yaml:"max_client_token_bytes"`
+	MaxPayloadBytes  int           `yaml:"max_payload_bytes"`
 	HistoryVersions  int           `yaml:"history_versions"`
 	TombstoneTTL     time.Duration `yaml:"tombstone_ttl"`
 }
@@ -202,10 +204,12 @@ func (f File) Options() broker.Options {
 		SysInterval:    f.MQTT.SysInterval,
 		MaxClients:     f.MQTT.MaxClients,
 		Shadow: shadow.Options{
-			Converge:         shadow.ConvergeMode(f.Shadow.Converge),
-			Strict:           f.Shadow.Strict,
-			MaxDocumentBytes: f.Shadow.MaxDocumentBytes,
-			MaxDepth:         f.Shadow.MaxDepth,
+			Converge:            shadow.ConvergeMode(f.Shadow.Converge),
+			Strict:              f.Shadow.Strict,
+			MaxDocumentBytes:    f.Shadow.MaxDocumentBytes,
+			MaxDepth:            f.Shadow.MaxDepth,
+			MaxClientTokenBytes: f.Shadow.MaxClientToken,
+			MaxPayloadBytes:     f.Shadow.MaxPayloadBytes,
 		},
 		HistoryVersions: f.Shadow.HistoryVersions,
 		TombstoneTTL:    f.Shadow.TombstoneTTL,

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 
+	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -30,17 +30,17 @@ type ShadowLister interface {
 type ShadowAPI struct {
 	Shadows Shadows
 	Lister  ShadowLister
-	// Principal names the caller for history; nil records the remote address.
-	Principal func(r *http.Request) string
+	Guard   *Guard
 }
 
 // Register adds the routes to mux.
 func (a *ShadowAPI) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /things/{thing}/shadow", a.op(shadow.OpGet))
-	mux.HandleFunc("POST /things/{thing}/shadow", a.op(shadow.OpUpdate))
-	mux.HandleFunc("DELETE /things/{thing}/shadow", a.op(shadow.OpDelete))
-	mux.HandleFunc("GET /things/{thing}/shadow/history", a.history)
-	mux.HandleFunc("GET /api/things/shadow/ListNamedShadowsForThing/{thing}", a.listNamed)
+	g := a.Guard
+	mux.HandleFunc("GET /things/{thing}/shadow", g.Require(auth.RoleViewer, a.op(shadow.OpGet)))
+	mux.HandleFunc("POST /things/{thing}/shadow", g.Require(auth.RoleOperator, a.op(shadow.OpUpdate)))
+	mux.HandleFunc("DELETE /things/{thing}/shadow", g.Require(auth.RoleOperator, a.op(shadow.OpDelete)))
+	mux.HandleFunc("GET /things/{thing}/shadow/history", g.Require(auth.RoleViewer, a.history))
+	mux.HandleFunc("GET /api/things/shadow/ListNamedShadowsForThing/{thing}", g.Require(auth.RoleViewer, a.listNamed))
 }
 
 // ref reads the thing from the path and the shadow from ?name=.
@@ -53,17 +53,6 @@ func ref(r *http.Request) (shadow.Ref, *shadow.Error) {
 		return ref, badRequest(fmt.Sprintf("Invalid shadow name: %q (1-64 characters of a-z A-Z 0-9 : _ -)", ref.Name))
 	}
 	return ref, nil
-}
-
-func (a *ShadowAPI) principal(r *http.Request) string {
-	if a.Principal != nil {
-		return a.Principal(r)
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return "http:" + host
 }
 
 func (a *ShadowAPI) op(op shadow.Op) http.HandlerFunc {
@@ -89,7 +78,7 @@ func (a *ShadowAPI) op(op shadow.Op) http.HandlerFunc {
 			}
 		}
 		resp := a.Shadows.Handle(r.Context(), shadow.Request{
-			Ref: ref, Op: op, Payload: body, Origin: shadow.OriginHTTP, Principal: a.principal(r),
+			Ref: ref, Op: op, Payload: body, Origin: shadow.OriginHTTP, Principal: Principal(r),
 		})
 		if resp.Err != nil {
 			writeRaw(w, resp.Err.Code, resp.Payload)

@@ -14,6 +14,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/system"
 
+	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/hooks"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
@@ -40,6 +42,12 @@ const sessionLinger = 5 * time.Millisecond
 type Broker struct {
 	opts Options
 	log  *slog.Logger
+
+	tlsConf *tls.Config
+	policy  *auth.Policy
+	authn   *auth.Authenticator // nil when authentication is off
+	access  *hooks.Access
+	conns   *ipLimiter
 
 	db      *store.DB
 	mqtt    *mqtt.Server
@@ -65,7 +73,15 @@ func New(opts Options) (*Broker, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
-	return &Broker{opts: o, log: o.Logger}, nil
+	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}}
+	var err error
+	if b.tlsConf, err = o.TLS.load(); err != nil {
+		return nil, fmt.Errorf("invalid options: %w", err)
+	}
+	if b.policy, err = auth.NewPolicy(o.Auth.Services, o.Auth.APIKeys); err != nil {
+		return nil, fmt.Errorf("invalid options: %w", err)
+	}
+	return b, nil
 }
 
 // Start opens the data directory, binds every listener and starts serving.
@@ -133,12 +149,16 @@ func (b *Broker) mochiOptions() *mqtt.Options {
 
 func (b *Broker) addHooks() error {
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	if b.opts.Auth.Enabled {
+		b.authn = &auth.Authenticator{Policy: b.policy, Secrets: b.db, ValidThing: validThing}
+	}
+	b.access = hooks.NewAccess(b.authn, b.log.With("component", "auth"))
 	b.shadows = b.newShadowService()
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
-	hs := []mqtt.Hook{&hooks.Open{}, hooks.NewShadows(b.ctx, b.shadows)}
+	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal)}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}
@@ -174,13 +194,13 @@ func (b *Broker) bind() error {
 		return err
 	}
 	if b.mqttLn != nil {
-		l := &tcpListener{id: "mqtt", ln: b.mqttLn, connectTimeout: b.opts.ConnectTimeout, log: b.log}
+		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.tlsConf, connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns}
 		if err := b.mqtt.AddListener(l); err != nil {
 			return err
 		}
 	}
 	if b.wsLn != nil {
-		if err := b.mqtt.AddListener(newWSListener("ws", b.wsLn, nil, b.opts.ConnectTimeout, b.log)); err != nil {
+		if err := b.mqtt.AddListener(newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)); err != nil {
 			return err
 		}
 	}
@@ -194,6 +214,9 @@ func addr(ln net.Listener) string {
 	return ln.Addr().String()
 }
 
+// principal names an MQTT client in shadow history.
+func (b *Broker) principal(cl *mqtt.Client) string { return b.access.Identity(cl).Principal() }
+
 // MQTTAddr is the bound MQTT-over-TCP address ("" when disabled or not started).
 func (b *Broker) MQTTAddr() string { return addr(b.mqttLn) }
 
@@ -202,6 +225,9 @@ func (b *Broker) WSAddr() string { return addr(b.wsLn) }
 
 // HTTPAddr is the bound HTTP address.
 func (b *Broker) HTTPAddr() string { return addr(b.httpLn) }
+
+// TLS reports whether the MQTT, WebSocket and HTTP listeners use TLS.
+func (b *Broker) TLS() bool { return b.tlsConf != nil }
 
 // MQTT is the embedded Mochi server, for in-process publishing and
 // subscribing (its inline client is enabled).

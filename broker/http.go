@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -19,20 +20,30 @@ func (b *Broker) serveHTTP() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", b.healthz)
 	mux.HandleFunc("GET /readyz", b.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{Registry: b.metrics.reg}))
 	b.routes(mux)
 	b.httpSrv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+		// With TLS configured the API is HTTPS too: API keys and device
+		// secrets must not cross the network in clear text.
+		TLSConfig: b.tlsConf,
+	}
+	ln := b.httpLn
+	if b.tlsConf != nil {
+		ln = tls.NewListener(ln, b.tlsConf)
 	}
 	b.httpDone = make(chan struct{})
 	go func() {
 		defer close(b.httpDone)
-		if err := b.httpSrv.Serve(b.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := b.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error("http listener stopped", "error", err)
 		}
 	}()
+}
+
+func (b *Broker) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{Registry: b.metrics.reg})
 }
 
 // healthz answers 200 while the process can read its database.

@@ -65,6 +65,7 @@ type tcpListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
+	limit          *ipLimiter
 	conns          connTracker
 	wg             sync.WaitGroup
 }
@@ -80,6 +81,12 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
+		release, ok := l.limit.admit(c.RemoteAddr())
+		if !ok {
+			l.log.Warn("connection refused: too many from one address", "remote", c.RemoteAddr().String())
+			_ = c.Close()
+			continue
+		}
 		if l.connectTimeout > 0 {
 			_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 		}
@@ -87,12 +94,14 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			c = tls.Server(c, l.tls)
 		}
 		if !l.conns.add(c) {
+			release()
 			_ = c.Close()
 			return
 		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			defer release()
 			defer l.conns.remove(c)
 			if err := establish(l.id, c); err != nil && !isDisconnect(err) {
 				l.log.Debug("connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
@@ -121,6 +130,7 @@ type wsListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
+	limit          *ipLimiter
 	srv            *http.Server
 	conns          connTracker
 	upgrader       websocket.Upgrader
@@ -129,8 +139,8 @@ type wsListener struct {
 	establish listeners.EstablishFn
 }
 
-func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger) *wsListener {
-	l := &wsListener{id: id, ln: ln, tls: tlsConf, connectTimeout: connectTimeout, log: log}
+func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger, limit *ipLimiter) *wsListener {
+	l := &wsListener{id: id, ln: ln, tls: tlsConf, connectTimeout: connectTimeout, log: log, limit: limit}
 	l.upgrader = websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
 		// Devices and tools connect from anywhere, not from pages of one
@@ -168,6 +178,13 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	establish := l.establish
 	l.mu.Unlock()
+	release, ok := l.limit.admitAddr(r.RemoteAddr)
+	if !ok {
+		l.log.Warn("websocket refused: too many connections from one address", "remote", r.RemoteAddr)
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
+	defer release()
 	c, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
@@ -243,4 +260,44 @@ func (c *wsConn) ConnectionState() (tls.ConnectionState, bool) {
 		return tls.ConnectionState{}, false
 	}
 	return *c.tls, true
+}
+
+// ipLimiter caps concurrent connections per source address (0: no cap).
+type ipLimiter struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func (l *ipLimiter) admit(addr net.Addr) (release func(), ok bool) {
+	return l.admitAddr(addr.String())
+}
+
+func (l *ipLimiter) admitAddr(addr string) (release func(), ok bool) {
+	if l == nil || l.max <= 0 {
+		return func() {}, true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.n[host] >= l.max {
+		return nil, false
+	}
+	if l.n == nil {
+		l.n = make(map[string]int)
+	}
+	l.n[host]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			if l.n[host]--; l.n[host] <= 0 {
+				delete(l.n, host)
+			}
+			l.mu.Unlock()
+		})
+	}, true
 }

@@ -72,6 +72,13 @@ type Options struct {
 	// MaxClients caps concurrent connections; 0 means no cap.
 	MaxClients int
 
+	// TLS secures the MQTT and WebSocket listeners.
+	TLS TLSOptions
+	// Auth configures who may connect and what they may do.
+	Auth AuthOptions
+	// Limits protect clients from each other.
+	Limits LimitOptions
+
 	// Shadow holds the document rules (limits, converge mode, strict mode).
 	Shadow shadow.Options
 	// HistoryVersions is how many versions of history are kept per shadow.
@@ -126,6 +133,12 @@ func (o Options) withDefaults() Options {
 	if o.TombstoneTTL == 0 {
 		o.TombstoneTTL = DefaultTombstoneTTL
 	}
+	if o.Limits.ShadowRate == 0 {
+		o.Limits.ShadowRate = DefaultShadowRate
+	}
+	if o.Limits.ShadowInFlight == 0 {
+		o.Limits.ShadowInFlight = DefaultShadowInFlight
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -166,6 +179,13 @@ func (o Options) validate() error {
 	}
 	if err := o.Shadow.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	positive("max connections per ip", int64(o.Limits.MaxConnsPerIP))
+	if err := o.checkExposure(); err != nil {
+		errs = append(errs, err)
+	}
+	if !o.Auth.Enabled && (len(o.Auth.Services) > 0 || len(o.Auth.APIKeys) > 0) {
+		errs = append(errs, errors.New("auth: services and api_keys are configured but auth.enabled is false"))
 	}
 	return errors.Join(errs...)
 }

@@ -4,9 +4,16 @@ import (
 	"net/http"
 
 	"github.com/umbra-iot/umbra/api"
+	"github.com/umbra-iot/umbra/auth"
 )
 
 // routes registers the REST API on the HTTP listener.
 func (b *Broker) routes(mux *http.ServeMux) {
-	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}}).Register(mux)
+	guard := &api.Guard{}
+	if b.opts.Auth.Enabled {
+		guard.Keys = b.policy
+	}
+	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}, Guard: guard}).Register(mux)
+	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
+	mux.Handle("GET /metrics", guard.Require(auth.RoleViewer, b.metricsHandler().ServeHTTP))
 }

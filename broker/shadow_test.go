@@ -12,6 +12,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
@@ -86,7 +87,7 @@ func TestNamedShadowsAreSeparateFromClassic(t *testing.T) {
 // Many writers race with the same expected version: exactly one wins each
 // version, the others get 409 Version conflict.
 func TestConcurrentVersionedUpdatesExactlyOneWinsEachVersion(t *testing.T) {
-	srv := brokertest.Start(t)
+	srv := brokertest.Start(t, noRateLimit) // 60 requests on one thing in well under 3 s
 	const writers, rounds = 6, 10
 	topic := "$aws/things/contended/shadow"
 	seed := mt.Connect(t, srv.MQTTURL(), "seed")
@@ -176,7 +177,7 @@ func TestOfflineDeviceGetsDeltaOnReconnect(t *testing.T) {
 
 // Every accepted version survives a restart, with its history.
 func TestRestartKeepsEveryAcceptedVersion(t *testing.T) {
-	srv := brokertest.Start(t)
+	srv := brokertest.Start(t, noRateLimit)
 	c := mt.Connect(t, srv.MQTTURL(), "durable")
 	acc := c.Subscribe("$aws/things/durable/shadow/update/accepted", 1)
 	for i := 1; i <= 20; i++ {
@@ -289,6 +290,8 @@ func connectWithWill(id, topic, payload string) []byte {
 	body = append(body, str(payload)...)
 	return append([]byte{0x10, byte(len(body))}, body...)
 }
+
+func noRateLimit(o *broker.Options) { o.Limits.ShadowRate = -1 }
 
 func httpGet(t *testing.T, url string, want int) string { return httpDo(t, "GET", url, "", want) }
 

@@ -7,6 +7,9 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
+	"golang.org/x/time/rate"
+
+	"github.com/umbra-iot/umbra/limits"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
 )
@@ -73,9 +76,21 @@ func (b *Broker) newShadowService() *shadow.Service {
 		Publisher: mqttPublisher{b.mqtt},
 		Logger:    b.log.With("component", "shadow"),
 		OnResult:  b.metrics.observeShadow,
+		Limiter:   b.shadowLimits(),
 	})
 }
 
 // Shadows is the shadow service: the one way to read and change shadows
 // in-process (what MQTT and HTTP requests go through).
 func (b *Broker) Shadows() *shadow.Service { return b.shadows }
+
+func (b *Broker) shadowLimits() shadow.Limiter {
+	l := &limits.Shadow{Burst: b.opts.Limits.ShadowBurst}
+	if b.opts.Limits.ShadowRate > 0 {
+		l.PerThing = rate.Limit(b.opts.Limits.ShadowRate)
+	}
+	if b.opts.Limits.ShadowInFlight > 0 {
+		l.InFlight = b.opts.Limits.ShadowInFlight
+	}
+	return l
+}

@@ -121,14 +121,21 @@ func (s *Server) Restart(tb testing.TB) *Server {
 	return StartWith(tb, s.Options)
 }
 
-// MQTTURL is the MQTT-over-TCP URL, as paho wants it.
-func (s *Server) MQTTURL() string { return "tcp://" + s.MQTTAddr() }
+// MQTTURL is the MQTT-over-TCP URL, as paho wants it (ssl:// with TLS).
+func (s *Server) MQTTURL() string { return s.scheme("tcp", "ssl") + "://" + s.MQTTAddr() }
 
 // WSURL is the MQTT-over-WebSocket URL.
-func (s *Server) WSURL() string { return "ws://" + s.WSAddr() + "/mqtt" }
+func (s *Server) WSURL() string { return s.scheme("ws", "wss") + "://" + s.WSAddr() + "/mqtt" }
 
 // HTTPURL is the base URL of the HTTP API.
-func (s *Server) HTTPURL() string { return "http://" + s.HTTPAddr() }
+func (s *Server) HTTPURL() string { return s.scheme("http", "https") + "://" + s.HTTPAddr() }
+
+func (s *Server) scheme(plain, secure string) string {
+	if s.TLS() {
+		return secure
+	}
+	return plain
+}
 
 func (s *Server) String() string {
 	return fmt.Sprintf("umbra(mqtt=%s ws=%s http=%s data=%s)", s.MQTTAddr(), s.WSAddr(), s.HTTPAddr(), s.Options.DataDir)

@@ -1,32 +1,180 @@
 package hooks
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
 	"strings"
+	"sync"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/umbra-iot/umbra/auth"
 )
 
-// Open is the access hook used when no authentication is configured: every
-// well-formed client may connect, publish and subscribe. The broker only
-// uses it on loopback listeners (see broker.Options).
+// Access is Umbra's only authentication and ACL hook (Mochi ORs the answers
+// of every hook that provides these events, so a second provider would
+// silently widen access).
 //
-// It still refuses client ids that cannot be stored or addressed safely: a
-// NUL byte (forbidden by MQTT, and Umbra's key separator).
-type Open struct{ mqtt.HookBase }
+// With an Authenticator it authenticates every CONNECT and enforces the
+// auth.Policy at publish, subscribe and delivery; without one (auth off) it
+// lets every well-formed client do anything.
+type Access struct {
+	mqtt.HookBase
+	authn  *auth.Authenticator // nil: authentication off
+	policy *auth.Policy
+	log    *slog.Logger
+
+	mu         sync.RWMutex
+	identities map[string]auth.Identity // by client id
+	aliases    map[*mqtt.Client]map[uint16]string
+}
+
+// NewAccess returns the access hook; authn nil means authentication off.
+func NewAccess(authn *auth.Authenticator, log *slog.Logger) *Access {
+	a := &Access{authn: authn, log: log, identities: map[string]auth.Identity{}, aliases: map[*mqtt.Client]map[uint16]string{}}
+	if authn != nil {
+		a.policy = authn.Policy
+	}
+	return a
+}
 
 // ID implements mqtt.Hook.
-func (h *Open) ID() string { return "umbra-open-access" }
+func (h *Access) ID() string { return "umbra-access" }
 
 // Provides implements mqtt.Hook.
-func (h *Open) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+func (h *Access) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnDisconnect, mqtt.OnClientExpired:
+		return true
+	}
+	return false
 }
 
 // OnConnectAuthenticate implements mqtt.Hook.
-func (h *Open) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	return !strings.ContainsRune(cl.ID, 0)
+func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	// NUL is forbidden in MQTT strings and is Umbra's storage key separator.
+	if strings.ContainsRune(cl.ID, 0) {
+		return false
+	}
+	if h.authn == nil {
+		h.remember(auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID, Username: string(pk.Connect.Username), Method: "none"})
+		return true
+	}
+	id, err := h.authn.Authenticate(auth.ConnectInfo{
+		ClientID:         cl.ID,
+		Username:         string(pk.Connect.Username),
+		Password:         pk.Connect.Password,
+		PeerCertificates: peerCertificates(cl),
+	})
+	if err != nil {
+		// The error text never contains the password or secret.
+		h.log.Warn("mqtt authentication failed", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", err.Error())
+		return false
+	}
+	h.remember(id)
+	return true
 }
 
-// OnACLCheck implements mqtt.Hook.
-func (h *Open) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool { return true }
+func (h *Access) remember(id auth.Identity) {
+	h.mu.Lock()
+	h.identities[id.ClientID] = id
+	h.mu.Unlock()
+}
+
+// Identity is who the client with this id authenticated as.
+func (h *Access) Identity(cl *mqtt.Client) auth.Identity {
+	h.mu.RLock()
+	id, ok := h.identities[cl.ID]
+	h.mu.RUnlock()
+	if ok {
+		return id
+	}
+	// A persistent session restored after a restart has not authenticated
+	// in this process yet. Its session could only have been created by
+	// authenticating, as a service (whose name is the session's username)
+	// or as the device its client id names.
+	if h.policy != nil {
+		if _, svc := h.policy.Service(string(cl.Properties.Username)); svc {
+			return auth.Identity{Kind: auth.Service, Name: string(cl.Properties.Username), ClientID: cl.ID, Username: string(cl.Properties.Username)}
+		}
+		return auth.Identity{Kind: auth.Device, Name: cl.ID, ClientID: cl.ID}
+	}
+	return auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID}
+}
+
+// OnACLCheck implements mqtt.Hook for its three call sites: publish
+// (write), subscribe (topic is the filter) and delivery (topic is a name).
+func (h *Access) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	if h.authn == nil {
+		return true
+	}
+	id := h.Identity(cl)
+	if write {
+		return topic != "" && h.policy.CanPublish(id, topic)
+	}
+	return h.policy.CanReceive(id, topic)
+}
+
+// OnPacketRead resolves MQTT 5 topic aliases before Mochi's ACL check,
+// which otherwise sees an empty topic for a publish that uses an alias.
+func (h *Access) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type != packets.Publish || !pk.Properties.TopicAliasFlag || pk.Properties.TopicAlias == 0 {
+		return pk, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := h.aliases[cl]
+	if pk.TopicName != "" {
+		if m == nil {
+			m = map[uint16]string{}
+			h.aliases[cl] = m
+		}
+		m[pk.Properties.TopicAlias] = pk.TopicName
+		return pk, nil
+	}
+	pk.TopicName = m[pk.Properties.TopicAlias] // "" if unknown: the ACL denies
+	return pk, nil
+}
+
+// OnDisconnect forgets the connection's aliases and, when the session ends
+// with it, its identity.
+func (h *Access) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	h.mu.Lock()
+	delete(h.aliases, cl)
+	if expire && cl.StopCause() != packets.ErrSessionTakenOver {
+		if id, ok := h.identities[cl.ID]; ok && id.ClientID == cl.ID {
+			delete(h.identities, cl.ID)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// OnClientExpired forgets the identity of an expired session.
+func (h *Access) OnClientExpired(cl *mqtt.Client) {
+	h.mu.Lock()
+	delete(h.identities, cl.ID)
+	h.mu.Unlock()
+}
+
+// tlsState is implemented by *tls.Conn and by Umbra's WebSocket connection.
+type tlsState interface {
+	ConnectionState() tls.ConnectionState
+}
+
+type wsTLSState interface {
+	ConnectionState() (tls.ConnectionState, bool)
+}
+
+func peerCertificates(cl *mqtt.Client) []*x509.Certificate {
+	switch c := cl.Net.Conn.(type) {
+	case tlsState:
+		return c.ConnectionState().PeerCertificates
+	case wsTLSState:
+		if st, ok := c.ConnectionState(); ok {
+			return st.PeerCertificates
+		}
+	}
+	return nil
+}

@@ -28,14 +28,15 @@ type ShadowHandler interface {
 // as an update, matching AWS.
 type Shadows struct {
 	mqtt.HookBase
-	svc ShadowHandler
-	ctx context.Context
+	svc       ShadowHandler
+	ctx       context.Context
+	principal func(*mqtt.Client) string
 }
 
 // NewShadows returns the shadow routing hook. ctx bounds the service calls
-// (cancel it on shutdown).
-func NewShadows(ctx context.Context, svc ShadowHandler) *Shadows {
-	return &Shadows{svc: svc, ctx: ctx}
+// (cancel it on shutdown); principal names a client in shadow history.
+func NewShadows(ctx context.Context, svc ShadowHandler, principal func(*mqtt.Client) string) *Shadows {
+	return &Shadows{svc: svc, ctx: ctx, principal: principal}
 }
 
 // ID implements mqtt.Hook.
@@ -56,7 +57,7 @@ func (h *Shadows) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet,
 	}
 	pk.FixedHeader.Retain = false
 	resp := h.svc.Handle(h.ctx, shadow.Request{
-		Ref: t.Ref, Op: t.Op, Payload: pk.Payload, Origin: shadow.OriginMQTT, Principal: cl.ID,
+		Ref: t.Ref, Op: t.Op, Payload: pk.Payload, Origin: shadow.OriginMQTT, Principal: h.principal(cl),
 	})
 	if resp.Err != nil {
 		return pk, packets.CodeSuccessIgnore

@@ -90,7 +90,15 @@ type Config struct {
 	// OnResult, when set, is called once per request with its outcome code
 	// (200 for accepted) and duration, for metrics.
 	OnResult func(op Op, code int, d time.Duration)
-	Logger   *slog.Logger
+	// Limiter, when set, admits MQTT and HTTP requests (not Umbra's own):
+	// one refused is answered 429 Too Many Requests.
+	Limiter Limiter
+	Logger  *slog.Logger
+}
+
+// Limiter admits requests by thing (rate) and principal (concurrency).
+type Limiter interface {
+	Acquire(thing, principal string, now time.Time) (release func(), ok bool)
 }
 
 // Service runs shadow requests: it validates them, applies them to the
@@ -152,6 +160,11 @@ func (s *Service) update(ctx context.Context, req Request) Response {
 	if perr != nil {
 		return s.reject(req, perr, token, hasToken)
 	}
+	release, ok := s.admit(req)
+	if !ok {
+		return s.reject(req, TooManyRequests(), token, hasToken)
+	}
+	defer release()
 	unlock := s.locks.lock(req.Ref)
 	defer unlock()
 	cur, err := s.cfg.Store.Load(req.Ref)
@@ -182,6 +195,11 @@ func (s *Service) get(req Request) Response {
 	if perr != nil {
 		return s.reject(req, perr, token, hasToken)
 	}
+	release, ok := s.admit(req)
+	if !ok {
+		return s.reject(req, TooManyRequests(), token, hasToken)
+	}
+	defer release()
 	cur, err := s.cfg.Store.Load(req.Ref)
 	if err != nil {
 		return s.internal(req, "load", err, token, hasToken)
@@ -201,6 +219,11 @@ func (s *Service) delete(ctx context.Context, req Request) Response {
 	if perr != nil {
 		return s.reject(req, perr, token, hasToken)
 	}
+	release, ok := s.admit(req)
+	if !ok {
+		return s.reject(req, TooManyRequests(), token, hasToken)
+	}
+	defer release()
 	unlock := s.locks.lock(req.Ref)
 	defer unlock()
 	cur, err := s.cfg.Store.Load(req.Ref)
@@ -221,6 +244,15 @@ func (s *Service) delete(ctx context.Context, req Request) Response {
 	s.publish(req.Ref.Topic(OpDelete, SuffixAccepted), payload)
 	s.emit(req, ch)
 	return Response{Payload: payload, Version: ch.Version}
+}
+
+// admit applies the limiter (spec 3.6 step 10: after validation, before the
+// version check). Umbra's own requests are not limited.
+func (s *Service) admit(req Request) (release func(), ok bool) {
+	if s.cfg.Limiter == nil || req.Origin == OriginInternal {
+		return func() {}, true
+	}
+	return s.cfg.Limiter.Acquire(req.Ref.Thing, req.Principal, s.cfg.Clock())
 }
 
 // notFound puts the right name in a 404: the shadow name for a named

@@ -11,9 +11,10 @@ import (
 // scans cannot stray into another kind's keys.
 var (
 	bucketMeta       = []byte("meta")
-	bucketShadows    = []byte("shadows")    // refKey → stored document
-	bucketTombstones = []byte("tombstones") // refKey → version(8) deletedAt(8)
-	bucketHistory    = []byte("history")    // refKey 0x00 version(8) seq(1) → history entry
+	bucketShadows    = []byte("shadows")        // refKey → stored document
+	bucketTombstones = []byte("tombstones")     // refKey → version(8) deletedAt(8)
+	bucketHistory    = []byte("history")        // refKey 0x00 version(8) seq(1) → history entry
+	bucketSecrets    = []byte("device_secrets") // thing → bcrypt hash
 
 	// MQTT session state (write-behind).
 	BucketClients       = []byte("mqtt_clients")       // client id → client record
@@ -22,7 +23,7 @@ var (
 	BucketInflight      = []byte("mqtt_inflight")      // client id 0x00 packet id(2) → message
 
 	allBuckets = [][]byte{
-		bucketMeta, bucketShadows, bucketTombstones, bucketHistory,
+		bucketMeta, bucketShadows, bucketTombstones, bucketHistory, bucketSecrets,
 		BucketClients, BucketSubscriptions, BucketRetained, BucketInflight,
 	}
 )

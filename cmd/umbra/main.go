@@ -30,6 +30,7 @@ const usage = `Umbra: an MQTT broker with AWS-compatible device shadows for ESP3
 
 Usage:
   umbra serve [flags]    run the broker (umbra serve -h lists the flags)
+  umbra keygen           print a new random secret and its hashes (API keys, service passwords)
   umbra version          print the version
 
 `
@@ -44,6 +45,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []str
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, args[1:], stdout, stderr, env)
+	case "keygen":
+		err = keygen(args[1:], stdout)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "umbra", versionString())
 		return 0

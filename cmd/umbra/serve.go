@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"github.com/umbra-iot/umbra/broker"
@@ -69,20 +68,27 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 		return err
 	}
 	fmt.Fprintf(stdout, "umbra %s serving\n", versionString())
+	secure := map[bool]string{false: "", true: "s"}[b.TLS()]
 	for _, l := range []struct{ name, addr, scheme string }{
-		{"MQTT     ", b.MQTTAddr(), "mqtt://"},
-		{"WebSocket", b.WSAddr(), "ws://"},
-		{"HTTP     ", b.HTTPAddr(), "http://"},
+		{"MQTT     ", b.MQTTAddr(), "mqtt" + secure + "://"},
+		{"WebSocket", b.WSAddr(), "ws" + secure + "://"},
+		{"HTTP     ", b.HTTPAddr(), "http" + secure + "://"},
 	} {
 		if l.addr != "" {
 			fmt.Fprintf(stdout, "  %s %s%s\n", l.name, l.scheme, l.addr)
 		}
 	}
 	fmt.Fprintf(stdout, "  data      %s\n", b.DataPath())
-	if allLoopback(b.MQTTAddr(), b.WSAddr(), b.HTTPAddr()) {
+	switch {
+	case opts.Auth.Enabled:
+		fmt.Fprintf(stdout, "  auth      on: devices by certificate or secret, %d service(s), %d API key(s)\n", len(opts.Auth.Services), len(opts.Auth.APIKeys))
+	case allLoopback(b.MQTTAddr(), b.WSAddr(), b.HTTPAddr()):
 		fmt.Fprintln(stdout, "  no authentication configured: listening on loopback only")
-	} else {
-		fmt.Fprintln(stdout, "  WARNING: no authentication configured and a listener is not on loopback: anyone who reaches it can connect")
+	default:
+		fmt.Fprintln(stdout, "  WARNING: authentication is off and a listener is not on loopback (auth.allow_unauthenticated_remote): anyone who reaches it can connect")
+	}
+	if opts.TLS.CertFile != "" {
+		fmt.Fprintln(stdout, "  tls       on for MQTT, WebSocket and HTTP")
 	}
 
 	<-ctx.Done()
@@ -99,11 +105,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 
 func allLoopback(addrs ...string) bool {
 	for _, a := range addrs {
-		if a == "" {
-			continue
-		}
-		host, _, err := net.SplitHostPort(a)
-		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		if a != "" && !broker.IsLoopback(a) {
 			return false
 		}
 	}

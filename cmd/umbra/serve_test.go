@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+
+	"github.com/umbra-iot/umbra/auth"
 )
 
 // buildUmbra compiles the binary once per test run.
@@ -205,5 +208,22 @@ func TestVersion(t *testing.T) {
 	var out bytes.Buffer
 	if code := run(context.Background(), []string{"version"}, &out, io.Discard, nil); code != 0 || !strings.HasPrefix(out.String(), "umbra ") {
 		t.Fatalf("%d %q", code, out.String())
+	}
+}
+
+func TestKeygenPrintsMatchingHashes(t *testing.T) {
+	var out bytes.Buffer
+	if code := run(context.Background(), []string{"keygen"}, &out, io.Discard, nil); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	fields := map[string]string{}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			fields[k] = strings.Fields(v)[0]
+		}
+	}
+	if len(fields["secret"]) != 43 || auth.SHA256Hex(fields["secret"]) != fields["sha256"] ||
+		bcrypt.CompareHashAndPassword([]byte(fields["password_bcrypt"]), []byte(fields["secret"])) != nil {
+		t.Fatalf("keygen output does not hang together:\n%s", out.String())
 	}
 }

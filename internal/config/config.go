@@ -21,6 +21,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -31,7 +32,35 @@ type File struct {
 	MQTT    MQTT   `yaml:"mqtt"`
 	HTTP    HTTP   `yaml:"http"`
 	Shadow  Shadow `yaml:"shadow"`
+	TLS     TLS    `yaml:"tls"`
+	Auth    Auth   `yaml:"auth"`
+	Limits  Limits `yaml:"limits"`
 	Log     Log    `yaml:"log"`
+}
+
+// TLS secures the MQTT and WebSocket listeners.
+type TLS struct {
+	CertFile          string `yaml:"cert_file"`
+	KeyFile           string `yaml:"key_file"`
+	ClientCAFile      string `yaml:"client_ca_file"`
+	RequireClientCert bool   `yaml:"require_client_cert"`
+}
+
+// Auth configures authentication. Services and API keys are lists and have
+// no environment variables; put them in the file.
+type Auth struct {
+	Enabled                    bool                 `yaml:"enabled"`
+	AllowUnauthenticatedRemote bool                 `yaml:"allow_unauthenticated_remote"`
+	Services                   []auth.ServiceConfig `yaml:"services"`
+	APIKeys                    []auth.APIKeyConfig  `yaml:"api_keys"`
+}
+
+// Limits protect clients from each other.
+type Limits struct {
+	ShadowRate     float64 `yaml:"shadow_rate"`
+	ShadowBurst    int     `yaml:"shadow_burst"`
+	ShadowInFlight int     `yaml:"shadow_in_flight"`
+	MaxConnsPerIP  int     `yaml:"max_conns_per_ip"`
 }
 
 // MQTT configures the MQTT listeners and session limits.
@@ -112,9 +141,12 @@ func walk(v reflect.Value, prefix string, fn func(name string, field reflect.Val
 	for i := range t.NumField() {
 		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
 		name := prefix + "_" + strings.ToUpper(tag)
-		if fv := v.Field(i); fv.Kind() == reflect.Struct {
+		switch fv := v.Field(i); fv.Kind() {
+		case reflect.Struct:
 			walk(fv, name, fn)
-		} else {
+		case reflect.Slice:
+			// lists live in the file only
+		default:
 			fn(name, fv)
 		}
 	}
@@ -158,6 +190,12 @@ func setField(field reflect.Value, raw string) error {
 			return fmt.Errorf("not an integer")
 		}
 		field.SetInt(int64(n))
+	case field.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return fmt.Errorf("not a number")
+		}
+		field.SetFloat(f)
 	case field.Kind() == reflect.Bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -213,5 +251,19 @@ func (f File) Options() broker.Options {
 		},
 		HistoryVersions: f.Shadow.HistoryVersions,
 		TombstoneTTL:    f.Shadow.TombstoneTTL,
+		TLS: broker.TLSOptions{
+			CertFile: f.TLS.CertFile, KeyFile: f.TLS.KeyFile,
+			ClientCAFile: f.TLS.ClientCAFile, RequireClientCert: f.TLS.RequireClientCert,
+		},
+		Auth: broker.AuthOptions{
+			Enabled:                    f.Auth.Enabled,
+			AllowUnauthenticatedRemote: f.Auth.AllowUnauthenticatedRemote,
+			Services:                   f.Auth.Services,
+			APIKeys:                    f.Auth.APIKeys,
+		},
+		Limits: broker.LimitOptions{
+			ShadowRate: f.Limits.ShadowRate, ShadowBurst: f.Limits.ShadowBurst,
+			ShadowInFlight: f.Limits.ShadowInFlight, MaxConnsPerIP: f.Limits.MaxConnsPerIP,
+		},
 	}
 }

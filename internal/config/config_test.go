@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestDecodeRejectsWrongType(t *testing.T) {
 
 func TestEmptyFileIsAllDefaults(t *testing.T) {
 	f, err := Decode(strings.NewReader(""))
-	if err != nil || f != (File{}) {
+	if err != nil || !reflect.DeepEqual(f, File{}) {
 		t.Fatalf("f=%+v err=%v", f, err)
 	}
 }
@@ -61,5 +62,44 @@ func TestEnvNamesCoverEveryKey(t *testing.T) {
 func TestLoggerRejectsUnknownLevel(t *testing.T) {
 	if _, err := (File{Log: Log{Level: "loud"}}).Logger(nil); err == nil {
 		t.Fatal("want error")
+	}
+}
+
+func TestSecuritySections(t *testing.T) {
+	f, err := Decode(strings.NewReader(`
+tls:
+  cert_file: /etc/umbra/server.pem
+  key_file: /etc/umbra/server.key
+  client_ca_file: /etc/umbra/ca.pem
+auth:
+  enabled: true
+  services:
+    - name: dashboard
+      password_bcrypt: "$2a$10$abcdefghijklmnopqrstuu5Wq9bVn3H3G9u1hS2jH2y6QO9p0Sdeq"
+      publish: ["$aws/things/+/shadow/update"]
+      subscribe: ["$aws/things/+/shadow/#", "app/{clientid}/#"]
+  api_keys:
+    - name: ci
+      sha256: "00"
+      role: operator
+limits:
+  shadow_rate: 5.5
+  max_conns_per_ip: 10
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.Options()
+	if !o.Auth.Enabled || o.TLS.ClientCAFile != "/etc/umbra/ca.pem" || len(o.Auth.Services) != 1 ||
+		o.Auth.Services[0].Subscribe[1] != "app/{clientid}/#" || o.Auth.APIKeys[0].Role != "operator" ||
+		o.Limits.ShadowRate != 5.5 || o.Limits.MaxConnsPerIP != 10 {
+		t.Fatalf("options: %+v", o)
+	}
+	var g File
+	if err := applyEnv(&g, []string{"UMBRA_AUTH_ENABLED=true", "UMBRA_LIMITS_SHADOW_RATE=2.5", "UMBRA_TLS_CERT_FILE=/x"}); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Auth.Enabled || g.Limits.ShadowRate != 2.5 || g.TLS.CertFile != "/x" {
+		t.Fatalf("env: %+v", g)
 	}
 }

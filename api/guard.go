@@ -1,0 +1,68 @@
+package api
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// KeyChecker resolves API keys.
+type KeyChecker interface {
+	APIKey(key string) (auth.APIPrincipal, bool)
+}
+
+// Guard authenticates API requests and enforces roles. With Keys nil,
+// authentication is off and every caller is an anonymous admin (the broker
+// then listens on loopback only).
+type Guard struct {
+	Keys KeyChecker
+}
+
+type principalKey struct{}
+
+// Require wraps h so that only callers whose role includes need reach it.
+// The key comes from "Authorization: Bearer <key>" or "X-API-Key: <key>".
+func (g *Guard) Require(need auth.Role, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p := auth.APIPrincipal{Name: "anonymous", Role: auth.RoleAdmin}
+		if g != nil && g.Keys != nil {
+			key := r.Header.Get("X-API-Key")
+			if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+				key = strings.TrimSpace(bearer)
+			}
+			if key == "" {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="umbra"`)
+				writeError(w, &shadow.Error{Code: 401, Message: "Unauthorized: send an API key as 'Authorization: Bearer <key>'"})
+				return
+			}
+			var ok bool
+			if p, ok = g.Keys.APIKey(key); !ok {
+				writeError(w, &shadow.Error{Code: 401, Message: "Unauthorized: unknown API key"})
+				return
+			}
+			if !p.Role.Allows(need) {
+				writeError(w, &shadow.Error{Code: 403, Message: "Forbidden: API key " + p.Name + " has role " + string(p.Role) + ", this needs " + string(need)})
+				return
+			}
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	}
+}
+
+// Principal names the caller of r for shadow history: the API key's name,
+// or the remote address when authentication is off.
+func Principal(r *http.Request) string {
+	p, _ := r.Context().Value(principalKey{}).(auth.APIPrincipal)
+	if p.Name != "" && p.Name != "anonymous" {
+		return "apikey:" + p.Name
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	return "http:" + host
+}

@@ -1,0 +1,85 @@
+package auth
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// ConnectInfo is what an MQTT CONNECT offers as proof of identity.
+type ConnectInfo struct {
+	ClientID string
+	Username string
+	Password []byte
+	// PeerCertificates are the client certificates verified by the TLS
+	// handshake (empty without TLS or without a client certificate).
+	PeerCertificates []*x509.Certificate
+}
+
+// SecretStore holds the bcrypt hashes of device secrets.
+type SecretStore interface {
+	DeviceSecret(thing string) (hash []byte, ok bool, err error)
+}
+
+// Authenticator turns a CONNECT into an Identity.
+type Authenticator struct {
+	Policy   *Policy
+	Secrets  SecretStore
+	verifier Verifier
+	// ValidThing reports whether a client id is a well-formed thing name.
+	ValidThing func(string) bool
+}
+
+// Errors of Authenticate; their text is safe to log (no secrets).
+var (
+	ErrBadCredentials = errors.New("bad credentials")
+	ErrIdentity       = errors.New("client id does not match the identity")
+)
+
+// Authenticate checks a CONNECT. A client certificate, when present,
+// decides: the client id must be a thing name the certificate names (CN or
+// DNS SAN), and the username is then ignored (AWS SDKs put metrics there).
+// Without one, a username naming a configured service logs in as that
+// service with its password; anything else is a device whose client id is
+// its thing name and whose password is its secret.
+func (a *Authenticator) Authenticate(c ConnectInfo) (Identity, error) {
+	if len(c.PeerCertificates) > 0 {
+		cert := c.PeerCertificates[0]
+		names := append([]string{cert.Subject.CommonName}, cert.DNSNames...)
+		if !a.ValidThing(c.ClientID) || !slices.Contains(names, c.ClientID) {
+			return Identity{}, fmt.Errorf("%w: certificate names %q, client id is %q", ErrIdentity, names, c.ClientID)
+		}
+		return Identity{Kind: Device, Name: c.ClientID, ClientID: c.ClientID, Username: c.Username, Method: "certificate"}, nil
+	}
+	if _, ok := a.Policy.Service(c.Username); ok && c.Username != "" {
+		if !a.Policy.CheckServicePassword(c.Username, c.Password) {
+			return Identity{}, fmt.Errorf("%w: service %q", ErrBadCredentials, c.Username)
+		}
+		if c.ClientID == "" || strings.ContainsRune(c.ClientID, 0) {
+			return Identity{}, fmt.Errorf("%w: service %q needs a client id", ErrIdentity, c.Username)
+		}
+		return Identity{Kind: Service, Name: c.Username, ClientID: c.ClientID, Username: c.Username, Method: "password"}, nil
+	}
+	if !a.ValidThing(c.ClientID) {
+		return Identity{}, fmt.Errorf("%w: client id %q is not a thing name", ErrIdentity, c.ClientID)
+	}
+	if c.Username != "" && c.Username != c.ClientID && !strings.HasPrefix(c.Username, "?") {
+		return Identity{}, fmt.Errorf("%w: username %q is neither the thing name nor SDK metrics", ErrIdentity, c.Username)
+	}
+	if len(c.Password) == 0 {
+		return Identity{}, fmt.Errorf("%w: device %q sent no secret and no certificate", ErrBadCredentials, c.ClientID)
+	}
+	hash, ok, err := a.Secrets.DeviceSecret(c.ClientID)
+	if err != nil {
+		return Identity{}, fmt.Errorf("reading credentials of %q: %w", c.ClientID, err)
+	}
+	if !ok || !a.verifier.Verify(c.ClientID, hash, c.Password) {
+		return Identity{}, fmt.Errorf("%w: device %q", ErrBadCredentials, c.ClientID)
+	}
+	return Identity{Kind: Device, Name: c.ClientID, ClientID: c.ClientID, Username: c.Username, Method: "secret"}, nil
+}
+
+// Forget drops cached verification state for a thing whose secret changed.
+func (a *Authenticator) Forget(thing string) { a.verifier.Forget(thing) }

@@ -1,0 +1,166 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// TLSOptions turns on TLS for the MQTT (TCP) and WebSocket listeners.
+type TLSOptions struct {
+	CertFile string // server certificate chain (PEM)
+	KeyFile  string // its private key (PEM)
+	// ClientCAFile, when set, makes client certificates signed by these CAs
+	// a device identity (see auth.Authenticator).
+	ClientCAFile string
+	// RequireClientCert refuses TLS connections without a valid client
+	// certificate (devices with secrets then cannot connect).
+	RequireClientCert bool
+}
+
+func (t TLSOptions) enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// load builds the tls.Config, reading the files.
+func (t TLSOptions) load() (*tls.Config, error) {
+	if !t.enabled() {
+		if t.ClientCAFile != "" || t.RequireClientCert {
+			return nil, errors.New("tls: client certificates need a server certificate (cert_file and key_file)")
+		}
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls: server certificate %s / key %s: %w", t.CertFile, t.KeyFile, err)
+	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(t.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: client CA %s holds no PEM certificate", t.ClientCAFile)
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.VerifyClientCertIfGiven
+		if t.RequireClientCert {
+			conf.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	} else if t.RequireClientCert {
+		return nil, errors.New("tls: require_client_cert needs client_ca_file")
+	}
+	return conf, nil
+}
+
+// AuthOptions configures authentication and authorization.
+type AuthOptions struct {
+	// Enabled requires every MQTT client to authenticate (device
+	// certificate, device secret, or service password) and every API call
+	// (except /healthz and /readyz) to present an API key.
+	Enabled bool
+	// AllowUnauthenticatedRemote lets a broker with authentication off
+	// listen on a non-loopback address. Off by default: anyone who can
+	// reach such a broker could read and write every shadow.
+	AllowUnauthenticatedRemote bool
+	// Services are MQTT principals for apps and backends.
+	Services []auth.ServiceConfig
+	// APIKeys are the HTTP API's principals.
+	APIKeys []auth.APIKeyConfig
+}
+
+// LimitOptions protect every client from the others.
+type LimitOptions struct {
+	// ShadowRate is shadow requests per second per thing (AWS: 20); a
+	// negative value disables the limit.
+	ShadowRate float64
+	// ShadowBurst is how many may come at once; 0 means ShadowRate.
+	ShadowBurst int
+	// ShadowInFlight caps concurrent shadow requests per principal (AWS:
+	// 10 per connection); negative disables.
+	ShadowInFlight int
+	// MaxConnsPerIP caps concurrent connections from one source address
+	// over all MQTT listeners; 0 means no cap (fleets behind NAT share
+	// addresses).
+	MaxConnsPerIP int
+}
+
+// Default limits (AWS IoT's).
+const (
+	DefaultShadowRate     = 20
+	DefaultShadowInFlight = 10
+)
+
+// checkExposure refuses non-loopback listeners without authentication.
+func (o Options) checkExposure() error {
+	if o.Auth.Enabled || o.Auth.AllowUnauthenticatedRemote {
+		return nil
+	}
+	var errs []error
+	for _, a := range []struct{ name, addr string }{{"mqtt", o.MQTTAddr}, {"websocket", o.WSAddr}, {"http", o.HTTPAddr}} {
+		if a.addr != Off && !IsLoopback(a.addr) {
+			errs = append(errs, fmt.Errorf("%s listener %s is not on loopback but authentication is off: enable auth "+
+				"(auth.enabled) or, to expose an open broker on purpose, set auth.allow_unauthenticated_remote", a.name, a.addr))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether a listen address binds only to loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// deviceCredentials issues and revokes device secrets; a rotated or revoked
+// secret also ends the device's current connection.
+type deviceCredentials struct{ b *Broker }
+
+func (c deviceCredentials) Issue(ctx context.Context, thing string) (string, error) {
+	secret := auth.NewSecret()
+	hash, err := auth.HashSecret(secret)
+	if err != nil {
+		return "", err
+	}
+	if err := c.b.db.PutDeviceSecret(ctx, thing, hash); err != nil {
+		return "", err
+	}
+	c.kick(thing)
+	return secret, nil
+}
+
+func (c deviceCredentials) Revoke(ctx context.Context, thing string) (bool, error) {
+	existed, err := c.b.db.DeleteDeviceSecret(ctx, thing)
+	if err == nil {
+		c.kick(thing)
+	}
+	return existed, err
+}
+
+func (c deviceCredentials) kick(thing string) {
+	if c.b.authn != nil {
+		c.b.authn.Forget(thing)
+	}
+	if cl, ok := c.b.mqtt.Clients.Get(thing); ok && !cl.Closed() {
+		_ = c.b.mqtt.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+}
+
+// validThing is the thing-name rule devices' client ids must follow.
+func validThing(s string) bool { return shadow.ValidThingName(s) }

@@ -371,3 +371,19 @@ func TestMaxConnectionsPerAddress(t *testing.T) {
 		t.Fatal("third connection from one address was served")
 	}
 }
+
+// Mochi sends a will without an ACL check, so a will on a topic the device
+// may not publish is refused at CONNECT.
+func TestWillTopicIsCheckedAtConnect(t *testing.T) {
+	s := startSecured(t)
+	secret := s.issue(t, "dev-a")
+	will := func(topic string) func(*paho.ClientOptions) {
+		return func(o *paho.ClientOptions) { o.SetWill(topic, "gone", 1, false) }
+	}
+	if c, err := mt.TryConnect(s.tlsMQTTURL, "dev-a", s.trust(nil), withSecret("dev-a", secret), will("things/dev-b/status")); err == nil {
+		c.Disconnect(0)
+		t.Fatal("will on another thing's topic accepted")
+	}
+	c := mt.Connect(t, s.tlsMQTTURL, "dev-a", s.trust(nil), withSecret("dev-a", secret), will("things/dev-a/status"))
+	c.Disconnect(50)
+}

@@ -73,6 +73,12 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		h.log.Warn("mqtt authentication failed", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", err.Error())
 		return false
 	}
+	// Mochi publishes a will without an ACL check, so the will topic is
+	// checked here, when it is set (AWS refuses such a connection too).
+	if pk.Connect.WillFlag && !h.policy.CanPublish(id, pk.Connect.WillTopic) {
+		h.log.Warn("mqtt connection refused: will topic not allowed", "client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic)
+		return false
+	}
 	h.remember(id)
 	return true
 }

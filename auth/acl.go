@@ -38,6 +38,9 @@ type Identity struct {
 	Method string
 }
 
+// IsDevice reports whether the identity is a thing.
+func (id Identity) IsDevice() bool { return id.Kind == Device }
+
 // Principal names the identity in logs and shadow history.
 func (id Identity) Principal() string {
 	switch id.Kind {

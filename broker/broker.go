@@ -30,6 +30,7 @@ import (
 
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/hooks"
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
 )
@@ -49,9 +50,10 @@ type Broker struct {
 	access  *hooks.Access
 	conns   *ipLimiter
 
-	db      *store.DB
-	mqtt    *mqtt.Server
-	shadows *shadow.Service
+	db       *store.DB
+	mqtt     *mqtt.Server
+	shadows  *shadow.Service
+	registry *registry.Registry
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -153,12 +155,22 @@ func (b *Broker) addHooks() error {
 		b.authn = &auth.Authenticator{Policy: b.policy, Secrets: b.db, ValidThing: validThing}
 	}
 	b.access = hooks.NewAccess(b.authn, b.log.With("component", "auth"))
+	var err error
+	b.registry, err = registry.Open(registry.Config{
+		Store: registryStore{b.db}, Shadows: shadowSource{b.db}, Publisher: mqttPublisher{b.mqtt},
+		Policy: b.opts.Registration, Logger: b.log.With("component", "registry"),
+	})
+	if err != nil {
+		return err
+	}
+	b.access.Admit = b.admit
 	b.shadows = b.newShadowService()
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
-	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal)}
+	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
+		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}
@@ -213,6 +225,21 @@ func addr(ln net.Listener) string {
 	}
 	return ln.Addr().String()
 }
+
+// admit applies the registration policy to a connecting device; with
+// authentication off, any client whose id is a thing name counts as one.
+func (b *Broker) admit(id auth.Identity) error {
+	switch {
+	case id.Kind == auth.Device:
+		return b.registry.Admit(b.ctx, id.Name)
+	case id.Kind == auth.Anonymous && validThing(id.ClientID):
+		return b.registry.Admit(b.ctx, id.ClientID)
+	}
+	return nil
+}
+
+// Registry is the device registry and fleet index.
+func (b *Broker) Registry() *registry.Registry { return b.registry }
 
 // principal names an MQTT client in shadow history.
 func (b *Broker) principal(cl *mqtt.Client) string { return b.access.Identity(cl).Principal() }

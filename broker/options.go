@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -79,6 +80,11 @@ type Options struct {
 	// Limits protect clients from each other.
 	Limits LimitOptions
 
+	// Registration is the registry's registration policy: "auto" (default:
+	// a device is registered on its first connection) or "strict" (only
+	// registered things may connect as devices).
+	Registration registry.Policy
+
 	// Shadow holds the document rules (limits, converge mode, strict mode).
 	Shadow shadow.Options
 	// HistoryVersions is how many versions of history are kept per shadow.
@@ -143,6 +149,9 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	o.Shadow = o.Shadow.Normalize()
+	if o.Registration == "" {
+		o.Registration = registry.PolicyAuto
+	}
 	return o
 }
 
@@ -181,6 +190,9 @@ func (o Options) validate() error {
 		errs = append(errs, err)
 	}
 	positive("max connections per ip", int64(o.Limits.MaxConnsPerIP))
+	if o.Registration != registry.PolicyAuto && o.Registration != registry.PolicyStrict {
+		errs = append(errs, fmt.Errorf("registration policy %q: want auto or strict", o.Registration))
+	}
 	if err := o.checkExposure(); err != nil {
 		errs = append(errs, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/umbra-iot/umbra/limits"
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
 )
@@ -77,6 +78,7 @@ func (b *Broker) newShadowService() *shadow.Service {
 		Logger:    b.log.With("component", "shadow"),
 		OnResult:  b.metrics.observeShadow,
 		Limiter:   b.shadowLimits(),
+		OnEvent:   b.registry.ShadowChanged,
 	})
 }
 
@@ -94,3 +96,25 @@ func (b *Broker) shadowLimits() shadow.Limiter {
 	}
 	return l
 }
+
+// shadowSource lists stored shadows for the registry's index.
+type shadowSource struct{ db *store.DB }
+
+func (s shadowSource) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
+	return s.db.ForEachShadow(func(k store.ShadowKey, doc []byte) error {
+		return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc)
+	})
+}
+
+// registryStore adapts the store's KV transactions to the registry's.
+type registryStore struct{ db *store.DB }
+
+func (s registryStore) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
+	return s.db.UpdateKV(ctx, func(kv store.KV) error { return fn(kv) })
+}
+
+func (s registryStore) ViewKV(fn func(registry.KV) error) error {
+	return s.db.ViewKV(func(kv store.KV) error { return fn(kv) })
+}
+
+func (s registryStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }

@@ -26,6 +26,10 @@ type Access struct {
 	policy *auth.Policy
 	log    *slog.Logger
 
+	// Admit, when set, applies the registration policy to devices (and,
+	// with authentication off, to clients whose id is a thing name).
+	Admit func(id auth.Identity) error
+
 	mu         sync.RWMutex
 	identities map[string]auth.Identity // by client id
 	aliases    map[*mqtt.Client]map[uint16]string
@@ -59,7 +63,11 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		return false
 	}
 	if h.authn == nil {
-		h.remember(auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID, Username: string(pk.Connect.Username), Method: "none"})
+		id := auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID, Username: string(pk.Connect.Username), Method: "none"}
+		if !h.admit(cl, id) {
+			return false
+		}
+		h.remember(id)
 		return true
 	}
 	id, err := h.authn.Authenticate(auth.ConnectInfo{
@@ -79,7 +87,21 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		h.log.Warn("mqtt connection refused: will topic not allowed", "client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic)
 		return false
 	}
+	if !h.admit(cl, id) {
+		return false
+	}
 	h.remember(id)
+	return true
+}
+
+func (h *Access) admit(cl *mqtt.Client, id auth.Identity) bool {
+	if h.Admit == nil {
+		return true
+	}
+	if err := h.Admit(id); err != nil {
+		h.log.Warn("mqtt connection refused by registration policy", "client", cl.ID, "remote", cl.Net.Remote, "reason", err.Error())
+		return false
+	}
 	return true
 }
 

@@ -189,8 +189,15 @@ func (db *DB) commit(batch []*commitReq) {
 			}
 			for k, v := range staged {
 				b := tx.Bucket([]byte(k.bucket))
+				if b == nil && v != nil {
+					// A write-behind bucket (StageKV) not created yet.
+					var err error
+					if b, err = tx.CreateBucketIfNotExists([]byte(k.bucket)); err != nil {
+						return err
+					}
+				}
 				if b == nil {
-					return errors.New("store: unknown bucket " + k.bucket)
+					continue // deleting from a bucket that does not exist
 				}
 				if v == nil {
 					if err := b.Delete([]byte(k.key)); err != nil {

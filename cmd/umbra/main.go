@@ -31,6 +31,8 @@ const usage = `Umbra: an MQTT broker with AWS-compatible device shadows for ESP3
 Usage:
   umbra serve [flags]    run the broker (umbra serve -h lists the flags)
   umbra keygen           print a new random secret and its hashes (API keys, service passwords)
+  umbra sim [flags]      simulate a fleet of ESP32 devices against a broker (umbra sim -h)
+  umbra bench [flags]    measure throughput, latency and memory (umbra bench -h)
   umbra version          print the version
 
 `
@@ -47,6 +49,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []str
 		err = serve(ctx, args[1:], stdout, stderr, env)
 	case "keygen":
 		err = keygen(args[1:], stdout)
+	case "sim":
+		err = simCmd(ctx, args[1:], stdout, stderr, env)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout, stderr, env)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "umbra", versionString())
 		return 0

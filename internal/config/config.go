@@ -23,19 +23,27 @@ import (
 
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
 // File is the configuration file's schema. Zero values mean "default".
 type File struct {
-	DataDir string `yaml:"data_dir"`
-	MQTT    MQTT   `yaml:"mqtt"`
-	HTTP    HTTP   `yaml:"http"`
-	Shadow  Shadow `yaml:"shadow"`
-	TLS     TLS    `yaml:"tls"`
-	Auth    Auth   `yaml:"auth"`
-	Limits  Limits `yaml:"limits"`
-	Log     Log    `yaml:"log"`
+	DataDir  string   `yaml:"data_dir"`
+	MQTT     MQTT     `yaml:"mqtt"`
+	HTTP     HTTP     `yaml:"http"`
+	Shadow   Shadow   `yaml:"shadow"`
+	TLS      TLS      `yaml:"tls"`
+	Auth     Auth     `yaml:"auth"`
+	Limits   Limits   `yaml:"limits"`
+	Registry Registry `yaml:"registry"`
+	Log      Log      `yaml:"log"`
+}
+
+// Registry configures the device registry.
+type Registry struct {
+	// Policy is "auto" (register devices on first connect) or "strict".
+	Policy string `yaml:"policy"`
 }
 
 // TLS secures the MQTT and WebSocket listeners.
@@ -261,6 +269,7 @@ func (f File) Options() broker.Options {
 			Services:                   f.Auth.Services,
 			APIKeys:                    f.Auth.APIKeys,
 		},
+		Registration: registry.Policy(f.Registry.Policy),
 		Limits: broker.LimitOptions{
 			ShadowRate: f.Limits.ShadowRate, ShadowBurst: f.Limits.ShadowBurst,
 			ShadowInFlight: f.Limits.ShadowInFlight, MaxConnsPerIP: f.Limits.MaxConnsPerIP,

@@ -1,0 +1,133 @@
+package broker_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/brokertest"
+	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+)
+
+// Devices connect and appear in the registry with connectivity; lifecycle
+// events are published with AWS's fields; a dynamic group follows a device
+// whose reported firmware changes.
+func TestDevicesAppearWithConnectivityAndDynamicGroupsFollowThem(t *testing.T) {
+	srv := brokertest.Start(t)
+	base := srv.HTTPURL()
+	app := mt.Connect(t, srv.MQTTURL(), "ops-console")
+	events := app.Subscribe("$aws/events/presence/+/+", 1)
+	httpDo(t, "POST", base+"/api/groups", `{"groupName":"needs-update","queryString":"shadow.reported.firmware_version<1.1.0"}`, 201)
+
+	dev := mt.Connect(t, srv.MQTTURL(), "esp32-007")
+	ev := mt.NextOn(t, events, "$aws/events/presence/connected/esp32-007")
+	if gjson.GetBytes(ev.Payload, "eventType").String() != "connected" || gjson.GetBytes(ev.Payload, "ipAddress").String() != "127.0.0.1" ||
+		gjson.GetBytes(ev.Payload, "versionNumber").Int() != 1 || gjson.GetBytes(ev.Payload, "sessionIdentifier").String() == "" {
+		t.Fatalf("connected event: %s", ev.Payload)
+	}
+	thing := httpGet(t, base+"/api/things/esp32-007", 200) // auto-registered on connect
+	if !gjson.Get(thing, "connectivity.connected").Bool() || gjson.Get(thing, "connectivity.protocolVersion").Int() != 4 {
+		t.Fatalf("thing after connect: %s", thing)
+	}
+	acc := dev.Subscribe("$aws/things/esp32-007/shadow/update/accepted", 1)
+	dev.Publish("$aws/things/esp32-007/shadow/update", 1, false, `{"state":{"reported":{"firmware_version":"1.0.0"}}}`)
+	mt.Next(t, acc)
+	if got := gjson.Get(httpGet(t, base+"/api/groups/needs-update/things", 200), "things").Raw; got != `["esp32-007"]` {
+		t.Fatalf("dynamic group before the update: %s", got)
+	}
+	dev.Publish("$aws/things/esp32-007/shadow/update", 1, false, `{"state":{"reported":{"firmware_version":"1.1.0"}}}`)
+	mt.Next(t, acc)
+	if got := gjson.Get(httpGet(t, base+"/api/groups/needs-update/things", 200), "things").Raw; got != `[]` {
+		t.Fatalf("dynamic group after the update: %s", got)
+	}
+	dev.Disconnect(50)
+	ev = mt.NextOn(t, events, "$aws/events/presence/disconnected/esp32-007")
+	if gjson.GetBytes(ev.Payload, "disconnectReason").String() != "CLIENT_INITIATED_DISCONNECT" || !gjson.GetBytes(ev.Payload, "clientInitiatedDisconnect").Bool() {
+		t.Fatalf("disconnected event: %s", ev.Payload)
+	}
+	if got := httpGet(t, base+"/api/search?query=connectivity.connected:false%20AND%20thingName:esp32-*", 200); gjson.Get(got, "things").Raw != `["esp32-007"]` {
+		t.Fatalf("search after disconnect: %s", got)
+	}
+}
+
+func TestStrictRegistrationRefusesUnregisteredDevices(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Registration = "strict" })
+	if c, err := mt.TryConnect(srv.MQTTURL(), "rogue-1"); err == nil {
+		c.Disconnect(0)
+		t.Fatal("unregistered device connected under strict registration")
+	}
+	httpDo(t, "POST", srv.HTTPURL()+"/api/things", `{"thingName":"known-1","attributes":{"location":"lab"}}`, 201)
+	mt.Connect(t, srv.MQTTURL(), "known-1")
+	// Clients whose id is not a thing name (tools, apps) are not devices.
+	mt.Connect(t, srv.MQTTURL(), "mosqsub|1234-laptop")
+}
+
+// The registry API: CRUD, validation naming the field, paging, search,
+// aggregations.
+func TestRegistryAPI(t *testing.T) {
+	srv := brokertest.Start(t)
+	base := srv.HTTPURL()
+	httpDo(t, "POST", base+"/api/thing-types", `{"thingTypeName":"esp32-s3","description":"S3 boards","searchableAttributes":["hardware_rev"]}`, 201)
+	for i := range 6 {
+		httpDo(t, "POST", base+"/api/things", fmt.Sprintf(`{"thingName":"dev-%d","thingTypeName":"esp32-s3","attributes":{"location":"factory-%c","deployment_ring":"%s"}}`,
+			i, 'A'+rune(i%2), map[bool]string{true: "canary", false: "general"}[i == 0]), 201)
+	}
+	for _, c := range []struct{ body, field string }{
+		{`{"thingName":"dev-0"}`, ""},
+		{`{"thingName":"bad name"}`, "thingName"},
+		{`{"thingName":"x","attributes":{"k":"v!"}}`, "attributes.k"},
+		{`{"thingName":"x","color":"red"}`, "color"},
+		{`{"thingName":7}`, "thingName"},
+		{`{"thingName":"x","thingTypeName":"nope"}`, "thingTypeName"},
+	} {
+		status := 400
+		if c.field == "" {
+			status = 409
+		}
+		if got := gjson.Get(httpDo(t, "POST", base+"/api/things", c.body, status), "field").String(); got != c.field {
+			t.Errorf("%s: field %q, want %q", c.body, got, c.field)
+		}
+	}
+	patched := httpDo(t, "PATCH", base+"/api/things/dev-1", `{"attributes":{"location":"factory-C","deployment_ring":null},"expectedVersion":1}`, 200)
+	if gjson.Get(patched, "version").Int() != 2 || gjson.Get(patched, "attributes.deployment_ring").Exists() {
+		t.Fatalf("patch: %s", patched)
+	}
+	httpDo(t, "PATCH", base+"/api/things/dev-1", `{"expectedVersion":1}`, 409)
+	httpDo(t, "PATCH", base+"/api/things/nobody", `{}`, 404)
+
+	list := httpGet(t, base+"/api/things?pageSize=4", 200)
+	if len(gjson.Get(list, "things").Array()) != 4 || gjson.Get(list, "nextToken").String() != "dev-3" {
+		t.Fatalf("list: %s", list)
+	}
+	httpDo(t, "POST", base+"/api/groups", `{"groupName":"canaries","queryString":"attributes.deployment_ring:canary"}`, 201)
+	httpDo(t, "POST", base+"/api/groups", `{"groupName":"site-a"}`, 201)
+	httpDo(t, "PUT", base+"/api/groups/site-a/things/dev-2", "", 204)
+	httpDo(t, "PUT", base+"/api/groups/canaries/things/dev-2", "", 400)
+	httpDo(t, "PUT", base+"/api/groups/site-a/things/ghost", "", 404)
+	if got := gjson.Get(httpGet(t, base+"/api/things/dev-2", 200), "thingGroupNames").Raw; got != `["site-a"]` {
+		t.Fatalf("groups of dev-2: %s", got)
+	}
+	search := httpGet(t, base+"/api/search?query=thingGroupNames:canaries%20OR%20thingGroupNames:site-a", 200)
+	if gjson.Get(search, "things").Raw != `["dev-0","dev-2"]` || gjson.Get(search, "total").Int() != 2 {
+		t.Fatalf("search: %s", search)
+	}
+	bad := httpGet(t, base+"/api/search?query=attributes.location:", 400)
+	if gjson.Get(bad, "field").String() != "query" || !gjson.Get(bad, "message").Exists() {
+		t.Fatalf("bad query: %s", bad)
+	}
+	count := httpGet(t, base+"/api/aggregations/count?query=attributes.location:factory-A", 200)
+	if gjson.Get(count, "count").Int() != 3 {
+		t.Fatalf("count: %s", count)
+	}
+	buckets := httpGet(t, base+"/api/aggregations/buckets?field=attributes.location", 200)
+	if gjson.Get(buckets, "buckets.0.keyValue").String() != "factory-A" || gjson.Get(buckets, "buckets.0.count").Int() != 3 || gjson.Get(buckets, "totalCount").Int() != 6 {
+		t.Fatalf("buckets: %s", buckets)
+	}
+	httpGet(t, base+"/api/aggregations/buckets", 400)
+	httpDo(t, "DELETE", base+"/api/thing-types/esp32-s3", "", 409)
+	httpDo(t, "DELETE", base+"/api/things/dev-5?expectedVersion=9", "", 409)
+	httpDo(t, "DELETE", base+"/api/things/dev-5", "", 204)
+	httpGet(t, base+"/api/things/dev-5", 404)
+}

@@ -1,0 +1,127 @@
+package registry_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/umbra-iot/umbra/registry"
+	"github.com/umbra-iot/umbra/registry/query"
+	"github.com/umbra-iot/umbra/shadow"
+	"github.com/umbra-iot/umbra/store"
+)
+
+// kvStore adapts the bbolt store to registry.Store (as the broker does).
+type kvStore struct{ db *store.DB }
+
+func (s kvStore) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
+	return s.db.UpdateKV(ctx, func(kv store.KV) error { return fn(kv) })
+}
+func (s kvStore) ViewKV(fn func(registry.KV) error) error {
+	return s.db.ViewKV(func(kv store.KV) error { return fn(kv) })
+}
+func (s kvStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }
+
+type shadows struct{ db *store.DB }
+
+func (s shadows) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
+	return s.db.ForEachShadow(func(k store.ShadowKey, doc []byte) error {
+		return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc)
+	})
+}
+
+// clock is a settable fake clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+type fixture struct {
+	t     *testing.T
+	dir   string
+	db    *store.DB
+	reg   *registry.Registry
+	svc   *shadow.Service
+	clock *clock
+	pub   *recorder
+}
+
+type recorder struct {
+	mu  sync.Mutex
+	msg map[string][]byte
+}
+
+func (r *recorder) Publish(topic string, payload []byte) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.msg == nil {
+		r.msg = map[string][]byte{}
+	}
+	r.msg[topic] = payload
+	return nil
+}
+
+func (r *recorder) get(topic string) []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.msg[topic]
+}
+
+func open(t *testing.T, dir string, policy registry.Policy, c *clock) *fixture {
+	t.Helper()
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	f := &fixture{t: t, dir: dir, db: db, clock: c, pub: &recorder{}}
+	f.reg, err = registry.Open(registry.Config{Store: kvStore{db}, Shadows: shadows{db}, Publisher: f.pub, Policy: policy, Clock: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc = shadow.NewService(shadow.Config{Store: shadowStore{db}, Clock: c.Now, OnEvent: f.reg.ShadowChanged})
+	return f
+}
+
+func newFixture(t *testing.T) *fixture {
+	return open(t, t.TempDir(), registry.PolicyAuto, &clock{now: time.Unix(1_800_000_000, 0)})
+}
+
+type shadowStore struct{ db *store.DB }
+
+func (s shadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
+	doc, v, err := s.db.LoadShadow(store.ShadowKey{Thing: ref.Thing, Name: ref.Name}, 0, time.Now())
+	return shadow.Current{Doc: doc, Version: v}, err
+}
+
+func (s shadowStore) Commit(ctx context.Context, c shadow.Change) error {
+	return s.db.CommitShadow(ctx, store.ShadowWrite{Key: store.ShadowKey{Thing: c.Ref.Thing, Name: c.Ref.Name}, Doc: c.Doc, Version: c.Version, Time: c.Time})
+}
+
+func (f *fixture) thing(name string, attrs map[string]string) {
+	f.t.Helper()
+	if _, err := f.reg.CreateThing(context.Background(), registry.NewThing{Name: name, Attributes: attrs}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) report(thing, shadowName, payload string) {
+	f.t.Helper()
+	resp := f.svc.Handle(context.Background(), shadow.Request{Ref: shadow.Ref{Thing: thing, Name: shadowName}, Op: shadow.OpUpdate, Payload: []byte(payload), Origin: shadow.OriginInternal})
+	if resp.Err != nil {
+		f.t.Fatalf("update %s: %v", thing, resp.Err)
+	}
+}
+
+func (f *fixture) search(q string) []string {
+	f.t.Helper()
+	pq, err := query.Parse(q)
+	if err != nil {
+		f.t.Fatalf("parse %q: %v", q, err)
+	}
+	return f.reg.Search(pq, "", 1000).Things
+}

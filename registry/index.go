@@ -1,0 +1,239 @@
+package registry
+
+import (
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/tidwall/gjson"
+
+	"github.com/umbra-iot/umbra/registry/query"
+)
+
+// index is the in-memory fleet index: for every field, every distinct value
+// and the set (a roaring bitmap of dense thing ids) of things that have it.
+// An equality query is a map lookup; a bucket aggregation is one bitmap
+// intersection count per distinct value; a range or wildcard scans the
+// field's distinct values, not the things.
+//
+// Each thing's values come from sources (the registry record,
+// connectivity, each shadow) that are replaced whole when they change.
+type index struct {
+	mu         sync.RWMutex
+	ids        map[string]uint32
+	names      []string
+	free       []uint32
+	registered *roaring.Bitmap
+	fields     map[string]*field
+	sources    []map[string][]posting // by id: source name → postings
+}
+
+type field struct {
+	values map[string]*fvalue // normalised key → value
+}
+
+type fvalue struct {
+	v   query.Value
+	ids *roaring.Bitmap
+}
+
+type posting struct {
+	f   *field
+	key string
+}
+
+// fieldValue is one value a source contributes to a field.
+type fieldValue struct {
+	field string
+	v     query.Value
+}
+
+func newIndex() *index {
+	return &index{ids: map[string]uint32{}, registered: roaring.New(), fields: map[string]*field{}}
+}
+
+// normKey is the lookup key of a value: strings fold case (AWS search is
+// case-insensitive), numbers and booleans keep their canonical text.
+func normKey(v query.Value) string {
+	switch v.Kind {
+	case query.Number:
+		return "n:" + canonicalNumber(v.S)
+	case query.Bool:
+		return "b:" + v.S
+	}
+	return "s:" + strings.ToLower(v.S)
+}
+
+// canonicalNumber makes 1, 1.0 and 1e0 one key. Numbers of up to 15
+// characters hold at most 15 significant digits, which float64 keeps
+// exactly; longer ones keep their text (equality on them falls back to a
+// scan with query's exact decimal comparison).
+func canonicalNumber(s string) string {
+	if len(s) <= 15 {
+		if f, err := strconv.ParseFloat(s, 64); err == nil {
+			return strconv.FormatFloat(f, 'g', -1, 64)
+		}
+	}
+	return s
+}
+
+func (ix *index) id(name string) uint32 {
+	if id, ok := ix.ids[name]; ok {
+		return id
+	}
+	var id uint32
+	if n := len(ix.free); n > 0 {
+		id, ix.free = ix.free[n-1], ix.free[:n-1]
+		ix.names[id] = name
+		ix.sources[id] = nil
+	} else {
+		id = uint32(len(ix.names))
+		ix.names = append(ix.names, name)
+		ix.sources = append(ix.sources, nil)
+	}
+	ix.ids[name] = id
+	return id
+}
+
+// set replaces the values a source contributes for a thing (nil removes).
+func (ix *index) set(thing, source string, vals []fieldValue) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.setLocked(thing, source, vals)
+}
+
+func (ix *index) setLocked(thing, source string, vals []fieldValue) {
+	id, known := ix.ids[thing]
+	if !known && len(vals) == 0 {
+		return
+	}
+	if !known {
+		id = ix.id(thing)
+	}
+	for _, p := range ix.sources[id][source] {
+		if fv := p.f.values[p.key]; fv != nil {
+			fv.ids.Remove(id)
+			if fv.ids.IsEmpty() {
+				delete(p.f.values, p.key)
+			}
+		}
+	}
+	if len(vals) == 0 {
+		delete(ix.sources[id], source)
+		ix.release(id)
+		return
+	}
+	ps := make([]posting, 0, len(vals))
+	for _, fv := range vals {
+		f := ix.fields[fv.field]
+		if f == nil {
+			f = &field{values: map[string]*fvalue{}}
+			ix.fields[fv.field] = f
+		}
+		key := normKey(fv.v)
+		e := f.values[key]
+		if e == nil {
+			e = &fvalue{v: fv.v, ids: roaring.New()}
+			f.values[key] = e
+		}
+		e.ids.Add(id)
+		ps = append(ps, posting{f, key})
+	}
+	if ix.sources[id] == nil {
+		ix.sources[id] = map[string][]posting{}
+	}
+	ix.sources[id][source] = ps
+}
+
+// release frees an id that no source and no registration uses any more.
+func (ix *index) release(id uint32) {
+	if len(ix.sources[id]) > 0 || ix.registered.Contains(id) {
+		return
+	}
+	delete(ix.ids, ix.names[id])
+	ix.names[id] = ""
+	ix.sources[id] = nil
+	ix.free = append(ix.free, id)
+}
+
+// register marks a thing as registered (or not).
+func (ix *index) register(thing string, on bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if on {
+		ix.registered.Add(ix.id(thing))
+		return
+	}
+	if id, ok := ix.ids[thing]; ok {
+		ix.registered.Remove(id)
+		ix.release(id)
+	}
+}
+
+// values returns a thing's values of one field (read lock held by caller).
+func (ix *index) valuesLocked(id uint32, fieldName string) []query.Value {
+	f := ix.fields[fieldName]
+	if f == nil {
+		return nil
+	}
+	var out []query.Value
+	for _, ps := range ix.sources[id] {
+		for _, p := range ps {
+			if p.f == f {
+				out = append(out, f.values[p.key].v)
+			}
+		}
+	}
+	return out
+}
+
+// flatten turns a JSON object into field values under prefix: nested
+// objects become dotted paths; array elements are values of the array's
+// path (so any element matches).
+func flatten(prefix string, obj []byte, out []fieldValue) []fieldValue {
+	var walk func(path string, r gjson.Result)
+	walk = func(path string, r gjson.Result) {
+		switch {
+		case r.IsObject():
+			r.ForEach(func(k, v gjson.Result) bool {
+				walk(path+"."+k.String(), v)
+				return true
+			})
+		case r.IsArray():
+			r.ForEach(func(_, v gjson.Result) bool {
+				if !v.IsObject() && !v.IsArray() {
+					walk(path, v)
+				}
+				return true
+			})
+		default:
+			if v, ok := scalar(r); ok {
+				out = append(out, fieldValue{path, v})
+			}
+		}
+	}
+	gjson.ParseBytes(obj).ForEach(func(k, v gjson.Result) bool {
+		walk(prefix+k.String(), v)
+		return true
+	})
+	return out
+}
+
+func scalar(r gjson.Result) (query.Value, bool) {
+	switch r.Type {
+	case gjson.String:
+		return query.Value{Kind: query.String, S: r.Str}, true
+	case gjson.Number:
+		return query.Value{Kind: query.Number, S: r.Raw}, true
+	case gjson.True:
+		return query.Value{Kind: query.Bool, S: "true"}, true
+	case gjson.False:
+		return query.Value{Kind: query.Bool, S: "false"}, true
+	}
+	return query.Value{}, false
+}
+
+func str(s string) query.Value   { return query.Value{Kind: query.String, S: s} }
+func num(n int64) query.Value    { return query.Value{Kind: query.Number, S: strconv.FormatInt(n, 10)} }
+func boolean(b bool) query.Value { return query.Value{Kind: query.Bool, S: strconv.FormatBool(b)} }

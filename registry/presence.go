@@ -1,0 +1,128 @@
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Admit applies the registration policy to a device about to connect:
+// strict refuses an unregistered thing; auto registers it.
+func (r *Registry) Admit(ctx context.Context, thing string) error {
+	_, err := r.Thing(thing)
+	switch {
+	case err == nil:
+		return nil
+	case !errors.Is(err, ErrNotFound):
+		return err
+	case r.cfg.Policy == PolicyStrict:
+		return fmt.Errorf("thing %q is not registered (registration policy: strict)", thing)
+	}
+	_, err = r.CreateThing(ctx, NewThing{Name: thing})
+	if errors.Is(err, ErrExists) { // registered concurrently
+		return nil
+	}
+	return err
+}
+
+// Session describes a connection for lifecycle events.
+type Session struct {
+	ClientID        string
+	Principal       string
+	Address         string
+	ProtocolVersion byte
+	// Thing is the thing the client is, "" when it is not a device.
+	Thing string
+}
+
+// lifecycle is the AWS IoT lifecycle event payload.
+type lifecycle struct {
+	ClientID                  string `json:"clientId"`
+	Timestamp                 int64  `json:"timestamp"`
+	EventType                 string `json:"eventType"`
+	SessionIdentifier         string `json:"sessionIdentifier"`
+	PrincipalIdentifier       string `json:"principalIdentifier"`
+	ThingName                 string `json:"thingName,omitempty"`
+	IPAddress                 string `json:"ipAddress,omitempty"`
+	VersionNumber             int64  `json:"versionNumber"`
+	ClientInitiatedDisconnect *bool  `json:"clientInitiatedDisconnect,omitempty"`
+	DisconnectReason          string `json:"disconnectReason,omitempty"`
+}
+
+// Connected records a connection and publishes
+// $aws/events/presence/connected/{clientId}. It returns the session id
+// that Disconnected takes.
+func (r *Registry) Connected(s Session) string {
+	now := r.cfg.Clock().UnixMilli()
+	var sid [16]byte
+	_, _ = rand.Read(sid[:])
+	session := hex.EncodeToString(sid[:])
+	r.mu.Lock()
+	c := r.conn[s.ClientID]
+	c.Connected, c.Timestamp, c.LastConnect = true, now, now
+	c.DisconnectReason, c.ClientAddress, c.ProtocolVersion = "", s.Address, s.ProtocolVersion
+	c.Version++
+	r.conn[s.ClientID] = c
+	r.mu.Unlock()
+	r.persistConn(s.ClientID, c)
+	r.publish("connected", lifecycle{
+		ClientID: s.ClientID, Timestamp: now, EventType: "connected", SessionIdentifier: session,
+		PrincipalIdentifier: s.Principal, ThingName: s.Thing, IPAddress: host(s.Address), VersionNumber: c.Version,
+	})
+	return session
+}
+
+// Disconnected records the end of a connection (reason per AWS's
+// disconnectReason values) and publishes
+// $aws/events/presence/disconnected/{clientId}.
+func (r *Registry) Disconnected(s Session, session, reason string) {
+	now := r.cfg.Clock().UnixMilli()
+	r.mu.Lock()
+	c := r.conn[s.ClientID]
+	c.Connected, c.Timestamp, c.LastDisconnect, c.DisconnectReason = false, now, now, reason
+	r.conn[s.ClientID] = c
+	r.mu.Unlock()
+	r.persistConn(s.ClientID, c)
+	clientInitiated := reason == "CLIENT_INITIATED_DISCONNECT"
+	r.publish("disconnected", lifecycle{
+		ClientID: s.ClientID, Timestamp: now, EventType: "disconnected", SessionIdentifier: session,
+		PrincipalIdentifier: s.Principal, ThingName: s.Thing, VersionNumber: c.Version,
+		ClientInitiatedDisconnect: &clientInitiated, DisconnectReason: reason,
+	})
+}
+
+func (r *Registry) persistConn(clientID string, c Connectivity) {
+	b, _ := json.Marshal(c)
+	r.cfg.Store.StageKV(bucketConn, clientID, b)
+	r.ix.set(clientID, "connectivity", connValues(c))
+}
+
+// Connectivity returns a client's connectivity.
+func (r *Registry) Connectivity(clientID string) (Connectivity, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	c, ok := r.conn[clientID]
+	return c, ok
+}
+
+func (r *Registry) publish(kind string, ev lifecycle) {
+	// AWS publishes no lifecycle events for client ids with wildcards.
+	if r.cfg.Publisher == nil || strings.ContainsAny(ev.ClientID, "+#/") {
+		return
+	}
+	b, _ := json.Marshal(ev)
+	if err := r.cfg.Publisher.Publish("$aws/events/presence/"+kind+"/"+ev.ClientID, b); err != nil {
+		r.cfg.Logger.Warn("publish lifecycle event", "client", ev.ClientID, "error", err)
+	}
+}
+
+func host(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		return strings.Trim(addr[:i], "[]")
+	}
+	return addr
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/system"
 
 	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/events"
 	"github.com/umbra-iot/umbra/hooks"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
@@ -54,6 +55,7 @@ type Broker struct {
 	mqtt     *mqtt.Server
 	shadows  *shadow.Service
 	registry *registry.Registry
+	events   events.Hub
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -159,6 +161,7 @@ func (b *Broker) addHooks() error {
 	b.registry, err = registry.Open(registry.Config{
 		Store: registryStore{b.db}, Shadows: shadowSource{b.db}, Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, Logger: b.log.With("component", "registry"),
+		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
 	})
 	if err != nil {
 		return err
@@ -237,6 +240,9 @@ func (b *Broker) admit(id auth.Identity) error {
 	}
 	return nil
 }
+
+// Events is the live event hub (what GET /api/events streams).
+func (b *Broker) Events() *events.Hub { return &b.events }
 
 // Registry is the device registry and fleet index.
 func (b *Broker) Registry() *registry.Registry { return b.registry }

@@ -16,5 +16,6 @@ func (b *Broker) routes(mux *http.ServeMux) {
 	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}, Guard: guard}).Register(mux)
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
 	(&api.RegistryAPI{Registry: b.registry, Guard: guard}).Register(mux)
+	(&api.StreamAPI{Hub: &b.events, Registry: b.registry, Guard: guard}).Register(mux)
 	mux.Handle("GET /metrics", guard.Require(auth.RoleViewer, b.metricsHandler().ServeHTTP))
 }

@@ -78,7 +78,7 @@ func (b *Broker) newShadowService() *shadow.Service {
 		Logger:    b.log.With("component", "shadow"),
 		OnResult:  b.metrics.observeShadow,
 		Limiter:   b.shadowLimits(),
-		OnEvent:   b.registry.ShadowChanged,
+		OnEvent:   b.shadowChanged,
 	})
 }
 
@@ -118,3 +118,25 @@ func (s registryStore) ViewKV(fn func(registry.KV) error) error {
 }
 
 func (s registryStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }
+
+// shadowChanged runs after every committed shadow change, in version order
+// per shadow: the fleet index, then the live event stream.
+func (b *Broker) shadowChanged(ev shadow.Event) {
+	b.registry.ShadowChanged(ev)
+	if b.events.Subscribers() == 0 {
+		return
+	}
+	out := map[string]any{"thing": ev.Ref.Thing, "shadow": ev.Ref.Name, "op": ev.Op, "version": ev.Version, "principal": ev.Principal}
+	if ev.Doc != nil {
+		desired, reported := shadow.DocState(ev.Doc)
+		out["state"] = map[string]json.RawMessage{"desired": raw(desired), "reported": raw(reported), "delta": raw(shadow.DocDelta(ev.Doc))}
+	}
+	b.events.PublishJSON("shadow", ev.Ref.Thing, out)
+}
+
+func raw(b []byte) json.RawMessage {
+	if b == nil {
+		return json.RawMessage("null")
+	}
+	return b
+}

@@ -99,6 +99,9 @@ func (r *Registry) persistConn(clientID string, c Connectivity) {
 	b, _ := json.Marshal(c)
 	r.cfg.Store.StageKV(bucketConn, clientID, b)
 	r.ix.set(clientID, "connectivity", connValues(c))
+	if r.cfg.OnConnectivity != nil {
+		r.cfg.OnConnectivity(clientID, c)
+	}
 }
 
 // Connectivity returns a client's connectivity.

@@ -76,6 +76,8 @@ type Config struct {
 	Policy    Policy
 	Clock     func() time.Time
 	Logger    *slog.Logger
+	// OnConnectivity, when set, is told every connectivity change.
+	OnConnectivity func(clientID string, c Connectivity)
 }
 
 // Registry is the fleet directory and index.

@@ -114,3 +114,14 @@ func (r *Registry) Members(group, after string, limit int) (SearchResult, error)
 	}
 	return r.Search(q, after, limit), nil
 }
+
+// MatchThing reports whether one registered thing matches q now.
+func (r *Registry) MatchThing(q *query.Query, name string) bool {
+	r.ix.mu.RLock()
+	defer r.ix.mu.RUnlock()
+	id, ok := r.ix.ids[name]
+	if !ok || !r.ix.registered.Contains(id) {
+		return false
+	}
+	return q.Match(record{r.evaluator(), id})
+}

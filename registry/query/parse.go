@@ -19,10 +19,9 @@ const (
 )
 
 type parser struct {
-	src    string
-	pos    int
-	depth  int
-	parens int
+	src   string
+	pos   int
+	depth int
 }
 
 // group is the field a field group ("thingName:(tv* OR radio*)") applies to.
@@ -231,7 +230,6 @@ func (p *parser) parsePrimary(g *group, after string) (Node, error) {
 			return nil, err
 		}
 		p.pos++
-		p.parens++
 		x, err := p.parseOr(g, `"("`)
 		if err != nil {
 			return nil, err
@@ -266,7 +264,6 @@ func (p *parser) closeParen(open int) error {
 	}
 	// parseOr stops only at the end or at ")".
 	p.pos++
-	p.parens--
 	p.depth--
 	return nil
 }
@@ -365,7 +362,6 @@ func (p *parser) parseValueExpr(field, raw string, typ FieldType, termPos int) (
 			return nil, err
 		}
 		p.pos++
-		p.parens++
 		x, err := p.parseOr(&group{field: field, raw: raw, typ: typ}, `"`+ctx+`("`)
 		if err != nil {
 			return nil, err

@@ -283,3 +283,20 @@ func refMatchValue(t *Term, v Value) bool {
 	}
 	return false
 }
+
+// Parsed queries are shared by concurrent evaluations (dynamic groups,
+// searches): Match and MatchValue must not write to the query.
+func TestConcurrentMatch(t *testing.T) {
+	fleet := loadFleet(t)
+	q := MustParse("shadow.reported.battery>80 OR shadow.reported.firmware_version:[2.1 TO 2.2} OR connectivity.connected:TRUE OR thingName:s*-0?1")
+	want := matching(q, fleet)
+	done := make(chan []string)
+	for range 4 {
+		go func() { done <- matching(q, fleet) }()
+	}
+	for range 4 {
+		if got := <-done; !reflect.DeepEqual(got, want) {
+			t.Errorf("concurrent match %v, want %v", got, want)
+		}
+	}
+}

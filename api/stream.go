@@ -1,0 +1,133 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/events"
+	"github.com/umbra-iot/umbra/registry"
+	"github.com/umbra-iot/umbra/registry/query"
+)
+
+// StreamAPI serves GET /api/events: a server-sent-events stream of shadow
+// changes, connectivity changes and rollout events, filterable by thing
+// (?thing=, repeatable), group (?group=), fleet query (?query=) and type
+// (?types=shadow,connectivity,rollout,job).
+type StreamAPI struct {
+	Hub      *events.Hub
+	Registry *registry.Registry
+	Guard    *Guard
+	// Heartbeat is how often an idle stream sends a comment line so proxies
+	// keep it open; zero means 15 s.
+	Heartbeat time.Duration
+}
+
+// Register adds the route to mux.
+func (a *StreamAPI) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/events", a.Guard.Require(auth.RoleViewer, a.stream))
+}
+
+func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		fail(w, 500, "", "streaming unsupported")
+		return
+	}
+	accept, ok := a.filter(w, r)
+	if !ok {
+		return
+	}
+	sub := a.Hub.Subscribe(1024, accept)
+	defer sub.Close()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": umbra event stream\n\n")
+	flusher.Flush()
+	hb := a.Heartbeat
+	if hb == 0 {
+		hb = 15 * time.Second
+	}
+	ticker := time.NewTicker(hb)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-ticker.C:
+			if n := sub.Dropped(); n > 0 {
+				fmt.Fprintf(w, "event: dropped\ndata: {\"dropped\":%d}\n\n", n)
+			} else {
+				fmt.Fprint(w, ": keepalive\n\n")
+			}
+			flusher.Flush()
+		case e := <-sub.C:
+			if n := sub.Dropped(); n > 0 {
+				fmt.Fprintf(w, "event: dropped\ndata: {\"dropped\":%d}\n\n", n)
+			}
+			b, _ := json.Marshal(e)
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Type, b)
+			flusher.Flush()
+		}
+	}
+}
+
+// filter builds the subscription filter from the query parameters.
+func (a *StreamAPI) filter(w http.ResponseWriter, r *http.Request) (func(events.Event) bool, bool) {
+	v := r.URL.Query()
+	things := v["thing"]
+	var types []string
+	if raw := v.Get("types"); raw != "" {
+		types = strings.Split(raw, ",")
+		for _, t := range types {
+			if !slices.Contains([]string{"shadow", "connectivity", "rollout", "job"}, t) {
+				fail(w, 400, "types", "unknown event type %q: want shadow, connectivity, rollout or job", t)
+				return nil, false
+			}
+		}
+	}
+	var q *query.Query
+	if raw := v.Get("query"); raw != "" {
+		var err error
+		if q, err = query.Parse(raw); err != nil {
+			failErr(w, err)
+			return nil, false
+		}
+	}
+	if g := v.Get("group"); g != "" {
+		if _, err := a.Registry.Group(g); err != nil {
+			fail(w, 404, "group", "group %q does not exist", g)
+			return nil, false
+		}
+		gq, err := query.Parse("thingGroupNames:" + quoteValue(g))
+		if err != nil {
+			failErr(w, err)
+			return nil, false
+		}
+		if q == nil {
+			q = gq
+		} else {
+			q = &query.Query{Root: &query.And{Left: q.Root, Right: gq.Root}, Source: q.Source + " AND " + gq.Source}
+		}
+	}
+	return func(e events.Event) bool {
+		if len(types) > 0 && !slices.Contains(types, e.Type) {
+			return false
+		}
+		if len(things) > 0 && !slices.Contains(things, e.Thing) {
+			return false
+		}
+		if q != nil && (e.Thing == "" || !a.Registry.MatchThing(q, e.Thing)) {
+			return false
+		}
+		return true
+	}, true
+}
+
+func quoteValue(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }

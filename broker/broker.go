@@ -32,6 +32,7 @@ import (
 	"github.com/umbra-iot/umbra/events"
 	"github.com/umbra-iot/umbra/hooks"
 	"github.com/umbra-iot/umbra/registry"
+	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
 )
@@ -55,6 +56,7 @@ type Broker struct {
 	mqtt     *mqtt.Server
 	shadows  *shadow.Service
 	registry *registry.Registry
+	rollouts *rollout.Engine
 	events   events.Hub
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
@@ -168,6 +170,17 @@ func (b *Broker) addHooks() error {
 	}
 	b.access.Admit = b.admit
 	b.shadows = b.newShadowService()
+	b.rollouts, err = rollout.Open(rollout.Config{
+		Fleet: b.registry, Shadows: b.shadows, Store: registryStore{b.db}, Publisher: mqttPublisher{b.mqtt},
+		Logger: b.log.With("component", "rollout"),
+		OnEvent: func(id string, ev rollout.Event) {
+			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("rollouts: %w", err)
+	}
+	go b.rollouts.Run(b.ctx, b.opts.RolloutInterval)
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
@@ -243,6 +256,9 @@ func (b *Broker) admit(id auth.Identity) error {
 
 // Events is the live event hub (what GET /api/events streams).
 func (b *Broker) Events() *events.Hub { return &b.events }
+
+// Rollouts is the jobs and rollouts engine.
+func (b *Broker) Rollouts() *rollout.Engine { return b.rollouts }
 
 // Registry is the device registry and fleet index.
 func (b *Broker) Registry() *registry.Registry { return b.registry }

@@ -85,6 +85,10 @@ type Options struct {
 	// registered things may connect as devices).
 	Registration registry.Policy
 
+	// RolloutInterval is how often the rollout engine advances rollouts and
+	// jobs (checks devices, timers, rate limits). Default 1s.
+	RolloutInterval time.Duration
+
 	// Shadow holds the document rules (limits, converge mode, strict mode).
 	Shadow shadow.Options
 	// HistoryVersions is how many versions of history are kept per shadow.
@@ -149,6 +153,9 @@ func (o Options) withDefaults() Options {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	o.Shadow = o.Shadow.Normalize()
+	if o.RolloutInterval == 0 {
+		o.RolloutInterval = time.Second
+	}
 	if o.Registration == "" {
 		o.Registration = registry.PolicyAuto
 	}

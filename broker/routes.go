@@ -5,6 +5,7 @@ import (
 
 	"github.com/umbra-iot/umbra/api"
 	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/web"
 )
 
 // routes registers the REST API on the HTTP listener.
@@ -16,6 +17,9 @@ func (b *Broker) routes(mux *http.ServeMux) {
 	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}, Guard: guard}).Register(mux)
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
 	(&api.RegistryAPI{Registry: b.registry, Guard: guard}).Register(mux)
+	(&api.RolloutAPI{Engine: b.rollouts, Guard: guard}).Register(mux)
 	(&api.StreamAPI{Hub: &b.events, Registry: b.registry, Guard: guard}).Register(mux)
 	mux.Handle("GET /metrics", guard.Require(auth.RoleViewer, b.metricsHandler().ServeHTTP))
+	mux.Handle("/ui/", web.Handler())
+	mux.Handle("GET /{$}", web.Redirect())
 }

@@ -123,6 +123,9 @@ func (s registryStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(
 // per shadow: the fleet index, then the live event stream.
 func (b *Broker) shadowChanged(ev shadow.Event) {
 	b.registry.ShadowChanged(ev)
+	if b.rollouts != nil {
+		b.rollouts.ShadowChanged(ev.Ref.Thing)
+	}
 	if b.events.Subscribers() == 0 {
 		return
 	}

@@ -88,16 +88,6 @@ func (e *evaluator) term(t *query.Term) *roaring.Bitmap {
 				out.Or(v.ids)
 			}
 		}
-		if _, err := strconv.ParseFloat(lit, 64); err != nil {
-			return out
-		}
-		// A numeric literal also equals numbers written differently whose
-		// text was too long for a canonical key: compare those exactly.
-		for k, v := range f.values {
-			if v.v.Kind == query.Number && !seen[k] && t.MatchValue(v.v) {
-				out.Or(v.ids)
-			}
-		}
 		return out
 	}
 	for _, v := range f.values {

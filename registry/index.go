@@ -2,7 +2,6 @@ package registry
 
 import (
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -53,30 +52,10 @@ func newIndex() *index {
 	return &index{ids: map[string]uint32{}, registered: roaring.New(), fields: map[string]*field{}}
 }
 
-// normKey is the lookup key of a value: strings fold case (AWS search is
-// case-insensitive), numbers and booleans keep their canonical text.
-func normKey(v query.Value) string {
-	switch v.Kind {
-	case query.Number:
-		return "n:" + canonicalNumber(v.S)
-	case query.Bool:
-		return "b:" + v.S
-	}
-	return "s:" + strings.ToLower(v.S)
-}
-
-// canonicalNumber makes 1, 1.0 and 1e0 one key. Numbers of up to 15
-// characters hold at most 15 significant digits, which float64 keeps
-// exactly; longer ones keep their text (equality on them falls back to a
-// scan with query's exact decimal comparison).
-func canonicalNumber(s string) string {
-	if len(s) <= 15 {
-		if f, err := strconv.ParseFloat(s, 64); err == nil {
-			return strconv.FormatFloat(f, 'g', -1, 64)
-		}
-	}
-	return s
-}
+// normKey is the lookup key of a value: two values have the same key
+// exactly when the query language calls them equal (strings fold case,
+// numbers compare by exact decimal value, booleans by truth).
+func normKey(v query.Value) string { return query.Key(v) }
 
 func (ix *index) id(name string) uint32 {
 	if id, ok := ix.ids[name]; ok {
@@ -190,7 +169,7 @@ func (ix *index) valuesLocked(id uint32, fieldName string) []query.Value {
 
 // flatten turns a JSON object into field values under prefix: nested
 // objects become dotted paths; array elements are values of the array's
-// path (so any element matches).
+// path (so any element matches), and objects in arrays add their fields.
 func flatten(prefix string, obj []byte, out []fieldValue) []fieldValue {
 	var walk func(path string, r gjson.Result)
 	walk = func(path string, r gjson.Result) {
@@ -201,10 +180,10 @@ func flatten(prefix string, obj []byte, out []fieldValue) []fieldValue {
 				return true
 			})
 		case r.IsArray():
+			// Every element is a value of the array's path (any element
+			// matches); objects in arrays contribute their fields.
 			r.ForEach(func(_, v gjson.Result) bool {
-				if !v.IsObject() && !v.IsArray() {
-					walk(path, v)
-				}
+				walk(path, v)
 				return true
 			})
 		default:

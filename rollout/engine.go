@@ -1,0 +1,424 @@
+package rollout
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/umbra-iot/umbra/registry"
+	"github.com/umbra-iot/umbra/registry/query"
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// Fleet is what the engine reads of the registry.
+type Fleet interface {
+	Search(q *query.Query, after string, limit int) registry.SearchResult
+	MatchThing(q *query.Query, thing string) bool
+	Connectivity(thing string) (registry.Connectivity, bool)
+}
+
+// Shadows runs shadow requests (shadow.Service).
+type Shadows interface {
+	Handle(ctx context.Context, req shadow.Request) shadow.Response
+}
+
+// Publisher publishes rollout events on MQTT.
+type Publisher interface {
+	Publish(topic string, payload []byte) error
+}
+
+// Config assembles an Engine.
+type Config struct {
+	Fleet     Fleet
+	Shadows   Shadows
+	Store     registry.Store
+	Publisher Publisher
+	Clock     func() time.Time
+	Logger    *slog.Logger
+	// OnEvent, when set, sees every rollout event (the live stream).
+	OnEvent func(rolloutID string, ev Event)
+	// Workers bounds concurrent shadow writes when notifying (default 32):
+	// enough to fill group commits.
+	Workers int
+}
+
+// Errors.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrState    = errors.New("not allowed in this state")
+)
+
+// Engine runs rollouts and jobs.
+type Engine struct {
+	cfg      Config
+	mu       sync.Mutex
+	rollouts map[string]*Rollout
+	jobs     map[string]*Job
+
+	// changedMu guards changed apart from mu: shadow events arrive while a
+	// step (holding mu) writes shadows.
+	changedMu sync.Mutex
+	changed   map[string]bool // things whose shadow changed since the last step
+}
+
+// Open loads persisted rollouts and jobs.
+func Open(cfg Config) (*Engine, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 32
+	}
+	e := &Engine{cfg: cfg, rollouts: map[string]*Rollout{}, jobs: map[string]*Job{}, changed: map[string]bool{}}
+	if err := e.load(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// Create records a rollout without starting it.
+func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+	p, err := validate(s)
+	if err != nil {
+		return View{}, err
+	}
+	now := e.cfg.Clock().UnixMilli()
+	r := &Rollout{ID: newID("ro-"), Spec: s, State: StateCreated, CreatedAt: now, UpdatedAt: now,
+		devices: map[string]*Device{}, parsed: p, dirty: map[string]bool{}}
+	r.event(now, "created", 0, "", "")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err := e.save(ctx, r); err != nil {
+		return View{}, err
+	}
+	e.rollouts[r.ID] = r
+	e.announce(r, r.Events[len(r.Events)-1])
+	return r.view(), nil
+}
+
+// WavePreview is one planned wave.
+type WavePreview struct {
+	Name   string   `json:"name"`
+	Count  int      `json:"count"`
+	Things []string `json:"things"`
+}
+
+// Preview plans a spec's waves against the fleet as it is now (the same
+// plan Start would freeze, for a rollout with that id).
+func (e *Engine) Preview(s Spec, id string) ([]WavePreview, error) {
+	p, err := validate(s)
+	if err != nil {
+		return nil, err
+	}
+	waves := e.plan(id, s, p)
+	out := make([]WavePreview, len(waves))
+	for i, w := range waves {
+		things := slices.Clone(w)
+		sort.Strings(things)
+		out[i] = WavePreview{Name: s.Waves[i].Name, Count: len(w), Things: things}
+	}
+	return out, nil
+}
+
+// PreviewID previews an existing rollout (its frozen plan once started).
+func (e *Engine) PreviewID(id string) ([]WavePreview, error) {
+	e.mu.Lock()
+	r, ok := e.rollouts[id]
+	if !ok {
+		e.mu.Unlock()
+		return nil, ErrNotFound
+	}
+	if r.order != nil {
+		out := make([]WavePreview, len(r.order))
+		for i, w := range r.order {
+			things := slices.Clone(w)
+			sort.Strings(things)
+			out[i] = WavePreview{Name: r.Spec.Waves[i].Name, Count: len(w), Things: things}
+		}
+		e.mu.Unlock()
+		return out, nil
+	}
+	spec := r.Spec
+	e.mu.Unlock()
+	return e.Preview(spec, id)
+}
+
+func (e *Engine) plan(id string, s Spec, p parsedSpec) [][]string {
+	targets := e.cfg.Fleet.Search(p.target, "", 1<<31-1).Things
+	return plan(id, targets, s.Waves, p.waves, e.cfg.Fleet.MatchThing)
+}
+
+// Start freezes the plan and starts the first wave.
+func (e *Engine) Start(ctx context.Context, id string) (View, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.rollouts[id]
+	if !ok {
+		return View{}, ErrNotFound
+	}
+	if r.State != StateCreated {
+		return View{}, fmt.Errorf("%w: rollout is %s", ErrState, r.State)
+	}
+	r.order = e.plan(r.ID, r.Spec, r.parsed)
+	for w, things := range r.order {
+		for _, th := range things {
+			r.devices[th] = &Device{Thing: th, Wave: w, State: DevPending}
+			r.dirty[th] = true
+		}
+	}
+	now := e.cfg.Clock()
+	total := len(r.devices)
+	r.event(now.UnixMilli(), "started", 0, "", fmt.Sprintf("%d devices in %d waves", total, len(r.order)))
+	e.enterWave(r, 0, now)
+	return r.view(), e.persist(ctx, r)
+}
+
+// enterWave makes wave w current (or completes the rollout).
+func (e *Engine) enterWave(r *Rollout, w int, now time.Time) {
+	r.Wave, r.BakeUntil = w, 0
+	if w >= len(r.Spec.Waves) {
+		r.State = StateCompleted
+		r.event(now.UnixMilli(), "completed", w, "", "")
+		return
+	}
+	if r.Spec.Waves[w].RequireApproval && !slices.Contains(r.Approved, w) {
+		r.State = StateWaiting
+		r.event(now.UnixMilli(), "waiting_approval", w, "", "wave "+r.Spec.Waves[w].Name+" needs approval")
+		return
+	}
+	r.State, r.WaveStarted = StateRunning, now.UnixMilli()
+	r.event(now.UnixMilli(), "wave_started", w, "", fmt.Sprintf("%s: %d devices", r.Spec.Waves[w].Name, len(r.order[w])))
+}
+
+// action applies a manual action.
+func (e *Engine) action(ctx context.Context, id string, fn func(r *Rollout, now time.Time) error) (View, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.rollouts[id]
+	if !ok {
+		return View{}, ErrNotFound
+	}
+	if err := fn(r, e.cfg.Clock()); err != nil {
+		return View{}, err
+	}
+	return r.view(), e.persist(ctx, r)
+}
+
+// Pause stops notifying new devices; devices already notified are still
+// watched (a failure still halts).
+func (e *Engine) Pause(ctx context.Context, id string) (View, error) {
+	return e.action(ctx, id, func(r *Rollout, now time.Time) error {
+		if r.State != StateRunning && r.State != StateBaking && r.State != StateWaiting {
+			return fmt.Errorf("%w: cannot pause a rollout that is %s", ErrState, r.State)
+		}
+		r.PausedFrom, r.State = r.State, StatePaused
+		r.event(now.UnixMilli(), "paused", r.Wave, "", "")
+		return nil
+	})
+}
+
+// Resume continues a paused rollout.
+func (e *Engine) Resume(ctx context.Context, id string) (View, error) {
+	return e.action(ctx, id, func(r *Rollout, now time.Time) error {
+		if r.State != StatePaused {
+			return fmt.Errorf("%w: rollout is %s, not paused", ErrState, r.State)
+		}
+		r.State = r.PausedFrom
+		if r.State == "" {
+			r.State = StateRunning
+		}
+		r.event(now.UnixMilli(), "resumed", r.Wave, "", "")
+		return nil
+	})
+}
+
+// Approve lets wave (default: the one waiting) start.
+func (e *Engine) Approve(ctx context.Context, id string, wave int) (View, error) {
+	return e.action(ctx, id, func(r *Rollout, now time.Time) error {
+		if wave < 0 {
+			wave = r.Wave
+		}
+		if wave >= len(r.Spec.Waves) {
+			return fmt.Errorf("%w: no wave %d", ErrState, wave)
+		}
+		if !slices.Contains(r.Approved, wave) {
+			r.Approved = append(r.Approved, wave)
+		}
+		r.event(now.UnixMilli(), "approved", wave, "", "")
+		if r.State == StateWaiting && r.Wave == wave {
+			e.enterWave(r, wave, now)
+		}
+		return nil
+	})
+}
+
+// Cancel stops the rollout; devices not yet notified are skipped.
+func (e *Engine) Cancel(ctx context.Context, id string) (View, error) {
+	return e.action(ctx, id, func(r *Rollout, now time.Time) error {
+		if r.terminal() {
+			return fmt.Errorf("%w: rollout is already %s", ErrState, r.State)
+		}
+		r.skipPending()
+		r.State = StateCancelled
+		r.event(now.UnixMilli(), "cancelled", r.Wave, "", "")
+		return nil
+	})
+}
+
+// Rollback restores, on every device the rollout touched, the desired
+// values it had before, and ends the rollout.
+func (e *Engine) Rollback(ctx context.Context, id string) (View, error) {
+	return e.action(ctx, id, func(r *Rollout, now time.Time) error {
+		if r.State == StateRolledBack {
+			return fmt.Errorf("%w: already rolled back", ErrState)
+		}
+		e.rollback(ctx, r, now, "requested")
+		return nil
+	})
+}
+
+func (r *Rollout) terminal() bool {
+	switch r.State {
+	case StateCompleted, StateCancelled, StateRolledBack, StateHalted:
+		return true
+	}
+	return false
+}
+
+func (r *Rollout) skipPending() {
+	for th, d := range r.devices {
+		if d.State == DevPending {
+			d.State = DevSkipped
+			r.dirty[th] = true
+		}
+	}
+}
+
+// View is a rollout as the API shows it.
+type View struct {
+	ID          string         `json:"id"`
+	Spec        Spec           `json:"spec"`
+	State       State          `json:"state"`
+	Reason      string         `json:"reason,omitempty"`
+	CurrentWave int            `json:"currentWave"`
+	Waves       []WaveProgress `json:"waves"`
+	BakeUntil   int64          `json:"bakeUntil,omitempty"`
+	CreatedAt   int64          `json:"createdAt"`
+	UpdatedAt   int64          `json:"updatedAt"`
+	Events      []Event        `json:"events"`
+}
+
+func (r *Rollout) view() View {
+	return View{ID: r.ID, Spec: r.Spec, State: r.State, Reason: r.Reason, CurrentWave: r.Wave, Waves: r.progress(),
+		BakeUntil: r.BakeUntil, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Events: slices.Clone(r.Events)}
+}
+
+// Get returns a rollout.
+func (e *Engine) Get(id string) (View, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.rollouts[id]
+	if !ok {
+		return View{}, ErrNotFound
+	}
+	return r.view(), nil
+}
+
+// Devices lists a rollout's devices (optionally one wave or one state).
+func (e *Engine) Devices(id string, wave int, state DeviceState) ([]Device, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.rollouts[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	var out []Device
+	for _, d := range r.devices {
+		if (wave < 0 || d.Wave == wave) && (state == "" || d.State == state) {
+			out = append(out, *d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Thing < out[j].Thing })
+	return out, nil
+}
+
+// List returns every rollout, newest first.
+func (e *Engine) List() []View {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]View, 0, len(e.rollouts))
+	for _, r := range e.rollouts {
+		v := r.view()
+		v.Events = nil
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].CreatedAt > out[j].CreatedAt || out[i].CreatedAt == out[j].CreatedAt && out[i].ID > out[j].ID
+	})
+	return out
+}
+
+// maxEvents bounds the event log kept with a rollout.
+const maxEvents = 2000
+
+func (r *Rollout) event(now int64, typ string, wave int, thing, msg string) {
+	r.Events = append(r.Events, Event{Time: now, Type: typ, Wave: wave, Thing: thing, Message: msg})
+	if len(r.Events) > maxEvents {
+		r.Events = slices.Delete(r.Events, 1, len(r.Events)-maxEvents+1) // keep "created"
+	}
+	r.UpdatedAt = now
+	r.unannounced = append(r.unannounced, r.Events[len(r.Events)-1])
+}
+
+// announce publishes an event on MQTT and to the live stream.
+func (e *Engine) announce(r *Rollout, ev Event) {
+	if e.cfg.Publisher != nil {
+		b, _ := json.Marshal(struct {
+			Rollout string `json:"rollout"`
+			Event
+		}{r.ID, ev})
+		_ = e.cfg.Publisher.Publish("$umbra/rollouts/"+r.ID+"/events", b)
+	}
+	if e.cfg.OnEvent != nil {
+		e.cfg.OnEvent(r.ID, ev)
+	}
+}
+
+// ShadowChanged marks a thing for re-evaluation at the next step. It never
+// blocks on the engine (it is called from the shadow service's commit path).
+func (e *Engine) ShadowChanged(thing string) {
+	e.changedMu.Lock()
+	e.changed[thing] = true
+	e.changedMu.Unlock()
+}
+
+// Run steps the engine every interval until ctx ends.
+func (e *Engine) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			e.Step(ctx)
+		}
+	}
+}

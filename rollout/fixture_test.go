@@ -1,0 +1,195 @@
+package rollout_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/umbra-iot/umbra/registry"
+	"github.com/umbra-iot/umbra/rollout"
+	"github.com/umbra-iot/umbra/shadow"
+	"github.com/umbra-iot/umbra/store"
+)
+
+var ctx = context.Background()
+
+type kvStore struct{ db *store.DB }
+
+func (s kvStore) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
+	return s.db.UpdateKV(ctx, func(kv store.KV) error { return fn(kv) })
+}
+func (s kvStore) ViewKV(fn func(registry.KV) error) error {
+	return s.db.ViewKV(func(kv store.KV) error { return fn(kv) })
+}
+func (s kvStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }
+
+type shadowStore struct{ db *store.DB }
+
+func (s shadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
+	doc, v, err := s.db.LoadShadow(store.ShadowKey{Thing: ref.Thing, Name: ref.Name}, 0, time.Now())
+	return shadow.Current{Doc: doc, Version: v}, err
+}
+func (s shadowStore) Commit(ctx context.Context, c shadow.Change) error {
+	return s.db.CommitShadow(ctx, store.ShadowWrite{Key: store.ShadowKey{Thing: c.Ref.Thing, Name: c.Ref.Name}, Doc: c.Doc, Version: c.Version, Time: c.Time})
+}
+
+type sources struct{ db *store.DB }
+
+func (s sources) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
+	return s.db.ForEachShadow(func(k store.ShadowKey, doc []byte) error { return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc) })
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+// world is a registry, a shadow service and a rollout engine over one
+// store, with a fake clock and devices simulated in-process.
+type world struct {
+	t     *testing.T
+	dir   string
+	db    *store.DB
+	reg   *registry.Registry
+	svc   *shadow.Service
+	eng   *rollout.Engine
+	clock *clock
+	// published rollout events by topic
+	mu     sync.Mutex
+	topics []string
+}
+
+func (w *world) Publish(topic string, _ []byte) error {
+	w.mu.Lock()
+	w.topics = append(w.topics, topic)
+	w.mu.Unlock()
+	return nil
+}
+
+func newWorld(t *testing.T) *world {
+	w := &world{t: t, dir: t.TempDir(), clock: &clock{now: time.Unix(1_800_000_000, 0)}}
+	w.open()
+	return w
+}
+
+func (w *world) open() {
+	t := w.t
+	db, err := store.Open(w.dir, store.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	w.db = db
+	if w.reg, err = registry.Open(registry.Config{Store: kvStore{db}, Shadows: sources{db}, Clock: w.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+	w.svc = shadow.NewService(shadow.Config{Store: shadowStore{db}, Clock: w.clock.Now, OnEvent: func(ev shadow.Event) {
+		w.reg.ShadowChanged(ev)
+		if w.eng != nil {
+			w.eng.ShadowChanged(ev.Ref.Thing)
+		}
+	}})
+	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: kvStore{db}, Publisher: w, Clock: w.clock.Now}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restart closes the store and opens everything again on it.
+func (w *world) restart() {
+	w.t.Helper()
+	if err := w.db.Close(); err != nil {
+		w.t.Fatal(err)
+	}
+	w.eng = nil
+	w.open()
+}
+
+// fleet registers n devices esp-000.. on firmware 1.0 with rings.
+func (w *world) fleet(n int, attrs func(i int) map[string]string) []string {
+	var names []string
+	for i := range n {
+		name := fmt.Sprintf("esp-%03d", i)
+		a := map[string]string{}
+		if attrs != nil {
+			a = attrs(i)
+		}
+		if _, err := w.reg.CreateThing(ctx, registry.NewThing{Name: name, Attributes: a}); err != nil {
+			w.t.Fatal(err)
+		}
+		w.report(name, `{"firmware_version":"1.0","target_version":"1.0","crash_count":0}`)
+		names = append(names, name)
+	}
+	return names
+}
+
+func (w *world) report(thing, reported string) {
+	w.t.Helper()
+	resp := w.svc.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: thing}, Op: shadow.OpUpdate, Origin: shadow.OriginInternal,
+		Payload: []byte(`{"state":{"reported":` + reported + `}}`)})
+	if resp.Err != nil {
+		w.t.Fatalf("report %s: %v", thing, resp.Err)
+	}
+}
+
+func (w *world) doc(thing string) []byte {
+	resp := w.svc.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: thing}, Op: shadow.OpGet, Origin: shadow.OriginInternal})
+	return resp.Payload
+}
+
+// devices acts as the fleet's firmware: every device with a pending
+// target_version in its delta "updates" (reports the new version), unless
+// fail says it fails (reports ota_status failed).
+func (w *world) devices(fail func(thing string) bool) (updated int) {
+	w.t.Helper()
+	res := w.reg.Search(mustQuery(w.t, "shadow.delta.target_version:*"), "", 1<<20)
+	for _, th := range res.Things {
+		tv := gjson.GetBytes(w.doc(th), "state.delta.target_version").String()
+		if fail != nil && fail(th) {
+			w.report(th, `{"ota_status":"failed"}`)
+			continue
+		}
+		w.report(th, fmt.Sprintf(`{"firmware_version":%q,"target_version":%q,"ota_status":"succeeded"}`, tv, tv))
+		updated++
+	}
+	return updated
+}
+
+func (w *world) step() { w.eng.Step(ctx) }
+
+func (w *world) view(id string) rollout.View {
+	w.t.Helper()
+	v, err := w.eng.Get(id)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return v
+}
+
+// otaSpec is the seed's rollout: canary ring, then 10%, 50%, 100%.
+func otaSpec() rollout.Spec {
+	return rollout.Spec{
+		Name: "fw 1.1", Target: "*",
+		Patch:   []byte(`{"ota_url":"https://fw.example/1.1.bin","target_version":"1.1"}`),
+		Failure: "shadow.reported.ota_status:failed",
+		Waves: []rollout.WaveSpec{
+			{Name: "canary", Query: "attributes.deployment_ring:canary"},
+			{Name: "early", Percent: 10},
+			{Name: "wave", Percent: 50},
+			{Name: "rest", Percent: 100},
+		},
+	}
+}
+
+func rings(i int) map[string]string {
+	if i%25 == 0 {
+		return map[string]string{"deployment_ring": "canary"}
+	}
+	return map[string]string{"deployment_ring": "general"}
+}

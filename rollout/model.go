@@ -1,0 +1,228 @@
+package rollout
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/umbra-iot/umbra/registry/query"
+)
+
+// Duration is a time.Duration written as "10m" in JSON.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"10m\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("invalid duration %q", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Spec describes a rollout.
+type Spec struct {
+	Name   string          `json:"name"`
+	Target string          `json:"target"`           // fleet query selecting the devices
+	Shadow string          `json:"shadow,omitempty"` // named shadow; "" is the classic one
+	Patch  json.RawMessage `json:"patch"`            // desired patch, an object
+	// Success is a query a device must match to count as updated; default
+	// shadow.reported.firmware_version:<patch.target_version>.
+	Success string `json:"successCondition,omitempty"`
+	// Failure is a query that marks a device failed, e.g.
+	// shadow.reported.ota_status:failed.
+	Failure string     `json:"failureCondition,omitempty"`
+	Health  Health     `json:"health,omitempty"`
+	Waves   []WaveSpec `json:"waves"`
+	// OnFailure is "halt" (default) or "rollback".
+	OnFailure string `json:"onFailure,omitempty"`
+	Rate      Rate   `json:"rate,omitempty"`
+}
+
+// Health are device health signals watched besides the failure condition.
+type Health struct {
+	// OfflineWindow: a notified device that has been offline longer than
+	// this (and did not succeed) fails. Zero disables.
+	OfflineWindow Duration `json:"offlineWindow,omitempty"`
+	// ErrorCondition: a query a healthy device does not match, e.g.
+	// shadow.reported.error_state:panic.
+	ErrorCondition string `json:"errorCondition,omitempty"`
+	// IncreaseOf: reported fields (e.g. "crash_count") that must not grow
+	// after the device was notified.
+	IncreaseOf []string `json:"increaseOf,omitempty"`
+}
+
+// WaveSpec is one phase.
+type WaveSpec struct {
+	Name string `json:"name"`
+	// Query selects the wave's devices among the remaining targets, or
+	// Percent takes that share (rounded up) of the remaining targets.
+	Query   string  `json:"query,omitempty"`
+	Percent float64 `json:"percent,omitempty"`
+	// DeviceTimeout: a device not finished this long after notification
+	// times out (counts as failed). Zero: 1 hour.
+	DeviceTimeout Duration `json:"deviceTimeout,omitempty"`
+	// MinFinished devices must have finished before the wave is judged.
+	MinFinished int `json:"minFinished,omitempty"`
+	// SuccessThreshold: % of the wave that must succeed (default 100).
+	SuccessThreshold *float64 `json:"successThreshold,omitempty"`
+	// FailureThreshold: % of finished devices failed that halts (default 0:
+	// any failure).
+	FailureThreshold float64  `json:"failureThreshold,omitempty"`
+	BakeTime         Duration `json:"bakeTime,omitempty"`
+	RequireApproval  bool     `json:"requireApproval,omitempty"`
+}
+
+// Rate limits notifications (AWS Jobs' rollout rate semantics).
+type Rate struct {
+	MaxPerMinute int `json:"maxPerMinute,omitempty"` // 0: unlimited
+	// Exponential ramp-up: start at BasePerMinute, multiply by
+	// IncrementFactor each time IncreaseEvery more devices were notified
+	// (or succeeded, per Criteria), capped by MaxPerMinute when set.
+	BasePerMinute   int     `json:"baseRatePerMinute,omitempty"`
+	IncrementFactor float64 `json:"incrementFactor,omitempty"`
+	IncreaseEvery   int     `json:"increaseEvery,omitempty"`
+	Criteria        string  `json:"criteria,omitempty"` // "notified" (default) or "succeeded"
+}
+
+// State of a rollout.
+type State string
+
+const (
+	StateCreated    State = "created"
+	StateRunning    State = "running"
+	StatePaused     State = "paused"
+	StateWaiting    State = "waiting_approval"
+	StateBaking     State = "baking"
+	StateHalted     State = "halted"
+	StateCompleted  State = "completed"
+	StateCancelled  State = "cancelled"
+	StateRolledBack State = "rolled_back"
+)
+
+// DeviceState of one device in a rollout.
+type DeviceState string
+
+const (
+	DevPending    DeviceState = "pending"
+	DevNotified   DeviceState = "notified"
+	DevInProgress DeviceState = "in_progress"
+	DevSucceeded  DeviceState = "succeeded"
+	DevFailed     DeviceState = "failed"
+	DevTimedOut   DeviceState = "timed_out"
+	DevSkipped    DeviceState = "skipped"
+)
+
+func (s DeviceState) finished() bool {
+	return s == DevSucceeded || s == DevFailed || s == DevTimedOut
+}
+
+// Device is one device's progress.
+type Device struct {
+	Thing      string      `json:"thing"`
+	Wave       int         `json:"wave"`
+	State      DeviceState `json:"state"`
+	Reason     string      `json:"reason,omitempty"`
+	NotifiedAt int64       `json:"notifiedAt,omitempty"` // Unix ms
+	FinishedAt int64       `json:"finishedAt,omitempty"`
+	// Previous holds, per patched key, the desired value before the
+	// rollout (JSON null when absent): what rollback restores.
+	Previous map[string]json.RawMessage `json:"previous,omitempty"`
+	// Baseline holds the watched counters at notification.
+	Baseline map[string]float64 `json:"baseline,omitempty"`
+	// RolledBack is set once rollback restored this device.
+	RolledBack bool `json:"rolledBack,omitempty"`
+}
+
+// Event is a rollout transition.
+type Event struct {
+	Time    int64  `json:"time"` // Unix ms
+	Type    string `json:"type"` // started, wave_started, device_succeeded, halted, ...
+	Wave    int    `json:"wave"`
+	Thing   string `json:"thing,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Rollout is a rollout and its progress.
+type Rollout struct {
+	ID        string `json:"id"`
+	Spec      Spec   `json:"spec"`
+	State     State  `json:"state"`
+	Reason    string `json:"reason,omitempty"` // why it halted
+	Wave      int    `json:"currentWave"`
+	CreatedAt int64  `json:"createdAt"`
+	UpdatedAt int64  `json:"updatedAt"`
+	// WaveStarted, BakeUntil: Unix ms of the current wave's start and the
+	// end of its bake time.
+	WaveStarted int64 `json:"waveStartedAt,omitempty"`
+	BakeUntil   int64 `json:"bakeUntil,omitempty"`
+	Approved    []int `json:"approvedWaves,omitempty"`
+	// Notified counts notifications (for exponential rate), RateWindow
+	// holds the notification times of the last minute.
+	Notified   int     `json:"notified"`
+	RateWindow []int64 `json:"rateWindow,omitempty"`
+	Events     []Event `json:"events"`
+
+	// PausedFrom is the state Resume returns to.
+	PausedFrom State `json:"pausedFrom,omitempty"`
+
+	// fresh makes the next step re-evaluate every notified device (after
+	// loading, when changes may have happened while the engine was down).
+	fresh bool
+
+	devices     map[string]*Device // by thing
+	unannounced []Event            // events not yet published
+	order       [][]string         // per wave, thing names in notification order
+	parsed      parsedSpec
+	dirty       map[string]bool // devices changed since the last save
+}
+
+// parsedSpec holds the compiled queries of a spec.
+type parsedSpec struct {
+	target, success, failure, healthErr *query.Query
+	waves                               []*query.Query
+}
+
+// WaveProgress counts one wave's devices by state.
+type WaveProgress struct {
+	Name       string `json:"name"`
+	Size       int    `json:"size"`
+	Pending    int    `json:"pending"`
+	InProgress int    `json:"inProgress"` // notified or in progress
+	Succeeded  int    `json:"succeeded"`
+	Failed     int    `json:"failed"` // failed or timed out
+	Skipped    int    `json:"skipped"`
+}
+
+func (r *Rollout) progress() []WaveProgress {
+	out := make([]WaveProgress, len(r.Spec.Waves))
+	for i, w := range r.Spec.Waves {
+		out[i].Name = w.Name
+		if i < len(r.order) {
+			out[i].Size = len(r.order[i])
+			for _, th := range r.order[i] {
+				switch r.devices[th].State {
+				case DevPending:
+					out[i].Pending++
+				case DevNotified, DevInProgress:
+					out[i].InProgress++
+				case DevSucceeded:
+					out[i].Succeeded++
+				case DevFailed, DevTimedOut:
+					out[i].Failed++
+				case DevSkipped:
+					out[i].Skipped++
+				}
+			}
+		}
+	}
+	return out
+}

@@ -72,7 +72,7 @@ func (e *evaluator) term(t *query.Term) *roaring.Bitmap {
 	switch t.Op {
 	case query.OpExists:
 		for _, v := range f.values {
-			out.Or(v.ids)
+			v.orInto(out)
 		}
 		return out
 	case query.OpEq:
@@ -85,14 +85,14 @@ func (e *evaluator) term(t *query.Term) *roaring.Bitmap {
 			k := normKey(c)
 			if v := f.values[k]; v != nil && !seen[k] && t.MatchValue(v.v) {
 				seen[k] = true
-				out.Or(v.ids)
+				v.orInto(out)
 			}
 		}
 		return out
 	}
 	for _, v := range f.values {
 		if t.MatchValue(v.v) {
-			out.Or(v.ids)
+			v.orInto(out)
 		}
 	}
 	return out
@@ -113,7 +113,7 @@ func (e *evaluator) deltaAge(t *query.Term) *roaring.Bitmap {
 			continue
 		}
 		if t.Op == query.OpExists || t.MatchValue(num(max(now-since, 0))) {
-			out.Or(v.ids)
+			v.orInto(out)
 		}
 	}
 	return out

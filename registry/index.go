@@ -32,9 +32,60 @@ type field struct {
 	values map[string]*fvalue // normalised key → value
 }
 
+// fvalue is one distinct value of a field and the things that have it.
+// Most values of high-cardinality fields (thingName, timestamps) belong to
+// one thing: those keep the id inline instead of a bitmap, which keeps a
+// million-thing index to a few small objects per thing.
 type fvalue struct {
 	v   query.Value
-	ids *roaring.Bitmap
+	one uint32          // the only id while ids is nil and n == 1
+	n   int             // how many things have the value
+	ids *roaring.Bitmap // nil while n <= 1
+}
+
+func (f *fvalue) add(id uint32) {
+	switch {
+	case f.ids != nil:
+		if f.ids.CheckedAdd(id) {
+			f.n++
+		}
+	case f.n == 0:
+		f.one, f.n = id, 1
+	case f.one != id:
+		f.ids = roaring.BitmapOf(f.one, id)
+		f.n = 2
+	}
+}
+
+func (f *fvalue) remove(id uint32) {
+	switch {
+	case f.ids != nil:
+		if f.ids.CheckedRemove(id) {
+			f.n--
+		}
+	case f.n == 1 && f.one == id:
+		f.n = 0
+	}
+}
+
+// orInto adds the value's things to out.
+func (f *fvalue) orInto(out *roaring.Bitmap) {
+	if f.ids != nil {
+		out.Or(f.ids)
+	} else if f.n == 1 {
+		out.Add(f.one)
+	}
+}
+
+// andCardinality counts the value's things that are in set.
+func (f *fvalue) andCardinality(set *roaring.Bitmap) uint64 {
+	if f.ids != nil {
+		return f.ids.AndCardinality(set)
+	}
+	if f.n == 1 && set.Contains(f.one) {
+		return 1
+	}
+	return 0
 }
 
 type posting struct {
@@ -92,8 +143,8 @@ func (ix *index) setLocked(thing, source string, vals []fieldValue) {
 	}
 	for _, p := range ix.sources[id][source] {
 		if fv := p.f.values[p.key]; fv != nil {
-			fv.ids.Remove(id)
-			if fv.ids.IsEmpty() {
+			fv.remove(id)
+			if fv.n == 0 {
 				delete(p.f.values, p.key)
 			}
 		}
@@ -113,10 +164,10 @@ func (ix *index) setLocked(thing, source string, vals []fieldValue) {
 		key := normKey(fv.v)
 		e := f.values[key]
 		if e == nil {
-			e = &fvalue{v: fv.v, ids: roaring.New()}
+			e = &fvalue{v: fv.v}
 			f.values[key] = e
 		}
-		e.ids.Add(id)
+		e.add(id)
 		ps = append(ps, posting{f, key})
 	}
 	if ix.sources[id] == nil {

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"container/heap"
 	"sort"
 	"strconv"
 
@@ -42,13 +43,23 @@ func (r *Registry) Search(q *query.Query, after string, limit int) SearchResult 
 	defer r.ix.mu.RUnlock()
 	ids := r.match(q)
 	res := SearchResult{Total: ids.GetCardinality()}
-	names := make([]string, 0, res.Total)
+	// Keep the limit+1 smallest names after `after` in a max-heap: a first
+	// page of 100 out of a million matches costs n·log(101), not a sort.
+	h := &nameHeap{}
 	it := ids.Iterator()
 	for it.HasNext() {
-		if n := r.ix.names[it.Next()]; n > after {
-			names = append(names, n)
+		n := r.ix.names[it.Next()]
+		if n <= after {
+			continue
+		}
+		if h.Len() <= limit {
+			heap.Push(h, n)
+		} else if n < (*h)[0] {
+			(*h)[0] = n
+			heap.Fix(h, 0)
 		}
 	}
+	names := []string(*h)
 	sort.Strings(names)
 	if len(names) > limit {
 		names = names[:limit]
@@ -56,6 +67,20 @@ func (r *Registry) Search(q *query.Query, after string, limit int) SearchResult 
 	}
 	res.Things = names
 	return res
+}
+
+// nameHeap is a max-heap of names.
+type nameHeap []string
+
+func (h nameHeap) Len() int           { return len(h) }
+func (h nameHeap) Less(i, j int) bool { return h[i] > h[j] }
+func (h nameHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *nameHeap) Push(x any)        { *h = append(*h, x.(string)) }
+func (h *nameHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // Count returns how many registered things match q.
@@ -85,7 +110,7 @@ func (r *Registry) Buckets(q *query.Query, field string, max int) (buckets []Buc
 		return nil, total
 	}
 	for _, v := range f.values {
-		if n := v.ids.AndCardinality(ids); n > 0 {
+		if n := v.andCardinality(ids); n > 0 {
 			buckets = append(buckets, Bucket{Value: v.v.S, Count: n})
 		}
 	}

@@ -103,7 +103,7 @@ func (r *Registry) countField(field, value string) (uint64, error) {
 		return 0, nil
 	}
 	if v := f.values[normKey(str(value))]; v != nil {
-		return v.ids.AndCardinality(r.ix.registered), nil
+		return v.andCardinality(r.ix.registered), nil
 	}
 	return 0, nil
 }

@@ -116,6 +116,14 @@ func Decode(r io.Reader) (File, error) {
 	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
 		return File{}, err
 	}
+	// A second document would be silently ignored: refuse it.
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return File{}, fmt.Errorf("after the first document: %w", err)
+		}
+		return File{}, fmt.Errorf("line %d: a configuration file holds one YAML document; found another after '---'", extra.Line)
+	}
 	return f, nil
 }
 

@@ -1,0 +1,385 @@
+package sim
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/time/rate"
+)
+
+var errTimeout = errors.New("connect: no CONNACK in time")
+
+// Fleet is a running simulated fleet.
+type Fleet struct {
+	cfg     Config
+	devs    []*device
+	dialers []*net.Dialer
+	stats   counters
+
+	stopped  atomic.Bool
+	done     chan struct{}
+	stopOnce sync.Once
+	started  atomic.Bool
+}
+
+// New validates cfg and prepares the devices (nothing connects yet).
+func New(cfg Config) (*Fleet, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("sim: %w", err)
+	}
+	f := &Fleet{cfg: c, done: make(chan struct{})}
+	for _, ip := range c.SourceAddrs {
+		f.dialers = append(f.dialers, &net.Dialer{
+			LocalAddr: &net.TCPAddr{IP: ip},
+			Timeout:   c.ConnectTimeout,
+			KeepAlive: -1, // MQTT keepalive is enough
+		})
+	}
+	if len(f.dialers) == 0 {
+		f.dialers = []*net.Dialer{{Timeout: c.ConnectTimeout, KeepAlive: -1}}
+	}
+	hasSlow := false
+	for _, ft := range c.Faults {
+		hasSlow = hasSlow || ft.Kind == Slow
+	}
+	f.devs = make([]*device, c.Devices)
+	for i := range f.devs {
+		id := fmt.Sprintf(c.IDPattern, c.First+i)
+		d := &device{f: f, idx: i, id: id, fw: c.Firmware, interval: c.TelemetryInterval,
+			bootPending: true, resetReason: "poweron"}
+		if c.TelemetryInterval < 0 {
+			d.interval = 0
+		}
+		if hasSlow {
+			d.slow = f.faultDelay(Slow, id, "")
+		}
+		f.devs[i] = d
+	}
+	return f, nil
+}
+
+// Devices is the number of devices.
+func (f *Fleet) Devices() int { return len(f.devs) }
+
+// ID is the thing name of device i.
+func (f *Fleet) ID(i int) string { return f.devs[i].id }
+
+// Firmware is the firmware version device i runs now.
+func (f *Fleet) Firmware(i int) string {
+	d := f.devs[i]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fw
+}
+
+// dialer is the dialer of device i (its source address).
+func (f *Fleet) dialer(i int) *net.Dialer { return f.dialers[i%len(f.dialers)] }
+
+// attr is one registry attribute of a device (Config.Tags override).
+func (f *Fleet) attr(id, key string) string {
+	if v, ok := f.cfg.Tags[key]; ok {
+		return v
+	}
+	switch key {
+	case "deployment_ring":
+		return Ring(id)
+	case "hardware_rev":
+		return HardwareRev(id)
+	case "location":
+		return Location(id)
+	case "customer_id":
+		return CustomerID(id)
+	}
+	return ""
+}
+
+// faultRule returns the first rule of kind that hits device id for an
+// update to version.
+func (f *Fleet) faultRule(kind FaultKind, id, version string) (Fault, bool) {
+	var attrs map[string]string
+	for i, ft := range f.cfg.Faults {
+		if ft.Kind != kind {
+			continue
+		}
+		if attrs == nil {
+			attrs = Attributes(id, f.cfg.Tags)
+		}
+		if ft.hits(i, f.cfg.Seed, id, attrs, version) {
+			return ft, true
+		}
+	}
+	return Fault{}, false
+}
+
+func (f *Fleet) faultHits(kind FaultKind, id, version string) bool {
+	_, ok := f.faultRule(kind, id, version)
+	return ok
+}
+
+func (f *Fleet) faultDelay(kind FaultKind, id, version string) time.Duration {
+	ft, ok := f.faultRule(kind, id, version)
+	if !ok {
+		return 0
+	}
+	return ft.Delay
+}
+
+// crashDelay is the uptime before a crash-looping device crashes again.
+func (f *Fleet) crashDelay(id, version string) time.Duration {
+	if d := f.faultDelay(CrashLoop, id, version); d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
+
+// Start registers (when configured), fetches credentials and connects every
+// device, Concurrency at a time and at most ConnectRate per second, and
+// returns when every device has made its first attempt (a failed device
+// retries in the background) or ctx ends. In low-power mode devices are
+// not connected here: their first wakes are spread over one period.
+func (f *Fleet) Start(ctx context.Context) error {
+	if !f.started.CompareAndSwap(false, true) {
+		return errors.New("sim: fleet already started")
+	}
+	f.stats.startedAt.Store(time.Now().UnixNano())
+	var lim *rate.Limiter
+	if f.cfg.ConnectRate > 0 {
+		lim = rate.NewLimiter(rate.Limit(f.cfg.ConnectRate), max(1, int(f.cfg.ConnectRate/10)))
+	}
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	for range min(f.cfg.Concurrency, len(f.devs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(f.devs) || ctx.Err() != nil || f.stopped.Load() {
+					return
+				}
+				if lim != nil && lim.Wait(ctx) != nil {
+					return
+				}
+				if err := f.boot(ctx, f.devs[i]); err != nil {
+					errOnce.Do(func() { firstErr = err })
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	f.stats.connectDoneAt.Store(time.Now().UnixNano())
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if n := f.stats.setupErrors.Load(); n > 0 {
+		return fmt.Errorf("sim: %d devices could not be registered or given credentials; first: %w", n, firstErr)
+	}
+	return nil
+}
+
+// boot prepares one device and powers it on.
+func (f *Fleet) boot(ctx context.Context, d *device) error {
+	if r := f.cfg.Registrar; r != nil {
+		err := r.Register(ctx, Thing{Name: d.id, Type: f.cfg.ThingType, Attributes: Attributes(d.id, f.cfg.Tags)})
+		if err != nil {
+			f.stats.setupErrors.Add(1)
+			return err
+		}
+		f.stats.registered.Add(1)
+	}
+	secret := ""
+	if c := f.cfg.Credentials; c != nil {
+		s, err := c.Secret(ctx, d.id)
+		if err != nil {
+			f.stats.setupErrors.Add(1)
+			return err
+		}
+		secret = s
+	}
+	d.mu.Lock()
+	d.cl = paho.NewClient(d.clientOptions(secret))
+	d.mu.Unlock()
+	if p := f.cfg.LowPower.Period; p > 0 {
+		time.AfterFunc(time.Duration(unit("wake", d.id)*float64(p)), d.wakeCycle)
+		return nil
+	}
+	if err := d.connect(); err != nil {
+		f.stats.connectErrors.Add(1)
+		f.cfg.Logger.Debug("connect failed", "device", d.id, "error", err)
+		go func() {
+			t := time.NewTimer(time.Second + time.Duration(unit("retry", d.id)*float64(time.Second)))
+			defer t.Stop()
+			select {
+			case <-t.C:
+				d.reconnect()
+			case <-f.done:
+			}
+		}()
+	}
+	return nil
+}
+
+// Stop disconnects every device and stops every timer's work. It waits for
+// the disconnections (bounded by ctx).
+func (f *Fleet) Stop(ctx context.Context) error {
+	f.stopOnce.Do(func() {
+		f.stopped.Store(true)
+		close(f.done)
+	})
+	work := make(chan *device)
+	var wg sync.WaitGroup
+	for range min(64, len(f.devs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				d.mu.Lock()
+				cl := d.cl
+				d.goOffline()
+				if d.crashTimer != nil {
+					d.crashTimer.Stop()
+				}
+				d.mu.Unlock()
+				if cl != nil && cl.IsConnectionOpen() {
+					cl.Disconnect(0)
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(work)
+	for _, d := range f.devs {
+		select {
+		case work <- d:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Wait blocks until every device in want has firmware version or ctx ends.
+// It is for tests and scripted rehearsals.
+func (f *Fleet) WaitFirmware(ctx context.Context, version string, devices ...int) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		all := true
+		for _, i := range devices {
+			if f.Firmware(i) != version {
+				all = false
+				break
+			}
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func defaultTLS() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS12} }
+
+// counters are the fleet's live counts.
+type counters struct {
+	startedAt, connectDoneAt atomic.Int64
+
+	registered, setupErrors             atomic.Int64
+	connected, connects, connectErrors  atomic.Int64
+	lost, subscribeErrors, badMessages  atomic.Int64
+	reports, deltas, gets, telemetry    atomic.Int64
+	acted, ignored                      atomic.Int64
+	otaStarted, otaSucceeded, otaFailed atomic.Int64
+	reboots, crashes, gone              atomic.Int64
+	wakes, wakeTimeouts                 atomic.Int64
+}
+
+// Stats is a snapshot of what the fleet has done.
+type Stats struct {
+	Devices         int   `json:"devices"`
+	Registered      int64 `json:"registered"`
+	SetupErrors     int64 `json:"setup_errors"`
+	Connected       int64 `json:"connected"` // now
+	Connects        int64 `json:"connects"`  // successful connections, reconnections included
+	ConnectErrors   int64 `json:"connect_errors"`
+	ConnectionsLost int64 `json:"connections_lost"`
+	SubscribeErrors int64 `json:"subscribe_errors"`
+	Reports         int64 `json:"reports"`
+	Deltas          int64 `json:"deltas"`
+	Gets            int64 `json:"gets"`
+	Telemetry       int64 `json:"telemetry"`
+	Acted           int64 `json:"acted_keys"`
+	Ignored         int64 `json:"ignored_keys"`
+	OTAStarted      int64 `json:"ota_started"`
+	OTASucceeded    int64 `json:"ota_succeeded"`
+	OTAFailed       int64 `json:"ota_failed"`
+	Reboots         int64 `json:"reboots"`
+	Crashes         int64 `json:"crashes"`
+	Gone            int64 `json:"gone"`
+	Wakes           int64 `json:"wakes"`
+	WakeTimeouts    int64 `json:"wake_timeouts"`
+	BadMessages     int64 `json:"bad_messages"`
+	// ConnectPhase is how long Start took to make every first attempt (0
+	// while it runs).
+	ConnectPhase time.Duration `json:"connect_phase_ns"`
+	Elapsed      time.Duration `json:"elapsed_ns"`
+}
+
+// Stats returns the current counts.
+func (f *Fleet) Stats() Stats {
+	s := &f.stats
+	st := Stats{
+		Devices: len(f.devs), Registered: s.registered.Load(), SetupErrors: s.setupErrors.Load(),
+		Connected: s.connected.Load(), Connects: s.connects.Load(), ConnectErrors: s.connectErrors.Load(),
+		ConnectionsLost: s.lost.Load(), SubscribeErrors: s.subscribeErrors.Load(),
+		Reports: s.reports.Load(), Deltas: s.deltas.Load(), Gets: s.gets.Load(), Telemetry: s.telemetry.Load(),
+		Acted: s.acted.Load(), Ignored: s.ignored.Load(),
+		OTAStarted: s.otaStarted.Load(), OTASucceeded: s.otaSucceeded.Load(), OTAFailed: s.otaFailed.Load(),
+		Reboots: s.reboots.Load(), Crashes: s.crashes.Load(), Gone: s.gone.Load(),
+		Wakes: s.wakes.Load(), WakeTimeouts: s.wakeTimeouts.Load(), BadMessages: s.badMessages.Load(),
+	}
+	if t0 := s.startedAt.Load(); t0 != 0 {
+		st.Elapsed = time.Since(time.Unix(0, t0))
+		if t1 := s.connectDoneAt.Load(); t1 != 0 {
+			st.ConnectPhase = time.Duration(t1 - t0)
+		}
+	}
+	return st
+}
+
+// Progress writes one line every interval until ctx ends: devices
+// connected, connections per second over the interval, errors, and the
+// traffic counts. It returns when ctx ends.
+func (f *Fleet) Progress(ctx context.Context, w io.Writer, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	prev := f.Stats()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s := f.Stats()
+		rate := float64(s.Connects-prev.Connects) / every.Seconds()
+		fmt.Fprintf(w, "%7.1fs  connected %d/%d (%.0f/s)  errors %d  reports %d  deltas %d  telemetry %d  ota %d ok %d failed  wakes %d\n",
+			s.Elapsed.Seconds(), s.Connected, s.Devices, rate, s.ConnectErrors+s.SetupErrors+s.SubscribeErrors,
+			s.Reports, s.Deltas, s.Telemetry, s.OTASucceeded, s.OTAFailed, s.Wakes)
+		prev = s
+	}
+}

@@ -1,0 +1,439 @@
+package sim_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/shadow"
+	"github.com/umbra-iot/umbra/sim"
+)
+
+// wait bounds every wait on the fleet (generous for a loaded -race run).
+const wait = 45 * time.Second
+
+type doc struct {
+	State struct {
+		Desired  map[string]any `json:"desired"`
+		Reported map[string]any `json:"reported"`
+		Delta    map[string]any `json:"delta"`
+	} `json:"state"`
+}
+
+func getShadow(t *testing.T, srv *brokertest.Server, thing string) (doc, bool) {
+	t.Helper()
+	resp := srv.Shadows().Handle(context.Background(), shadow.Request{
+		Ref: shadow.Ref{Thing: thing}, Op: shadow.OpGet, Payload: []byte("{}"), Origin: shadow.OriginInternal,
+	})
+	if resp.Err != nil {
+		return doc{}, false
+	}
+	var d doc
+	if err := json.Unmarshal(resp.Payload, &d); err != nil {
+		t.Fatalf("%s: get/accepted %s: %v", thing, resp.Payload, err)
+	}
+	return d, true
+}
+
+func setDesired(t *testing.T, srv *brokertest.Server, thing string, desired map[string]any) {
+	t.Helper()
+	p, _ := json.Marshal(map[string]any{"state": map[string]any{"desired": desired}})
+	resp := srv.Shadows().Handle(context.Background(), shadow.Request{
+		Ref: shadow.Ref{Thing: thing}, Op: shadow.OpUpdate, Payload: p, Origin: shadow.OriginInternal, Principal: "test-app",
+	})
+	if resp.Err != nil {
+		t.Fatalf("%s: set desired: %v", thing, resp.Err)
+	}
+}
+
+// eventually polls cond for every device in ids until all hold, failing
+// with the first device that does not.
+func eventually(t *testing.T, srv *brokertest.Server, what string, ids []string, cond func(doc) bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	pending := append([]string(nil), ids...)
+	for {
+		rest := pending[:0]
+		for _, id := range pending {
+			d, ok := getShadow(t, srv, id)
+			if !ok || !cond(d) {
+				rest = append(rest, id)
+			}
+		}
+		pending = rest
+		if len(pending) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			d, _ := getShadow(t, srv, pending[0])
+			t.Fatalf("%s: %d devices never got there; %s has desired=%v reported=%v", what, len(pending), pending[0], d.State.Desired, d.State.Reported)
+		}
+		<-tick.C
+	}
+}
+
+func ids(f *sim.Fleet, idx ...int) []string {
+	out := make([]string, 0, len(idx))
+	for _, i := range idx {
+		out = append(out, f.ID(i))
+	}
+	return out
+}
+
+func all(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+func startFleet(t *testing.T, cfg sim.Config) *sim.Fleet {
+	t.Helper()
+	f, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = f.Stop(ctx)
+	})
+	if err := f.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestSeedFirmware runs 200 devices through the seed's loop: boot report,
+// delta → act → report → convergence, old firmware ignoring a key it does
+// not know, telemetry, /get after a reconnect, and an OTA rollout to a few
+// devices where a fault injection fails the update on hardware rev D.
+func TestSeedFirmware(t *testing.T) {
+	srv := brokertest.Start(t)
+	const n = 200
+	telemetry := make(chan string, 4096)
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker(srv.MQTTURL()).SetClientID("telemetry-sub").SetOrderMatters(false))
+	if tok := sub.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("subscriber: %v", tok.Error())
+	}
+	defer sub.Disconnect(0)
+	if tok := sub.Subscribe("things/+/telemetry", 0, func(_ paho.Client, m paho.Message) {
+		var v map[string]any
+		if json.Unmarshal(m.Payload(), &v) == nil && v["temp_c"] != nil {
+			select {
+			case telemetry <- m.Topic():
+			default:
+			}
+		}
+	}); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal("subscribe to telemetry failed")
+	}
+
+	fault, err := sim.ParseFault("fail-update:version=1.1,hardware_rev=D,rate=100%")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFleet(t, sim.Config{
+		Broker: srv.MQTTURL(), Devices: n, IDPattern: "dev-%04d",
+		TelemetryInterval: 200 * time.Millisecond,
+		Features:          map[string]string{"brightness": "1.1"},
+		OTADuration:       100 * time.Millisecond, RebootDelay: 50 * time.Millisecond,
+		Faults: []sim.Fault{fault},
+	})
+	everyone := ids(f, all(n)...)
+
+	// Boot: every device reports its state and self-reported tags.
+	eventually(t, srv, "boot report", everyone, func(d doc) bool {
+		r := d.State.Reported
+		return r["firmware_version"] == "1.0.0" && r["led_is_on"] == false && r["telemetry_interval_s"] != nil &&
+			r["location"] != nil && r["hardware_rev"] != nil && r["reset_reason"] == "poweron"
+	})
+
+	// Telemetry arrives on things/{id}/telemetry.
+	select {
+	case topic := <-telemetry:
+		if !strings.HasPrefix(topic, "things/dev-") {
+			t.Fatalf("telemetry on %s", topic)
+		}
+	case <-time.After(wait):
+		t.Fatal("no telemetry")
+	}
+
+	// The app asks every device for the LED on and a new telemetry interval,
+	// plus brightness, which firmware 1.0.0 does not know.
+	for _, id := range everyone {
+		setDesired(t, srv, id, map[string]any{"led_is_on": true, "telemetry_interval_s": 30, "brightness": 80})
+	}
+	eventually(t, srv, "delta acted on and converged", everyone, func(d doc) bool {
+		r, des := d.State.Reported, d.State.Desired
+		_, ledPending := des["led_is_on"]
+		_, intervalPending := des["telemetry_interval_s"]
+		return r["led_is_on"] == true && r["telemetry_interval_s"] == 30.0 && !ledPending && !intervalPending &&
+			des["brightness"] == 80.0 && d.State.Delta["brightness"] == 80.0 && r["brightness"] == nil
+	})
+
+	// A device that loses its connection asks for its shadow when it is
+	// back (clean session: the delta published meanwhile is not queued).
+	victim := f.ID(7)
+	getsBefore := f.Stats().Gets
+	cl, ok := srv.MQTT().Clients.Get(victim)
+	if !ok {
+		t.Fatalf("%s not connected", victim)
+	}
+	_ = srv.MQTT().DisconnectClient(cl, packets.ErrServerShuttingDown)
+	setDesired(t, srv, victim, map[string]any{"led_is_on": false})
+	eventually(t, srv, "delta fetched with /get after reconnect", []string{victim}, func(d doc) bool {
+		_, pending := d.State.Desired["led_is_on"]
+		return d.State.Reported["led_is_on"] == false && !pending
+	})
+	if f.Stats().Gets <= getsBefore {
+		t.Errorf("no /get after the reconnect (gets %d → %d)", getsBefore, f.Stats().Gets)
+	}
+
+	// OTA to 1.1 on the first 20 devices: rev D fails (fault injection),
+	// the others download, reboot, report 1.1 and then act on brightness.
+	var ok11, failD []string
+	var okIdx []int
+	for i := range 20 {
+		id := f.ID(i)
+		setDesired(t, srv, id, map[string]any{"ota_url": "https://fw.example/1.1.bin", "target_version": "1.1"})
+		if sim.HardwareRev(id) == "D" {
+			failD = append(failD, id)
+		} else {
+			ok11 = append(ok11, id)
+			okIdx = append(okIdx, i)
+		}
+	}
+	if len(failD) == 0 || len(ok11) == 0 {
+		t.Fatalf("want both rev D and other devices among the first 20 (D: %d)", len(failD))
+	}
+	eventually(t, srv, "OTA succeeded and converged", ok11, func(d doc) bool {
+		r := d.State.Reported
+		_, pending := d.State.Desired["target_version"]
+		return r["firmware_version"] == "1.1" && r["ota_status"] == "succeeded" && r["reset_reason"] == "software" &&
+			!pending && r["brightness"] == 80.0 && d.State.Desired["brightness"] == nil
+	})
+	eventually(t, srv, "OTA failed on rev D", failD, func(d doc) bool {
+		r := d.State.Reported
+		return r["firmware_version"] == "1.0.0" && r["ota_status"] == "failed" && d.State.Delta["target_version"] == "1.1"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := f.WaitFirmware(ctx, "1.1", okIdx...); err != nil {
+		t.Fatal(err)
+	}
+	st := f.Stats()
+	if st.OTASucceeded != int64(len(ok11)) || st.OTAFailed != int64(len(failD)) || st.Connected != n {
+		t.Errorf("stats %+v: want %d OTA ok, %d failed, %d connected", st, len(ok11), len(failD), n)
+	}
+	if st.Telemetry == 0 || st.Ignored == 0 {
+		t.Errorf("stats %+v: want telemetry and ignored keys", st)
+	}
+}
+
+// TestLowPower runs battery devices: they sleep, wake, fetch their shadow,
+// act on the delta set while they slept, report and sleep again.
+func TestLowPower(t *testing.T) {
+	srv := brokertest.Start(t)
+	const n = 50
+	f := startFleet(t, sim.Config{
+		Broker: srv.MQTTURL(), Devices: n, IDPattern: "lp-%03d",
+		LowPower:          sim.LowPower{Period: 150 * time.Millisecond, Awake: 5 * time.Second},
+		TelemetryInterval: time.Hour, PersistentSession: true,
+	})
+	everyone := ids(f, all(n)...)
+	eventually(t, srv, "boot report at first wake", everyone, func(d doc) bool {
+		return d.State.Reported["firmware_version"] == "1.0.0"
+	})
+	for _, id := range everyone {
+		setDesired(t, srv, id, map[string]any{"led_is_on": true})
+	}
+	eventually(t, srv, "delta acted on at a later wake", everyone, func(d doc) bool {
+		_, pending := d.State.Desired["led_is_on"]
+		return d.State.Reported["led_is_on"] == true && !pending
+	})
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for f.Stats().Wakes < 2*n {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want repeated wakes", f.Stats())
+		}
+		<-tick.C
+	}
+	if st := f.Stats(); st.Gets < int64(n) || st.Telemetry < int64(n) {
+		t.Errorf("stats %+v: want a /get and a telemetry reading per wake", st)
+	}
+}
+
+// TestRolloutFaults checks crash loops and devices that never return.
+func TestRolloutFaults(t *testing.T) {
+	srv := brokertest.Start(t)
+	const n = 30
+	crash, _ := sim.ParseFault("crash-loop:version=2.0,rate=0.5,delay=100ms")
+	brick, _ := sim.ParseFault("never-return:version=2.0,rate=0.3")
+	slow, err := sim.ParseFault("slow:rate=0.2,delay=50ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := startFleet(t, sim.Config{
+		Broker: srv.MQTTURL(), Devices: n, IDPattern: "rf-%03d", TelemetryInterval: -1,
+		OTADuration: 40 * time.Millisecond, RebootDelay: 20 * time.Millisecond,
+		Faults: []sim.Fault{brick, crash, slow},
+	})
+	everyone := ids(f, all(n)...)
+	eventually(t, srv, "boot", everyone, func(d doc) bool { return d.State.Reported["firmware_version"] == "1.0.0" })
+	for _, id := range everyone {
+		setDesired(t, srv, id, map[string]any{"ota_url": "https://fw.example/2.0.bin", "target_version": "2.0"})
+	}
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		st := f.Stats()
+		if st.Gone > 0 && st.Crashes >= 3 && st.OTASucceeded+st.Gone >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want gone devices, crashes, all updates finished", st)
+		}
+		<-tick.C
+	}
+	var crashed, silent int
+	for _, id := range everyone {
+		d, _ := getShadow(t, srv, id)
+		switch {
+		case d.State.Reported["reset_reason"] == "panic":
+			crashed++
+		case d.State.Reported["firmware_version"] == "1.0.0" && d.State.Reported["ota_progress"] == 100.0:
+			silent++ // rebooted into 2.0 and never came back
+		}
+	}
+	if crashed == 0 || silent == 0 {
+		t.Errorf("crashed %d, silent %d: want both", crashed, silent)
+	}
+}
+
+// TestRegistryAndSecrets registers devices with an HTTP registry (the
+// issue 6 contract, served by a fake) and connects them with per-thing
+// secrets issued by the broker's credentials API (auth on).
+func TestRegistryAndSecrets(t *testing.T) {
+	const adminKey = "test-admin-key"
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.Auth = broker.AuthOptions{Enabled: true, APIKeys: []auth.APIKeyConfig{
+			{Name: "admin", SHA256: auth.SHA256Hex(adminKey), Role: auth.RoleAdmin},
+		}}
+	})
+	var mu sync.Mutex
+	registered := map[string]sim.Thing{}
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/api/things" || r.Header.Get("Authorization") != "Bearer "+adminKey {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		var th sim.Thing
+		body, _ := io.ReadAll(r.Body)
+		if err := json.Unmarshal(body, &th); err != nil || th.Name == "" {
+			http.Error(w, "bad json", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := registered[th.Name]; dup {
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		registered[th.Name] = th
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer reg.Close()
+
+	const n = 4 // bcrypt per secret and per login: slow under -race
+	secrets := sim.NewSecrets()
+	cfg := sim.Config{
+		Broker: srv.MQTTURL(), Devices: n, IDPattern: "sec-%03d", TelemetryInterval: -1,
+		Registrar:   &sim.HTTPRegistry{BaseURL: reg.URL, APIKey: adminKey},
+		Credentials: sim.Recording(&sim.APICredentials{BaseURL: srv.HTTPURL(), APIKey: adminKey}, secrets),
+	}
+	f := startFleet(t, cfg)
+	everyone := ids(f, all(n)...)
+	eventually(t, srv, "authenticated boot report", everyone, func(d doc) bool {
+		return d.State.Reported["firmware_version"] == "1.0.0"
+	})
+	mu.Lock()
+	if len(registered) != n {
+		t.Errorf("registered %d things, want %d", len(registered), n)
+	}
+	for name, th := range registered {
+		if th.Type != "esp32" || th.Attributes["deployment_ring"] != sim.Ring(name) || th.Attributes["hardware_rev"] == "" {
+			t.Errorf("%s registered as %+v", name, th)
+		}
+	}
+	mu.Unlock()
+	if secrets.Len() != n {
+		t.Errorf("recorded %d secrets, want %d", secrets.Len(), n)
+	}
+	// Registering again (a re-run) meets 409 and is fine.
+	if err := cfg.Registrar.Register(context.Background(), sim.Thing{Name: f.ID(0)}); err != nil {
+		t.Errorf("re-register: %v", err)
+	}
+	// A second fleet reuses the saved secrets (no new credentials issued).
+	var buf strings.Builder
+	if _, err := secrets.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	again, err := sim.ReadSecrets(strings.NewReader(buf.String()))
+	if err != nil || again.Len() != n {
+		t.Fatalf("secrets file round trip: %v (%d)", err, again.Len())
+	}
+}
+
+func TestRings(t *testing.T) {
+	counts := map[string]int{}
+	for i := range 100000 {
+		counts[sim.Ring(fmt.Sprintf("esp32-%05d", i))]++
+	}
+	if c := counts[sim.RingCanary]; c < 800 || c > 1200 {
+		t.Errorf("canary %d of 100000, want ~1%%", c)
+	}
+	if c := counts[sim.RingEarlyAdopters]; c < 9500 || c > 10500 {
+		t.Errorf("early adopters %d of 100000, want ~10%%", c)
+	}
+	if sim.Ring("esp32-00042") != sim.Ring("esp32-00042") {
+		t.Error("ring is not deterministic")
+	}
+}
+
+func TestParseFault(t *testing.T) {
+	f, err := sim.ParseFault("fail-update:version=1.1,hardware_rev=D,rate=30%")
+	if err != nil || f.Kind != sim.FailUpdate || f.Version != "1.1" || f.Tags["hardware_rev"] != "D" || f.Rate != 0.3 {
+		t.Errorf("got %+v, %v", f, err)
+	}
+	for _, bad := range []string{"explode", "slow:rate=2", "slow:delay=x", "fail-update:version"} {
+		if _, err := sim.ParseFault(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	addrs, err := sim.ParseSourceAddrs("127.0.0.2-127.0.0.4,127.0.1.1")
+	if err != nil || len(addrs) != 4 || addrs[2].String() != "127.0.0.4" {
+		t.Errorf("source addrs %v, %v", addrs, err)
+	}
+}

@@ -41,7 +41,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	sources := fs.String("source-addrs", "", "local addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (default: automatic beyond 20k connections on loopback)")
 	fs.DurationVar(&o.Timeout, "timeout", 10*time.Second, "bound on each wait for the broker")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of this process (broker included when in-process)")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile while the connections scenario holds its connections (in-process)")
 	noSync := fs.Bool("unsafe-no-sync", false, "in-process broker without fsync (analysis only: shows what durability costs)")
+	history := fs.Int("history-versions", 0, "in-process broker's shadow history per shadow (analysis: -1 keeps none; 0: the default)")
 	ephemeral := fs.Bool("ephemeral-sessions", false, "in-process broker without MQTT session persistence (analysis only)")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout; the table then goes to stderr)")
 	quiet := fs.Bool("quiet", false, "no progress lines")
@@ -64,10 +66,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 			o.Scenarios = append(o.Scenarios, s)
 		}
 	}
-	if *noSync || *ephemeral {
+	if *noSync || *ephemeral || *history != 0 {
 		o.BrokerOptions = func(bo *broker.Options) {
 			bo.UnsafeNoSync = *noSync
 			bo.EphemeralSessions = *ephemeral
+			bo.HistoryVersions = *history
 		}
 	}
 	if *sources != "" {

@@ -1,0 +1,72 @@
+import json, sys
+# (query, expected byte position, message substring, note)
+C = [
+    ("", 0, "empty query", "empty"),
+    ("   \t", 4, "empty query", "only spaces"),
+    ("attributes.location:", 20, 'expected a value after "attributes.location:"', "missing value"),
+    ("attributes.location: AND thingName:a", 21, 'expected a value after "attributes.location:", found AND', "operator where a value should be"),
+    ("thingName:a)", 11, 'unbalanced ")"', "extra closing parenthesis"),
+    (")", 0, 'unbalanced ")"', "only a closing parenthesis"),
+    ("(thingName:a OR thingName:b", 27, 'expected ")" to close the "(" at position 1', "missing closing parenthesis"),
+    ("thingName:(tv* OR radio*", 24, 'expected ")" to close the "(" at position 11', "unclosed field group"),
+    ("atributes.x:1", 0, 'unknown field "atributes.x" (did you mean "attributes.x"?)', "typo in a field, with suggestion"),
+    ("ThingName:sensor-1", 0, 'unknown field "ThingName" (did you mean "thingName"?)', "field names are case-sensitive"),
+    ("shadow.reportd.x:1", 0, 'did you mean "shadow.reported.x"', "typo in the second word"),
+    ("connectivity.status:up", 0, "accepted: thingName, thingTypeName", "unknown field lists the accepted forms"),
+    ("shadow.reported:x", 15, 'incomplete field "shadow.reported": expected a key path', "path missing"),
+    ("shadow.name.cfg:x", 15, 'incomplete field "shadow.name.cfg"', "named shadow without a section"),
+    ("attributes.:x", 11, "empty key", "empty attribute name"),
+    ("shadow.reported.a..b:1", 18, "empty key", "empty path key"),
+    ("sensor-1", 0, 'expected a field before the value "sensor-1"', "bare value"),
+    ("thingName", 9, 'expected ":" or a comparison (<, <=, >, >=) after "thingName"', "field without operator"),
+    ("thingName:a AND", 15, 'expected a clause after "AND"', "dangling AND"),
+    ("thingName:a OR OR thingName:b", 15, 'expected a clause after "OR", found "OR"', "doubled OR"),
+    ("AND thingName:a", 0, 'unexpected "AND": expected a clause before it', "leading AND"),
+    ("NOT", 3, 'expected a clause after "NOT"', "NOT alone"),
+    ("thingName:a -", 13, 'expected a clause after "-"', "dangling exclusion"),
+    ("thingName:*abc", 10, "can't start with a wildcard", "leading wildcard"),
+    ("thingName:?abc", 10, "can't start with a wildcard", "leading ? wildcard"),
+    ("*abc", 0, "a clause can't start with a wildcard", "wildcard in place of a field"),
+    ('attributes.name:"hall 2', 16, 'unterminated quoted value: expected a closing "', "unterminated quote"),
+    ('attributes.name:"hall 2"x', 24, 'unexpected "x" after the quoted value', "junk after a quote"),
+    ('"hall 2"', 0, "expected a field, found a quoted value", "quoted value without field"),
+    ("shadow.reported.temp:[10 20]", 25, 'expected "TO" after the range\'s lower bound', "range without TO"),
+    ("shadow.reported.temp:[10 TO 20", 30, 'expected "]" or "}" to close the range opened at position 22', "unclosed range"),
+    ("shadow.reported.temp:[ TO 20]", 23, "expected the range's lower bound before \"TO\"", "missing lower bound"),
+    ("shadow.reported.temp:[10 TO ]", 28, "expected the range's upper bound after \"TO\", found \"]\"", "missing upper bound"),
+    ("thingName:[a* TO b]", 11, "wildcards can't be used in a range bound", "wildcard in a bound"),
+    ("shadow.reported.battery>", 24, 'expected a value after "shadow.reported.battery>"', "comparison without value"),
+    ("shadow.reported.battery>=*", 25, 'found "*"; a comparison needs a value', "comparison with *"),
+    ("shadow.reported.battery:>", 25, 'expected a value after "shadow.reported.battery:>"', "field:> without value"),
+    ("thingName>sensor*", 10, "wildcards can't be used in a comparison", "wildcard in a comparison"),
+    ("connectivity.connected:maybe", 23, "connectivity.connected is a boolean: expected true or false", "typed bool field"),
+    ("shadow.deltaAgeSeconds>an-hour", 23, "shadow.deltaAgeSeconds is a number: expected a number", "typed number field"),
+    ("connectivity.timestamp:17*", 23, "wildcards apply to text, and connectivity.timestamp is a number", "wildcard on a number field"),
+    ("registry.version:[1 TO x]", 23, "registry.version is a number", "typed range bound"),
+    ("thingName:AND", 10, 'found AND (quote it to search for the word: "AND")', "keyword as a value"),
+    ("thingName:sensor~", 16, 'fuzzy search ("~") is not supported', "fuzzy"),
+    ("thingName:sensor^2", 16, 'boosting ("^") is not supported', "boost"),
+    ("thingName:a\\", 11, 'expected a character after "\\" (escape)', "dangling escape"),
+    ("thingName:()", 11, 'expected a value after "thingName:(", found ")"', "empty field group"),
+    ("()", 1, 'expected a clause after "(", found ")"', "empty parentheses"),
+    ("thingName:(a OR )", 16, 'expected a value after "OR", found ")"', "dangling OR in a group"),
+    ("thingName:a<b", 11, 'unexpected "<" after the value', "operator character inside a bare value"),
+    ("[10 TO 20]", 0, "expected a field, found a range", "range without field"),
+    ("thingName:a ]", 12, 'unexpected "]": no range is open', "stray bracket"),
+    (":x", 0, 'expected a field name before ":"', "colon without field"),
+    ("thingName:a & thingName:b", 12, 'unexpected "&"', "unsupported operator"),
+    ("(" * 33 + "thingName:a" + ")" * 33, 32, "nesting deeper than 32 levels", "parentheses too deep"),
+    ("NOT " * 33 + "thingName:a", 128, "nesting deeper than 32 levels", "NOT too deep"),
+    ("-" * 40 + "thingName:a", 32, "nesting deeper than 32 levels", "exclusions too deep"),
+    ("thingName:" + "a" * 4100, 4096, "longer than the 4096 allowed", "query too long"),
+    ("attributes.a_long_attribute_name:(" + " ".join(["v%d" % i for i in range(400)]) + ")", 0, "in canonical form", "field group expands past the limit"),
+]
+out = [{"query": q, "pos": p, "msg": m, "note": n} for q, p, m, n in C]
+lines = ["["]
+for i, c in enumerate(out):
+    lines.append("  " + json.dumps(c, ensure_ascii=False) + ("," if i < len(out) - 1 else ""))
+lines.append("]")
+open(sys.argv[1], "w").write("\n".join(lines) + "\n")
+print(len(out))
+for q, p, m, n in C:
+    assert 0 <= p <= len(q), (q[:40], p)

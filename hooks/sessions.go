@@ -132,8 +132,22 @@ func (h *Sessions) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // OnClientExpired forgets a persistent session whose expiry passed.
 func (h *Sessions) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
 
+// ephemeral reports whether a client's session ends with its connection
+// (MQTT 3 clean session, MQTT 5 session expiry 0): there is nothing of it
+// to restore after a restart, so its subscriptions and in-flight messages
+// are not written at all.
+func ephemeral(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
+	}
+	return cl.Properties.Clean
+}
+
 // OnSubscribed records the granted subscriptions (not the refused ones).
 func (h *Sessions) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes []byte) {
+	if ephemeral(cl) {
+		return
+	}
 	for i, f := range pk.Filters {
 		if i < len(reasonCodes) && reasonCodes[i] >= 0x80 {
 			continue
@@ -154,6 +168,9 @@ func (h *Sessions) OnSubscribed(cl *mqtt.Client, pk packets.Packet, reasonCodes 
 
 // OnUnsubscribed deletes the subscriptions.
 func (h *Sessions) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	if ephemeral(cl) {
+		return
+	}
 	for _, f := range pk.Filters {
 		h.store.Stage(h.buckets.Subscriptions, subscriptionKey(cl.ID, f.Filter), nil)
 	}
@@ -173,12 +190,18 @@ func (h *Sessions) OnRetainedExpired(topic string) { h.store.Stage(h.buckets.Ret
 
 // OnQosPublish records a QoS 1/2 message queued or in flight to a client.
 func (h *Sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if ephemeral(cl) {
+		return
+	}
 	key := inflightKey(cl.ID, pk.PacketID)
 	h.put(h.buckets.Inflight, key, message(pk, cl.ID, storage.InflightKey, key, sent))
 }
 
 // OnQosComplete deletes a message whose delivery flow finished.
 func (h *Sessions) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	if ephemeral(cl) {
+		return
+	}
 	h.store.Stage(h.buckets.Inflight, inflightKey(cl.ID, pk.PacketID), nil)
 }
 

@@ -1,0 +1,76 @@
+package browsertest
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/brokertest"
+)
+
+// TestLogin: with authentication on, the dashboard asks for an API key,
+// rejects a wrong one, keeps working (the event stream included, which
+// needs the key in a header) with a right one, shows a viewer's 403 when it
+// tries to edit, and forgets the key on sign-out.
+func TestLogin(t *testing.T) {
+	b := newBrowser(t)
+	admin, viewer := auth.NewSecret(), auth.NewSecret()
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.Auth = broker.AuthOptions{Enabled: true, APIKeys: []auth.APIKeyConfig{
+			{Name: "admin", SHA256: auth.SHA256Hex(admin), Role: auth.RoleAdmin},
+			{Name: "noc-screen", SHA256: auth.SHA256Hex(viewer), Role: auth.RoleViewer},
+		}}
+	})
+	base := srv.HTTPURL()
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("gw-%d", i)
+		call(t, base, admin, "POST", "/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"site":"north"}}`, name), http.StatusCreated)
+		call(t, base, admin, "POST", "/things/"+name+"/shadow", `{"state":{"reported":{"firmware_version":"1.0.0"}}}`, http.StatusOK)
+	}
+
+	b.do("open the dashboard", chromedp.Navigate(base+"/ui/"))
+	b.waitJS("the login form", `document.querySelector('[data-testid=login]')`)
+	b.screenshot("login")
+
+	b.fill("#api-key", "not-a-key")
+	b.do("sign in with a wrong key", chromedp.Click(`[data-testid=login] button[type=submit]`))
+	b.waitJS("the login error", `document.querySelector('[data-testid=login-error]').textContent.includes('not valid')`)
+
+	b.fill("#api-key", viewer)
+	b.do("sign in", chromedp.Click(`[data-testid=login] button[type=submit]`))
+	b.waitJS("the fleet table", `!document.querySelector('[data-testid=login]') && document.querySelectorAll('tr[data-testid=thing-row]').length === 3`)
+	if got := eval[string](b, `sessionStorage.getItem('umbra.apiKey')`); got != viewer {
+		t.Errorf("sessionStorage key = %q", got)
+	}
+	if got := eval[string](b, `localStorage.length + ''`); got != "0" {
+		t.Errorf("something was written to localStorage")
+	}
+	b.waitJS("the live stream, authenticated", `document.querySelector('[data-testid=stream-state]').dataset.state === 'live'`)
+	call(t, base, admin, "POST", "/things/gw-2/shadow", `{"state":{"reported":{"firmware_version":"1.1.0"}}}`, http.StatusOK)
+	b.waitJS("the live update", `document.querySelector('tr[data-thing="gw-2"] [data-testid=firmware]').textContent === '1.1.0'`)
+
+	// A viewer may look but not change desired state.
+	b.do("open gw-1", chromedp.Click(`tr[data-thing="gw-1"] a.thing-link`))
+	b.waitJS("the thing view", `document.querySelector('[data-testid=thing-name]')?.textContent === 'gw-1'`)
+	b.do("edit desired", chromedp.Click(`[data-testid=edit-desired]`))
+	b.fill(`[data-testid=desired-editor]`, `{"reboot": true}`)
+	b.do("save desired", chromedp.Click(`[data-testid=save-desired]`))
+	b.waitJS("the 403", `document.querySelector('[data-testid=edit-error]').textContent.includes('Not allowed')`)
+	if got := eval[string](b, `document.querySelector('[data-testid=edit-error]').textContent`); !strings.Contains(got, "viewer") {
+		t.Errorf("edit error = %q, want the role named", got)
+	}
+
+	// Reloading keeps the session; signing out forgets the key.
+	b.do("reload", chromedp.Reload())
+	b.waitJS("still signed in", `document.querySelector('[data-testid=thing-name]')?.textContent === 'gw-1'`)
+	b.do("sign out", chromedp.Click(`[data-testid=sign-out]`))
+	b.waitJS("the login form again", `document.querySelector('[data-testid=login]')`)
+	if got := eval[bool](b, `sessionStorage.getItem('umbra.apiKey') === null`); !got {
+		t.Error("the key is still in sessionStorage after sign-out")
+	}
+}

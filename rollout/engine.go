@@ -45,8 +45,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// OnEvent, when set, sees every rollout event (the live stream).
 	OnEvent func(rolloutID string, ev Event)
-	// Workers bounds concurrent shadow writes when notifying (default 32):
-	// enough to fill group commits.
+	// Workers bounds concurrent shadow writes when notifying devices or
+	// running a job (default 512): each write waits for its group commit,
+	// so throughput comes from many writes sharing each fsync.
 	Workers int
 }
 
@@ -78,7 +79,7 @@ func Open(cfg Config) (*Engine, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Workers == 0 {
-		cfg.Workers = 32
+		cfg.Workers = 512
 	}
 	e := &Engine{cfg: cfg, rollouts: map[string]*Rollout{}, jobs: map[string]*Job{}, changed: map[string]bool{}}
 	if err := e.load(); err != nil {

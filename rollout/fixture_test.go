@@ -3,7 +3,9 @@ package rollout_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,4 +194,14 @@ func rings(i int) map[string]string {
 		return map[string]string{"deployment_ring": "canary"}
 	}
 	return map[string]string{"deployment_ring": "general"}
+}
+
+// counter counts published deltas.
+type counter struct{ deltas atomic.Int64 }
+
+func (c *counter) Publish(topic string, _ []byte) error {
+	if strings.HasSuffix(topic, "/update/delta") {
+		c.deltas.Add(1)
+	}
+	return nil
 }

@@ -22,6 +22,8 @@ type StreamAPI struct {
 	Hub      *events.Hub
 	Registry *registry.Registry
 	Guard    *Guard
+	// Stop, when closed, ends every open stream (the server is shutting down).
+	Stop <-chan struct{}
 	// Heartbeat is how often an idle stream sends a comment line so proxies
 	// keep it open; zero means 15 s.
 	Heartbeat time.Duration
@@ -59,6 +61,8 @@ func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-a.Stop:
 			return
 		case <-ticker.C:
 			if n := sub.Dropped(); n > 0 {

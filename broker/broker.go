@@ -71,6 +71,9 @@ type Broker struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	httpDone     chan struct{}
+
+	streams     chan struct{} // closed when shutdown starts: ends event streams
+	stopStreams func()
 }
 
 // New validates opts and returns a Broker that has not opened anything yet.
@@ -79,7 +82,8 @@ func New(opts Options) (*Broker, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
-	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}}
+	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{})}
+	b.stopStreams = sync.OnceFunc(func() { close(b.streams) })
 	var err error
 	if b.tlsConf, err = o.TLS.load(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)

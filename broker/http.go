@@ -1,11 +1,9 @@
 package broker
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -23,19 +21,17 @@ func (b *Broker) serveHTTP() {
 	mux.HandleFunc("GET /healthz", b.healthz)
 	mux.HandleFunc("GET /readyz", b.readyz)
 	b.routes(mux)
-	// Request contexts end when Shutdown starts, so long-lived responses
-	// (the event stream) finish instead of holding shutdown to its deadline.
-	baseCtx, stopRequests := context.WithCancel(context.Background())
 	b.httpSrv = &http.Server{
 		Handler:           mux,
-		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
 		// With TLS configured the API is HTTPS too: API keys and device
 		// secrets must not cross the network in clear text.
 		TLSConfig: b.tlsConf,
 	}
-	b.httpSrv.RegisterOnShutdown(stopRequests)
+	// Long-lived responses (the event stream) end when Shutdown starts;
+	// ordinary requests in flight are drained (their writes complete).
+	b.httpSrv.RegisterOnShutdown(b.stopStreams)
 	ln := b.httpLn
 	if b.tlsConf != nil {
 		ln = tls.NewListener(ln, b.tlsConf)

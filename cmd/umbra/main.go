@@ -26,7 +26,8 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `Umbra: an MQTT broker with AWS-compatible device shadows for ESP32 fleets.
+func usageText() string {
+	return `Umbra: an MQTT broker with AWS-compatible device shadows for ESP32 fleets.
 
 Usage:
   umbra serve [flags]    run the broker (umbra serve -h lists the flags)
@@ -35,16 +36,28 @@ Usage:
   umbra bench [flags]    measure throughput, latency and memory (umbra bench -h)
   umbra version          print the version
 
+Client (talks to the REST API; --server/UMBRA_SERVER, --api-key/UMBRA_API_KEY,
+or ~/.config/umbra/cli.yaml; --json prints the API's JSON):
+` + clientUsage() + `
+Exit codes: 0 ok, 1 the server answered with an error, 2 usage error,
+3 the server cannot be reached.
+
 `
+}
 
 // run is main without the process: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText())
 		return 2
+	}
+	if err, ok := runClient(ctx, args, stdout, stderr, env); ok {
+		return exitCode(err, stderr)
 	}
 	var err error
 	switch args[0] {
+	case "completion":
+		err = completion(args[1:], stdout)
 	case "serve":
 		err = serve(ctx, args[1:], stdout, stderr, env)
 	case "keygen":
@@ -57,14 +70,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []str
 		fmt.Fprintln(stdout, "umbra", versionString())
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "umbra: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "umbra: unknown command %q\n\n%s", args[0], usageText())
 		return 2
 	}
+	return exitCode(err, stderr)
+}
+
+// exitCode prints err and returns the exit code for it: 0 ok, 1 error
+// (a server-side one for client commands), 2 usage, 3 server unreachable.
+func exitCode(err error, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	var unreachable unreachableError
+	if errors.As(err, &unreachable) {
+		fmt.Fprintf(stderr, "umbra: %v\n", err)
+		return 3
 	}
 	var ue usageError
 	if errors.As(err, &ue) {

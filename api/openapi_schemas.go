@@ -1,0 +1,135 @@
+package api
+
+// openapiComponents are the schemas and security schemes of the OpenAPI
+// document (see openapi.go). They mirror the JSON of registry, rollout and
+// shadow types as the handlers write them.
+const openapiComponents = `{
+ "securitySchemes": {
+  "bearer": {"type": "http", "scheme": "bearer", "description": "API key: Authorization: Bearer <key>"},
+  "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+ },
+ "schemas": {
+  "Text": {"type": "string"},
+  "Object": {"type": "object", "additionalProperties": true},
+  "ShadowError": {"type": "object", "required": ["code", "message"], "properties": {
+   "code": {"type": "integer", "example": 404},
+   "message": {"type": "string", "example": "No shadow exists with name: 'dev-1'"},
+   "timestamp": {"type": "integer", "description": "Unix seconds"},
+   "clientToken": {"type": "string"}}},
+  "APIError": {"type": "object", "required": ["code", "message"], "properties": {
+   "code": {"type": "integer", "example": 400},
+   "message": {"type": "string", "example": "unknown field \"colour\""},
+   "field": {"type": "string", "description": "the request field or parameter to blame", "example": "colour"}}},
+  "ShadowState": {"type": "object", "properties": {
+   "desired": {"type": "object", "additionalProperties": true, "nullable": true},
+   "reported": {"type": "object", "additionalProperties": true, "nullable": true},
+   "delta": {"type": "object", "additionalProperties": true}}},
+  "ShadowUpdate": {"type": "object", "required": ["state"], "properties": {
+   "state": {"type": "object", "properties": {
+    "desired": {"type": "object", "additionalProperties": true, "nullable": true},
+    "reported": {"type": "object", "additionalProperties": true, "nullable": true}}},
+   "version": {"type": "integer", "description": "reject with 409 unless the shadow has this version"},
+   "clientToken": {"type": "string"}}},
+  "ShadowDocument": {"type": "object", "properties": {
+   "state": {"$ref": "#/components/schemas/ShadowState"},
+   "metadata": {"type": "object", "additionalProperties": true},
+   "version": {"type": "integer"},
+   "timestamp": {"type": "integer"},
+   "clientToken": {"type": "string"}}},
+  "ShadowDeleted": {"type": "object", "properties": {"version": {"type": "integer"}, "timestamp": {"type": "integer"}}},
+  "HistoryEntry": {"type": "object", "properties": {
+   "version": {"type": "integer"}, "op": {"type": "string", "enum": ["update", "delete"]},
+   "timestamp": {"type": "integer"}, "principal": {"type": "string"}, "origin": {"type": "string"},
+   "request": {"type": "object", "additionalProperties": true}, "state": {"type": "object", "additionalProperties": true}}},
+  "ShadowHistory": {"type": "object", "properties": {
+   "thing": {"type": "string"}, "shadow": {"type": "string"},
+   "entries": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryEntry"}}}},
+  "NamedShadowList": {"type": "object", "properties": {
+   "results": {"type": "array", "items": {"type": "string"}}, "nextToken": {"type": "string"}, "timestamp": {"type": "integer"}}},
+  "Credentials": {"type": "object", "properties": {
+   "thing": {"type": "string"}, "secret": {"type": "string"}, "createdAt": {"type": "integer"}, "note": {"type": "string"}}},
+  "NewThing": {"type": "object", "required": ["thingName"], "additionalProperties": false, "properties": {
+   "thingName": {"type": "string"}, "thingTypeName": {"type": "string"},
+   "attributes": {"type": "object", "additionalProperties": {"type": "string"}}}},
+  "Thing": {"type": "object", "properties": {
+   "thingName": {"type": "string"}, "thingTypeName": {"type": "string"},
+   "attributes": {"type": "object", "additionalProperties": {"type": "string"}},
+   "version": {"type": "integer"}, "createdAt": {"type": "integer"}, "updatedAt": {"type": "integer"}}},
+  "Connectivity": {"type": "object", "properties": {
+   "connected": {"type": "boolean"}, "timestamp": {"type": "integer", "description": "Unix ms"},
+   "lastConnectedAt": {"type": "integer"}, "lastDisconnectedAt": {"type": "integer"},
+   "disconnectReason": {"type": "string"}, "clientAddress": {"type": "string"},
+   "protocolVersion": {"type": "integer"}, "versionNumber": {"type": "integer"}}},
+  "ThingView": {"allOf": [{"$ref": "#/components/schemas/Thing"}, {"type": "object", "properties": {
+   "thingGroupNames": {"type": "array", "items": {"type": "string"}},
+   "connectivity": {"$ref": "#/components/schemas/Connectivity"}}}]},
+  "ThingPatch": {"type": "object", "additionalProperties": false, "properties": {
+   "attributes": {"type": "object", "additionalProperties": {"type": "string", "nullable": true}, "description": "null removes an attribute"},
+   "thingTypeName": {"type": "string"}, "expectedVersion": {"type": "integer"}}},
+  "ThingList": {"type": "object", "properties": {
+   "things": {"type": "array", "items": {"$ref": "#/components/schemas/Thing"}}, "nextToken": {"type": "string"}}},
+  "ThingType": {"type": "object", "required": ["thingTypeName"], "properties": {
+   "thingTypeName": {"type": "string"}, "description": {"type": "string"},
+   "searchableAttributes": {"type": "array", "items": {"type": "string"}},
+   "deprecated": {"type": "boolean"}, "createdAt": {"type": "integer"}}},
+  "ThingTypeList": {"type": "object", "properties": {"thingTypes": {"type": "array", "items": {"$ref": "#/components/schemas/ThingType"}}}},
+  "Deprecation": {"type": "object", "required": ["deprecated"], "additionalProperties": false, "properties": {"deprecated": {"type": "boolean"}}},
+  "Group": {"type": "object", "required": ["groupName"], "properties": {
+   "groupName": {"type": "string"}, "parentGroupName": {"type": "string"}, "description": {"type": "string"},
+   "queryString": {"type": "string", "description": "set for a dynamic group: its fleet query"},
+   "createdAt": {"type": "integer"}}},
+  "GroupList": {"type": "object", "properties": {"groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}}}},
+  "SearchResult": {"type": "object", "properties": {
+   "things": {"type": "array", "items": {"type": "string"}}, "total": {"type": "integer"}, "nextToken": {"type": "string"}}},
+  "Count": {"type": "object", "properties": {"count": {"type": "integer"}, "query": {"type": "string"}}},
+  "Buckets": {"type": "object", "properties": {
+   "totalCount": {"type": "integer"}, "field": {"type": "string"},
+   "buckets": {"type": "array", "items": {"type": "object", "properties": {"keyValue": {"type": "string"}, "count": {"type": "integer"}}}}}},
+  "WaveSpec": {"type": "object", "required": ["name"], "properties": {
+   "name": {"type": "string"}, "query": {"type": "string"}, "percent": {"type": "number"},
+   "deviceTimeout": {"type": "string", "example": "1h"}, "minFinished": {"type": "integer"},
+   "successThreshold": {"type": "number"}, "failureThreshold": {"type": "number"},
+   "bakeTime": {"type": "string", "example": "10m"}, "requireApproval": {"type": "boolean"}}},
+  "RolloutSpec": {"type": "object", "required": ["name", "target", "patch", "waves"], "additionalProperties": false, "properties": {
+   "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query"}, "shadow": {"type": "string"},
+   "patch": {"type": "object", "additionalProperties": true, "description": "desired patch"},
+   "successCondition": {"type": "string"}, "failureCondition": {"type": "string"},
+   "health": {"type": "object", "properties": {"offlineWindow": {"type": "string"}, "errorCondition": {"type": "string"},
+    "increaseOf": {"type": "array", "items": {"type": "string"}}}},
+   "waves": {"type": "array", "items": {"$ref": "#/components/schemas/WaveSpec"}},
+   "onFailure": {"type": "string", "enum": ["halt", "rollback"]},
+   "rate": {"type": "object", "properties": {"maxPerMinute": {"type": "integer"}, "baseRatePerMinute": {"type": "integer"},
+    "incrementFactor": {"type": "number"}, "increaseEvery": {"type": "integer"}, "criteria": {"type": "string", "enum": ["notified", "succeeded"]}}}}},
+  "RolloutCreate": {"allOf": [{"$ref": "#/components/schemas/RolloutSpec"}, {"type": "object", "properties": {"start": {"type": "boolean"}}}]},
+  "WaveProgress": {"type": "object", "properties": {
+   "name": {"type": "string"}, "size": {"type": "integer"}, "pending": {"type": "integer"}, "inProgress": {"type": "integer"},
+   "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "skipped": {"type": "integer"}}},
+  "RolloutEvent": {"type": "object", "properties": {
+   "time": {"type": "integer"}, "type": {"type": "string"}, "wave": {"type": "integer"}, "thing": {"type": "string"}, "message": {"type": "string"}}},
+  "Rollout": {"type": "object", "properties": {
+   "id": {"type": "string"}, "spec": {"$ref": "#/components/schemas/RolloutSpec"},
+   "state": {"type": "string", "enum": ["created", "running", "paused", "waiting_approval", "baking", "halted", "completed", "cancelled", "rolled_back"]},
+   "reason": {"type": "string"}, "currentWave": {"type": "integer"},
+   "waves": {"type": "array", "items": {"$ref": "#/components/schemas/WaveProgress"}},
+   "bakeUntil": {"type": "integer"}, "createdAt": {"type": "integer"}, "updatedAt": {"type": "integer"},
+   "events": {"type": "array", "items": {"$ref": "#/components/schemas/RolloutEvent"}}}},
+  "RolloutList": {"type": "object", "properties": {"rollouts": {"type": "array", "items": {"$ref": "#/components/schemas/Rollout"}}}},
+  "Preview": {"type": "object", "properties": {"waves": {"type": "array", "items": {"type": "object", "additionalProperties": true}}}},
+  "Device": {"type": "object", "properties": {
+   "thing": {"type": "string"}, "wave": {"type": "integer"}, "state": {"type": "string"}, "reason": {"type": "string"},
+   "notifiedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}, "rolledBack": {"type": "boolean"}}},
+  "DeviceList": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}}}},
+  "JobSpec": {"type": "object", "required": ["name", "patch"], "additionalProperties": false, "properties": {
+   "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query (or group)"}, "group": {"type": "string"},
+   "shadow": {"type": "string"}, "patch": {"type": "object", "additionalProperties": true},
+   "condition": {"type": "string"}, "ratePerSecond": {"type": "integer"}}},
+  "Job": {"type": "object", "properties": {
+   "id": {"type": "string"}, "spec": {"$ref": "#/components/schemas/JobSpec"},
+   "state": {"type": "string", "enum": ["running", "completed", "cancelled"]},
+   "createdAt": {"type": "integer"}, "updatedAt": {"type": "integer"},
+   "progress": {"type": "object", "properties": {"targeted": {"type": "integer"}, "applied": {"type": "integer"}, "converged": {"type": "integer"},
+    "pending": {"type": "integer"}, "ineligible": {"type": "integer"}, "remaining": {"type": "integer"}, "failed": {"type": "integer"}}},
+   "ineligibleThings": {"type": "array", "items": {"type": "string"}}, "errors": {"type": "array", "items": {"type": "string"}}}},
+  "JobList": {"type": "object", "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}
+ }
+}`

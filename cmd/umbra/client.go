@@ -1,0 +1,401 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The client commands (umbra shadow|things|query|groups|jobs|rollout) talk
+// to the REST API. Exit codes: 0 ok, 1 the server answered with an error,
+// 2 usage error, 3 the server cannot be reached.
+
+// cli is one client command's context: where the server is, how to print.
+type cli struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	env            []string
+
+	// From flags (empty: not given).
+	server, apiKey, caFile, config string
+	json                           bool
+
+	http *http.Client
+	base string
+}
+
+// cliConfig is ~/.config/umbra/cli.yaml.
+type cliConfig struct {
+	Server string `yaml:"server"`
+	APIKey string `yaml:"api_key"`
+	CAFile string `yaml:"ca_file"`
+}
+
+// apiError is an error answer of the server (exit code 1).
+type apiError struct {
+	Status  int
+	Message string
+	Field   string
+}
+
+func (e *apiError) Error() string {
+	msg := e.Message
+	if e.Field != "" && !strings.Contains(msg, e.Field) {
+		msg += " (field " + e.Field + ")"
+	}
+	return fmt.Sprintf("%d %s", e.Status, msg)
+}
+
+// unreachableError means no answer came from the server (exit code 3).
+type unreachableError struct{ error }
+
+// flagSet returns a flag set for a client command with the connection and
+// output flags every client command takes.
+func (c *cli) flagSet(name, argsUsage, summary string) *flag.FlagSet {
+	fs := flag.NewFlagSet("umbra "+name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.StringVar(&c.server, "server", "", "API address (default $UMBRA_SERVER, the config file, or http://127.0.0.1:8080)")
+	fs.StringVar(&c.apiKey, "api-key", "", "API key, sent as Authorization: Bearer (default $UMBRA_API_KEY)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA certificate to verify an HTTPS server (default $UMBRA_CA_FILE)")
+	fs.StringVar(&c.config, "config", "", "client config file (default ~/.config/umbra/cli.yaml; $UMBRA_CLI_CONFIG)")
+	fs.BoolVar(&c.json, "json", false, "print the API's JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: umbra %s %s\n\n%s\n\nFlags:\n", name, argsUsage, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags and positional arguments in any order and checks
+// that between min and max (-1: any) positional arguments were given.
+func (c *cli) parse(fs *flag.FlagSet, args []string, min, max int, what string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{fmt.Errorf("%s: %v (see %s -h)", strings.TrimPrefix(fs.Name(), "umbra "), err, fs.Name())}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	if len(pos) < min {
+		return nil, usageError{fmt.Errorf("%s: missing %s (usage: %s %s)", strings.TrimPrefix(fs.Name(), "umbra "), what, fs.Name(), what)}
+	}
+	if max >= 0 && len(pos) > max {
+		return nil, usageError{fmt.Errorf("%s: unexpected argument %q (usage: %s %s)", strings.TrimPrefix(fs.Name(), "umbra "), pos[max], fs.Name(), what)}
+	}
+	return pos, c.connect()
+}
+
+// connect resolves the server, key and CA: flags, then environment, then
+// the config file, then defaults.
+func (c *cli) connect() error {
+	var file cliConfig
+	path, explicit := c.config, c.config != ""
+	if path == "" {
+		if path = lookup(c.env, "UMBRA_CLI_CONFIG"); path != "" {
+			explicit = true
+		}
+	}
+	if path == "" {
+		dir := lookup(c.env, "XDG_CONFIG_HOME")
+		if dir == "" {
+			if home := lookup(c.env, "HOME"); home != "" {
+				dir = filepath.Join(home, ".config")
+			}
+		}
+		if dir != "" {
+			path = filepath.Join(dir, "umbra", "cli.yaml")
+		}
+	}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		switch {
+		case err == nil:
+			dec := yaml.NewDecoder(bytes.NewReader(b))
+			dec.KnownFields(true)
+			if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
+				return usageError{fmt.Errorf("config file %s: %v (known keys: server, api_key, ca_file)", path, err)}
+			}
+		case explicit || !errors.Is(err, os.ErrNotExist):
+			return usageError{fmt.Errorf("config file: %v", err)}
+		}
+	}
+	pick := func(vals ...string) string {
+		for _, v := range vals {
+			if v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	server := pick(c.server, lookup(c.env, "UMBRA_SERVER"), file.Server, "http://127.0.0.1:8080")
+	c.apiKey = pick(c.apiKey, lookup(c.env, "UMBRA_API_KEY"), file.APIKey)
+	caFile := pick(c.caFile, lookup(c.env, "UMBRA_CA_FILE"), file.CAFile)
+	if !strings.Contains(server, "://") {
+		server = "http://" + server
+	}
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageError{fmt.Errorf("server %q: want a URL such as http://127.0.0.1:8080", server)}
+	}
+	c.base = strings.TrimRight(u.String(), "/")
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return usageError{fmt.Errorf("CA file: %v", err)}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return usageError{fmt.Errorf("CA file %s holds no PEM certificate", caFile)}
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	c.http = &http.Client{Transport: tr}
+	return nil
+}
+
+// request sends a request; body is nil, []byte (JSON as is) or a value to
+// encode. It returns the response body of a 2xx answer.
+func (c *cli) request(method, path string, query url.Values, body any) ([]byte, error) {
+	resp, err := c.send(c.ctx, method, path, query, body, 30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, unreachableError{fmt.Errorf("reading the answer of %s: %v", c.base, err)}
+	}
+	return b, nil
+}
+
+func (c *cli) send(ctx context.Context, method, path string, query url.Values, body any, timeout time.Duration) (*http.Response, error) {
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(enc)
+	}
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	var cancel context.CancelFunc = func() {}
+	if timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		cancel()
+		return nil, usageError{err}
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "umbra-cli/"+versionString())
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		cancel()
+		if c.ctx.Err() != nil {
+			return nil, c.ctx.Err()
+		}
+		return nil, unreachableError{fmt.Errorf("cannot reach %s: %v", c.base, errors.Unwrap(err))}
+	}
+	resp.Body = &cancelBody{resp.Body, cancel}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		e := &apiError{Status: resp.StatusCode}
+		var doc struct {
+			Message string `json:"message"`
+			Field   string `json:"field"`
+		}
+		if json.Unmarshal(b, &doc) == nil && doc.Message != "" {
+			e.Message, e.Field = doc.Message, doc.Field
+		} else if s := strings.TrimSpace(string(b)); s != "" && len(s) < 200 {
+			e.Message = s
+		} else {
+			e.Message = strings.ToLower(http.StatusText(resp.StatusCode))
+		}
+		return nil, e
+	}
+	return resp, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error { err := b.ReadCloser.Close(); b.cancel(); return err }
+
+// getJSON requests and decodes the answer into v; it returns the raw body.
+func (c *cli) getJSON(method, path string, query url.Values, body, v any) ([]byte, error) {
+	b, err := c.request(method, path, query, body)
+	if err != nil {
+		return nil, err
+	}
+	if v != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, v); err != nil {
+			return nil, fmt.Errorf("unexpected answer from %s%s: %v", c.base, path, err)
+		}
+	}
+	return b, nil
+}
+
+// printJSON prints an API answer, indented.
+func (c *cli) printJSON(raw []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
+		_, err = c.stdout.Write(raw)
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := c.stdout.Write(buf.Bytes())
+	return err
+}
+
+// stream follows the server-sent events at path until fn returns true,
+// the context ends or the stream breaks. ready runs once the stream is
+// open.
+func (c *cli) stream(ctx context.Context, path string, query url.Values, ready func(), fn func(typ string, data []byte) (bool, error)) error {
+	resp, err := c.send(ctx, "GET", path, query, nil, 0)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if ready != nil {
+		ready()
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var typ string
+	var data []byte
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if data != nil {
+				done, err := fn(typ, data)
+				if err != nil || done {
+					return err
+				}
+			}
+			typ, data = "", nil
+		case strings.HasPrefix(line, "event:"):
+			typ = strings.TrimSpace(line[len("event:"):])
+		case strings.HasPrefix(line, "data:"):
+			data = append(data, strings.TrimPrefix(line[len("data:"):], " ")...)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return unreachableError{fmt.Errorf("event stream from %s broke: %v", c.base, err)}
+	}
+	return unreachableError{fmt.Errorf("event stream from %s ended", c.base)}
+}
+
+// table returns a writer for aligned columns; call Flush.
+func (c *cli) table() *tabwriter.Writer { return tabwriter.NewWriter(c.stdout, 0, 8, 2, ' ', 0) }
+
+// formatTime prints Unix seconds (or milliseconds) in UTC, "-" for zero.
+func formatTime(v int64) string {
+	if v == 0 {
+		return "-"
+	}
+	if v > 1e11 {
+		return time.UnixMilli(v).UTC().Format(time.RFC3339)
+	}
+	return time.Unix(v, 0).UTC().Format(time.RFC3339)
+}
+
+// pairs parses k=v (string) and k:=v (JSON) arguments into an object.
+func pairs(args []string, what string) (map[string]any, error) {
+	out := map[string]any{}
+	for _, a := range args {
+		if k, v, ok := strings.Cut(a, ":="); ok && k != "" && !strings.Contains(k, "=") {
+			var val any
+			if err := json.Unmarshal([]byte(v), &val); err != nil {
+				return nil, usageError{fmt.Errorf("%s %q: the value after := must be JSON (%v)", what, a, err)}
+			}
+			out[k] = val
+			continue
+		}
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return nil, usageError{fmt.Errorf("%s %q: want key=value (a string) or key:=JSON", what, a)}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// joinAttrs prints a string map as k=v pairs sorted by key.
+func joinAttrs(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+)
+
+func init() {
+	addVerbs("jobs",
+		verb{"create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON) [--condition Q] [--rate N]", "write desired state to many things", jobsCreate},
+		verb{"ls", "", "list jobs", jobsLs},
+		verb{"get", "ID", "show a job's progress", jobsGet},
+		verb{"cancel", "ID", "cancel a running job", jobsCancel},
+	)
+}
+
+type jobJSON struct {
+	ID   string `json:"id"`
+	Spec struct {
+		Name   string `json:"name"`
+		Target string `json:"target"`
+		Group  string `json:"group"`
+	} `json:"spec"`
+	State    string `json:"state"`
+	Progress struct {
+		Targeted, Applied, Converged, Pending, Ineligible, Remaining, Failed int
+	} `json:"progress"`
+	Errors []string `json:"errors"`
+}
+
+func jobTable(c *cli, jobs []jobJSON) error {
+	tw := c.table()
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tTARGETED\tAPPLIED\tCONVERGED\tPENDING\tINELIGIBLE\tFAILED")
+	for _, j := range jobs {
+		p := j.Progress
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", j.ID, j.Spec.Name, j.State, p.Targeted, p.Applied, p.Converged, p.Pending, p.Ineligible, p.Failed)
+	}
+	return tw.Flush()
+}
+
+func printJob(c *cli, raw []byte) error {
+	if c.json {
+		return c.printJSON(raw)
+	}
+	var j jobJSON
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return err
+	}
+	if err := jobTable(c, []jobJSON{j}); err != nil {
+		return err
+	}
+	for _, e := range j.Errors {
+		fmt.Fprintf(c.stdout, "error: %s\n", e)
+	}
+	return nil
+}
+
+func jobsCreate(c *cli, cmd string, args []string) error {
+	fs := c.flagSet(cmd, "NAME (--target Q | --group G) (--set k=v ... | --patch JSON)", "Create a bulk configuration job: write a desired patch to every targeted thing.")
+	target := fs.String("target", "", "fleet query selecting the things")
+	grp := fs.String("group", "", "or a group")
+	patch := fs.String("patch", "", "desired patch as a JSON object")
+	var set multiFlag
+	fs.Var(&set, "set", "desired key=value (string) or key:=JSON (repeatable)")
+	cond := fs.String("condition", "", "query a thing must match to be patched")
+	rate := fs.Int("rate", 0, "things written per second (0: unlimited)")
+	shadowName := fs.String("shadow", "", "named shadow (default: classic)")
+	pos, err := c.parse(fs, args, 1, 1, "NAME")
+	if err != nil {
+		return err
+	}
+	if (*target == "") == (*grp == "") {
+		return usageError{fmt.Errorf("%s: give --target QUERY or --group GROUP (one of them)", cmd)}
+	}
+	var p json.RawMessage
+	switch {
+	case *patch != "" && len(set) > 0:
+		return usageError{fmt.Errorf("%s: give --patch or --set, not both", cmd)}
+	case *patch != "":
+		var m map[string]any
+		if err := json.Unmarshal([]byte(*patch), &m); err != nil {
+			return usageError{fmt.Errorf("%s: --patch is not a JSON object: %v", cmd, err)}
+		}
+		p = json.RawMessage(*patch)
+	case len(set) > 0:
+		m, err := pairs(set, "--set")
+		if err != nil {
+			return err
+		}
+		p, _ = json.Marshal(m)
+	default:
+		return usageError{fmt.Errorf("%s: nothing to write: give --set k=v or --patch JSON", cmd)}
+	}
+	body := map[string]any{"name": pos[0], "patch": p}
+	for k, v := range map[string]string{"target": *target, "group": *grp, "condition": *cond, "shadow": *shadowName} {
+		if v != "" {
+			body[k] = v
+		}
+	}
+	if *rate > 0 {
+		body["ratePerSecond"] = *rate
+	}
+	raw, err := c.request("POST", "/api/jobs", nil, body)
+	if err != nil {
+		return err
+	}
+	return printJob(c, raw)
+}
+
+func jobsLs(c *cli, cmd string, args []string) error {
+	fs := c.flagSet(cmd, "", "List jobs.")
+	if _, err := c.parse(fs, args, 0, 0, ""); err != nil {
+		return err
+	}
+	var out struct {
+		Jobs []jobJSON `json:"jobs"`
+	}
+	raw, err := c.getJSON("GET", "/api/jobs", nil, nil, &out)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(raw)
+	}
+	return jobTable(c, out.Jobs)
+}
+
+func jobsGet(c *cli, cmd string, args []string) error {
+	fs := c.flagSet(cmd, "ID", "Show a job's progress.")
+	pos, err := c.parse(fs, args, 1, 1, "ID")
+	if err != nil {
+		return err
+	}
+	raw, err := c.request("GET", "/api/jobs/"+url.PathEscape(pos[0]), nil, nil)
+	if err != nil {
+		return err
+	}
+	return printJob(c, raw)
+}
+
+func jobsCancel(c *cli, cmd string, args []string) error {
+	fs := c.flagSet(cmd, "ID", "Cancel a running job.")
+	pos, err := c.parse(fs, args, 1, 1, "ID")
+	if err != nil {
+		return err
+	}
+	raw, err := c.request("POST", "/api/jobs/"+url.PathEscape(pos[0])+"/cancel", nil, nil)
+	if err != nil {
+		return err
+	}
+	return printJob(c, raw)
+}

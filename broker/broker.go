@@ -226,13 +226,15 @@ func (b *Broker) bind() error {
 		return err
 	}
 	if b.mqttLn != nil {
-		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.tlsConf, connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns}
+		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.tlsConf, connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns, writeTimeout: b.opts.WriteTimeout}
 		if err := b.mqtt.AddListener(l); err != nil {
 			return err
 		}
 	}
 	if b.wsLn != nil {
-		if err := b.mqtt.AddListener(newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)); err != nil {
+		ws := newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)
+		ws.writeTimeout = b.opts.WriteTimeout
+		if err := b.mqtt.AddListener(ws); err != nil {
 			return err
 		}
 	}

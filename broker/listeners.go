@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -66,6 +67,7 @@ type tcpListener struct {
 	connectTimeout time.Duration
 	log            *slog.Logger
 	limit          *ipLimiter
+	writeTimeout   time.Duration
 	conns          connTracker
 	wg             sync.WaitGroup
 }
@@ -90,6 +92,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		if l.connectTimeout > 0 {
 			_ = c.SetDeadline(time.Now().Add(l.connectTimeout))
 		}
+		c = &writeTimeoutConn{Conn: c, timeout: l.writeTimeout}
 		if l.tls != nil {
 			c = tls.Server(c, l.tls)
 		}
@@ -131,6 +134,7 @@ type wsListener struct {
 	connectTimeout time.Duration
 	log            *slog.Logger
 	limit          *ipLimiter
+	writeTimeout   time.Duration
 	srv            *http.Server
 	conns          connTracker
 	upgrader       websocket.Upgrader
@@ -189,7 +193,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered with an HTTP error
 	}
-	conn := &wsConn{Conn: c.UnderlyingConn(), ws: c, tls: r.TLS}
+	conn := &wsConn{Conn: c.UnderlyingConn(), ws: c, tls: r.TLS, writeTimeout: l.writeTimeout}
 	if l.connectTimeout > 0 {
 		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 	}
@@ -215,9 +219,10 @@ func (l *wsListener) Close(listeners.CloseFn) {
 // span or share binary frames.
 type wsConn struct {
 	net.Conn
-	ws  *websocket.Conn
-	r   io.Reader
-	tls *tls.ConnectionState
+	ws           *websocket.Conn
+	r            io.Reader
+	tls          *tls.ConnectionState
+	writeTimeout time.Duration
 }
 
 var errTextFrame = errors.New("websocket: MQTT needs binary frames")
@@ -247,7 +252,13 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			_ = c.Conn.Close() // see writeTimeoutConn
+		}
 		return 0, err
 	}
 	return len(p), nil
@@ -300,4 +311,27 @@ func (l *ipLimiter) admitAddr(addr string) (release func(), ok bool) {
 			l.mu.Unlock()
 		})
 	}, true
+}
+
+// writeTimeoutConn bounds every write. Mochi writes to a client while
+// holding that client's lock, and publishers delivering to the client take
+// the same lock; a client that stops reading would otherwise block, for
+// ever, every device whose messages reach it. With the bound, such a client
+// is disconnected after WriteTimeout and the others go on.
+type writeTimeoutConn struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (c *writeTimeoutConn) Write(p []byte) (int, error) {
+	if c.timeout > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// Mochi ignores write errors and would write (and wait) again:
+		// closing ends the connection, whose read loop then tears it down.
+		_ = c.Conn.Close()
+	}
+	return n, err
 }

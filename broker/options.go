@@ -21,6 +21,7 @@ const (
 	DefaultWSAddr          = "127.0.0.1:8083"
 	DefaultHTTPAddr        = "127.0.0.1:8080"
 	DefaultConnectTimeout  = 10 * time.Second
+	DefaultWriteTimeout    = 5 * time.Second
 	DefaultMaxPacketSize   = 128 * 1024
 	DefaultClientQueue     = 256
 	DefaultMaxInflight     = 8192
@@ -52,6 +53,10 @@ type Options struct {
 	// ConnectTimeout closes a connection that has not completed its TLS
 	// handshake and sent CONNECT in time. Default 10s.
 	ConnectTimeout time.Duration
+	// WriteTimeout disconnects a client that has not accepted a write for
+	// this long (its socket buffers full: it stopped reading), so that it
+	// cannot hold up the devices whose messages reach it. Default 5s.
+	WriteTimeout time.Duration
 	// MaxPacketSize is the largest MQTT packet accepted; larger ones
 	// disconnect the client (as AWS IoT does). Default 128 KiB.
 	MaxPacketSize int
@@ -122,6 +127,9 @@ func (o Options) withDefaults() Options {
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = DefaultConnectTimeout
 	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
 	if o.MaxPacketSize == 0 {
 		o.MaxPacketSize = DefaultMaxPacketSize
 	}
@@ -179,6 +187,7 @@ func (o Options) validate() error {
 		}
 	}
 	positive("connect timeout", int64(o.ConnectTimeout))
+	positive("write timeout", int64(o.WriteTimeout))
 	positive("max packet size", int64(o.MaxPacketSize))
 	positive("client queue", int64(o.ClientQueue))
 	positive("max inflight", int64(o.MaxInflight))

@@ -76,6 +76,7 @@ type MQTT struct {
 	Addr           string        `yaml:"addr"`
 	WSAddr         string        `yaml:"ws_addr"`
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	WriteTimeout   time.Duration `yaml:"write_timeout"`
 	MaxPacketSize  int           `yaml:"max_packet_size"`
 	ClientQueue    int           `yaml:"client_queue"`
 	MaxInflight    int           `yaml:"max_inflight"`
@@ -250,6 +251,7 @@ func (f File) Options() broker.Options {
 		WSAddr:         f.MQTT.WSAddr,
 		HTTPAddr:       f.HTTP.Addr,
 		ConnectTimeout: f.MQTT.ConnectTimeout,
+		WriteTimeout:   f.MQTT.WriteTimeout,
 		MaxPacketSize:  f.MQTT.MaxPacketSize,
 		ClientQueue:    f.MQTT.ClientQueue,
 		MaxInflight:    f.MQTT.MaxInflight,

@@ -110,6 +110,7 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 		return err
 	}
 	b.metrics = newMetrics(b.info, b.dbSize)
+	b.metrics.reg.MustRegister(fleetCollector{b})
 	b.db, err = store.Open(b.opts.DataDir, store.Options{
 		NoSync:      b.opts.UnsafeNoSync,
 		OnCommit:    b.metrics.observeCommit,

@@ -189,7 +189,9 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 			t.Errorf("GET %s: %d, body lacks %q", path, resp.StatusCode, want)
 		}
 	}
-	for _, metric := range []string{"umbra_store_commit_seconds", "umbra_mqtt_messages_dropped_total", "umbra_mqtt_inflight_messages"} {
+	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"m","target":"*","patch":{"x":1}}`, 201)
+	for _, metric := range []string{"umbra_store_commit_seconds", "umbra_mqtt_messages_dropped_total", "umbra_mqtt_inflight_messages",
+		"umbra_registry_things 1", `umbra_jobs{state="completed"} 1`, "umbra_store_staged_writes", "umbra_shadow_requests_total", "umbra_store_commit_writes"} {
 		resp, _ := http.Get(srv.HTTPURL() + "/metrics")
 		sc := bufio.NewScanner(resp.Body)
 		found := false

@@ -150,3 +150,10 @@ func (r *Registry) MatchThing(q *query.Query, name string) bool {
 	}
 	return q.Match(record{r.evaluator(), id})
 }
+
+// Registered is the number of registered things.
+func (r *Registry) Registered() uint64 {
+	r.ix.mu.RLock()
+	defer r.ix.mu.RUnlock()
+	return r.ix.registered.GetCardinality()
+}

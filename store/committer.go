@@ -275,3 +275,10 @@ func deletePrefix(tx *bolt.Tx, p stageKey) error {
 	}
 	return nil
 }
+
+// Staged is how many write-behind values wait for the next commit.
+func (db *DB) Staged() int {
+	db.stageMu.Lock()
+	defer db.stageMu.Unlock()
+	return len(db.staged) + len(db.prefixD)
+}

@@ -159,6 +159,24 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("jobs get --watch", func(t *testing.T) {
+		r.t = t
+		var job struct{ ID string }
+		// Paced at one thing a second: the watch sees it running, then done.
+		if err := json.Unmarshal([]byte(r.ok("jobs", "create", "paced", "--target", "*", "--set", "led=on", "--rate", "1", "--json")), &job); err != nil || job.ID == "" {
+			t.Fatalf("jobs create: %v %+v", err, job)
+		}
+		out := r.ok("jobs", "get", job.ID, "--watch")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		last := lines[len(lines)-1]
+		if !strings.Contains(last, "completed") || !strings.Contains(last, "[####################]") || !strings.Contains(last, "applied 1/1") {
+			t.Fatalf("watch output:\n%s", out)
+		}
+		if _, _, code := r.run("jobs", "get", job.ID, "--watch", "--until", "soon"); code != 2 {
+			t.Fatalf("bad --until: exit %d", code)
+		}
+	})
+
 	t.Run("exit codes", func(t *testing.T) {
 		r.t = t
 		for _, tc := range []struct {

@@ -4,13 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strings"
+	"time"
 )
 
 func init() {
 	addVerbs("jobs",
 		verb{"create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON) [--condition Q] [--rate N]", "write desired state to many things", jobsCreate},
 		verb{"ls", "", "list jobs", jobsLs},
-		verb{"get", "ID", "show a job's progress", jobsGet},
+		verb{"get", "ID [--watch [--until applied|converged]]", "show a job's progress", jobsGet},
 		verb{"cancel", "ID", "cancel a running job", jobsCancel},
 	)
 }
@@ -127,16 +129,69 @@ func jobsLs(c *cli, cmd string, args []string) error {
 }
 
 func jobsGet(c *cli, cmd string, args []string) error {
-	fs := c.flagSet(cmd, "ID", "Show a job's progress.")
+	fs := c.flagSet(cmd, "ID [--watch]", "Show a job's progress; --watch follows it until it is done.")
+	watch := fs.Bool("watch", false, "print progress every second until the job is done")
+	until := fs.String("until", "applied", "with --watch: stop once every eligible thing is applied (the job is no longer running) or also converged")
 	pos, err := c.parse(fs, args, 1, 1, "ID")
 	if err != nil {
 		return err
 	}
-	raw, err := c.request("GET", "/api/jobs/"+url.PathEscape(pos[0]), nil, nil)
-	if err != nil {
-		return err
+	if *until != "applied" && *until != "converged" {
+		return usageError{fmt.Errorf("%s: --until %q: want applied or converged", cmd, *until)}
 	}
-	return printJob(c, raw)
+	path := "/api/jobs/" + url.PathEscape(pos[0])
+	if !*watch {
+		raw, err := c.request("GET", path, nil, nil)
+		if err != nil {
+			return err
+		}
+		return printJob(c, raw)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		raw, err := c.request("GET", path, nil, nil)
+		if err != nil {
+			return err
+		}
+		var j jobJSON
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return err
+		}
+		p := j.Progress
+		if c.json {
+			if err := c.printJSON(raw); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintf(c.stdout, "%s %-9s %s applied %d/%d  converged %d  pending %d  ineligible %d  failed %d\n",
+				j.ID, j.State, progressBar(p.Applied+p.Ineligible+p.Failed, p.Targeted, 20), p.Applied, p.Targeted-p.Ineligible, p.Converged, p.Pending, p.Ineligible, p.Failed)
+		}
+		done := j.State != "running"
+		if *until == "converged" {
+			done = done && p.Converged == p.Applied
+		}
+		if done {
+			if j.State == "cancelled" || p.Failed > 0 {
+				return fmt.Errorf("job %s ended %s with %d failed", j.ID, j.State, p.Failed)
+			}
+			return nil
+		}
+		select {
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// progressBar draws done/total as a text progress bar of width cells.
+func progressBar(done, total, width int) string {
+	if total <= 0 {
+		return "[" + strings.Repeat("-", width) + "]"
+	}
+	n := min(width, done*width/total)
+	return "[" + strings.Repeat("#", n) + strings.Repeat("-", width-n) + "]"
 }
 
 func jobsCancel(c *cli, cmd string, args []string) error {

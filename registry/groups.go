@@ -28,7 +28,7 @@ func (r *Registry) CreateGroup(ctx context.Context, g Group) (Group, error) {
 		}
 		cg.q = q
 	}
-	unlock := r.locks.lock("groups")
+	unlock := r.locks.Lock("groups")
 	defer unlock()
 	r.mu.RLock()
 	_, exists := r.groups[g.Name]
@@ -75,7 +75,7 @@ func (r *Registry) Groups() []Group {
 // DeleteGroup deletes a group that has no child groups, with its static
 // memberships.
 func (r *Registry) DeleteGroup(ctx context.Context, name string) error {
-	unlock := r.locks.lock("groups")
+	unlock := r.locks.Lock("groups")
 	defer unlock()
 	r.mu.RLock()
 	_, ok := r.groups[name]
@@ -135,7 +135,7 @@ func (r *Registry) membership(ctx context.Context, group, thing string, add bool
 	if cg.g.Dynamic() {
 		return fieldErr("groupName", "%q is a dynamic group: its members follow its query", group)
 	}
-	unlock := r.locks.lock("thing:" + thing)
+	unlock := r.locks.Lock("thing:" + thing)
 	defer unlock()
 	err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
 		if kv.Get(bucketThings, thing) == nil {

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/keyed"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -84,7 +85,7 @@ type Config struct {
 type Registry struct {
 	cfg   Config
 	ix    *index
-	locks keyedMutex
+	locks keyed.Mutex[string]
 
 	mu     sync.RWMutex // guards the maps below
 	types  map[string]ThingType
@@ -267,40 +268,6 @@ func shadowValues(name string, doc []byte) []fieldValue {
 // is called in version order per shadow (shadow.Config.OnEvent).
 func (r *Registry) ShadowChanged(ev shadow.Event) {
 	r.ix.set(ev.Ref.Thing, shadowSource(ev.Ref.Name), shadowValues(ev.Ref.Name, ev.Doc))
-}
-
-// keyedMutex serialises changes to one record.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyLock
-}
-
-type keyLock struct {
-	mu      sync.Mutex
-	waiters int
-}
-
-func (k *keyedMutex) lock(key string) func() {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = map[string]*keyLock{}
-	}
-	l := k.m[key]
-	if l == nil {
-		l = &keyLock{}
-		k.m[key] = l
-	}
-	l.waiters++
-	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		k.mu.Lock()
-		if l.waiters--; l.waiters == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

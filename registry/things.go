@@ -25,7 +25,7 @@ func (r *Registry) CreateThing(ctx context.Context, n NewThing) (Thing, error) {
 	if err := r.checkType(n.Type, true); err != nil {
 		return Thing{}, err
 	}
-	unlock := r.locks.lock("thing:" + n.Name)
+	unlock := r.locks.Lock("thing:" + n.Name)
 	defer unlock()
 	now := r.cfg.Clock().Unix()
 	t := Thing{Name: n.Name, Type: n.Type, Attributes: n.Attributes, Version: 1, CreatedAt: now, UpdatedAt: now}
@@ -86,7 +86,7 @@ func (r *Registry) UpdateThing(ctx context.Context, name string, p ThingPatch) (
 			return Thing{}, err
 		}
 	}
-	unlock := r.locks.lock("thing:" + name)
+	unlock := r.locks.Lock("thing:" + name)
 	defer unlock()
 	var t Thing
 	err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
@@ -128,7 +128,7 @@ func (r *Registry) UpdateThing(ctx context.Context, name string, p ThingPatch) (
 // DeleteThing removes a thing, its group memberships and connectivity. Its
 // shadows stay (as in AWS IoT, registry and shadows are independent).
 func (r *Registry) DeleteThing(ctx context.Context, name string, expectedVersion int64) error {
-	unlock := r.locks.lock("thing:" + name)
+	unlock := r.locks.Lock("thing:" + name)
 	defer unlock()
 	err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
 		var t Thing

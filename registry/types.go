@@ -18,7 +18,7 @@ func (r *Registry) CreateType(ctx context.Context, t ThingType) (ThingType, erro
 			return ThingType{}, fieldErr(fmt.Sprintf("searchableAttributes[%d]", i), "invalid attribute name %q", a)
 		}
 	}
-	unlock := r.locks.lock("types")
+	unlock := r.locks.Lock("types")
 	defer unlock()
 	r.mu.RLock()
 	_, exists := r.types[t.Name]
@@ -60,7 +60,7 @@ func (r *Registry) Types() []ThingType {
 
 // DeprecateType stops new things from using a type (or undoes that).
 func (r *Registry) DeprecateType(ctx context.Context, name string, deprecated bool) (ThingType, error) {
-	unlock := r.locks.lock("types")
+	unlock := r.locks.Lock("types")
 	defer unlock()
 	t, err := r.Type(name)
 	if err != nil {
@@ -78,7 +78,7 @@ func (r *Registry) DeprecateType(ctx context.Context, name string, deprecated bo
 
 // DeleteType deletes a type no thing uses.
 func (r *Registry) DeleteType(ctx context.Context, name string) error {
-	unlock := r.locks.lock("types")
+	unlock := r.locks.Lock("types")
 	defer unlock()
 	if _, err := r.Type(name); err != nil {
 		return err

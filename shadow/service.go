@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"sync"
 	"time"
+
+	"github.com/umbra-iot/umbra/internal/keyed"
 )
 
 // Store is the storage a Service needs. Load returns the stored document,
@@ -112,7 +113,7 @@ type Limiter interface {
 type Service struct {
 	cfg   Config
 	opts  Options
-	locks keyedMutex
+	locks keyed.Mutex[Ref]
 }
 
 // NewService returns a Service. cfg.Store is required.
@@ -165,7 +166,7 @@ func (s *Service) update(ctx context.Context, req Request) Response {
 		return s.reject(req, TooManyRequests(), token, hasToken)
 	}
 	defer release()
-	unlock := s.locks.lock(req.Ref)
+	unlock := s.locks.Lock(req.Ref)
 	defer unlock()
 	cur, err := s.cfg.Store.Load(req.Ref)
 	if err != nil {
@@ -224,7 +225,7 @@ func (s *Service) delete(ctx context.Context, req Request) Response {
 		return s.reject(req, TooManyRequests(), token, hasToken)
 	}
 	defer release()
-	unlock := s.locks.lock(req.Ref)
+	unlock := s.locks.Lock(req.Ref)
 	defer unlock()
 	cur, err := s.cfg.Store.Load(req.Ref)
 	if err != nil {
@@ -328,38 +329,4 @@ func (s *Service) history(req Request, ch Change, doc []byte) []byte {
 		return nil
 	}
 	return b
-}
-
-// keyedMutex is a mutex per shadow, created on demand and dropped when free.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[Ref]*refLock
-}
-
-type refLock struct {
-	mu      sync.Mutex
-	waiters int
-}
-
-func (k *keyedMutex) lock(ref Ref) (unlock func()) {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = make(map[Ref]*refLock)
-	}
-	l := k.m[ref]
-	if l == nil {
-		l = &refLock{}
-		k.m[ref] = l
-	}
-	l.waiters++
-	k.mu.Unlock()
-	l.mu.Lock()
-	return func() {
-		l.mu.Unlock()
-		k.mu.Lock()
-		if l.waiters--; l.waiters == 0 {
-			delete(k.m, ref)
-		}
-		k.mu.Unlock()
-	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/events"
 	"github.com/umbra-iot/umbra/hooks"
+	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
@@ -166,7 +167,7 @@ func (b *Broker) addHooks() error {
 	b.access = hooks.NewAccess(b.authn, b.log.With("component", "auth"))
 	var err error
 	b.registry, err = registry.Open(registry.Config{
-		Store: registryStore{b.db}, Shadows: shadowSource{b.db}, Publisher: mqttPublisher{b.mqtt},
+		Store: storeadapt.KV{DB: b.db}, Shadows: storeadapt.ShadowSource{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, Logger: b.log.With("component", "registry"),
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
 	})
@@ -176,7 +177,7 @@ func (b *Broker) addHooks() error {
 	b.access.Admit = b.admit
 	b.shadows = b.newShadowService()
 	b.rollouts, err = rollout.Open(rollout.Config{
-		Fleet: b.registry, Shadows: b.shadows, Store: registryStore{b.db}, Publisher: mqttPublisher{b.mqtt},
+		Fleet: b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"),
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})

@@ -46,8 +46,15 @@ func startOTAFleet(t *testing.T, srv *brokertest.Server, n int, faulty func(id s
 				return
 			}
 			f.mu.Lock()
+			again := f.received[id]
 			f.received[id] = true
 			f.mu.Unlock()
+			if again && faulty != nil && faulty(id) {
+				// Real firmware does not retry a version that failed; every
+				// report re-publishes the pending delta, so reacting to each
+				// would loop until the per-thing rate limit stops it.
+				return
+			}
 			report := fmt.Sprintf(`{"state":{"reported":{"firmware_version":%q,"target_version":%q,"ota_status":"succeeded"}}}`, tv.String(), tv.String())
 			if faulty != nil && faulty(id) {
 				report = `{"state":{"reported":{"ota_status":"failed"}}}`

@@ -1,45 +1,17 @@
 package broker
 
 import (
-	"context"
 	"encoding/json"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 
 	"golang.org/x/time/rate"
 
+	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/limits"
-	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
 )
-
-// shadowStore adapts the bbolt store to shadow.Store.
-type shadowStore struct {
-	db           *store.DB
-	tombstoneTTL time.Duration
-	history      int
-}
-
-func key(r shadow.Ref) store.ShadowKey { return store.ShadowKey{Thing: r.Thing, Name: r.Name} }
-
-func (s shadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
-	doc, v, err := s.db.LoadShadow(key(ref), s.tombstoneTTL, time.Now())
-	return shadow.Current{Doc: doc, Version: v}, err
-}
-
-func (s shadowStore) Commit(ctx context.Context, c shadow.Change) error {
-	w := store.ShadowWrite{Key: key(c.Ref), Doc: c.Doc, Version: c.Version, Time: c.Time, HistoryLimit: s.history}
-	if s.history > 0 {
-		w.History = c.History
-		w.HistoryKind = store.HistoryUpdate
-		if c.Op == shadow.OpDelete {
-			w.HistoryKind = store.HistoryDelete
-		}
-	}
-	return s.db.CommitShadow(ctx, w)
-}
 
 // mqttPublisher publishes service replies through Mochi's inline client at
 // QoS 1: each subscriber receives them at its own subscription's QoS, and
@@ -58,7 +30,7 @@ func (l shadowLister) ListNamedShadows(thing, after string, limit int) ([]string
 }
 
 func (l shadowLister) History(ref shadow.Ref, before int64, limit int) ([]json.RawMessage, error) {
-	recs, err := l.db.ShadowHistory(key(ref), before, limit)
+	recs, err := l.db.ShadowHistory(storeadapt.Key(ref), before, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +45,7 @@ func (l shadowLister) History(ref shadow.Ref, before int64, limit int) ([]json.R
 func (b *Broker) newShadowService() *shadow.Service {
 	return shadow.NewService(shadow.Config{
 		Options:   b.opts.Shadow,
-		Store:     shadowStore{db: b.db, tombstoneTTL: b.opts.TombstoneTTL, history: max(b.opts.HistoryVersions, 0)},
+		Store:     storeadapt.Shadows{DB: b.db, TombstoneTTL: b.opts.TombstoneTTL, History: max(b.opts.HistoryVersions, 0)},
 		Publisher: mqttPublisher{b.mqtt},
 		Logger:    b.log.With("component", "shadow"),
 		OnResult:  b.metrics.observeShadow,
@@ -96,28 +68,6 @@ func (b *Broker) shadowLimits() shadow.Limiter {
 	}
 	return l
 }
-
-// shadowSource lists stored shadows for the registry's index.
-type shadowSource struct{ db *store.DB }
-
-func (s shadowSource) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
-	return s.db.ForEachShadow(func(k store.ShadowKey, doc []byte) error {
-		return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc)
-	})
-}
-
-// registryStore adapts the store's KV transactions to the registry's.
-type registryStore struct{ db *store.DB }
-
-func (s registryStore) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
-	return s.db.UpdateKV(ctx, func(kv store.KV) error { return fn(kv) })
-}
-
-func (s registryStore) ViewKV(fn func(registry.KV) error) error {
-	return s.db.ViewKV(func(kv store.KV) error { return fn(kv) })
-}
-
-func (s registryStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }
 
 // shadowChanged runs after every committed shadow change, in version order
 // per shadow: the fleet index, then the live event stream.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/store"
@@ -35,7 +36,7 @@ func benchFleet(b *testing.B) string {
 		if err != nil {
 			b.Fatal(err)
 		}
-		reg, err := registry.Open(registry.Config{Store: kvStore{db}})
+		reg, err := registry.Open(registry.Config{Store: storeadapt.KV{DB: db}})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -109,7 +110,7 @@ func benchRegistry(b *testing.B) *registry.Registry {
 			b.Fatal(err)
 		}
 		start := time.Now()
-		benchReg, err = registry.Open(registry.Config{Store: kvStore{db}, Shadows: shadows{db}})
+		benchReg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -6,30 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/store"
 )
-
-// kvStore adapts the bbolt store to registry.Store (as the broker does).
-type kvStore struct{ db *store.DB }
-
-func (s kvStore) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
-	return s.db.UpdateKV(ctx, func(kv store.KV) error { return fn(kv) })
-}
-func (s kvStore) ViewKV(fn func(registry.KV) error) error {
-	return s.db.ViewKV(func(kv store.KV) error { return fn(kv) })
-}
-func (s kvStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }
-
-type shadows struct{ db *store.DB }
-
-func (s shadows) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
-	return s.db.ForEachShadow(func(k store.ShadowKey, doc []byte) error {
-		return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc)
-	})
-}
 
 // clock is a settable fake clock.
 type clock struct {
@@ -79,27 +61,16 @@ func open(t *testing.T, dir string, policy registry.Policy, c *clock) *fixture {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	f := &fixture{t: t, dir: dir, db: db, clock: c, pub: &recorder{}}
-	f.reg, err = registry.Open(registry.Config{Store: kvStore{db}, Shadows: shadows{db}, Publisher: f.pub, Policy: policy, Clock: c.Now})
+	f.reg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}, Publisher: f.pub, Policy: policy, Clock: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.svc = shadow.NewService(shadow.Config{Store: shadowStore{db}, Clock: c.Now, OnEvent: f.reg.ShadowChanged})
+	f.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: c.Now, OnEvent: f.reg.ShadowChanged})
 	return f
 }
 
 func newFixture(t *testing.T) *fixture {
 	return open(t, t.TempDir(), registry.PolicyAuto, &clock{now: time.Unix(1_800_000_000, 0)})
-}
-
-type shadowStore struct{ db *store.DB }
-
-func (s shadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
-	doc, v, err := s.db.LoadShadow(store.ShadowKey{Thing: ref.Thing, Name: ref.Name}, 0, time.Now())
-	return shadow.Current{Doc: doc, Version: v}, err
-}
-
-func (s shadowStore) Commit(ctx context.Context, c shadow.Change) error {
-	return s.db.CommitShadow(ctx, store.ShadowWrite{Key: store.ShadowKey{Thing: c.Ref.Thing, Name: c.Ref.Name}, Doc: c.Doc, Version: c.Version, Time: c.Time})
 }
 
 func (f *fixture) thing(name string, attrs map[string]string) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
@@ -27,12 +28,12 @@ func BenchmarkJob(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	reg, err := registry.Open(registry.Config{Store: kvStore{db}, Shadows: sources{db}})
+	reg, err := registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	deltas := &counter{}
-	svc := shadow.NewService(shadow.Config{Store: shadowStore{db}, Publisher: deltas, OnEvent: reg.ShadowChanged})
+	svc := shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Publisher: deltas, OnEvent: reg.ShadowChanged})
 	n := *jobThings
 	var things []registry.NewThing
 	for i := range n {
@@ -41,7 +42,7 @@ func BenchmarkJob(b *testing.B) {
 	if _, err := reg.CreateThings(context.Background(), things); err != nil {
 		b.Fatal(err)
 	}
-	eng, err := rollout.Open(rollout.Config{Fleet: reg, Shadows: svc, Store: kvStore{db}})
+	eng, err := rollout.Open(rollout.Config{Fleet: reg, Shadows: svc, Store: storeadapt.KV{DB: db}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
@@ -18,32 +19,6 @@ import (
 )
 
 var ctx = context.Background()
-
-type kvStore struct{ db *store.DB }
-
-func (s kvStore) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
-	return s.db.UpdateKV(ctx, func(kv store.KV) error { return fn(kv) })
-}
-func (s kvStore) ViewKV(fn func(registry.KV) error) error {
-	return s.db.ViewKV(func(kv store.KV) error { return fn(kv) })
-}
-func (s kvStore) StageKV(bucket, key string, value []byte) { s.db.StageKV(bucket, key, value) }
-
-type shadowStore struct{ db *store.DB }
-
-func (s shadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
-	doc, v, err := s.db.LoadShadow(store.ShadowKey{Thing: ref.Thing, Name: ref.Name}, 0, time.Now())
-	return shadow.Current{Doc: doc, Version: v}, err
-}
-func (s shadowStore) Commit(ctx context.Context, c shadow.Change) error {
-	return s.db.CommitShadow(ctx, store.ShadowWrite{Key: store.ShadowKey{Thing: c.Ref.Thing, Name: c.Ref.Name}, Doc: c.Doc, Version: c.Version, Time: c.Time})
-}
-
-type sources struct{ db *store.DB }
-
-func (s sources) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
-	return s.db.ForEachShadow(func(k store.ShadowKey, doc []byte) error { return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc) })
-}
 
 type clock struct {
 	mu  sync.Mutex
@@ -89,16 +64,16 @@ func (w *world) open() {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	w.db = db
-	if w.reg, err = registry.Open(registry.Config{Store: kvStore{db}, Shadows: sources{db}, Clock: w.clock.Now}); err != nil {
+	if w.reg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	w.svc = shadow.NewService(shadow.Config{Store: shadowStore{db}, Clock: w.clock.Now, OnEvent: func(ev shadow.Event) {
+	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: w.clock.Now, OnEvent: func(ev shadow.Event) {
 		w.reg.ShadowChanged(ev)
 		if w.eng != nil {
 			w.eng.ShadowChanged(ev.Ref.Thing)
 		}
 	}})
-	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: kvStore{db}, Publisher: w, Clock: w.clock.Now}); err != nil {
+	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.KV{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -25,6 +25,7 @@ type device struct {
 
 	mu          sync.Mutex
 	cl          paho.Client
+	secret      string // MQTT password, kept to rebuild the client per wake
 	online      bool
 	bootPending bool   // the next connection is a boot: report state
 	resetReason string // reported at boot: poweron, software, panic
@@ -572,6 +573,10 @@ func (d *device) wakeCycle() {
 		return
 	}
 	d.wake = w
+	// A fresh client per wake, as a real device after deep sleep: paho
+	// resuming the previous connection's in-flight messages on the same
+	// client races with its own writer (a data race inside paho).
+	d.cl = paho.NewClient(d.clientOptions(d.secret))
 	d.mu.Unlock()
 	d.f.stats.wakes.Add(1)
 	if err := d.connect(); err != nil {

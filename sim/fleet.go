@@ -208,6 +208,7 @@ func (f *Fleet) boot(ctx context.Context, d *device) error {
 		secret = s
 	}
 	d.mu.Lock()
+	d.secret = secret
 	d.cl = paho.NewClient(d.clientOptions(secret))
 	d.mu.Unlock()
 	if p := f.cfg.LowPower.Period; p > 0 {

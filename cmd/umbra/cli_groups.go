@@ -27,6 +27,8 @@ type group struct {
 var clientGroups = []*group{
 	{name: "shadow", summary: "read, change and follow device shadows"},
 	{name: "things", summary: "the device registry"},
+	{name: "types", summary: "thing types"},
+	{name: "credentials", summary: "device secrets (MQTT password per thing)"},
 	{name: "query", summary: "run a fleet query"},
 	{name: "groups", summary: "thing groups (static or dynamic)"},
 	{name: "jobs", summary: "bulk configuration jobs"},

@@ -177,6 +177,33 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("types and credentials", func(t *testing.T) {
+		r.t = t
+		if out := r.ok("types", "create", "esp32-s3", "--description", "S3 boards", "--attributes", "hardware_rev,location"); !strings.Contains(out, "esp32-s3") || !strings.Contains(out, "hardware_rev,location") {
+			t.Fatalf("types create:\n%s", out)
+		}
+		if out := r.ok("types", "deprecate", "esp32-s3"); !strings.Contains(out, "true") {
+			t.Fatalf("types deprecate:\n%s", out)
+		}
+		if out := r.ok("types", "ls"); !strings.Contains(out, "esp32-s3") {
+			t.Fatalf("types ls:\n%s", out)
+		}
+		r.ok("types", "rm", "esp32-s3")
+		if _, _, code := r.run("types", "rm", "esp32-s3"); code != 1 {
+			t.Fatalf("removing an absent type: exit %d, want 1", code)
+		}
+		var issued struct{ Thing, Secret string }
+		if err := json.Unmarshal([]byte(r.ok("credentials", "issue", "esp32-001", "--json")), &issued); err != nil || len(issued.Secret) != 43 {
+			t.Fatalf("credentials issue: %v %+v", err, issued)
+		}
+		if out := r.ok("credentials", "revoke", "esp32-001"); !strings.Contains(out, "revoked") {
+			t.Fatalf("credentials revoke:\n%s", out)
+		}
+		if _, errs, code := r.run("credentials", "revoke", "esp32-001"); code != 1 || !strings.Contains(errs, "404") {
+			t.Fatalf("revoking twice: exit %d %s", code, errs)
+		}
+	})
+
 	t.Run("exit codes", func(t *testing.T) {
 		r.t = t
 		for _, tc := range []struct {

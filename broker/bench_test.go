@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
@@ -91,10 +93,15 @@ func heapAndStacks() runtime.MemStats {
 	return m
 }
 
-// connectPacket is an MQTT 3.1.1 CONNECT with clean session and keepalive 0.
-func connectPacket(id string) []byte {
-	vh := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0}
-	body := append(vh, byte(len(id)>>8), byte(len(id)))
-	body = append(body, id...)
-	return append([]byte{0x10, byte(len(body))}, body...)
+// connectPacket is an MQTT 3.1.1 CONNECT with clean session and keepalive
+// 0, optionally carrying a QoS 1 will (encoded by paho's packet codec).
+func connectPacket(id string, will ...string) []byte {
+	p := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
+	p.ProtocolName, p.ProtocolVersion, p.CleanSession, p.ClientIdentifier = "MQTT", 4, true, id
+	if len(will) == 2 {
+		p.WillFlag, p.WillQos, p.WillTopic, p.WillMessage = true, 1, will[0], []byte(will[1])
+	}
+	var b bytes.Buffer
+	_ = p.Write(&b)
+	return b.Bytes()
 }

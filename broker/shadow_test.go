@@ -265,7 +265,7 @@ func TestLastWillOnShadowTopicIsNotAnUpdate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Write(connectWithWill("willful", "$aws/things/willful/shadow/update", `{"state":{"reported":{"online":false}}}`)); err != nil {
+	if _, err := c.Write(connectPacket("willful", "$aws/things/willful/shadow/update", `{"state":{"reported":{"online":false}}}`)); err != nil {
 		t.Fatal(err)
 	}
 	ack := make([]byte, 4)
@@ -278,17 +278,6 @@ func TestLastWillOnShadowTopicIsNotAnUpdate(t *testing.T) {
 		t.Fatalf("will payload %s", m.Payload)
 	}
 	httpGet(t, srv.HTTPURL()+"/things/willful/shadow", 404)
-}
-
-// connectWithWill is an MQTT 3.1.1 CONNECT (clean session, keepalive 0)
-// carrying a QoS 1 will.
-func connectWithWill(id, topic, payload string) []byte {
-	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
-	body := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02 | 0x04 | 0x08, 0, 0}
-	body = append(body, str(id)...)
-	body = append(body, str(topic)...)
-	body = append(body, str(payload)...)
-	return append([]byte{0x10, byte(len(body))}, body...)
 }
 
 func noRateLimit(o *broker.Options) { o.Limits.ShadowRate = -1 }

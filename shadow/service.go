@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/umbra-iot/umbra/internal/keyed"
@@ -178,7 +179,7 @@ func (s *Service) update(ctx context.Context, req Request) Response {
 		return s.reject(req, uerr, token, hasToken)
 	}
 	ch := Change{Ref: req.Ref, Op: OpUpdate, Doc: res.Doc, Version: res.Version, Time: now}
-	ch.History = s.history(req, ch, res.Doc)
+	ch.History = s.history(req, ch, res.Doc, true)
 	if err := s.cfg.Store.Commit(ctx, ch); err != nil {
 		return s.internal(req, "commit", err, token, hasToken)
 	}
@@ -237,7 +238,7 @@ func (s *Service) delete(ctx context.Context, req Request) Response {
 		return s.reject(req, s.notFound(req.Ref, derr), token, hasToken)
 	}
 	ch := Change{Ref: req.Ref, Op: OpDelete, Version: DocVersion(cur.Doc), Time: now}
-	ch.History = s.history(req, ch, nil)
+	ch.History = s.history(req, ch, nil, false)
 	if err := s.cfg.Store.Commit(ctx, ch); err != nil {
 		return s.internal(req, "commit", err, token, hasToken)
 	}
@@ -304,29 +305,43 @@ type HistoryEntry struct {
 	State     json.RawMessage `json:"state,omitempty"`   // desired and reported after the change
 }
 
-func (s *Service) history(req Request, ch Change, doc []byte) []byte {
-	e := HistoryEntry{
-		Version: ch.Version, Op: ch.Op, Timestamp: ch.Time.Unix(),
-		Principal: req.Principal, Origin: req.Origin.String(),
+// history encodes the HistoryEntry of a change. It is on the update path,
+// so it writes the JSON directly instead of re-validating (as
+// encoding/json does for a RawMessage) a payload ParseUpdate already
+// validated; payloadValid says whether it did.
+func (s *Service) history(req Request, ch Change, doc []byte, payloadValid bool) []byte {
+	b := make([]byte, 0, 160+len(req.Payload)+len(doc))
+	b = append(b, `{"version":`...)
+	b = strconv.AppendInt(b, ch.Version, 10)
+	b = append(b, `,"op":`...)
+	b = appendString(b, string(ch.Op))
+	b = append(b, `,"timestamp":`...)
+	b = strconv.AppendInt(b, ch.Time.Unix(), 10)
+	if req.Principal != "" {
+		b = append(b, `,"principal":`...)
+		b = appendString(b, req.Principal)
 	}
-	if json.Valid(req.Payload) {
-		e.Request = req.Payload
+	b = append(b, `,"origin":`...)
+	b = appendString(b, req.Origin.String())
+	if len(req.Payload) > 0 && (payloadValid || json.Valid(req.Payload)) {
+		b = append(b, `,"request":`...)
+		b = append(b, req.Payload...)
 	}
 	if doc != nil {
 		desired, reported := DocState(doc)
-		st := map[string]json.RawMessage{}
+		b = append(b, `,"state":{`...)
 		if desired != nil {
-			st["desired"] = desired
+			b = append(b, `"desired":`...)
+			b = append(b, desired...)
 		}
 		if reported != nil {
-			st["reported"] = reported
+			if desired != nil {
+				b = append(b, ',')
+			}
+			b = append(b, `"reported":`...)
+			b = append(b, reported...)
 		}
-		e.State, _ = json.Marshal(st)
+		b = append(b, '}')
 	}
-	b, err := json.Marshal(e)
-	if err != nil {
-		s.cfg.Logger.Error("encode history entry", "error", err)
-		return nil
-	}
-	return b
+	return append(b, '}')
 }

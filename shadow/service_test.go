@@ -2,6 +2,7 @@ package shadow_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -114,4 +115,44 @@ func TestServiceRepliesAndHistoryPerShadowInVersionOrder(t *testing.T) {
 			t.Fatalf("events out of version order: %v", versions)
 		}
 	}
+}
+
+// The history entry is written by hand on the update path: it must decode
+// into HistoryEntry with every field, whatever the principal contains.
+func TestHistoryEntryEncoding(t *testing.T) {
+	store := &historyStore{}
+	svc := shadow.NewService(shadow.Config{Store: store, Clock: func() time.Time { return time.Unix(1700000000, 0) }})
+	payload := "{\"state\":{\"reported\":{\"a\":1}},\n \"clientToken\":\"t\"}"
+	resp := svc.Handle(context.Background(), shadow.Request{Ref: shadow.Ref{Thing: "t"}, Op: shadow.OpUpdate,
+		Payload: []byte(payload), Origin: shadow.OriginHTTP, Principal: "apikey:o\"dd\\name\x01"})
+	if resp.Err != nil {
+		t.Fatal(resp.Err)
+	}
+	var e shadow.HistoryEntry
+	if err := json.Unmarshal(store.history, &e); err != nil {
+		t.Fatalf("history %s: %v", store.history, err)
+	}
+	if e.Version != 1 || e.Op != shadow.OpUpdate || e.Timestamp != 1700000000 || e.Principal != "apikey:o\"dd\\name\x01" ||
+		e.Origin != "http" || string(e.Request) != payload || string(e.State) != `{"reported":{"a":1}}` {
+		t.Fatalf("history entry %+v", e)
+	}
+	resp = svc.Handle(context.Background(), shadow.Request{Ref: shadow.Ref{Thing: "t"}, Op: shadow.OpDelete, Payload: []byte("not json")})
+	if resp.Err != nil {
+		t.Fatal(resp.Err)
+	}
+	e = shadow.HistoryEntry{}
+	if err := json.Unmarshal(store.history, &e); err != nil || e.Op != shadow.OpDelete || e.Request != nil || e.State != nil {
+		t.Fatalf("delete entry %s: %+v %v", store.history, e, err)
+	}
+}
+
+// historyStore keeps one shadow and the last history entry.
+type historyStore struct {
+	memStore
+	history []byte
+}
+
+func (h *historyStore) Commit(ctx context.Context, c shadow.Change) error {
+	h.history = c.History
+	return h.memStore.Commit(ctx, c)
 }

@@ -51,11 +51,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 		fmt.Fprintf(fs.Output(), "Usage: umbra bench [flags] [scenario...]\n\nMeasure a whole Umbra: raw QoS 1 ceiling, durable shadow updates, delta fan-out, idle connections.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return usageError{err}
+	if err := parseFlags(fs, args, true); err != nil {
+		return err
 	}
 	list := fs.Args()
 	if len(list) == 0 {

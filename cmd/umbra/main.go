@@ -102,6 +102,21 @@ func exitCode(err error, stderr io.Writer) int {
 	return 0
 }
 
+// parseFlags parses a subcommand's flags: -h gives flag.ErrHelp (exit 0),
+// a bad flag or, unless takesArgs, any argument is a usage error (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string, takesArgs bool) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return err
+		}
+		return usageError{err}
+	}
+	if !takesArgs && fs.NArg() > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", fs.Name(), fs.Args())}
+	}
+	return nil
+}
+
 // usageError is a mistake in the command line (exit code 2).
 type usageError struct{ error }
 

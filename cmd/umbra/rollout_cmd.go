@@ -100,7 +100,13 @@ func rolloutCreate(c *cli, cmd string, args []string) error {
 		m["start"] = json.RawMessage("true")
 		b, _ = json.Marshal(m)
 	}
-	raw, err := c.request("POST", "/api/rollouts", nil, b)
+	return rolloutAnswer(c, "POST", "/api/rollouts", nil, b, "created rollout %s (%s)\n")
+}
+
+// rolloutAnswer sends a request answered with a rollout and prints the
+// answer as JSON or as one line (format takes the id and the state).
+func rolloutAnswer(c *cli, method, path string, q url.Values, body any, format string) error {
+	raw, err := c.request(method, path, q, body)
 	if err != nil {
 		return err
 	}
@@ -109,7 +115,7 @@ func rolloutCreate(c *cli, cmd string, args []string) error {
 	}
 	var r rolloutJSON
 	_ = json.Unmarshal(raw, &r)
-	fmt.Fprintf(c.stdout, "created rollout %s (%s)\n", r.ID, r.State)
+	fmt.Fprintf(c.stdout, format, r.ID, r.State)
 	return nil
 }
 
@@ -203,17 +209,7 @@ func rolloutAction(action string) func(c *cli, cmd string, args []string) error 
 		if wave >= 0 {
 			q = url.Values{"wave": {fmt.Sprint(wave)}}
 		}
-		raw, err := c.request("POST", rolloutPath(pos[0])+"/"+action, q, nil)
-		if err != nil {
-			return err
-		}
-		if c.json {
-			return c.printJSON(raw)
-		}
-		var r rolloutJSON
-		_ = json.Unmarshal(raw, &r)
-		fmt.Fprintf(c.stdout, "rollout %s: %s\n", r.ID, r.State)
-		return nil
+		return rolloutAnswer(c, "POST", rolloutPath(pos[0])+"/"+action, q, nil, "rollout %s: %s\n")
 	}
 }
 

@@ -25,14 +25,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 		fmt.Fprintf(fs.Output(), "Usage: umbra serve [flags]\n\nPrecedence: flags > UMBRA_* environment > config file > defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("serve takes no arguments, got %q", fs.Args())}
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
 	}
 	path := *configPath
 	if path == "" {

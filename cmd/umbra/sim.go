@@ -77,14 +77,8 @@ func simCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []
 		fmt.Fprintf(fs.Output(), "Usage: umbra sim [flags]\n\nSimulate a fleet of ESP32 devices running the seed firmware against a broker.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("sim takes no arguments, got %q", fs.Args())}
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
 	}
 	var err error
 	if c.Features, err = kvFlags(features, "feature"); err != nil {

@@ -102,14 +102,30 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 			return
 		}
 		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			defer release()
-			defer l.conns.remove(c)
-			if err := establish(l.id, c); err != nil && !isDisconnect(err) {
-				l.log.Debug("connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
-			}
-		}()
+		go l.serveConn(establish, c, release)
+	}
+}
+
+// serveConn runs one connection: Mochi's client loop, in this goroutine.
+// Its frame and logConnEnd's are kept apart because this goroutine waits in
+// the client's read for as long as the device is connected, and the runtime
+// keeps an idle goroutine's stack at four times the depth in use: a small
+// frame here is what lets the stack of an idle connection shrink to 4 KiB.
+func (l *tcpListener) serveConn(establish listeners.EstablishFn, c net.Conn, release func()) {
+	err := establish(l.id, c)
+	l.connEnded(c, release, err)
+}
+
+// connEnded releases what a connection held and logs an error other than
+// the peer going away.
+//
+//go:noinline
+func (l *tcpListener) connEnded(c net.Conn, release func(), err error) {
+	l.conns.remove(c)
+	release()
+	l.wg.Done()
+	if err != nil && !isDisconnect(err) {
+		l.log.Debug("connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
 	}
 }
 
@@ -147,6 +163,11 @@ func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeo
 	l := &wsListener{id: id, ln: ln, tls: tlsConf, connectTimeout: connectTimeout, log: log, limit: limit}
 	l.upgrader = websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
+		// An idle device holds a 1 KiB read buffer of its own rather than
+		// the 4 KiB one net/http read the upgrade request with, and no
+		// write buffer: one comes from the pool while a message is written.
+		ReadBufferSize:  1024,
+		WriteBufferPool: new(sync.Pool),
 		// Devices and tools connect from anywhere, not from pages of one
 		// origin; authentication (not the Origin header) guards the broker.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -188,9 +209,9 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return
 	}
-	defer release()
 	c, err := l.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		release()
 		return // the upgrader has answered with an HTTP error
 	}
 	conn := &wsConn{Conn: c.UnderlyingConn(), ws: c, tls: r.TLS, writeTimeout: l.writeTimeout}
@@ -198,12 +219,33 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 	}
 	if !l.conns.add(conn) {
+		release()
 		_ = conn.Close()
 		return
 	}
-	defer l.conns.remove(conn)
-	if err := establish(l.id, conn); err != nil && !isDisconnect(err) {
-		l.log.Debug("websocket connection ended", "listener", l.id, "remote", r.RemoteAddr, "error", err)
+	// The MQTT session runs in a goroutine of its own so that this handler
+	// returns: net/http's connection goroutine, its 4 KiB buffers and the
+	// upgrade request would otherwise stay pinned under every WebSocket
+	// device for as long as it is connected.
+	go l.serveConn(establish, conn, release)
+}
+
+// serveConn runs one upgraded connection: Mochi's client loop, in this
+// goroutine (see tcpListener.serveConn for why its frame is small).
+func (l *wsListener) serveConn(establish listeners.EstablishFn, c *wsConn, release func()) {
+	err := establish(l.id, c)
+	l.connEnded(c, release, err)
+}
+
+// connEnded releases what a connection held and logs an error other than
+// the peer going away.
+//
+//go:noinline
+func (l *wsListener) connEnded(c *wsConn, release func(), err error) {
+	l.conns.remove(c)
+	release()
+	if err != nil && !isDisconnect(err) {
+		l.log.Debug("websocket connection ended", "listener", l.id, "remote", c.RemoteAddr().String(), "error", err)
 	}
 }
 

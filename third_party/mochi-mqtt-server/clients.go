@@ -196,7 +196,7 @@ func newClient(c net.Conn, o *ops) *Client {
 // goroutine per client for the life of its connection. An idle device thus
 // paid for a full queue and a second goroutine stack while it had nothing to
 // receive. Here the queue is a slice that grows with what waits, and a writer
-// goroutine runs only while the queue is not empty.
+// (from a shared set, see idleWriters) serves it only while it is not empty.
 type outboundQueue struct {
 	mu      sync.Mutex
 	packets []*packets.Packet // waiting packets are packets[head:]
@@ -208,6 +208,41 @@ type outboundQueue struct {
 // outboundKeep is the largest queue capacity kept once a queue empties; a
 // larger one, left by a burst, is released.
 const outboundKeep = 16
+
+// writerIdleTimeout is how long a writer goroutine with nothing to write
+// waits to be handed another client's queue before it exits.
+const writerIdleTimeout = 2 * time.Second
+
+// idleWriters hands a client whose queue needs a writer to a writer goroutine
+// that has finished its last queue and waits for another. Reusing writers
+// spares a client that receives one message at a time a new goroutine, and
+// the growth of its stack, per message; a writer stalled on a slow client
+// holds up no one, since startWriter starts a new one when none waits.
+var idleWriters = make(chan *Client)
+
+// startWriter gives cl's queue a writer: one that waits, or a new goroutine.
+func startWriter(cl *Client) {
+	select {
+	case idleWriters <- cl:
+	default:
+		go runWriter(cl)
+	}
+}
+
+// runWriter drains cl's queue, then the queues it is handed, until it has
+// waited writerIdleTimeout for one.
+func runWriter(cl *Client) {
+	for {
+		cl.drainOutbound()
+		idle := time.NewTimer(writerIdleTimeout)
+		select {
+		case cl = <-idleWriters:
+			idle.Stop()
+		case <-idle.C:
+			return
+		}
+	}
+}
 
 // enqueue adds pk to the client's outbound queue and starts a writer if none
 // is running. It reports false, queueing nothing, when the queue already
@@ -227,7 +262,7 @@ func (cl *Client) enqueue(pk *packets.Packet) bool {
 	q.mu.Unlock()
 
 	if start {
-		go cl.drainOutbound()
+		startWriter(cl)
 	}
 	return true
 }
@@ -252,7 +287,8 @@ func (cl *Client) WriteLoop() {
 }
 
 // drainOutbound writes queued packets in order until the queue is empty, then
-// gives up the queue. Only the goroutine that set q.writing runs it. Packets
+// gives up the queue. One writer at a time runs it for a client: the one
+// started or handed the queue when q.writing was set. Packets
 // still queued when the client stops are discarded, as upstream's channel
 // was: QoS 1 and 2 packets remain in the inflight store for resending.
 func (cl *Client) drainOutbound() {

@@ -107,7 +107,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 }
 
 // serveConn runs one connection: Mochi's client loop, in this goroutine.
-// Its frame and logConnEnd's are kept apart because this goroutine waits in
+// Its frame is kept small, and the cleanup out of line, because it waits in
 // the client's read for as long as the device is connected, and the runtime
 // keeps an idle goroutine's stack at four times the depth in use: a small
 // frame here is what lets the stack of an idle connection shrink to 4 KiB.

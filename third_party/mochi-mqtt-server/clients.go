@@ -209,6 +209,47 @@ type outboundQueue struct {
 // larger one, left by a burst, is released.
 const outboundKeep = 16
 
+// The queue's methods are called with mu held.
+
+// size is the number of packets waiting.
+func (q *outboundQueue) size() int { return len(q.packets) - q.head }
+
+// push appends pk. Once the array is full and at least half of it has been
+// written, the waiting packets move to its front instead of the array
+// growing, so a client whose queue never quite empties does not grow it
+// without bound.
+func (q *outboundQueue) push(pk *packets.Packet) {
+	if q.head > 0 && len(q.packets) == cap(q.packets) && q.head >= len(q.packets)/2 {
+		n := copy(q.packets, q.packets[q.head:])
+		clear(q.packets[n:])
+		q.packets, q.head = q.packets[:n], 0
+	}
+	q.packets = append(q.packets, pk)
+	q.waiting.Store(int32(q.size()))
+}
+
+// pop takes the first waiting packet, or reports false when none waits.
+func (q *outboundQueue) pop() (*packets.Packet, bool) {
+	if q.head == len(q.packets) {
+		return nil, false
+	}
+	pk := q.packets[q.head]
+	q.packets[q.head] = nil
+	q.head++
+	q.waiting.Store(int32(q.size()))
+	return pk, true
+}
+
+// reset discards what waits and releases an array grown by a burst.
+func (q *outboundQueue) reset() {
+	clear(q.packets)
+	q.packets, q.head = q.packets[:0], 0
+	if cap(q.packets) > outboundKeep {
+		q.packets = nil
+	}
+	q.waiting.Store(0)
+}
+
 // writerIdleTimeout is how long a writer goroutine with nothing to write
 // waits to be handed another client's queue before it exits.
 const writerIdleTimeout = 2 * time.Second
@@ -250,12 +291,11 @@ func runWriter(cl *Client) {
 func (cl *Client) enqueue(pk *packets.Packet) bool {
 	q := &cl.State.outbound
 	q.mu.Lock()
-	if len(q.packets)-q.head >= int(cl.ops.options.Capabilities.MaximumClientWritesPending) {
+	if q.size() >= int(cl.ops.options.Capabilities.MaximumClientWritesPending) {
 		q.mu.Unlock()
 		return false
 	}
-	q.packets = append(q.packets, pk)
-	q.waiting.Store(int32(len(q.packets) - q.head))
+	q.push(pk)
 	atomic.AddInt32(&cl.State.outboundQty, 1)
 	start := !q.writing
 	q.writing = true
@@ -295,21 +335,13 @@ func (cl *Client) drainOutbound() {
 	q := &cl.State.outbound
 	for {
 		q.mu.Lock()
-		if q.head == len(q.packets) || cl.State.open.Err() != nil {
-			clear(q.packets)
-			q.packets, q.head = q.packets[:0], 0
-			if cap(q.packets) > outboundKeep {
-				q.packets = nil
-			}
-			q.waiting.Store(0)
+		pk, ok := q.pop()
+		if !ok || cl.State.open.Err() != nil {
+			q.reset()
 			q.writing = false
 			q.mu.Unlock()
 			return
 		}
-		pk := q.packets[q.head]
-		q.packets[q.head] = nil
-		q.head++
-		q.waiting.Store(int32(len(q.packets) - q.head))
 		q.mu.Unlock()
 
 		if err := cl.WritePacket(*pk); err != nil {

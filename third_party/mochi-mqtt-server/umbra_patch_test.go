@@ -172,3 +172,27 @@ func TestInnerParticlesHaveNoMaps(t *testing.T) {
 	require.True(t, index.Unsubscribe("$aws/things/t1/shadow/update/delta", "cl1"))
 	require.Nil(t, index.seek("$aws/things/t1", 0), "empty levels are trimmed")
 }
+
+func TestOutboundQueueThatNeverEmptiesStaysSmall(t *testing.T) {
+	var q outboundQueue
+	q.push(publishTo("first"))
+	for i := 0; i < 100000; i++ { // one in, one out, one always waiting
+		q.push(publishTo("next"))
+		_, ok := q.pop()
+		require.True(t, ok)
+		require.Equal(t, 1, q.size())
+		require.Equal(t, int32(1), q.waiting.Load())
+	}
+	require.LessOrEqual(t, cap(q.packets), 4, "the written front of the array is reused")
+
+	for i := 0; i < 3; i++ { // order survives compaction
+		q.push(publishTo(string(rune('a' + i))))
+	}
+	for _, want := range []string{"next", "a", "b", "c"} {
+		pk, ok := q.pop()
+		require.True(t, ok)
+		require.Equal(t, want, pk.TopicName)
+	}
+	_, ok := q.pop()
+	require.False(t, ok)
+}

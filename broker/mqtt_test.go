@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +38,51 @@ func TestQoSLevelsDeliverAtTheLowerOfPublishAndSubscribeQoS(t *testing.T) {
 	pub.Publish("qos/two", 2, false, "exactly once")
 	if m := mt.Next(t, got2); m.QoS != 2 || string(m.Payload) != "exactly once" {
 		t.Errorf("QoS 2 round trip: %+v", m)
+	}
+}
+
+// TestBurstsReachASubscriberInOrder drives one subscriber's outbound queue
+// from three publishers at once (with room for everything, so nothing is
+// dropped): each publisher's messages arrive complete and in order, however
+// the queue's writers come and go.
+func TestBurstsReachASubscriberInOrder(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.ClientQueue = 1 << 16 })
+	inOrder := func(o *paho.ClientOptions) { o.SetOrderMatters(true) } // paho's own callbacks in arrival order
+	sub := mt.Connect(t, srv.MQTTURL(), "sub", inOrder)
+	got := sub.Subscribe("burst/+", 0)
+	const publishers, each = 3, 3000
+	pubs := make([]*mt.Client, publishers)
+	for p := range pubs {
+		pubs[p] = mt.Connect(t, srv.MQTTURL(), fmt.Sprintf("pub-%d", p))
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // before the clients disconnect
+	failed := make(chan error, publishers)
+	for p, pub := range pubs {
+		wg.Go(func() {
+			for i := range each {
+				tok := pub.Client.Publish(fmt.Sprintf("burst/%d", p), 0, false, strconv.Itoa(i))
+				if !tok.WaitTimeout(mt.Wait) || tok.Error() != nil {
+					failed <- fmt.Errorf("publisher %d, message %d: %v", p, i, tok.Error())
+					return
+				}
+			}
+		})
+	}
+	next := make([]int, publishers)
+	for range publishers * each {
+		select {
+		case m := <-got:
+			p, _ := strconv.Atoi(strings.TrimPrefix(m.Topic, "burst/"))
+			if i, _ := strconv.Atoi(string(m.Payload)); i != next[p] {
+				t.Fatalf("publisher %d: got message %d, want %d", p, i, next[p])
+			}
+			next[p]++
+		case err := <-failed:
+			t.Fatal(err)
+		case <-time.After(mt.Wait):
+			t.Fatalf("nothing for %s; received %v of %d from each publisher", mt.Wait, next, each)
+		}
 	}
 }
 

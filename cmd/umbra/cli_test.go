@@ -115,6 +115,10 @@ func TestCLI(t *testing.T) {
 		step("shadow", "update", "esp32-001", `{"state":{"reported":{"led":"off","firmware_version":"1.0"}}}`)
 		step("shadow", "get", "esp32-001")
 		step("shadow", "history", "esp32-001")
+		step("shadow", "update", "esp32-001", "--name", "ota", "--desired", "url=https://fw.example/1.1.bin")
+		step("shadow", "update", "esp32-001", "--name", "config", "--reported", "tz=UTC")
+		step("shadow", "ls", "esp32-001")
+		step("shadow", "ls", "esp32-001", "--limit", "1")
 		step("groups", "create", "canaries", "--query", "attributes.ring:canary")
 		step("groups", "create", "lab")
 		step("groups", "add", "lab", "esp32-001", "esp32-002")
@@ -156,6 +160,13 @@ func TestCLI(t *testing.T) {
 		var list struct{ Things []json.RawMessage }
 		if err := json.Unmarshal([]byte(r.ok("things", "ls", "--json")), &list); err != nil || len(list.Things) != 1 {
 			t.Fatalf("things ls --json: %v %d", err, len(list.Things))
+		}
+		var named struct {
+			Thing   string
+			Results []string
+		}
+		if err := json.Unmarshal([]byte(r.ok("shadow", "ls", "esp32-001", "--json")), &named); err != nil || named.Thing != "esp32-001" || strings.Join(named.Results, ",") != "config,ota" {
+			t.Fatalf("shadow ls --json: %v %+v", err, named)
 		}
 	})
 
@@ -215,6 +226,8 @@ func TestCLI(t *testing.T) {
 			{[]string{"things", "create", "esp32-001"}, 1, "umbra: 409 "},
 			{[]string{"query", "attributes.:"}, 1, "umbra: 400 "},
 			{[]string{"shadow", "get", "no-such-thing"}, 1, "umbra: 404 "},
+			{[]string{"shadow", "ls", "not a thing name"}, 1, "umbra: 400 "},
+			{[]string{"shadow", "ls", "esp32-001", "--limit", "-1"}, 2, "--limit must be 0 or more, not -1"},
 			{[]string{"things"}, 2, "missing command: want one of ls, get"},
 			{[]string{"things", "frob"}, 2, `unknown command "frob"`},
 			{[]string{"things", "get"}, 2, "missing THING"},
@@ -347,7 +360,7 @@ func TestCLI(t *testing.T) {
 	t.Run("completion", func(t *testing.T) {
 		r.t = t
 		bash := r.ok("completion", "bash")
-		for _, want := range []string{"complete -o default -F _umbra umbra", `shadow) words="get update delete history watch"`, "rollout) words=", "--api-key"} {
+		for _, want := range []string{"complete -o default -F _umbra umbra", `shadow) words="get ls update delete history watch"`, "rollout) words=", "--api-key"} {
 			if !strings.Contains(bash, want) {
 				t.Errorf("bash completion lacks %q", want)
 			}

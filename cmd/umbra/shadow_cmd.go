@@ -12,6 +12,7 @@ import (
 func init() {
 	addVerbs("shadow",
 		verb{"get", "THING [--name N]", "print a shadow's desired, reported and delta state", shadowGet},
+		verb{"ls", "THING [--limit N]", "list a thing's named shadows", shadowLs},
 		verb{"update", "THING ['{\"state\":...}' | --desired k=v ... | --reported k=v ...] [--name N]", "change a shadow (k=v sets a string, k:=JSON any value)", shadowUpdate},
 		verb{"delete", "THING [--name N]", "delete a shadow", shadowDelete},
 		verb{"history", "THING [--name N] [--limit N]", "list a shadow's accepted changes, newest first", shadowHistory},
@@ -21,11 +22,69 @@ func init() {
 
 func shadowPath(thing string) string { return "/things/" + url.PathEscape(thing) + "/shadow" }
 
+// shadowLabel names a shadow in messages: the thing, and the shadow's name
+// unless it is the classic shadow.
+func shadowLabel(thing, name string) string {
+	if name == "" {
+		return thing
+	}
+	return thing + " (named shadow " + name + ")"
+}
+
 func shadowQuery(name string) url.Values {
 	if name == "" {
 		return nil
 	}
 	return url.Values{"name": {name}}
+}
+
+// shadowLs pages through AWS's ListNamedShadowsForThing.
+func shadowLs(c *cli, cmd string, args []string) error {
+	fs := c.flagSet(cmd, "THING [--limit N]", "List a thing's named shadows by name (every page, or the first --limit).\nThe classic shadow has no name and is not listed.")
+	limit := fs.Int("limit", 0, "at most this many names (0: all)")
+	pos, err := c.parse(fs, args, 1, 1, "THING")
+	if err != nil {
+		return err
+	}
+	if *limit < 0 {
+		return usageError{fmt.Errorf("shadow ls: --limit must be 0 or more, not %d", *limit)}
+	}
+	names := []string{}
+	next := ""
+	for {
+		q := url.Values{"pageSize": {"100"}}
+		if *limit > 0 && *limit < 100 {
+			q.Set("pageSize", fmt.Sprint(*limit))
+		}
+		if next != "" {
+			q.Set("nextToken", next)
+		}
+		var page struct {
+			Results   []string `json:"results"`
+			NextToken string   `json:"nextToken"`
+		}
+		if _, err := c.getJSON("GET", "/api/things/shadow/ListNamedShadowsForThing/"+url.PathEscape(pos[0]), q, nil, &page); err != nil {
+			return err
+		}
+		names = append(names, page.Results...)
+		if *limit > 0 && len(names) >= *limit {
+			names = names[:*limit]
+			break
+		}
+		if next = page.NextToken; next == "" {
+			break
+		}
+	}
+	if c.json {
+		b, _ := json.Marshal(map[string]any{"thing": pos[0], "results": names})
+		return c.printJSON(b)
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "NAME")
+	for _, n := range names {
+		fmt.Fprintln(tw, n)
+	}
+	return tw.Flush()
 }
 
 func shadowGet(c *cli, cmd string, args []string) error {
@@ -146,7 +205,7 @@ func shadowUpdate(c *cli, cmd string, args []string) error {
 	if c.json {
 		return c.printJSON(raw)
 	}
-	fmt.Fprintf(c.stdout, "updated %s: version %d\n", pos[0], out.Version)
+	fmt.Fprintf(c.stdout, "updated %s: version %d\n", shadowLabel(pos[0], *name), out.Version)
 	return nil
 }
 
@@ -167,7 +226,7 @@ func shadowDelete(c *cli, cmd string, args []string) error {
 	if c.json {
 		return c.printJSON(raw)
 	}
-	fmt.Fprintf(c.stdout, "deleted the shadow of %s (version %d)\n", pos[0], out.Version)
+	fmt.Fprintf(c.stdout, "deleted the shadow of %s (version %d)\n", shadowLabel(pos[0], *name), out.Version)
 	return nil
 }
 

@@ -80,7 +80,12 @@ const openapiComponents = `{
    "createdAt": {"type": "integer"}}},
   "GroupList": {"type": "object", "properties": {"groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}}}},
   "SearchResult": {"type": "object", "properties": {
-   "things": {"type": "array", "items": {"type": "string"}}, "total": {"type": "integer"}, "nextToken": {"type": "string"}}},
+   "things": {"type": "array", "items": {"type": "string"}}, "total": {"type": "integer"}, "nextToken": {"type": "string"},
+   "expanded": {"type": "array", "description": "with ?expand: the things in the same order", "items": {"type": "object", "properties": {
+    "thingName": {"type": "string"},
+    "thing": {"description": "the registry record, null if the thing is gone", "nullable": true, "allOf": [{"$ref": "#/components/schemas/Thing"}]},
+    "shadow": {"description": "the classic shadow, null if it has none", "nullable": true, "allOf": [{"$ref": "#/components/schemas/ShadowDocument"}]},
+    "shadowError": {"$ref": "#/components/schemas/APIError"}}}}}},
   "Count": {"type": "object", "properties": {"count": {"type": "integer"}, "query": {"type": "string"}}},
   "Buckets": {"type": "object", "properties": {
    "totalCount": {"type": "integer"}, "field": {"type": "string"},

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -269,6 +270,27 @@ func TestEveryDocumentedRouteAnswers(t *testing.T) {
 		}
 		if _, ok := doc.Paths[cl.path][strings.ToLower(cl.method)].Responses[fmt.Sprint(code)]; !ok {
 			t.Errorf("%s %s answered %d, which the document does not list: %s", cl.method, p, code, body)
+		}
+	}
+}
+
+// Every $ref in the document names a schema it defines.
+func TestEveryReferenceResolves(t *testing.T) {
+	raw, err := json.Marshal(api.OpenAPIDocument())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc openapiDoc
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	refs := regexp.MustCompile(`"\$ref":"#/components/schemas/([^"]+)"`).FindAllStringSubmatch(string(raw), -1)
+	if len(refs) < 20 {
+		t.Fatalf("found only %d references", len(refs))
+	}
+	for _, m := range refs {
+		if _, ok := doc.Components.Schemas[m[1]]; !ok {
+			t.Errorf("$ref to undefined schema %q", m[1])
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 // aggregations under /api/.
 type RegistryAPI struct {
 	Registry *registry.Registry
+	Shadows  Shadows // reads classic shadows for GET /api/search?expand=shadow
 	Guard    *Guard
 }
 
@@ -305,7 +306,7 @@ func (a *RegistryAPI) groupMembers(w http.ResponseWriter, r *http.Request) {
 		failErr(w, fmt.Errorf("group %q: %w", r.PathValue("group"), err))
 		return
 	}
-	writeSearch(w, res)
+	writeSearch(w, res, nil)
 }
 
 func (a *RegistryAPI) addMember(w http.ResponseWriter, r *http.Request) {
@@ -338,7 +339,9 @@ func parseQuery(w http.ResponseWriter, r *http.Request) (*query.Query, bool) {
 	return q, true
 }
 
-func writeSearch(w http.ResponseWriter, res registry.SearchResult) {
+// writeSearch answers a page of names; expanded, when not nil, carries the
+// names' details in the same order.
+func writeSearch(w http.ResponseWriter, res registry.SearchResult, expanded []expandedThing) {
 	things := res.Things
 	if things == nil {
 		things = []string{}
@@ -346,6 +349,9 @@ func writeSearch(w http.ResponseWriter, res registry.SearchResult) {
 	out := map[string]any{"things": things, "total": res.Total}
 	if res.NextToken != "" {
 		out["nextToken"] = res.NextToken
+	}
+	if expanded != nil {
+		out["expanded"] = expanded
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -359,7 +365,16 @@ func (a *RegistryAPI) search(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeSearch(w, a.Registry.Search(q, r.URL.Query().Get("nextToken"), limit))
+	e, ok := parseExpand(w, r)
+	if !ok {
+		return
+	}
+	res := a.Registry.Search(q, r.URL.Query().Get("nextToken"), limit)
+	var expanded []expandedThing
+	if e.thing || e.shadow {
+		expanded = a.expand(r, res.Things, e)
+	}
+	writeSearch(w, res, expanded)
 }
 
 func (a *RegistryAPI) count(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -130,4 +131,42 @@ func TestRegistryAPI(t *testing.T) {
 	httpDo(t, "DELETE", base+"/api/things/dev-5?expectedVersion=9", "", 409)
 	httpDo(t, "DELETE", base+"/api/things/dev-5", "", 204)
 	httpGet(t, base+"/api/things/dev-5", 404)
+}
+
+// TestSearchExpandsThingsAndShadows: a fleet table in one request. Each
+// name comes with its registry record and classic shadow, in order; a thing
+// without a shadow carries null, and expand= names what it may ask for.
+func TestSearchExpandsThingsAndShadows(t *testing.T) {
+	srv := brokertest.Start(t)
+	base := srv.HTTPURL()
+	httpDo(t, "POST", base+"/api/things", `{"thingName":"fw-a","attributes":{"ring":"canary"}}`, 201)
+	httpDo(t, "POST", base+"/api/things", `{"thingName":"fw-b","attributes":{"ring":"canary"}}`, 201)
+	httpDo(t, "POST", base+"/things/fw-a/shadow", `{"state":{"desired":{"fw":"1.1"},"reported":{"fw":"1.0"}}}`, 200)
+
+	got := httpGet(t, base+"/api/search?query=attributes.ring:canary&expand=thing,shadow", 200)
+	if gjson.Get(got, "things").Raw != `["fw-a","fw-b"]` || gjson.Get(got, "expanded.#").Int() != 2 {
+		t.Fatalf("expanded search: %s", got)
+	}
+	a, b := gjson.Get(got, "expanded.0"), gjson.Get(got, "expanded.1")
+	if a.Get("thingName").String() != "fw-a" || a.Get("thing.attributes.ring").String() != "canary" || a.Get("thing.thingGroupNames").Raw != "[]" {
+		t.Errorf("fw-a's record: %s", a.Get("thing").Raw)
+	}
+	if a.Get("shadow.version").Int() != 1 || a.Get("shadow.state.delta.fw").String() != "1.1" || !a.Get("shadow.metadata").Exists() {
+		t.Errorf("fw-a's shadow, as GET /things/fw-a/shadow answers it: %s", a.Get("shadow").Raw)
+	}
+	if b.Get("thingName").String() != "fw-b" || b.Get("shadow").Type != gjson.Null || !b.Get("shadow").Exists() || b.Get("shadowError").Exists() {
+		t.Errorf("fw-b has no shadow: want \"shadow\": null, got %s", b.Raw)
+	}
+
+	onlyThings := httpGet(t, base+"/api/search?query=thingName:fw-a&expand=thing", 200)
+	if gjson.Get(onlyThings, "expanded.0.shadow").Exists() || !gjson.Get(onlyThings, "expanded.0.thing").Exists() {
+		t.Errorf("expand=thing: %s", onlyThings)
+	}
+	if plain := httpGet(t, base+"/api/search?query=thingName:fw-a", 200); gjson.Get(plain, "expanded").Exists() {
+		t.Errorf("a search without expand carries names only: %s", plain)
+	}
+	bad := httpGet(t, base+"/api/search?expand=thing,owner", 400)
+	if gjson.Get(bad, "field").String() != "expand" || !strings.Contains(gjson.Get(bad, "message").String(), `"owner"`) {
+		t.Errorf("unknown expansion: %s", bad)
+	}
 }

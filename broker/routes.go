@@ -16,7 +16,7 @@ func (b *Broker) routes(mux *http.ServeMux) {
 	}
 	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}, Guard: guard}).Register(mux)
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
-	(&api.RegistryAPI{Registry: b.registry, Guard: guard}).Register(mux)
+	(&api.RegistryAPI{Registry: b.registry, Shadows: b.shadows, Guard: guard}).Register(mux)
 	(&api.RolloutAPI{Engine: b.rollouts, Guard: guard}).Register(mux)
 	(&api.StreamAPI{Hub: &b.events, Registry: b.registry, Guard: guard, Stop: b.streams}).Register(mux)
 	mux.HandleFunc("GET /openapi.json", api.OpenAPI)

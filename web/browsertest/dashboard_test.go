@@ -27,6 +27,13 @@ func TestDashboard(t *testing.T) {
 	if u := eval[string](b, `location.pathname`); u != "/ui/" {
 		t.Fatalf("/ landed on %s, want /ui/", u)
 	}
+	// The table is one expanded search, not requests per row.
+	if n := eval[float64](b, `performance.getEntriesByType('resource').filter((e) => /\/api\/things\/[^/?]+$|\/things\/[^/]+\/shadow/.test(new URL(e.name).pathname)).length`); n != 0 {
+		t.Errorf("the fleet table made %v per-thing requests, want none beside the search", n)
+	}
+	if n := eval[float64](b, `performance.getEntriesByType('resource').filter((e) => new URL(e.name).searchParams.get('expand') === 'thing,shadow').length`); n != 1 {
+		t.Errorf("expanded searches = %v, want 1", n)
+	}
 	b.waitJS("the live stream", `document.querySelector('[data-testid=stream-state]').dataset.state === 'live'`)
 
 	// Summary counts, connectivity, firmware and tags are shown.

@@ -72,24 +72,6 @@ export async function api(path, { method = 'GET', body, signal } = {}) {
   return data;
 }
 
-/** Run fn over items with at most limit calls in flight; results in order. */
-export async function pool(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      try {
-        out[i] = await fn(items[i], i);
-      } catch (e) {
-        out[i] = e;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 export const enc = encodeURIComponent;
 
 export function qs(params) {

@@ -3,7 +3,7 @@
 // It follows the fleet live through the event stream.
 
 import { h, mount, debounce, fmtAgo, fmtTime, fmtCount, isEmpty, quoteValue } from './dom.js';
-import { api, pool, qs, enc, ApiError } from './api.js';
+import { api, qs, enc } from './api.js';
 import { EventStream } from './events.js';
 import { barChart } from './chart.js';
 
@@ -137,7 +137,7 @@ export function render(root, params, { go, setParams }) {
     const q = state.query || '*';
     let res;
     try {
-      res = await api('/api/search' + qs({ query: q, pageSize: state.pageSize, nextToken: state.tokens[state.page] }));
+      res = await api('/api/search' + qs({ query: q, pageSize: state.pageSize, nextToken: state.tokens[state.page], expand: 'thing,shadow' }));
     } catch (e) {
       if (seq !== state.seq) return;
       showQueryError(e);
@@ -159,29 +159,24 @@ export function render(root, params, { go, setParams }) {
     next.disabled = !res.nextToken;
     const from = state.page * state.pageSize;
     tableInfo.textContent = res.total ? `${fmtCount(from + 1)}–${fmtCount(from + res.things.length)} of ${fmtCount(res.total)}` : '';
-    await renderRows(res.things, seq);
+    renderRows(res.expanded || []);
     refreshSummary();
     startStream();
   }
 
-  async function renderRows(names, seq) {
-    if (!names.length) {
+  // renderRows shows one page of an expanded search: each thing's record and
+  // classic shadow came with the page (null: none; shadowError: unreadable).
+  function renderRows(things) {
+    if (!things.length) {
       state.rows.clear();
       mount(tbody, h('tr', {}, h('td', { colspan: 6, class: 'empty', 'data-testid': 'no-things' }, state.query ? 'No thing matches this query.' : 'No things yet. Devices appear here when they connect or are registered (POST /api/things).')));
       return;
     }
-    const details = await pool(names, 8, async (name) => {
-      const [thing, shadow] = await Promise.all([
-        api(`/api/things/${enc(name)}`).catch(() => null),
-        api(`/things/${enc(name)}/shadow`).catch((e) => (e instanceof ApiError && e.status === 404 ? null : undefined)),
-      ]);
-      return { name, thing, shadow };
-    });
-    if (seq !== state.seq) return;
     state.rows.clear();
-    mount(tbody, details.map((d) => {
-      const row = { name: d.name, thing: d.thing, shadow: d.shadow, tr: h('tr', { 'data-testid': 'thing-row', 'data-thing': d.name }) };
-      state.rows.set(d.name, row);
+    mount(tbody, things.map((d) => {
+      const shadow = d.shadowError ? undefined : d.shadow;
+      const row = { name: d.thingName, thing: d.thing, shadow, tr: h('tr', { 'data-testid': 'thing-row', 'data-thing': d.thingName }) };
+      state.rows.set(row.name, row);
       fillRow(row);
       return row.tr;
     }));

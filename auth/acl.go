@@ -36,6 +36,9 @@ type Identity struct {
 	// Method says how the identity was proven: "certificate", "secret",
 	// "password" or "none".
 	Method string
+	// ClientIDAssigned says the broker made up ClientID because the client
+	// sent none: such a client is a tool or an app, never a thing.
+	ClientIDAssigned bool
 }
 
 // IsDevice reports whether the identity is a thing.

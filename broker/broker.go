@@ -256,6 +256,11 @@ func (b *Broker) admit(id auth.Identity) error {
 	switch {
 	case id.Kind == auth.Device:
 		return b.registry.Admit(b.ctx, id.Name)
+	case id.Kind == auth.Anonymous && id.ClientIDAssigned:
+		// A client that sent no id (mosquitto_sub without -i, a script) is
+		// a tool, like one whose id is no thing name: registering its
+		// made-up id would leave a thing behind for every connection.
+		return nil
 	case id.Kind == auth.Anonymous && validThing(id.ClientID):
 		return b.registry.Admit(b.ctx, id.ClientID)
 	}

@@ -61,8 +61,34 @@ func TestStrictRegistrationRefusesUnregisteredDevices(t *testing.T) {
 	}
 	httpDo(t, "POST", srv.HTTPURL()+"/api/things", `{"thingName":"known-1","attributes":{"location":"lab"}}`, 201)
 	mt.Connect(t, srv.MQTTURL(), "known-1")
-	// Clients whose id is not a thing name (tools, apps) are not devices.
+	// Clients whose id is not a thing name (tools, apps) are not devices,
+	// nor are clients that send no id (the broker makes one up).
 	mt.Connect(t, srv.MQTTURL(), "mosqsub|1234-laptop")
+	mt.Connect(t, srv.MQTTURL(), "")
+}
+
+// TestClientsWithoutAnIDLeaveNothingBehind: mosquitto_pub without -i, run
+// from a script every minute, must not register a thing (nor keep a
+// connectivity record) per run under the default auto registration.
+func TestClientsWithoutAnIDLeaveNothingBehind(t *testing.T) {
+	srv := brokertest.Start(t)
+	base := srv.HTTPURL()
+	lifecycle := mt.Connect(t, srv.MQTTURL(), "ops|console").Subscribe("$aws/events/presence/+/+", 1)
+	for range 3 {
+		c := mt.Connect(t, srv.MQTTURL(), "")
+		c.Publish("telemetry/script", 1, false, "ping")
+		c.Disconnect(50)
+	}
+	mt.Connect(t, srv.MQTTURL(), "esp32-real") // a device, for contrast
+	if m := mt.Next(t, lifecycle); m.Topic != "$aws/events/presence/connected/esp32-real" {
+		t.Errorf("first lifecycle event %s, want esp32-real's: id-less clients publish none", m.Topic)
+	}
+	if got := httpGet(t, base+"/api/search?query=*", 200); gjson.Get(got, "things").Raw != `["esp32-real"]` {
+		t.Fatalf("registered things: %s, want only esp32-real", got)
+	}
+	if got := httpGet(t, base+"/api/aggregations/count?query=connectivity.connected:*", 200); gjson.Get(got, "count").Int() != 1 {
+		t.Errorf("things with connectivity: %s, want 1", got)
+	}
 }
 
 // The registry API: CRUD, validation naming the field, paging, search,

@@ -62,8 +62,9 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	if strings.ContainsRune(cl.ID, 0) {
 		return false
 	}
+	assigned := assignedClientID(cl)
 	if h.authn == nil {
-		id := auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID, Username: string(pk.Connect.Username), Method: "none"}
+		id := auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID, Username: string(pk.Connect.Username), Method: "none", ClientIDAssigned: assigned}
 		if !h.admit(cl, id) {
 			return false
 		}
@@ -81,6 +82,7 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		h.log.Warn("mqtt authentication failed", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener, "reason", err.Error())
 		return false
 	}
+	id.ClientIDAssigned = assigned
 	// Mochi publishes a will without an ACL check, so the will topic is
 	// checked here, when it is set (AWS refuses such a connection too).
 	if pk.Connect.WillFlag && !h.policy.CanPublish(id, pk.Connect.WillTopic) {
@@ -93,6 +95,10 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	h.remember(id)
 	return true
 }
+
+// assignedClientID reports whether Mochi made up the client's id because its
+// CONNECT carried none.
+func assignedClientID(cl *mqtt.Client) bool { return cl.Properties.Props.AssignedClientID != "" }
 
 func (h *Access) admit(cl *mqtt.Client, id auth.Identity) bool {
 	if h.Admit == nil {

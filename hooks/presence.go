@@ -52,8 +52,13 @@ func (h *Presence) session(cl *mqtt.Client) registry.Session {
 	return s
 }
 
-// OnSessionEstablished implements mqtt.Hook.
+// OnSessionEstablished implements mqtt.Hook. A client whose id the broker
+// made up is not tracked: the id is never seen again, and each connection
+// would leave a connectivity record behind.
 func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	if assignedClientID(cl) {
+		return
+	}
 	sid := h.tracker.Connected(h.session(cl))
 	h.mu.Lock()
 	h.sessions[cl] = sid

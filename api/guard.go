@@ -66,3 +66,20 @@ func Principal(r *http.Request) string {
 	}
 	return "http:" + host
 }
+
+// WhoAmI answers GET /api/whoami: the caller's API key name and role, so
+// that a client (the dashboard) can check a key and offer only what the role
+// allows. With authentication off every caller is an anonymous admin.
+func (g *Guard) WhoAmI(w http.ResponseWriter, r *http.Request) {
+	p, _ := r.Context().Value(principalKey{}).(auth.APIPrincipal)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"name":           p.Name,
+		"role":           p.Role,
+		"authentication": g != nil && g.Keys != nil,
+	})
+}
+
+// Register adds GET /api/whoami to mux.
+func (g *Guard) Register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/whoami", g.Require(auth.RoleViewer, g.WhoAmI))
+}

@@ -87,6 +87,10 @@ const openapiComponents = `{
     "shadow": {"description": "the classic shadow, null if it has none", "nullable": true, "allOf": [{"$ref": "#/components/schemas/ShadowDocument"}]},
     "shadowError": {"$ref": "#/components/schemas/APIError"}}}}}},
   "Count": {"type": "object", "properties": {"count": {"type": "integer"}, "query": {"type": "string"}}},
+  "WhoAmI": {"type": "object", "properties": {
+   "name": {"type": "string", "description": "the API key's name (anonymous without authentication)"},
+   "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
+   "authentication": {"type": "boolean", "description": "whether the server checks API keys"}}},
   "Buckets": {"type": "object", "properties": {
    "totalCount": {"type": "integer"}, "field": {"type": "string"},
    "buckets": {"type": "array", "items": {"type": "object", "properties": {"keyValue": {"type": "string"}, "count": {"type": "integer"}}}}}},

@@ -14,6 +14,7 @@ func (b *Broker) routes(mux *http.ServeMux) {
 	if b.opts.Auth.Enabled {
 		guard.Keys = b.policy
 	}
+	guard.Register(mux)
 	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}, Guard: guard}).Register(mux)
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
 	(&api.RegistryAPI{Registry: b.registry, Shadows: b.shadows, Guard: guard}).Register(mux)

@@ -387,3 +387,21 @@ func TestWillTopicIsCheckedAtConnect(t *testing.T) {
 	c := mt.Connect(t, s.tlsMQTTURL, "dev-a", s.trust(nil), withSecret("dev-a", secret), will("things/dev-a/status"))
 	c.Disconnect(50)
 }
+
+// GET /api/whoami names the caller's key and role; without authentication
+// every caller is an anonymous admin.
+func TestWhoAmI(t *testing.T) {
+	s := startSecured(t)
+	for key, want := range map[string]string{s.viewer: `{"authentication":true,"name":"dash","role":"viewer"}`, s.admin: `{"authentication":true,"name":"root","role":"admin"}`} {
+		if got := strings.TrimSpace(s.api(t, key, "GET", "/api/whoami", "", 200)); got != want {
+			t.Errorf("whoami = %s, want %s", got, want)
+		}
+	}
+	s.api(t, "", "GET", "/api/whoami", "", 401)
+	s.api(t, "not-a-key", "GET", "/api/whoami", "", 401)
+
+	open := brokertest.Start(t)
+	if got := strings.TrimSpace(httpGet(t, open.HTTPURL()+"/api/whoami", 200)); got != `{"authentication":false,"name":"anonymous","role":"admin"}` {
+		t.Errorf("whoami without authentication = %s", got)
+	}
+}

@@ -15,8 +15,8 @@ import (
 
 // TestLogin: with authentication on, the dashboard asks for an API key,
 // rejects a wrong one, keeps working (the event stream included, which
-// needs the key in a header) with a right one, shows a viewer's 403 when it
-// tries to edit, and forgets the key on sign-out.
+// needs the key in a header) with a right one, names the key and its role,
+// offers a viewer no Edit (saying why), and forgets the key on sign-out.
 func TestLogin(t *testing.T) {
 	b := newBrowser(t)
 	admin, viewer := auth.NewSecret(), auth.NewSecret()
@@ -54,16 +54,24 @@ func TestLogin(t *testing.T) {
 	call(t, base, admin, "POST", "/things/gw-2/shadow", `{"state":{"reported":{"firmware_version":"1.1.0"}}}`, http.StatusOK)
 	b.waitJS("the live update", `document.querySelector('tr[data-thing="gw-2"] [data-testid=firmware]').textContent === '1.1.0'`)
 
-	// A viewer may look but not change desired state.
+	// The sidebar names the key and its role (GET /api/whoami).
+	if got := eval[string](b, `document.querySelector('[data-testid=whoami]').textContent`); got != "noc-screen · viewer" {
+		t.Errorf("signed in as %q, want \"noc-screen · viewer\"", got)
+	}
+
+	// A viewer may look but not change desired state: the button says why.
 	b.do("open gw-1", chromedp.Click(`tr[data-thing="gw-1"] a.thing-link`))
 	b.waitJS("the thing view", `document.querySelector('[data-testid=thing-name]')?.textContent === 'gw-1'`)
-	b.do("edit desired", chromedp.Click(`[data-testid=edit-desired]`))
-	b.fill(`[data-testid=desired-editor]`, `{"reboot": true}`)
-	b.do("save desired", chromedp.Click(`[data-testid=save-desired]`))
-	b.waitJS("the 403", `document.querySelector('[data-testid=edit-error]').textContent.includes('Not allowed')`)
-	if got := eval[string](b, `document.querySelector('[data-testid=edit-error]').textContent`); !strings.Contains(got, "viewer") {
-		t.Errorf("edit error = %q, want the role named", got)
+	if !eval[bool](b, `document.querySelector('[data-testid=edit-desired]').disabled`) {
+		t.Errorf("a viewer can press Edit on desired state")
 	}
+	if got := eval[string](b, `document.querySelector('[data-testid=edit-desired]').title`); !strings.Contains(got, "viewer role") {
+		t.Errorf("the disabled Edit button's title = %q, want the role named", got)
+	}
+	b.do("open rollouts", chromedp.Click(`[data-testid=nav-rollouts]`))
+	b.waitJS("no New rollout for a viewer", `document.querySelector('[data-testid=new-rollout]')?.getAttribute('aria-disabled') === 'true'`)
+	b.do("back to gw-1", chromedp.Navigate(base+"/ui/#/things/gw-1"))
+	b.waitJS("the thing view again", `document.querySelector('[data-testid=thing-name]')?.textContent === 'gw-1'`)
 
 	// Reloading keeps the session; signing out forgets the key.
 	b.do("reload", chromedp.Reload())

@@ -14,6 +14,28 @@ export function apiKey() {
 export function setApiKey(key) {
   if (key) sessionStorage.setItem(KEY, key);
   else sessionStorage.removeItem(KEY);
+  who = null;
+}
+
+// Who the key belongs to (GET /api/whoami), once loadIdentity has run.
+let who = null;
+
+/** Ask the server whose key this is; throws an ApiError 401 for a bad key. */
+export async function loadIdentity() {
+  who = await api('/api/whoami');
+  return who;
+}
+
+/** {name, role, authentication} of the signed-in key, or null. */
+export function identity() {
+  return who;
+}
+
+/** Why the signed-in key may not change things, or '' when it may
+ * (operators and admins; everyone when authentication is off). */
+export function readOnlyReason() {
+  if (!who || who.role !== 'viewer') return '';
+  return `Your API key (${who.name}) has the viewer role: changes need operator.`;
 }
 
 /** An error answer from the API: status, message and (registry API) the

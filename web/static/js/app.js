@@ -3,7 +3,7 @@
 // cleanup function (closing its event stream and timers).
 
 import { h, mount } from './dom.js';
-import { api, apiKey, setApiKey, onUnauthorized, ApiError } from './api.js';
+import { apiKey, setApiKey, onUnauthorized, ApiError, loadIdentity, identity } from './api.js';
 import { onStreamState } from './events.js';
 import * as fleet from './fleet.js';
 import * as thing from './thing.js';
@@ -92,8 +92,11 @@ function streamIndicator() {
 
 function renderAuthBox() {
   if (!authBox) return;
+  const who = identity();
   if (apiKey()) {
-    mount(authBox, h('button', { class: 'link-button', onclick: signOut, 'data-testid': 'sign-out' }, 'Sign out'));
+    mount(authBox,
+      who ? h('div', { class: 'who small', 'data-testid': 'whoami', title: 'the API key you signed in with, and its role' }, `${who.name} · ${who.role}`) : null,
+      h('button', { class: 'link-button', onclick: signOut, 'data-testid': 'sign-out' }, 'Sign out'));
   } else mount(authBox);
 }
 
@@ -128,7 +131,7 @@ function showLogin(message) {
       button.disabled = true;
       setApiKey(key);
       try {
-        await api('/api/aggregations/count?query=*');
+        await loadIdentity();
         loginShown = false;
         overlay.remove();
         renderAuthBox();
@@ -177,12 +180,12 @@ async function start() {
   window.addEventListener('hashchange', () => {
     if (!loginShown) route();
   });
-  renderAuthBox();
   try {
-    await api('/api/aggregations/count?query=*');
+    await loadIdentity();
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) return; // the login is showing
   }
+  renderAuthBox();
   route();
 }
 

@@ -15,7 +15,7 @@
 // A server without rollouts answers 404 and the view says so.
 
 import { h, mount, debounce, fmtAgo, fmtTime, fmtCount, jsonView } from './dom.js';
-import { api, enc, qs, ApiError } from './api.js';
+import { api, enc, qs, ApiError, readOnlyReason } from './api.js';
 import { EventStream } from './events.js';
 
 const KINDS = ['succeeded', 'failed', 'inProgress', 'pending'];
@@ -160,7 +160,9 @@ function renderList(root, go) {
   };
   const soon = debounce(load, 250);
   mount(root,
-    pageHead('Rollouts', 'Phased firmware rollouts with health-gated waves.', h('a', { class: 'btn primary', href: '#/rollouts/new', 'data-testid': 'new-rollout' }, 'New rollout')),
+    pageHead('Rollouts', 'Phased firmware rollouts with health-gated waves.', readOnlyReason()
+      ? h('span', { class: 'btn primary disabled', 'aria-disabled': 'true', title: readOnlyReason(), 'data-testid': 'new-rollout' }, 'New rollout')
+      : h('a', { class: 'btn primary', href: '#/rollouts/new', 'data-testid': 'new-rollout' }, 'New rollout')),
     h('section', { class: 'card table-card' }, h('div', { class: 'table-wrap' }, h('table', { class: 'table' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Rollout'), h('th', {}, 'State'), h('th', {}, 'Progress'), h('th', {}, 'Wave'), h('th', {}, 'Target'), h('th', {}, 'Created'))),
       body))));
@@ -200,8 +202,9 @@ function renderOne(root, id) {
   };
 
   // Destructive actions ask once more, inline (no browser dialogs).
+  const readOnly = readOnlyReason();
   const confirmButton = (label, action, cls) => {
-    const b = h('button', { class: ['btn', cls], type: 'button', 'data-testid': `rollout-${action}` }, label);
+    const b = h('button', { class: ['btn', cls], type: 'button', 'data-testid': `rollout-${action}`, disabled: !!readOnly, title: readOnly || null }, label);
     b.addEventListener('click', () => {
       if (b.dataset.armed) return act(action);
       b.dataset.armed = '1';
@@ -218,7 +221,7 @@ function renderOne(root, id) {
     if (!alive) return;
     document.title = `${r.name} · Umbra`;
     const st = r.state;
-    const button = (label, action, cls, query) => h('button', { class: ['btn', cls], type: 'button', 'data-testid': `rollout-${action}`, onclick: () => act(action, query) }, label);
+    const button = (label, action, cls, query) => h('button', { class: ['btn', cls], type: 'button', 'data-testid': `rollout-${action}`, disabled: !!readOnly, title: readOnly || null, onclick: () => act(action, query) }, label);
     const buttons = [
       st === 'created' ? button('Start', 'start', 'primary') : null,
       st === 'waiting_approval' ? button(`Approve ${r.waves[r.current]?.name || 'next wave'}`, 'approve', 'primary', { wave: r.current }) : null,

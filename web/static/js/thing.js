@@ -3,7 +3,7 @@
 // timeline. Follows the thing live through the event stream.
 
 import { h, s, mount, debounce, fmtAgo, fmtTime, fmtClock, toMs, jsonView, brief, isEmpty } from './dom.js';
-import { api, qs, enc, ApiError } from './api.js';
+import { api, qs, enc, ApiError, readOnlyReason } from './api.js';
 import { EventStream } from './events.js';
 import { diff, mergePatch } from './diff.js';
 import { connectivityCell } from './fleet.js';
@@ -68,7 +68,8 @@ export function render(root, params, { setParams }) {
   const desiredBody = h('div', { class: 'panel-body' });
   const reportedBody = h('div', { class: 'panel-body', 'data-testid': 'reported' });
   const deltaBody = h('div', { class: 'panel-body', 'data-testid': 'delta' });
-  const editBtn = h('button', { class: 'btn small', type: 'button', 'data-testid': 'edit-desired', onclick: () => startEdit() }, 'Edit');
+  const readOnly = readOnlyReason();
+  const editBtn = h('button', { class: 'btn small', type: 'button', 'data-testid': 'edit-desired', disabled: !!readOnly, title: readOnly || 'change desired state', onclick: () => startEdit() }, 'Edit');
   const deltaCount = h('span', { class: 'muted small' });
   mount(panels,
     h('section', { class: 'card panel', 'data-testid': 'desired-panel' }, h('div', { class: 'card-head' }, h('h2', {}, 'Desired'), h('span', { class: 'spacer' }), editBtn), desiredBody),

@@ -74,6 +74,7 @@ var oaRoutes = []oaRoute{
 	{method: "GET", path: "/api/things", tag: "things", summary: "List things by name", role: "viewer", query: []oaParam{qPage, qNext}, status: 200, result: "ThingList", errs: []int{400}},
 	{method: "GET", path: "/api/things/{thing}", tag: "things", summary: "Get a thing with its groups and connectivity", role: "viewer", status: 200, result: "ThingView", errs: []int{404}},
 	{method: "PATCH", path: "/api/things/{thing}", tag: "things", summary: "Change attributes (null removes one) or the type", role: "admin", body: "ThingPatch", status: 200, result: "ThingView", errs: []int{400, 404, 409}},
+	{method: "GET", path: "/api/things/{thing}/connectivity", tag: "things", summary: "A thing's connectivity and its last connects and disconnects, newest first", role: "viewer", status: 200, result: "ConnectivityHistory", errs: []int{404}},
 	{method: "DELETE", path: "/api/things/{thing}", tag: "things", summary: "Delete a thing", role: "admin", query: []oaParam{{name: "expectedVersion", typ: "integer", desc: "fail with 409 unless the thing has this version"}}, status: 204, errs: []int{400, 404, 409}},
 	{method: "POST", path: "/api/thing-types", tag: "thing types", summary: "Create a thing type", role: "admin", body: "ThingType", status: 201, result: "ThingType", errs: []int{400, 409}},
 	{method: "GET", path: "/api/thing-types", tag: "thing types", summary: "List thing types", role: "viewer", status: 200, result: "ThingTypeList"},

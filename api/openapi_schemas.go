@@ -60,6 +60,13 @@ const openapiComponents = `{
    "lastConnectedAt": {"type": "integer"}, "lastDisconnectedAt": {"type": "integer"},
    "disconnectReason": {"type": "string"}, "clientAddress": {"type": "string"},
    "protocolVersion": {"type": "integer"}, "versionNumber": {"type": "integer"}}},
+  "ConnectivityHistory": {"type": "object", "properties": {
+   "thingName": {"type": "string"},
+   "connectivity": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/Connectivity"}]},
+   "history": {"type": "array", "description": "the last 16 connects and disconnects, newest first", "items": {"type": "object", "properties": {
+    "connected": {"type": "boolean"}, "timestamp": {"type": "integer", "description": "Unix ms"},
+    "versionNumber": {"type": "integer", "description": "the connect count; a disconnect shares its connect's"},
+    "disconnectReason": {"type": "string"}, "clientAddress": {"type": "string"}, "protocolVersion": {"type": "integer"}}}}}},
   "ThingView": {"allOf": [{"$ref": "#/components/schemas/Thing"}, {"type": "object", "properties": {
    "thingGroupNames": {"type": "array", "items": {"type": "string"}},
    "connectivity": {"$ref": "#/components/schemas/Connectivity"}}}]},

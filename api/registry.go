@@ -30,6 +30,7 @@ func (a *RegistryAPI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/things/{thing}", g.Require(auth.RoleViewer, a.getThing))
 	mux.HandleFunc("PATCH /api/things/{thing}", g.Require(auth.RoleAdmin, a.updateThing))
 	mux.HandleFunc("DELETE /api/things/{thing}", g.Require(auth.RoleAdmin, a.deleteThing))
+	mux.HandleFunc("GET /api/things/{thing}/connectivity", g.Require(auth.RoleViewer, a.connectivity))
 
 	mux.HandleFunc("POST /api/thing-types", g.Require(auth.RoleAdmin, a.createType))
 	mux.HandleFunc("GET /api/thing-types", g.Require(auth.RoleViewer, a.listTypes))
@@ -161,6 +162,29 @@ func (a *RegistryAPI) getThing(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, a.view(t))
+}
+
+// connectivity answers a thing's connectivity and its last connects and
+// disconnects, newest first.
+func (a *RegistryAPI) connectivity(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("thing")
+	if _, err := a.Registry.Thing(name); err != nil {
+		failErr(w, fmt.Errorf("thing %q: %w", name, err))
+		return
+	}
+	history, err := a.Registry.ConnectivityHistory(r.Context(), name)
+	if err != nil {
+		failErr(w, err)
+		return
+	}
+	if history == nil {
+		history = []registry.Transition{}
+	}
+	out := map[string]any{"thingName": name, "connectivity": nil, "history": history}
+	if c, ok := a.Registry.Connectivity(name); ok {
+		out["connectivity"] = c
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (a *RegistryAPI) listThings(w http.ResponseWriter, r *http.Request) {

@@ -196,3 +196,46 @@ func TestSearchExpandsThingsAndShadows(t *testing.T) {
 		t.Errorf("unknown expansion: %s", bad)
 	}
 }
+
+// A thing's connects and disconnects are kept as a timeline: three sessions
+// of a real client, then a fourth taken over by a fifth with the same client
+// id. The takeover's end is reported after the new connect, and must not
+// mark the device offline.
+func TestConnectivityHistoryOfAThing(t *testing.T) {
+	srv := brokertest.Start(t)
+	base := srv.HTTPURL()
+	events := mt.Connect(t, srv.MQTTURL(), "ops|console").Subscribe("$aws/events/presence/+/esp32-flap", 1)
+	for range 3 {
+		mt.Connect(t, srv.MQTTURL(), "esp32-flap").Disconnect(50)
+	}
+	mt.Connect(t, srv.MQTTURL(), "esp32-flap")
+	mt.Connect(t, srv.MQTTURL(), "esp32-flap") // takes the session over
+	// Every change is recorded before its lifecycle event goes out.
+	for range 5 + 4 {
+		mt.Next(t, events)
+	}
+	got := httpGet(t, base+"/api/things/esp32-flap/connectivity", 200)
+	if !gjson.Get(got, "connectivity.connected").Bool() || gjson.Get(got, "connectivity.versionNumber").Int() != 5 {
+		t.Fatalf("esp32-flap is connected (session 5), but: %s", got)
+	}
+	h := gjson.Get(got, "history").Array()
+	if len(h) != 9 {
+		t.Fatalf("history of 5 connects and 4 disconnects: %s", got)
+	}
+	for i, tr := range h {
+		connected, version := i%2 == 0, int64(5-(i+1)/2) // newest first: the open connect, then pairs
+		if tr.Get("connected").Bool() != connected || tr.Get("versionNumber").Int() != version {
+			t.Errorf("transition %d: %s, want connected %v of session %d", i, tr.Raw, connected, version)
+		}
+		switch reason := tr.Get("disconnectReason").String(); {
+		case connected:
+		case version == 4 && reason != "DUPLICATE_CLIENTID":
+			t.Errorf("session 4 was taken over, but ended with %q", reason)
+		case reason != "CLIENT_INITIATED_DISCONNECT" && reason != "DUPLICATE_CLIENTID":
+			// A quick reconnect may take the session over before the
+			// broker has read the old connection's DISCONNECT.
+			t.Errorf("session %d ended with %q", version, reason)
+		}
+	}
+	httpGet(t, base+"/api/things/nobody/connectivity", 404)
+}

@@ -13,8 +13,8 @@ import (
 
 // PresenceTracker records connections (registry.Registry does).
 type PresenceTracker interface {
-	Connected(s registry.Session) string
-	Disconnected(s registry.Session, session, reason string)
+	Connected(s registry.Session) registry.Live
+	Disconnected(s registry.Session, l registry.Live, reason string)
 }
 
 // Presence reports each client's connect and disconnect to the registry,
@@ -26,13 +26,13 @@ type Presence struct {
 	shuttingDown func() bool
 
 	mu       sync.Mutex
-	sessions map[*mqtt.Client]string
+	sessions map[*mqtt.Client]registry.Live
 }
 
 // NewPresence returns the presence hook; access names identities,
 // shuttingDown tells server-initiated disconnects from lost connections.
 func NewPresence(t PresenceTracker, access *Access, shuttingDown func() bool) *Presence {
-	return &Presence{tracker: t, access: access, shuttingDown: shuttingDown, sessions: map[*mqtt.Client]string{}}
+	return &Presence{tracker: t, access: access, shuttingDown: shuttingDown, sessions: map[*mqtt.Client]registry.Live{}}
 }
 
 // ID implements mqtt.Hook.
@@ -59,22 +59,22 @@ func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 	if assignedClientID(cl) {
 		return
 	}
-	sid := h.tracker.Connected(h.session(cl))
+	live := h.tracker.Connected(h.session(cl))
 	h.mu.Lock()
-	h.sessions[cl] = sid
+	h.sessions[cl] = live
 	h.mu.Unlock()
 }
 
 // OnDisconnect implements mqtt.Hook.
 func (h *Presence) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.mu.Lock()
-	sid, ok := h.sessions[cl]
+	live, ok := h.sessions[cl]
 	delete(h.sessions, cl)
 	h.mu.Unlock()
 	if !ok {
 		return // never established (refused at CONNECT)
 	}
-	h.tracker.Disconnected(h.session(cl), sid, h.reason(cl, err))
+	h.tracker.Disconnected(h.session(cl), live, h.reason(cl, err))
 }
 
 // reason maps why a connection ended to AWS's disconnectReason values.

@@ -53,10 +53,17 @@ type lifecycle struct {
 	DisconnectReason          string `json:"disconnectReason,omitempty"`
 }
 
+// Live is a connection Connected recorded, for Disconnected: its session
+// id and its connect count.
+type Live struct {
+	Session string
+	Version int64
+}
+
 // Connected records a connection and publishes
-// $aws/events/presence/connected/{clientId}. It returns the session id
-// that Disconnected takes.
-func (r *Registry) Connected(s Session) string {
+// $aws/events/presence/connected/{clientId}. Disconnected takes what it
+// returns.
+func (r *Registry) Connected(s Session) Live {
 	now := r.cfg.Clock().UnixMilli()
 	var sid [16]byte
 	_, _ = rand.Read(sid[:])
@@ -73,24 +80,35 @@ func (r *Registry) Connected(s Session) string {
 		ClientID: s.ClientID, Timestamp: now, EventType: "connected", SessionIdentifier: session,
 		PrincipalIdentifier: s.Principal, ThingName: s.Thing, IPAddress: host(s.Address), VersionNumber: c.Version,
 	})
-	return session
+	return Live{Session: session, Version: c.Version}
 }
 
-// Disconnected records the end of a connection (reason per AWS's
+// Disconnected records the end of connection l (reason per AWS's
 // disconnectReason values) and publishes
-// $aws/events/presence/disconnected/{clientId}.
-func (r *Registry) Disconnected(s Session, session, reason string) {
+// $aws/events/presence/disconnected/{clientId} with l's version number.
+//
+// A device that reconnects at once (or a second client with its id) may be
+// connected again before its old connection's end is reported: the old end
+// then goes into the history only, and the client stays connected.
+func (r *Registry) Disconnected(s Session, l Live, reason string) {
 	now := r.cfg.Clock().UnixMilli()
 	r.mu.Lock()
 	c := r.conn[s.ClientID]
-	c.Connected, c.Timestamp, c.LastDisconnect, c.DisconnectReason = false, now, now, reason
-	r.conn[s.ClientID] = c
+	current := c.Version == l.Version
+	if current {
+		c.Connected, c.Timestamp, c.LastDisconnect, c.DisconnectReason = false, now, now, reason
+		r.conn[s.ClientID] = c
+	}
 	r.mu.Unlock()
-	r.persistConn(s.ClientID, c)
+	if current {
+		r.persistConn(s.ClientID, c)
+	} else {
+		r.stageTransitionOf(s.ClientID, Transition{Timestamp: now, Version: l.Version, Reason: reason})
+	}
 	clientInitiated := reason == "CLIENT_INITIATED_DISCONNECT"
 	r.publish("disconnected", lifecycle{
-		ClientID: s.ClientID, Timestamp: now, EventType: "disconnected", SessionIdentifier: session,
-		PrincipalIdentifier: s.Principal, ThingName: s.Thing, VersionNumber: c.Version,
+		ClientID: s.ClientID, Timestamp: now, EventType: "disconnected", SessionIdentifier: l.Session,
+		PrincipalIdentifier: s.Principal, ThingName: s.Thing, VersionNumber: l.Version,
 		ClientInitiatedDisconnect: &clientInitiated, DisconnectReason: reason,
 	})
 }
@@ -98,6 +116,7 @@ func (r *Registry) Disconnected(s Session, session, reason string) {
 func (r *Registry) persistConn(clientID string, c Connectivity) {
 	b, _ := json.Marshal(c)
 	r.cfg.Store.StageKV(bucketConn, clientID, b)
+	r.stageTransitionOf(clientID, transition(c))
 	r.ix.set(clientID, "connectivity", connValues(c))
 	if r.cfg.OnConnectivity != nil {
 		r.cfg.OnConnectivity(clientID, c)

@@ -31,6 +31,7 @@ type Store interface {
 	UpdateKV(ctx context.Context, fn func(KV) error) error // durable, atomic
 	ViewKV(fn func(KV) error) error
 	StageKV(bucket, key string, value []byte) // write-behind
+	Flush(ctx context.Context) error          // commits what StageKV staged
 }
 
 // ShadowSource lists stored shadows, to build the index at start.

@@ -227,7 +227,7 @@ func TestConnectivityAndLifecycleEvents(t *testing.T) {
 	f.thing("dev", nil)
 	sid := f.reg.Connected(registry.Session{ClientID: "dev", Principal: "dev", Thing: "dev", Address: "127.0.0.1:5555", ProtocolVersion: 4})
 	ev := f.pub.get("$aws/events/presence/connected/dev")
-	for field, want := range map[string]string{"clientId": "dev", "eventType": "connected", "ipAddress": "127.0.0.1", "versionNumber": "1", "sessionIdentifier": sid, "thingName": "dev"} {
+	for field, want := range map[string]string{"clientId": "dev", "eventType": "connected", "ipAddress": "127.0.0.1", "versionNumber": "1", "sessionIdentifier": sid.Session, "thingName": "dev"} {
 		if got := gjson.GetBytes(ev, field).String(); got != want {
 			t.Errorf("connected event %s = %q, want %q (%s)", field, got, want, ev)
 		}
@@ -241,7 +241,7 @@ func TestConnectivityAndLifecycleEvents(t *testing.T) {
 	f.reg.Disconnected(registry.Session{ClientID: "dev", Thing: "dev"}, sid, "MQTT_KEEP_ALIVE_TIMEOUT")
 	ev = f.pub.get("$aws/events/presence/disconnected/dev")
 	if gjson.GetBytes(ev, "disconnectReason").String() != "MQTT_KEEP_ALIVE_TIMEOUT" || gjson.GetBytes(ev, "clientInitiatedDisconnect").Bool() ||
-		gjson.GetBytes(ev, "versionNumber").Int() != 1 || gjson.GetBytes(ev, "sessionIdentifier").String() != sid {
+		gjson.GetBytes(ev, "versionNumber").Int() != 1 || gjson.GetBytes(ev, "sessionIdentifier").String() != sid.Session {
 		t.Fatalf("disconnected event: %s", ev)
 	}
 	if got := fmt.Sprint(f.search("connectivity.disconnectReason:MQTT_KEEP_ALIVE_TIMEOUT AND connectivity.connected:false")); got != "[dev]" {
@@ -301,5 +301,59 @@ func TestReopenRebuildsTheIndex(t *testing.T) {
 		if got := fmt.Sprint(g.search(q)); got != want {
 			t.Errorf("after reopen %s: %s, want %s", q, got, want)
 		}
+	}
+}
+
+// A client's last connects and disconnects are kept, newest first, in a
+// bounded ring that survives a reopen; deleting the thing deletes them.
+func TestConnectivityHistoryKeepsTheLastTransitions(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	f := open(t, dir, registry.PolicyAuto, c)
+	f.thing("flappy", nil)
+	sessions := registry.ConnHistorySlots/2 + 3 // more than the ring holds
+	for i := range sessions {
+		sid := f.reg.Connected(registry.Session{ClientID: "flappy", Address: fmt.Sprintf("10.0.0.%d:1883", i), ProtocolVersion: 4})
+		c.Add(time.Minute)
+		f.reg.Disconnected(registry.Session{ClientID: "flappy"}, sid, "CONNECTION_LOST")
+		c.Add(time.Second)
+	}
+	check := func(f *fixture) {
+		t.Helper()
+		h, err := f.reg.ConnectivityHistory(ctx, "flappy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(h) != registry.ConnHistorySlots {
+			t.Fatalf("%d transitions kept, want %d", len(h), registry.ConnHistorySlots)
+		}
+		for i, tr := range h {
+			wantVersion := int64(sessions - i/2)
+			if tr.Version != wantVersion || tr.Connected != (i%2 == 1) {
+				t.Fatalf("transition %d: %+v, want version %d, connected %v", i, tr, wantVersion, i%2 == 1)
+			}
+			if i > 0 && tr.Timestamp > h[i-1].Timestamp {
+				t.Fatalf("transition %d is newer than %d: %+v", i, i-1, h)
+			}
+		}
+		if h[0].Reason != "CONNECTION_LOST" || h[1].ClientAddress != fmt.Sprintf("10.0.0.%d:1883", sessions-1) || h[1].ProtocolVersion != 4 {
+			t.Fatalf("newest session: %+v %+v", h[0], h[1])
+		}
+	}
+	check(f)
+	if err := f.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	g := open(t, dir, registry.PolicyAuto, c)
+	check(g)
+
+	if h, _ := g.reg.ConnectivityHistory(ctx, "never-seen"); len(h) != 0 {
+		t.Fatalf("history of an unknown client: %+v", h)
+	}
+	if err := g.reg.DeleteThing(ctx, "flappy", 0); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := g.reg.ConnectivityHistory(ctx, "flappy"); len(h) != 0 {
+		t.Fatalf("history after the thing was deleted: %+v", h)
 	}
 }

@@ -146,6 +146,11 @@ func (r *Registry) DeleteThing(ctx context.Context, name string, expectedVersion
 		if err := kv.Delete(bucketConn, name); err != nil {
 			return err
 		}
+		for slot := range ConnHistorySlots {
+			if err := kv.Delete(bucketConnHistory, fmt.Sprintf("%s\x00%02d", name, slot)); err != nil {
+				return err
+			}
+		}
 		return kv.Delete(bucketThings, name)
 	})
 	if err != nil {

@@ -62,6 +62,9 @@ func (s KV) ViewKV(fn func(registry.KV) error) error {
 // StageKV implements registry.Store.
 func (s KV) StageKV(bucket, key string, value []byte) { s.DB.StageKV(bucket, key, value) }
 
+// Flush implements registry.Store.
+func (s KV) Flush(ctx context.Context) error { return s.DB.Flush(ctx) }
+
 // ShadowSource lists stored shadows for the registry's index.
 type ShadowSource struct{ DB *store.DB }
 

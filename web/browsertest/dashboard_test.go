@@ -134,6 +134,11 @@ func TestDashboard(t *testing.T) {
 	b.waitJS("the timeline entry", `[...document.querySelectorAll('[data-testid=conn-event]')].some(e => e.textContent.startsWith('Disconnected'))`)
 	connectDevice(t, srv, "esp32-003")
 	b.waitJS("connected again, live", `document.querySelector('[data-testid=thing-connectivity]').textContent.startsWith('Connected')`)
+	// The timeline is stored, not only what this page saw: after a reload it
+	// still shows both sessions and the disconnect between them.
+	b.do("reload the thing", chromedp.Reload())
+	b.waitJS("the stored timeline", `(() => { const ev = [...document.querySelectorAll('[data-testid=conn-event]')].map((e) => e.textContent);
+		return ev.length >= 3 && ev[0].startsWith('Connected') && ev[1].startsWith('Disconnected') && ev[2].startsWith('Connected'); })()`)
 
 	// Back in the fleet view, a device's report updates its row live.
 	b.do("back to the fleet", chromedp.Click(`[data-testid=nav-fleet]`))

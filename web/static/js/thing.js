@@ -180,12 +180,12 @@ export function render(root, params, { setParams }) {
 
   // --- data --------------------------------------------------------------
   async function loadThing() {
-    try {
-      state.thing = await api(`/api/things/${enc(name)}`);
-    } catch (e) {
-      state.thing = null;
-    }
-    seedConnectivity();
+    const [thing, conn] = await Promise.all([
+      api(`/api/things/${enc(name)}`).catch(() => null),
+      api(`/api/things/${enc(name)}/connectivity`).catch(() => null),
+    ]);
+    state.thing = thing;
+    seedConnectivity(conn ? conn.history : []);
     renderHead();
     renderConn();
   }
@@ -265,14 +265,28 @@ export function render(root, params, { setParams }) {
   }
 
   // --- connectivity timeline ----------------------------------------------
-  function seedConnectivity() {
+  // Transitions are keyed by session (connect count) and kind: the stored
+  // history (GET /api/things/{thing}/connectivity), the current record and
+  // live events describe the same ones.
+  const connKey = (x) => `${x.v}/${x.connected}`;
+  const byTime = (a, b) => a.t - b.t || a.v - b.v || (a.connected === b.connected ? 0 : a.connected ? -1 : 1);
+
+  function seedConnectivity(history) {
     const c = state.thing && state.thing.connectivity;
-    const known = new Map(state.conn.map((x) => [`${x.t}/${x.connected}`, x]));
-    if (c) {
-      if (c.lastConnectedAt) known.set(`${c.lastConnectedAt}/true`, { t: c.lastConnectedAt, connected: true, address: c.clientAddress, proto: c.protocolVersion });
-      if (c.lastDisconnectedAt) known.set(`${c.lastDisconnectedAt}/false`, { t: c.lastDisconnectedAt, connected: false, reason: c.disconnectReason });
+    const known = new Map(state.conn.map((x) => [connKey(x), x]));
+    for (const tr of history) {
+      const x = { t: tr.timestamp, v: tr.versionNumber, connected: tr.connected, reason: tr.disconnectReason, address: tr.clientAddress, proto: tr.protocolVersion };
+      known.set(connKey(x), x);
     }
-    state.conn = [...known.values()].sort((a, b) => a.t - b.t);
+    if (c && c.lastConnectedAt) {
+      const x = { t: c.lastConnectedAt, v: c.versionNumber, connected: true, address: c.clientAddress, proto: c.protocolVersion };
+      if (!known.has(connKey(x))) known.set(connKey(x), x);
+    }
+    if (c && !c.connected && c.lastDisconnectedAt) {
+      const x = { t: c.lastDisconnectedAt, v: c.versionNumber, connected: false, reason: c.disconnectReason };
+      if (!known.has(connKey(x))) known.set(connKey(x), x);
+    }
+    state.conn = [...known.values()].sort(byTime);
   }
 
   function renderConn() {
@@ -337,9 +351,10 @@ export function render(root, params, { setParams }) {
         const c = ev.data;
         state.thing = { ...(state.thing || { thingName: name }), connectivity: c };
         const t = c.connected ? c.lastConnectedAt || c.timestamp : c.lastDisconnectedAt || c.timestamp;
-        if (!state.conn.some((x) => x.t === t && x.connected === c.connected)) {
-          state.conn.push({ t, connected: c.connected, reason: c.disconnectReason, address: c.clientAddress, proto: c.protocolVersion });
-          state.conn.sort((a, b) => a.t - b.t);
+        const x = { t, v: c.versionNumber, connected: c.connected, reason: c.disconnectReason, address: c.clientAddress, proto: c.protocolVersion };
+        if (!state.conn.some((y) => connKey(y) === connKey(x))) {
+          state.conn.push(x);
+          state.conn.sort(byTime);
         }
         renderHead();
         renderConn();

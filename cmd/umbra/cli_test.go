@@ -18,6 +18,7 @@ import (
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/cli/*.golden")
@@ -215,6 +216,29 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("things connectivity", func(t *testing.T) {
+		r.t = t
+		for range 2 {
+			mt.Connect(t, srv.MQTTURL(), "esp32-001").Disconnect(50)
+		}
+		out := r.ok("things", "connectivity", "esp32-001")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 5 || !strings.HasPrefix(lines[0], "TIME") {
+			t.Fatalf("things connectivity:\n%s", out)
+		}
+		for i, want := range []string{"disconnected  2", "connected     2", "disconnected  1", "connected     1"} {
+			if !strings.Contains(lines[i+1], want) {
+				t.Errorf("line %d = %q, want %q", i+1, lines[i+1], want)
+			}
+		}
+		if !strings.Contains(lines[2], "MQTT 3.1.1") || !strings.Contains(lines[1], "CLIENT_INITIATED_DISCONNECT") {
+			t.Errorf("details:\n%s", out)
+		}
+		if _, errs, code := r.run("things", "connectivity", "nobody"); code != 1 || !strings.Contains(errs, "404") {
+			t.Errorf("unknown thing: exit %d %s", code, errs)
+		}
+	})
+
 	t.Run("exit codes", func(t *testing.T) {
 		r.t = t
 		for _, tc := range []struct {
@@ -366,7 +390,7 @@ func TestCLI(t *testing.T) {
 			}
 		}
 		zsh := r.ok("completion", "zsh")
-		if !strings.HasPrefix(zsh, "#compdef umbra") || !strings.Contains(zsh, `things) verbs_="ls get create tag rm"`) {
+		if !strings.HasPrefix(zsh, "#compdef umbra") || !strings.Contains(zsh, `things) verbs_="ls get connectivity create tag rm"`) {
 			t.Errorf("zsh completion:\n%s", zsh)
 		}
 		if _, _, code := r.run("completion", "fish"); code != 2 {

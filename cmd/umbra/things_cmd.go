@@ -11,6 +11,7 @@ func init() {
 	addVerbs("things",
 		verb{"ls", "[--limit N]", "list things", thingsLs},
 		verb{"get", "THING", "show a thing: type, attributes, groups, connectivity", thingsGet},
+		verb{"connectivity", "THING", "a thing's last connects and disconnects, newest first", thingsConnectivity},
 		verb{"create", "THING [--type T] [key=value ...]", "register a thing", thingsCreate},
 		verb{"tag", "THING key=value ... key- ...", "set (k=v) or remove (k-) attributes", thingsTag},
 		verb{"rm", "THING [--expected-version N]", "delete a thing", thingsRm},
@@ -117,6 +118,54 @@ func thingsGet(c *cli, cmd string, args []string) error {
 		return err
 	}
 	return printThing(c, raw)
+}
+
+func thingsConnectivity(c *cli, cmd string, args []string) error {
+	fs := c.flagSet(cmd, "THING", "List a thing's last connects and disconnects, newest first (the broker keeps 16).")
+	pos, err := c.parse(fs, args, 1, 1, "THING")
+	if err != nil {
+		return err
+	}
+	var out struct {
+		History []struct {
+			Connected       bool   `json:"connected"`
+			Timestamp       int64  `json:"timestamp"`
+			Version         int64  `json:"versionNumber"`
+			Reason          string `json:"disconnectReason"`
+			ClientAddress   string `json:"clientAddress"`
+			ProtocolVersion int    `json:"protocolVersion"`
+		} `json:"history"`
+	}
+	raw, err := c.getJSON("GET", thingPath(pos[0])+"/connectivity", nil, nil, &out)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(raw)
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "TIME\tEVENT\tSESSION\tDETAIL")
+	for _, t := range out.History {
+		event, detail := "disconnected", orDash(t.Reason)
+		if t.Connected {
+			event, detail = "connected", fmt.Sprintf("%s MQTT %s", orDash(t.ClientAddress), mqttVersion(t.ProtocolVersion))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", formatTime(t.Timestamp), event, t.Version, detail)
+	}
+	return tw.Flush()
+}
+
+// mqttVersion names an MQTT protocol level.
+func mqttVersion(level int) string {
+	switch level {
+	case 3:
+		return "3.1"
+	case 4:
+		return "3.1.1"
+	case 5:
+		return "5"
+	}
+	return "?"
 }
 
 func thingsCreate(c *cli, cmd string, args []string) error {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/umbra-iot/umbra/bench"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/testpki"
 )
 
 // TestShortRun runs every scenario in a short mode against an in-process
@@ -71,5 +73,44 @@ func TestShortRun(t *testing.T) {
 func TestUnknownScenario(t *testing.T) {
 	if _, err := bench.Run(context.Background(), bench.Options{Scenarios: []string{"nope"}}); err == nil {
 		t.Error("no error for an unknown scenario")
+	}
+}
+
+// Against a running broker over TLS: every scenario's clients (paho and
+// the raw idle devices) connect with the given CA, and /metrics is read over
+// HTTPS. (The connections scenario gives a remote broker 3 s to settle
+// before each measurement, so this takes about 6 s.)
+func TestTLSTarget(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, dir, "bench-ca")
+	pair := ca.Server(t, dir)
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.TLS = broker.TLSOptions{CertFile: pair.CertFile, KeyFile: pair.KeyFile}
+		o.Limits.ShadowRate = -1
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, bench.Options{
+		Target: "tls://" + srv.MQTTAddr(), TargetHTTP: srv.HTTPURL(), CAFile: ca.File,
+		Scenarios: []string{bench.Raw, bench.Connections},
+		Clients:   2, Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond,
+		Conns: 20, ConnWorkers: 4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.Ops <= 0 || r.Errors != 0 || r.Server.RSS <= 0 {
+			t.Errorf("%s over TLS: %+v", r.Scenario, r)
+		}
+	}
+
+	// Without the CA the certificate is not trusted, and the CA file is
+	// refused for a plain target.
+	if _, err := bench.Run(ctx, bench.Options{Target: "tls://" + srv.MQTTAddr(), Scenarios: []string{bench.Raw}, Clients: 1}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("a tls:// target with an untrusted certificate: %v", err)
+	}
+	if _, err := bench.Run(ctx, bench.Options{Target: "tcp://127.0.0.1:1", CAFile: ca.File, Scenarios: []string{bench.Raw}}); err == nil || !strings.Contains(err.Error(), "--ca-file is for a tls:// target") {
+		t.Errorf("CA file with a tcp:// target: %v", err)
 	}
 }

@@ -19,8 +19,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	fs.SetOutput(stderr)
 	o := bench.Options{}
 	scenarios := fs.String("scenarios", strings.Join(bench.AllScenarios, ","), "comma-separated scenarios: "+strings.Join(bench.AllScenarios, ", ")+" (also as arguments)")
-	fs.StringVar(&o.Target, "target", "", "MQTT URL of a running broker (default: start one in-process with a temporary data directory)")
+	fs.StringVar(&o.Target, "target", "", "MQTT URL of a running broker, tcp:// or tls:// (default: start one in-process with a temporary data directory)")
 	fs.StringVar(&o.TargetHTTP, "target-http", "", "the target's HTTP base URL, for its /metrics (CPU, RSS, commits)")
+	fs.StringVar(&o.CAFile, "ca-file", "", "PEM CA of a tls:// target's certificate (default: the system's roots)")
 	fs.StringVar(&o.APIKey, "api-key", "", "API key for the target's /metrics when auth is on (default $UMBRA_API_KEY)")
 	fs.StringVar(&o.Username, "username", "", "MQTT username for every bench client (a service principal, when the target has auth on)")
 	fs.StringVar(&o.Password, "password", "", "MQTT password (default $UMBRA_BENCH_PASSWORD)")

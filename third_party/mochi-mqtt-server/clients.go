@@ -152,6 +152,7 @@ type ClientState struct {
 	endOnce         sync.Once          // only end once
 	isTakenOver     atomic.Bool        // used to identify orphaned clients
 	packetID        uint32             // the current highest packetID
+	packetIDMu      sync.Mutex         // UMBRA PATCH: serialises NextPacketID (was the client's lock)
 	open            context.Context    // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc // cancel function for open context
 	outboundQty     int32              // number of messages currently in the outbound queue
@@ -418,9 +419,15 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 // NextPacketID returns the next available (unused) packet id for the client.
 // If no unused packet ids are available, an error is returned and the client
 // should be disconnected.
+//
+// UMBRA PATCH: upstream took the client's lock here, which WritePacket holds
+// for the whole socket write. A publisher delivering at QoS 1 or 2 to a
+// client that had stopped reading thus waited for that client's write to
+// time out, and every client whose messages that publisher carried waited
+// with it. Packet ids now have a lock of their own.
 func (cl *Client) NextPacketID() (i uint32, err error) {
-	cl.Lock()
-	defer cl.Unlock()
+	cl.State.packetIDMu.Lock()
+	defer cl.State.packetIDMu.Unlock()
 
 	i = atomic.LoadUint32(&cl.State.packetID)
 	started := i

@@ -149,6 +149,25 @@ func TestIdleClientHasNoWriterGoroutine(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
+func TestNextPacketIDDoesNotWaitForAWrite(t *testing.T) {
+	cl, _, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	cl.Lock() // as WritePacket holds it while a write is blocked
+	defer cl.Unlock()
+	got := make(chan uint32, 1)
+	go func() {
+		id, err := cl.NextPacketID()
+		require.NoError(t, err)
+		got <- id
+	}()
+	select {
+	case id := <-got:
+		require.Equal(t, uint32(1), id)
+	case <-time.After(5 * time.Second):
+		t.Fatal("NextPacketID waited for the client's write lock")
+	}
+}
+
 func TestInnerParticlesHaveNoMaps(t *testing.T) {
 	index := NewTopicsIndex()
 	index.Subscribe("cl1", packets.Subscription{Filter: "$aws/things/t1/shadow/update/delta"})

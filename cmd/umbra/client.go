@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -340,6 +341,44 @@ func (c *cli) stream(ctx context.Context, path string, query url.Values, ready f
 func (c *cli) table() *tabwriter.Writer { return tabwriter.NewWriter(c.stdout, 0, 8, 2, ' ', 0) }
 
 // formatTime prints Unix seconds (or milliseconds) in UTC, "-" for zero.
+// fetchPages reads a paged list (pageSize/nextToken) whose items are in the
+// answer's field: every page, or the first limit items when limit > 0,
+// asking for up to maxPage at a time.
+func fetchPages[T any](c *cli, path, field string, limit, maxPage int) ([]T, error) {
+	var all []T
+	next := ""
+	for {
+		q := url.Values{"pageSize": {strconv.Itoa(maxPage)}}
+		if limit > 0 && limit < maxPage {
+			q.Set("pageSize", strconv.Itoa(limit))
+		}
+		if next != "" {
+			q.Set("nextToken", next)
+		}
+		var page map[string]json.RawMessage
+		if _, err := c.getJSON("GET", path, q, nil, &page); err != nil {
+			return nil, err
+		}
+		var items []T
+		if raw, ok := page[field]; ok {
+			if err := json.Unmarshal(raw, &items); err != nil {
+				return nil, fmt.Errorf("%s: %s: %w", path, field, err)
+			}
+		}
+		all = append(all, items...)
+		if limit > 0 && len(all) >= limit {
+			return all[:limit], nil
+		}
+		next = ""
+		if raw, ok := page["nextToken"]; ok {
+			_ = json.Unmarshal(raw, &next)
+		}
+		if next == "" {
+			return all, nil
+		}
+	}
+}
+
 func formatTime(v int64) string {
 	if v == 0 {
 		return "-"

@@ -49,31 +49,12 @@ func shadowLs(c *cli, cmd string, args []string) error {
 	if *limit < 0 {
 		return usageError{fmt.Errorf("shadow ls: --limit must be 0 or more, not %d", *limit)}
 	}
-	names := []string{}
-	next := ""
-	for {
-		q := url.Values{"pageSize": {"100"}}
-		if *limit > 0 && *limit < 100 {
-			q.Set("pageSize", fmt.Sprint(*limit))
-		}
-		if next != "" {
-			q.Set("nextToken", next)
-		}
-		var page struct {
-			Results   []string `json:"results"`
-			NextToken string   `json:"nextToken"`
-		}
-		if _, err := c.getJSON("GET", "/api/things/shadow/ListNamedShadowsForThing/"+url.PathEscape(pos[0]), q, nil, &page); err != nil {
-			return err
-		}
-		names = append(names, page.Results...)
-		if *limit > 0 && len(names) >= *limit {
-			names = names[:*limit]
-			break
-		}
-		if next = page.NextToken; next == "" {
-			break
-		}
+	names, err := fetchPages[string](c, "/api/things/shadow/ListNamedShadowsForThing/"+url.PathEscape(pos[0]), "results", *limit, 100)
+	if err != nil {
+		return err
+	}
+	if names == nil {
+		names = []string{}
 	}
 	if c.json {
 		b, _ := json.Marshal(map[string]any{"thing": pos[0], "results": names})

@@ -40,31 +40,9 @@ func thingsLs(c *cli, cmd string, args []string) error {
 	if _, err := c.parse(fs, args, 0, 0, ""); err != nil {
 		return err
 	}
-	var all []json.RawMessage
-	next := ""
-	for {
-		q := url.Values{"pageSize": {"1000"}}
-		if *limit > 0 && *limit < 1000 {
-			q.Set("pageSize", fmt.Sprint(*limit))
-		}
-		if next != "" {
-			q.Set("nextToken", next)
-		}
-		var page struct {
-			Things    []json.RawMessage `json:"things"`
-			NextToken string            `json:"nextToken"`
-		}
-		if _, err := c.getJSON("GET", "/api/things", q, nil, &page); err != nil {
-			return err
-		}
-		all = append(all, page.Things...)
-		if *limit > 0 && len(all) >= *limit {
-			all = all[:*limit]
-			break
-		}
-		if next = page.NextToken; next == "" {
-			break
-		}
+	all, err := fetchPages[json.RawMessage](c, "/api/things", "things", *limit, 1000)
+	if err != nil {
+		return err
 	}
 	if c.json {
 		b, _ := json.Marshal(map[string]any{"things": all})

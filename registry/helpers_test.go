@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/fakeclock"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
@@ -13,22 +14,13 @@ import (
 	"github.com/umbra-iot/umbra/store"
 )
 
-// clock is a settable fake clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
-
 type fixture struct {
 	t     *testing.T
 	dir   string
 	db    *store.DB
 	reg   *registry.Registry
 	svc   *shadow.Service
-	clock *clock
+	clock *fakeclock.Clock
 	pub   *recorder
 }
 
@@ -53,7 +45,7 @@ func (r *recorder) get(topic string) []byte {
 	return r.msg[topic]
 }
 
-func open(t *testing.T, dir string, policy registry.Policy, c *clock) *fixture {
+func open(t *testing.T, dir string, policy registry.Policy, c *fakeclock.Clock) *fixture {
 	t.Helper()
 	db, err := store.Open(dir, store.Options{})
 	if err != nil {
@@ -70,7 +62,7 @@ func open(t *testing.T, dir string, policy registry.Policy, c *clock) *fixture {
 }
 
 func newFixture(t *testing.T) *fixture {
-	return open(t, t.TempDir(), registry.PolicyAuto, &clock{now: time.Unix(1_800_000_000, 0)})
+	return open(t, t.TempDir(), registry.PolicyAuto, fakeclock.New(time.Unix(1_800_000_000, 0)))
 }
 
 func (f *fixture) thing(name string, attrs map[string]string) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/internal/fakeclock"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 )
@@ -254,7 +255,7 @@ func TestConnectivityAndLifecycleEvents(t *testing.T) {
 }
 
 func TestRegistrationPolicy(t *testing.T) {
-	strict := open(t, t.TempDir(), registry.PolicyStrict, &clock{now: time.Unix(1, 0)})
+	strict := open(t, t.TempDir(), registry.PolicyStrict, fakeclock.New(time.Unix(1, 0)))
 	if err := strict.reg.Admit(ctx, "unknown"); err == nil || !strings.Contains(err.Error(), "not registered") {
 		t.Fatalf("strict: %v", err)
 	}
@@ -274,7 +275,7 @@ func TestRegistrationPolicy(t *testing.T) {
 // The index is rebuilt from the store: registry, groups and shadows.
 func TestReopenRebuildsTheIndex(t *testing.T) {
 	dir := t.TempDir()
-	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	c := fakeclock.New(time.Unix(1_800_000_000, 0))
 	f := open(t, dir, registry.PolicyAuto, c)
 	f.thing("a", map[string]string{"ring": "canary"})
 	f.thing("b", nil)
@@ -308,7 +309,7 @@ func TestReopenRebuildsTheIndex(t *testing.T) {
 // bounded ring that survives a reopen; deleting the thing deletes them.
 func TestConnectivityHistoryKeepsTheLastTransitions(t *testing.T) {
 	dir := t.TempDir()
-	c := &clock{now: time.Unix(1_800_000_000, 0)}
+	c := fakeclock.New(time.Unix(1_800_000_000, 0))
 	f := open(t, dir, registry.PolicyAuto, c)
 	f.thing("flappy", nil)
 	sessions := registry.ConnHistorySlots/2 + 3 // more than the ring holds

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/internal/fakeclock"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/rollout"
@@ -19,14 +20,6 @@ import (
 )
 
 var ctx = context.Background()
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
 // world is a registry, a shadow service and a rollout engine over one
 // store, with a fake clock and devices simulated in-process.
@@ -37,7 +30,7 @@ type world struct {
 	reg   *registry.Registry
 	svc   *shadow.Service
 	eng   *rollout.Engine
-	clock *clock
+	clock *fakeclock.Clock
 	// published rollout events by topic
 	mu     sync.Mutex
 	topics []string
@@ -51,7 +44,7 @@ func (w *world) Publish(topic string, _ []byte) error {
 }
 
 func newWorld(t *testing.T) *world {
-	w := &world{t: t, dir: t.TempDir(), clock: &clock{now: time.Unix(1_800_000_000, 0)}}
+	w := &world{t: t, dir: t.TempDir(), clock: fakeclock.New(time.Unix(1_800_000_000, 0))}
 	w.open()
 	return w
 }

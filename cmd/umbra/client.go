@@ -389,13 +389,29 @@ func formatTime(v int64) string {
 	return time.Unix(v, 0).UTC().Format(time.RFC3339)
 }
 
+// decodeExact is json.Unmarshal that keeps numbers as the literals they
+// were written as (json.Number), because shadows store numbers exactly:
+// 100000000000000000001, 1.50 and 1e400 must reach the server and the
+// screen unchanged, not as float64.
+func decodeExact(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("unexpected data after the JSON value")
+	}
+	return nil
+}
+
 // pairs parses k=v (string) and k:=v (JSON) arguments into an object.
 func pairs(args []string, what string) (map[string]any, error) {
 	out := map[string]any{}
 	for _, a := range args {
 		if k, v, ok := strings.Cut(a, ":="); ok && k != "" && !strings.Contains(k, "=") {
 			var val any
-			if err := json.Unmarshal([]byte(v), &val); err != nil {
+			if err := decodeExact([]byte(v), &val); err != nil {
 				return nil, usageError{fmt.Errorf("%s %q: the value after := must be JSON (%v)", what, a, err)}
 			}
 			out[k] = val

@@ -81,7 +81,7 @@ func jobsCreate(c *cli, cmd string, args []string) error {
 		return usageError{fmt.Errorf("%s: give --patch or --set, not both", cmd)}
 	case *patch != "":
 		var m map[string]any
-		if err := json.Unmarshal([]byte(*patch), &m); err != nil {
+		if err := decodeExact([]byte(*patch), &m); err != nil {
 			return usageError{fmt.Errorf("%s: --patch is not a JSON object: %v", cmd, err)}
 		}
 		p = json.RawMessage(*patch)

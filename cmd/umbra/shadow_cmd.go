@@ -96,7 +96,7 @@ func shadowGet(c *cli, cmd string, args []string) error {
 	fmt.Fprintln(tw, "SECTION\tKEY\tVALUE")
 	for _, sec := range []string{"desired", "reported", "delta"} {
 		var m map[string]any
-		_ = json.Unmarshal(doc.State[sec], &m)
+		_ = decodeExact(doc.State[sec], &m)
 		for _, kv := range flatten("", m) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", sec, kv[0], kv[1])
 		}
@@ -149,7 +149,7 @@ func shadowUpdate(c *cli, cmd string, args []string) error {
 		return usageError{fmt.Errorf("%s: give a JSON document or --desired/--reported pairs, not both", cmd)}
 	case len(pos) == 2:
 		var doc map[string]any
-		if err := json.Unmarshal([]byte(pos[1]), &doc); err != nil {
+		if err := decodeExact([]byte(pos[1]), &doc); err != nil {
 			return usageError{fmt.Errorf("%s: the update document is not a JSON object: %v (example: '{\"state\":{\"desired\":{\"led\":\"on\"}}}')", cmd, err)}
 		}
 		if *version != 0 {

@@ -91,7 +91,10 @@ func TestBrowserCannotDriveZeroConfigBroker(t *testing.T) {
 	if code != http.StatusForbidden {
 		t.Errorf("cross-site DELETE: %d %s, want 403", code, body)
 	}
-	var e struct{ Code int; Message string }
+	var e struct {
+		Code    int
+		Message string
+	}
 	if err := json.Unmarshal([]byte(body), &e); err != nil || e.Code != 403 {
 		t.Errorf("refusal is not a JSON error document: %s", body)
 	}

@@ -116,13 +116,13 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	b.metrics.reg.MustRegister(fleetCollector{b})
 	b.startEdge()
 	b.db, err = store.Open(b.opts.DataDir, store.Options{
-		NoSync:   b.opts.UnsafeNoSync,
-		OnCommit: b.commitOK,
+		NoSync:      b.opts.UnsafeNoSync,
+		OnCommit:    b.commitOK,
+		StageLinger: sessionLinger,
+		Logger:      b.log.With("component", "store"),
 		// Readiness: /readyz is 503 while commits fail (edge.go).
 		OnCommitError: b.commitFailed,
 		CommitFault:   b.commitFault,
-		StageLinger:   sessionLinger,
-		Logger:        b.log.With("component", "store"),
 	})
 	if err != nil {
 		return err

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/umbra-iot/umbra/api"
 	"github.com/umbra-iot/umbra/store"
 )
 
@@ -207,7 +208,7 @@ func newOriginPolicy(origins []string) (originPolicy, error) {
 
 func normalizeOrigin(o string) (string, error) {
 	u, err := url.Parse(o)
-	if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+	if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
 		return "", fmt.Errorf("allowed origin %q: want scheme://host[:port]", o)
 	}
 	return strings.ToLower(u.Scheme + "://" + u.Host), nil
@@ -236,6 +237,8 @@ func (p originPolicy) allow(r *http.Request) bool {
 func (o Options) validateEdge() []error {
 	var errs []error
 	if _, err := newOriginPolicy(o.AllowedOrigins); err != nil {
+		errs = append(errs, err)
+	} else if _, err := api.Protect(http.NotFoundHandler(), api.ProtectOptions{TrustedOrigins: o.AllowedOrigins}); err != nil {
 		errs = append(errs, err)
 	}
 	if o.HTTP.MaxHeaderBytes > 0 && o.HTTP.MaxHeaderBytes < 1024 {

@@ -24,10 +24,15 @@ func (b *Broker) serveHTTP() {
 	b.routes(mux)
 	// Browser protection (cross-origin writes, JSON bodies), before any
 	// route; the options were validated in New.
-	handler, _ := api.Protect(mux, api.ProtectOptions{
+	protect := api.ProtectOptions{
 		TrustedOrigins: b.opts.AllowedOrigins,
 		OnRefuse:       func(reason string) { b.edge.httpRefused.WithLabelValues(reason).Inc() },
-	})
+	}
+	handler, err := api.Protect(mux, protect)
+	if err != nil { // not reached: validated in New; trust no other origin
+		protect.TrustedOrigins = nil
+		handler, _ = api.Protect(mux, protect)
+	}
 	h := b.opts.HTTP
 	b.httpSrv = &http.Server{
 		Handler: handler,

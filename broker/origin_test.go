@@ -164,3 +164,17 @@ func TestAllowedOriginsOpenTheBrokerToNamedPages(t *testing.T) {
 		t.Errorf("JSON POST from another origin: %d %s, want 403", code, body)
 	}
 }
+
+// TestAllowedOriginsAreValidated: a malformed origin is a start-up error
+// naming it, not a silently useless entry.
+func TestAllowedOriginsAreValidated(t *testing.T) {
+	for _, bad := range []string{"app.example.com", "https://app.example.com/path", "http://"} {
+		_, err := broker.New(broker.Options{DataDir: t.TempDir(), AllowedOrigins: []string{bad}})
+		if err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("AllowedOrigins %q: err %v, want one naming it", bad, err)
+		}
+	}
+	if _, err := broker.New(broker.Options{DataDir: t.TempDir(), AllowedOrigins: []string{"*", "https://a.example:8443"}}); err != nil {
+		t.Errorf("valid origins refused: %v", err)
+	}
+}

@@ -243,6 +243,10 @@ func (b *Broker) bind() error {
 		ws := newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)
 		ws.writeTimeout = b.opts.WriteTimeout
 		ws.origins, _ = newOriginPolicy(b.opts.AllowedOrigins) // validated in New
+		if b.httpLn != nil {
+			_, port, _ := net.SplitHostPort(b.httpLn.Addr().String())
+			ws.origins.ownPorts = []string{port}
+		}
 		ws.refused = func() { b.edge.httpRefused.WithLabelValues("ws_origin").Inc() }
 		if err := b.mqtt.AddListener(ws); err != nil {
 			return err

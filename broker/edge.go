@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -188,6 +189,9 @@ func (b *Broker) notReady() []string {
 type originPolicy struct {
 	any     bool
 	allowed map[string]bool // normalized scheme://host[:port]
+	// ownPorts are the ports of Umbra's own HTTP listener: its pages (the
+	// dashboard), reached on the same host name, are not foreign.
+	ownPorts []string
 }
 
 func newOriginPolicy(origins []string) (originPolicy, error) {
@@ -216,8 +220,9 @@ func normalizeOrigin(o string) (string, error) {
 
 // allow reports whether r's Origin may use the WebSocket listener: a
 // request without Origin is no browser's (devices, tools); a browser's is
-// allowed when its origin is the listener itself (Origin host = Host) or on
-// the allow-list. A "null" origin (sandboxed frames, file://) is refused.
+// allowed when its origin is the listener itself (Origin host = Host),
+// Umbra's own HTTP listener on the same host name, or on the allow-list. A
+// "null" origin (sandboxed frames, file://) is refused.
 func (p originPolicy) allow(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" || p.any {
@@ -228,6 +233,9 @@ func (p originPolicy) allow(r *http.Request) bool {
 		return false
 	}
 	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	if host, _, err := net.SplitHostPort(r.Host); err == nil && strings.EqualFold(u.Hostname(), host) && slices.Contains(p.ownPorts, u.Port()) {
 		return true
 	}
 	return p.allowed[strings.ToLower(u.Scheme+"://"+u.Host)]

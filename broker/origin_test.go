@@ -136,6 +136,9 @@ func TestBrowserCannotDriveZeroConfigBroker(t *testing.T) {
 	if _, err := wsConnect(t, srv, "http://"+srv.WSAddr(), "ws-same"); err != nil {
 		t.Errorf("same-origin WebSocket: %v", err)
 	}
+	if _, err := wsConnect(t, srv, srv.HTTPURL(), "ws-dashboard"); err != nil {
+		t.Errorf("WebSocket from Umbra's own HTTP origin (the dashboard): %v", err)
+	}
 	if _, err := wsConnect(t, srv, "", "ws-tool"); err != nil {
 		t.Errorf("WebSocket without Origin (a device, a tool): %v", err)
 	}

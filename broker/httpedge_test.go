@@ -37,6 +37,7 @@ func TestHTTPClosesIdleAndTrickledConnections(t *testing.T) {
 	const timeout = 400 * time.Millisecond
 	srv := brokertest.Start(t, func(o *broker.Options) {
 		o.HTTP = broker.HTTPOptions{ReadHeaderTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, IdleTimeout: timeout}
+		o.ConnectTimeout = timeout // the WebSocket listener's HTTP side
 	})
 	dial := func() net.Conn {
 		t.Helper()
@@ -64,6 +65,18 @@ func TestHTTPClosesIdleAndTrickledConnections(t *testing.T) {
 		t.Fatalf("GET /healthz: %v %v", resp, err)
 	}
 	t.Logf("idle keep-alive connection closed by the server after %v", closedByServer(t, idle, "idle keep-alive connection").Round(time.Millisecond))
+
+	// The same on the WebSocket listener: a request that does not upgrade.
+	wsIdle, err := net.Dial("tcp", srv.WSAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wsIdle.Close()
+	fmt.Fprintf(wsIdle, "GET /mqtt HTTP/1.1\r\nHost: %s\r\n\r\n", srv.WSAddr())
+	if resp, err := http.ReadResponse(bufio.NewReader(wsIdle), nil); err != nil || resp.StatusCode != 400 {
+		t.Fatalf("plain GET on the WebSocket listener: %v %v", resp, err)
+	}
+	t.Logf("idle keep-alive connection on the WebSocket listener closed after %v", closedByServer(t, wsIdle, "idle connection on the WebSocket listener").Round(time.Millisecond))
 
 	// A connection that never sends a request.
 	silent := dial()

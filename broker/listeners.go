@@ -179,12 +179,12 @@ func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeo
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
 		ReadHeaderTimeout: connectTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig:         tlsConf,
 		// A keep-alive connection that never upgrades (a refused or plain
 		// HTTP request) is not held either.
 		IdleTimeout:    connectTimeout,
 		MaxHeaderBytes: DefaultHTTPMaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		TLSConfig:         tlsConf,
 	}
 	return l
 }

@@ -48,7 +48,7 @@ var (
 var oaRoutes = []oaRoute{
 	// Health, metrics, documentation, dashboard.
 	{method: "GET", path: "/healthz", tag: "operations", summary: "Liveness: 200 while the database can be read", status: 200, result: "Text", media: "text/plain", errs: []int{503}},
-	{method: "GET", path: "/readyz", tag: "operations", summary: "Readiness: 200 while accepting work, 503 once shutting down", status: 200, result: "Text", media: "text/plain", errs: []int{503}},
+	{method: "GET", path: "/readyz", tag: "operations", summary: "Readiness: 200 while accepting work; 503 (one line per reason) while shutting down, a listener cannot accept, or the store cannot commit", status: 200, result: "Text", media: "text/plain", errs: []int{503}},
 	{method: "GET", path: "/metrics", tag: "operations", summary: "Prometheus metrics", role: "viewer", status: 200, result: "Text", media: "text/plain", shadowErrs: true},
 	{method: "GET", path: "/openapi.json", tag: "operations", summary: "This document", status: 200, result: "Object"},
 	{method: "GET", path: "/", tag: "dashboard", summary: "Redirects to the dashboard at /ui/", status: 302},
@@ -229,7 +229,9 @@ func OpenAPIDocument() map[string]any {
 				"bulk configuration jobs, phased rollouts and a live event stream. With authentication on, send an API key as " +
 				"`Authorization: Bearer <key>` (or `X-API-Key`); each operation's x-umbra-role is the least role it needs. " +
 				"Errors on shadow paths (and authentication errors) are the shadow error document {code, message, timestamp}; " +
-				"errors under /api/ are {code, message, field}.",
+				"errors under /api/ are {code, message, field}. On every path, a write (POST, PUT, PATCH, DELETE) sent by a browser page " +
+				"of another origin is refused with 403, and a request body without a JSON Content-Type (application/json or +json; " +
+				"application/octet-stream on /things/ paths) with 415, both as the shadow error document.",
 		},
 		"paths":      paths,
 		"components": comps,

@@ -155,6 +155,9 @@ func do(t *testing.T, c *http.Client, method, url, body string) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

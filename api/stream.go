@@ -27,6 +27,10 @@ type StreamAPI struct {
 	// Heartbeat is how often an idle stream sends a comment line so proxies
 	// keep it open; zero means 15 s.
 	Heartbeat time.Duration
+	// WriteTimeout bounds each write of a stream (a reader that stopped
+	// reading is cut off); zero means no bound. The server's own read and
+	// write timeouts, which would end every stream, are lifted for it.
+	WriteTimeout time.Duration
 }
 
 // Register adds the route to mux.
@@ -46,6 +50,19 @@ func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	sub := a.Hub.Subscribe(1024, accept)
 	defer sub.Close()
+	// A stream lives longer than http.read_timeout and write_timeout allow
+	// a request: lift the read bound (the request has no body) and bound
+	// each write instead.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	extend := func() {
+		var d time.Time
+		if a.WriteTimeout > 0 {
+			d = time.Now().Add(a.WriteTimeout)
+		}
+		_ = rc.SetWriteDeadline(d)
+	}
+	extend()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -65,6 +82,7 @@ func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
 		case <-a.Stop:
 			return
 		case <-ticker.C:
+			extend()
 			if n := sub.Dropped(); n > 0 {
 				fmt.Fprintf(w, "event: dropped\ndata: {\"dropped\":%d}\n\n", n)
 			} else {
@@ -72,6 +90,7 @@ func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
 			}
 			flusher.Flush()
 		case e := <-sub.C:
+			extend()
 			if n := sub.Dropped(); n > 0 {
 				fmt.Fprintf(w, "event: dropped\ndata: {\"dropped\":%d}\n\n", n)
 			}

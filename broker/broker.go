@@ -75,6 +75,8 @@ type Broker struct {
 
 	streams     chan struct{} // closed when shutdown starts: ends event streams
 	stopStreams func()
+
+	edgeState // listeners' health, readiness, edge metrics (edge.go)
 }
 
 // New validates opts and returns a Broker that has not opened anything yet.
@@ -112,11 +114,15 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	}
 	b.metrics = newMetrics(b.info, b.dbSize)
 	b.metrics.reg.MustRegister(fleetCollector{b})
+	b.startEdge()
 	b.db, err = store.Open(b.opts.DataDir, store.Options{
 		NoSync:      b.opts.UnsafeNoSync,
-		OnCommit:    b.metrics.observeCommit,
+		OnCommit:    b.commitOK,
 		StageLinger: sessionLinger,
 		Logger:      b.log.With("component", "store"),
+		// Readiness: /readyz is 503 while commits fail (edge.go).
+		OnCommitError: b.commitFailed,
+		CommitFault:   b.commitFault,
 	})
 	if err != nil {
 		return err
@@ -215,7 +221,7 @@ func (b *Broker) bind() error {
 		if err != nil {
 			return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
 		}
-		return ln, nil
+		return b.watch(name, ln), nil // survives temporary accept errors
 	}
 	var err error
 	if b.mqttLn, err = listen("mqtt", b.opts.MQTTAddr); err != nil {
@@ -236,6 +242,12 @@ func (b *Broker) bind() error {
 	if b.wsLn != nil {
 		ws := newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)
 		ws.writeTimeout = b.opts.WriteTimeout
+		ws.origins, _ = newOriginPolicy(b.opts.AllowedOrigins) // validated in New
+		if b.httpLn != nil {
+			_, port, _ := net.SplitHostPort(b.httpLn.Addr().String())
+			ws.origins.ownPorts = []string{port}
+		}
+		ws.refused = func() { b.edge.httpRefused.WithLabelValues("ws_origin").Inc() }
 		if err := b.mqtt.AddListener(ws); err != nil {
 			return err
 		}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bbolt "go.etcd.io/bbolt"
+
+	"github.com/umbra-iot/umbra/api"
 )
 
 // serveHTTP starts the HTTP listener: health, readiness, metrics, and the
@@ -21,9 +22,28 @@ func (b *Broker) serveHTTP() {
 	mux.HandleFunc("GET /healthz", b.healthz)
 	mux.HandleFunc("GET /readyz", b.readyz)
 	b.routes(mux)
+	// Browser protection (cross-origin writes, JSON bodies), before any
+	// route; the options were validated in New.
+	protect := api.ProtectOptions{
+		TrustedOrigins: b.opts.AllowedOrigins,
+		OnRefuse:       func(reason string) { b.edge.httpRefused.WithLabelValues(reason).Inc() },
+	}
+	handler, err := api.Protect(mux, protect)
+	if err != nil { // not reached: validated in New; trust no other origin
+		protect.TrustedOrigins = nil
+		handler, _ = api.Protect(mux, protect)
+	}
+	h := b.opts.HTTP
 	b.httpSrv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: handler,
+		// An idle keep-alive connection, a client that never finishes its
+		// headers or trickles its body are closed (see HTTPOptions); the
+		// event stream lifts the read and write bounds for itself.
+		ReadHeaderTimeout: off(h.ReadHeaderTimeout),
+		ReadTimeout:       off(h.ReadTimeout),
+		WriteTimeout:      off(h.WriteTimeout),
+		IdleTimeout:       off(h.IdleTimeout),
+		MaxHeaderBytes:    off(h.MaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
 		// With TLS configured the API is HTTPS too: API keys and device
 		// secrets must not cross the network in clear text.
@@ -33,6 +53,10 @@ func (b *Broker) serveHTTP() {
 	// ordinary requests in flight are drained (their writes complete).
 	b.httpSrv.RegisterOnShutdown(b.stopStreams)
 	ln := b.httpLn
+	if h.MaxConnsPerIP > 0 {
+		ln = &capListener{Listener: ln, limit: &ipLimiter{max: h.MaxConnsPerIP}, tls: b.tlsConf != nil, log: b.log,
+			refused: func() { b.edge.httpRefused.WithLabelValues("conns_per_ip").Inc() }}
+	}
 	if b.tlsConf != nil {
 		ln = tls.NewListener(ln, b.tlsConf)
 	}
@@ -49,7 +73,9 @@ func (b *Broker) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(b.metrics.reg, promhttp.HandlerOpts{Registry: b.metrics.reg})
 }
 
-// healthz answers 200 while the process can read its database.
+// healthz is liveness: 200 while the process runs and can read its
+// database. It stays 200 while commits fail (a full disk) or a listener
+// cannot accept: restarting would not help; /readyz reports those.
 func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 	if b.db.View(func(*bbolt.Tx) error { return nil }) != nil {
 		http.Error(w, "database unavailable\n", http.StatusServiceUnavailable)
@@ -58,10 +84,12 @@ func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-// readyz answers 200 while the broker accepts work, 503 once shutting down.
+// readyz answers 200 while the broker can take work; 503, with one line per
+// reason, while it shuts down, while a listener cannot accept connections
+// (or has stopped), or while the store cannot commit.
 func (b *Broker) readyz(w http.ResponseWriter, r *http.Request) {
-	if b.shuttingDown.Load() {
-		http.Error(w, "shutting down\n", http.StatusServiceUnavailable)
+	if problems := b.notReady(); len(problems) > 0 {
+		writeNotReady(w, problems)
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -154,6 +155,8 @@ type wsListener struct {
 	srv            *http.Server
 	conns          connTracker
 	upgrader       websocket.Upgrader
+	origins        originPolicy // which web pages may connect (edge.go)
+	refused        func()       // counts a refused Origin
 
 	mu        sync.Mutex
 	establish listeners.EstablishFn
@@ -168,15 +171,20 @@ func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeo
 		// write buffer: one comes from the pool while a message is written.
 		ReadBufferSize:  1024,
 		WriteBufferPool: new(sync.Pool),
-		// Devices and tools connect from anywhere, not from pages of one
-		// origin; authentication (not the Origin header) guards the broker.
-		CheckOrigin: func(*http.Request) bool { return true },
+		// Devices and tools send no Origin and connect from anywhere; a
+		// browser page may connect only from the listener's own origin or
+		// an allowed one (handle answers the others first, in JSON).
+		CheckOrigin: func(r *http.Request) bool { return l.origins.allow(r) },
 	}
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
 		ReadHeaderTimeout: connectTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		TLSConfig:         tlsConf,
+		// A keep-alive connection that never upgrades (a refused or plain
+		// HTTP request) is not held either.
+		IdleTimeout:    connectTimeout,
+		MaxHeaderBytes: DefaultHTTPMaxHeaderBytes,
 	}
 	return l
 }
@@ -203,6 +211,17 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	l.mu.Lock()
 	establish := l.establish
 	l.mu.Unlock()
+	if !l.origins.allow(r) {
+		if l.refused != nil {
+			l.refused()
+		}
+		l.log.Warn("websocket refused: a web page of another origin", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "host", r.Host)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_ = json.NewEncoder(w).Encode(map[string]any{"code": 403, "message": "Forbidden: Origin " + r.Header.Get("Origin") +
+			" may not open MQTT over WebSocket on " + r.Host + "; add it to http.allowed_origins to allow it"})
+		return
+	}
 	release, ok := l.limit.admitAddr(r.RemoteAddr)
 	if !ok {
 		l.log.Warn("websocket refused: too many connections from one address", "remote", r.RemoteAddr)

@@ -111,6 +111,15 @@ type Options struct {
 	// UnsafeNoSync skips fsync. It exists only so benchmarks can show what
 	// durability costs; acknowledged writes can be lost on a crash.
 	UnsafeNoSync bool
+
+	// AllowedOrigins are web origins ("https://app.example.com") whose
+	// pages may, besides the broker's own, open MQTT over WebSocket and
+	// write through the API. "*" allows every page (not advised). See
+	// README "Browsers".
+	AllowedOrigins []string
+	// HTTP hardens the HTTP listener: timeouts, header size, connections
+	// per address.
+	HTTP HTTPOptions
 }
 
 // withDefaults returns a copy with every zero field set to its default.
@@ -167,6 +176,7 @@ func (o Options) withDefaults() Options {
 	if o.Registration == "" {
 		o.Registration = registry.PolicyAuto
 	}
+	o.HTTP = o.HTTP.withDefaults()
 	return o
 }
 
@@ -212,6 +222,7 @@ func (o Options) validate() error {
 	if err := o.checkExposure(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, o.validateEdge()...)
 	if !o.Auth.Enabled && (len(o.Auth.Services) > 0 || len(o.Auth.APIKeys) > 0) {
 		errs = append(errs, errors.New("auth: services and api_keys are configured but auth.enabled is false"))
 	}

@@ -87,6 +87,9 @@ func (s *secured) api(t *testing.T, key, method, path, body string, want int) st
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := s.http.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -42,6 +42,9 @@ func TestHostileOtherThingsShadows(t *testing.T) {
 		if key != "" {
 			req.Header.Set("Authorization", "Bearer "+key)
 		}
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := httpClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

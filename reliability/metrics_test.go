@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,11 +14,14 @@ import (
 // httpNewRequest is http.NewRequest that takes a possibly nil *bytes.Reader
 // (a nil pointer in an io.Reader is not a nil reader).
 func httpNewRequest(method, url string, body *bytes.Reader) (*http.Request, error) {
-	var r io.Reader
-	if body != nil {
-		r = body
+	if body == nil {
+		return http.NewRequest(method, url, nil)
 	}
-	return http.NewRequest(method, url, r)
+	req, err := http.NewRequest(method, url, body)
+	if err == nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	return req, err
 }
 
 // metrics reads /metrics and returns every unlabelled sample, plus labelled

@@ -248,6 +248,9 @@ func httpDo(ctx context.Context, method, url string, body []byte) (int, []byte, 
 	if err != nil {
 		return 0, nil, err
 	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		return 0, nil, err

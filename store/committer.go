@@ -182,6 +182,11 @@ func (db *DB) commit(batch []*commitReq) {
 		var failErr error
 		start := time.Now()
 		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			if db.opts.CommitFault != nil {
+				if err := db.opts.CommitFault(); err != nil {
+					return err
+				}
+			}
 			for _, p := range prefixD {
 				if err := deletePrefix(tx, p); err != nil {
 					return err
@@ -243,6 +248,9 @@ func (db *DB) commit(batch []*commitReq) {
 		}
 		// The transaction itself failed (disk full, I/O error): every writer
 		// learns it; staged values go back unless a newer stage replaced them.
+		if db.opts.OnCommitError != nil {
+			db.opts.OnCommitError(err)
+		}
 		for _, r := range batch {
 			r.done <- err
 		}

@@ -40,6 +40,12 @@ type Options struct {
 	// OnCommit, when set, is called after every transaction with its
 	// duration (including fsync) and the number of writes it carried.
 	OnCommit func(d time.Duration, writes int)
+	// OnCommitError, when set, is called from the committer when a whole
+	// transaction fails (disk full, I/O error), with its error.
+	OnCommitError func(err error)
+	// CommitFault, when set, runs at the start of every write transaction;
+	// an error fails the transaction as a disk error would. A test seam.
+	CommitFault func() error
 	// Logger receives the store's warnings; nil discards them.
 	Logger *slog.Logger
 }

@@ -89,6 +89,14 @@ type MQTT struct {
 // HTTP configures the HTTP listener.
 type HTTP struct {
 	Addr string `yaml:"addr"`
+	// Hardening (broker.HTTPOptions) and browser origins.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
+	MaxConnsPerIP     int           `yaml:"max_conns_per_ip"`
+	AllowedOrigins    []string      `yaml:"allowed_origins"` // API writes and MQTT over WebSocket
 }
 
 // Shadow configures the shadow service.
@@ -283,6 +291,12 @@ func (f File) Options() broker.Options {
 		Limits: broker.LimitOptions{
 			ShadowRate: f.Limits.ShadowRate, ShadowBurst: f.Limits.ShadowBurst,
 			ShadowInFlight: f.Limits.ShadowInFlight, MaxConnsPerIP: f.Limits.MaxConnsPerIP,
+		},
+		AllowedOrigins: f.HTTP.AllowedOrigins,
+		HTTP: broker.HTTPOptions{
+			ReadHeaderTimeout: f.HTTP.ReadHeaderTimeout, ReadTimeout: f.HTTP.ReadTimeout,
+			WriteTimeout: f.HTTP.WriteTimeout, IdleTimeout: f.HTTP.IdleTimeout,
+			MaxHeaderBytes: f.HTTP.MaxHeaderBytes, MaxConnsPerIP: f.HTTP.MaxConnsPerIP,
 		},
 	}
 }

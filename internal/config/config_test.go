@@ -103,3 +103,33 @@ limits:
 		t.Fatalf("env: %+v", g)
 	}
 }
+
+func TestHTTPSection(t *testing.T) {
+	f, err := Decode(strings.NewReader(`
+http:
+  addr: 127.0.0.1:8080
+  read_header_timeout: 5s
+  read_timeout: 20s
+  write_timeout: 25s
+  idle_timeout: 45s
+  max_header_bytes: 32768
+  max_conns_per_ip: 16
+  allowed_origins: ["https://app.example.com"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := f.Options()
+	if o.HTTP.ReadHeaderTimeout != 5*time.Second || o.HTTP.ReadTimeout != 20*time.Second || o.HTTP.WriteTimeout != 25*time.Second ||
+		o.HTTP.IdleTimeout != 45*time.Second || o.HTTP.MaxHeaderBytes != 32768 || o.HTTP.MaxConnsPerIP != 16 ||
+		len(o.AllowedOrigins) != 1 || o.AllowedOrigins[0] != "https://app.example.com" {
+		t.Fatalf("options: %+v %v", o.HTTP, o.AllowedOrigins)
+	}
+	var g File
+	if err := applyEnv(&g, []string{"UMBRA_HTTP_IDLE_TIMEOUT=90s", "UMBRA_HTTP_MAX_CONNS_PER_IP=-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if g.HTTP.IdleTimeout != 90*time.Second || g.HTTP.MaxConnsPerIP != -1 {
+		t.Fatalf("env: %+v", g.HTTP)
+	}
+}

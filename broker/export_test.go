@@ -1,0 +1,13 @@
+package broker
+
+import "net"
+
+// Test seams; set before Start.
+
+// SetCommitFault makes every store transaction run f first; an error fails
+// the transaction as a full disk would.
+func SetCommitFault(b *Broker, f func() error) { b.commitFault = f }
+
+// WrapListeners lets a test wrap each bound listener (by name: mqtt,
+// websocket, http) below the broker's own accept handling.
+func WrapListeners(b *Broker, f func(name string, ln net.Listener) net.Listener) { b.wrapListener = f }

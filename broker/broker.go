@@ -191,6 +191,7 @@ func (b *Broker) addHooks() error {
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
+	b.wireAccess(sessions)
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
 	if !b.opts.EphemeralSessions {

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/hooks"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -164,3 +167,17 @@ func (c deviceCredentials) kick(thing string) {
 
 // validThing is the thing-name rule devices' client ids must follow.
 func validThing(s string) bool { return shadow.ValidThingName(s) }
+
+// wireAccess lets the access hook see the session a connection inherits
+// and drop the queued messages of it that the new owner may not receive.
+func (b *Broker) wireAccess(sessions *hooks.Sessions) {
+	b.access.Existing = b.mqtt.Clients.Get
+	b.access.DropInflight = func(cl *mqtt.Client, pk packets.Packet) {
+		if cl.State.Inflight.Delete(pk.PacketID) {
+			atomic.AddInt64(&b.mqtt.Info.Inflight, -1)
+			if !b.opts.EphemeralSessions {
+				sessions.OnQosDropped(cl, pk)
+			}
+		}
+	}
+}

@@ -30,6 +30,17 @@ type Authenticator struct {
 	verifier Verifier
 	// ValidThing reports whether a client id is a well-formed thing name.
 	ValidThing func(string) bool
+	// IsThing, when set, reports whether a thing of that name is
+	// registered: its name as a client id belongs to it (and to services
+	// granted it, ServiceConfig.ClientIDs).
+	IsThing func(string) bool
+}
+
+// NamesOtherThing reports whether id uses as client id the name of a
+// registered thing it is not: a granted service. Its connection is not the
+// thing's (no connectivity is recorded for it under the thing's name).
+func (a *Authenticator) NamesOtherThing(id Identity) bool {
+	return id.Kind != Device && a.IsThing != nil && a.IsThing(id.ClientID)
 }
 
 // Errors of Authenticate; their text is safe to log (no secrets).
@@ -59,6 +70,9 @@ func (a *Authenticator) Authenticate(c ConnectInfo) (Identity, error) {
 		}
 		if c.ClientID == "" || strings.ContainsRune(c.ClientID, 0) {
 			return Identity{}, fmt.Errorf("%w: service %q needs a client id", ErrIdentity, c.Username)
+		}
+		if svc, _ := a.Policy.Service(c.Username); a.IsThing != nil && a.IsThing(c.ClientID) && !svc.MayUseClientID(c.ClientID) {
+			return Identity{}, fmt.Errorf("%w: client id %q names a thing and service %q is not granted it (client_ids)", ErrIdentity, c.ClientID, c.Username)
 		}
 		return Identity{Kind: Service, Name: c.Username, ClientID: c.ClientID, Username: c.Username, Method: "password"}, nil
 	}

@@ -171,6 +171,9 @@ func validThing(s string) bool { return shadow.ValidThingName(s) }
 // wireAccess lets the access hook see the session a connection inherits
 // and drop the queued messages of it that the new owner may not receive.
 func (b *Broker) wireAccess(sessions *hooks.Sessions) {
+	if b.authn != nil {
+		b.authn.IsThing = func(name string) bool { _, err := b.registry.Thing(name); return err == nil }
+	}
 	b.access.Existing = b.mqtt.Clients.Get
 	b.access.DropInflight = func(cl *mqtt.Client, pk packets.Packet) {
 		if cl.State.Inflight.Delete(pk.PacketID) {

@@ -139,6 +139,13 @@ func (h *Access) Identity(cl *mqtt.Client) auth.Identity {
 	return auth.Nobody(cl.ID)
 }
 
+// ForeignClientID reports whether cl uses the client id of a registered
+// thing it is not (a service granted that id): its connection is not the
+// thing's.
+func (h *Access) ForeignClientID(cl *mqtt.Client) bool {
+	return h.authn != nil && h.authn.NamesOtherThing(h.Identity(cl))
+}
+
 // OnSessionEstablish implements mqtt.Hook. It runs after authentication and
 // before Mochi hands the session of an earlier connection with the same
 // client id to cl: messages queued in that session that cl may not receive

@@ -54,9 +54,11 @@ func (h *Presence) session(cl *mqtt.Client) registry.Session {
 
 // OnSessionEstablished implements mqtt.Hook. A client whose id the broker
 // made up is not tracked: the id is never seen again, and each connection
-// would leave a connectivity record behind.
+// would leave a connectivity record behind. Nor is a service using a
+// thing's client id (granted in its client_ids): it is not the thing, and
+// rollout health gates read the thing's connectivity.
 func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	if assignedClientID(cl) {
+	if assignedClientID(cl) || h.access.ForeignClientID(cl) {
 		return
 	}
 	live := h.tracker.Connected(h.session(cl))

@@ -4,8 +4,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // ConnectInfo is what an MQTT CONNECT offers as proof of identity.
@@ -16,6 +18,8 @@ type ConnectInfo struct {
 	// PeerCertificates are the client certificates verified by the TLS
 	// handshake (empty without TLS or without a client certificate).
 	PeerCertificates []*x509.Certificate
+	// Remote is the source address (host:port or host), for throttling.
+	Remote string
 }
 
 // SecretStore holds the bcrypt hashes of device secrets.
@@ -28,8 +32,12 @@ type Authenticator struct {
 	Policy   *Policy
 	Secrets  SecretStore
 	verifier Verifier
+	failures atomic.Uint64
 	// ValidThing reports whether a client id is a well-formed thing name.
 	ValidThing func(string) bool
+	// Throttle, when set, refuses password logins from a source address or
+	// for a client id that failed too often, before any bcrypt.
+	Throttle *Throttle
 	// IsThing, when set, reports whether a thing of that name is
 	// registered: its name as a client id belongs to it (and to services
 	// granted it, ServiceConfig.ClientIDs).
@@ -47,6 +55,7 @@ func (a *Authenticator) NamesOtherThing(id Identity) bool {
 var (
 	ErrBadCredentials = errors.New("bad credentials")
 	ErrIdentity       = errors.New("client id does not match the identity")
+	ErrThrottled      = errors.New("too many failed logins, try again later")
 )
 
 // Authenticate checks a CONNECT. A client certificate, when present,
@@ -56,6 +65,25 @@ var (
 // service with its password; anything else is a device whose client id is
 // its thing name and whose password is its secret.
 func (a *Authenticator) Authenticate(c ConnectInfo) (Identity, error) {
+	id, err := a.authenticate(c)
+	if err != nil {
+		a.failures.Add(1)
+	}
+	return id, err
+}
+
+// Failures is the number of refused authentications so far.
+func (a *Authenticator) Failures() uint64 { return a.failures.Load() }
+
+// Throttled is the number of logins refused unchecked by the throttle.
+func (a *Authenticator) Throttled() uint64 {
+	if a.Throttle == nil {
+		return 0
+	}
+	return a.Throttle.Throttled()
+}
+
+func (a *Authenticator) authenticate(c ConnectInfo) (Identity, error) {
 	if len(c.PeerCertificates) > 0 {
 		cert := c.PeerCertificates[0]
 		names := append([]string{cert.Subject.CommonName}, cert.DNSNames...)
@@ -65,8 +93,18 @@ func (a *Authenticator) Authenticate(c ConnectInfo) (Identity, error) {
 		return Identity{Kind: Device, Name: c.ClientID, ClientID: c.ClientID, Username: c.Username, Method: "certificate"}, nil
 	}
 	if _, ok := a.Policy.Service(c.Username); ok && c.Username != "" {
+		key := "service:" + c.Username
+		if a.Throttle != nil && a.Throttle.Blocked(key, host(c.Remote)) {
+			return Identity{}, fmt.Errorf("%w: service %q from %s", ErrThrottled, c.Username, host(c.Remote))
+		}
 		if !a.Policy.CheckServicePassword(c.Username, c.Password) {
+			if a.Throttle != nil {
+				a.Throttle.Failed(key, host(c.Remote))
+			}
 			return Identity{}, fmt.Errorf("%w: service %q", ErrBadCredentials, c.Username)
+		}
+		if a.Throttle != nil {
+			a.Throttle.Succeeded(key)
 		}
 		if c.ClientID == "" || strings.ContainsRune(c.ClientID, 0) {
 			return Identity{}, fmt.Errorf("%w: service %q needs a client id", ErrIdentity, c.Username)
@@ -89,11 +127,31 @@ func (a *Authenticator) Authenticate(c ConnectInfo) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("reading credentials of %q: %w", c.ClientID, err)
 	}
-	if !ok || !a.verifier.Verify(c.ClientID, hash, c.Password) {
+	if !ok {
+		return Identity{}, fmt.Errorf("%w: device %q has no secret", ErrBadCredentials, c.ClientID)
+	}
+	if a.Throttle != nil && !a.verifier.Known(c.ClientID, hash, c.Password) && a.Throttle.Blocked(c.ClientID, host(c.Remote)) {
+		return Identity{}, fmt.Errorf("%w: device %q from %s", ErrThrottled, c.ClientID, host(c.Remote))
+	}
+	if !a.verifier.Verify(c.ClientID, hash, c.Password) {
+		if a.Throttle != nil {
+			a.Throttle.Failed(c.ClientID, host(c.Remote))
+		}
 		return Identity{}, fmt.Errorf("%w: device %q", ErrBadCredentials, c.ClientID)
+	}
+	if a.Throttle != nil {
+		a.Throttle.Succeeded(c.ClientID)
 	}
 	return Identity{Kind: Device, Name: c.ClientID, ClientID: c.ClientID, Username: c.Username, Method: "secret"}, nil
 }
 
 // Forget drops cached verification state for a thing whose secret changed.
 func (a *Authenticator) Forget(thing string) { a.verifier.Forget(thing) }
+
+// host is the address without its port (throttling is per host).
+func host(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}

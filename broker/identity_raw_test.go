@@ -19,7 +19,9 @@ type rawMQTT struct {
 	r *bufio.Reader
 }
 
-func rawString(s string) []byte { return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...) }
+func rawString(s string) []byte {
+	return append(binary.BigEndian.AppendUint16(nil, uint16(len(s))), s...)
+}
 
 func rawPacket(first byte, body []byte) []byte {
 	n := len(body)

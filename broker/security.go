@@ -12,6 +12,7 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/hooks"
@@ -79,6 +80,9 @@ type AuthOptions struct {
 	Services []auth.ServiceConfig
 	// APIKeys are the HTTP API's principals.
 	APIKeys []auth.APIKeyConfig
+	// LoginThrottle limits password guessing per source address and per
+	// client id (zero values: auth's defaults).
+	LoginThrottle auth.ThrottleConfig
 }
 
 // LimitOptions protect every client from the others.
@@ -173,7 +177,22 @@ func validThing(s string) bool { return shadow.ValidThingName(s) }
 func (b *Broker) wireAccess(sessions *hooks.Sessions) {
 	if b.authn != nil {
 		b.authn.IsThing = func(name string) bool { _, err := b.registry.Thing(name); return err == nil }
+		b.authn.Throttle = auth.NewThrottle(b.opts.Auth.LoginThrottle)
 	}
+	count := func(f func(*auth.Authenticator) uint64) func() float64 {
+		return func() float64 {
+			if b.authn == nil {
+				return 0
+			}
+			return float64(f(b.authn))
+		}
+	}
+	b.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "umbra_mqtt_auth_failures_total",
+			Help: "MQTT logins refused: bad or missing credentials, identity mismatch, throttled, revoked."}, count((*auth.Authenticator).Failures)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "umbra_mqtt_auth_throttled_total",
+			Help: "MQTT password logins refused without checking, after too many failures from the address or for the client id."}, count((*auth.Authenticator).Throttled)),
+	)
 	b.access.Existing = b.mqtt.Clients.Get
 	b.access.DropInflight = func(cl *mqtt.Client, pk packets.Packet) {
 		if cl.State.Inflight.Delete(pk.PacketID) {

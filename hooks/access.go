@@ -84,6 +84,7 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		Username:         string(pk.Connect.Username),
 		Password:         pk.Connect.Password,
 		PeerCertificates: peerCertificates(cl),
+		Remote:           cl.Net.Remote,
 	})
 	if err != nil {
 		// The error text never contains the password or secret.

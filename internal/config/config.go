@@ -61,6 +61,8 @@ type Auth struct {
 	AllowUnauthenticatedRemote bool                 `yaml:"allow_unauthenticated_remote"`
 	Services                   []auth.ServiceConfig `yaml:"services"`
 	APIKeys                    []auth.APIKeyConfig  `yaml:"api_keys"`
+	// LoginThrottle limits password guessing (see auth.ThrottleConfig).
+	LoginThrottle auth.ThrottleConfig `yaml:"login_throttle"`
 }
 
 // Limits protect clients from each other.
@@ -278,6 +280,7 @@ func (f File) Options() broker.Options {
 			AllowUnauthenticatedRemote: f.Auth.AllowUnauthenticatedRemote,
 			Services:                   f.Auth.Services,
 			APIKeys:                    f.Auth.APIKeys,
+			LoginThrottle:              f.Auth.LoginThrottle,
 		},
 		Registration: registry.Policy(f.Registry.Policy),
 		Limits: broker.LimitOptions{

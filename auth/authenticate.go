@@ -35,6 +35,8 @@ type Authenticator struct {
 	failures atomic.Uint64
 	// ValidThing reports whether a client id is a well-formed thing name.
 	ValidThing func(string) bool
+	// Denied, when set, refuses the client certificates it lists.
+	Denied *DenyList
 	// Throttle, when set, refuses password logins from a source address or
 	// for a client id that failed too often, before any bcrypt.
 	Throttle *Throttle
@@ -86,6 +88,9 @@ func (a *Authenticator) Throttled() uint64 {
 func (a *Authenticator) authenticate(c ConnectInfo) (Identity, error) {
 	if len(c.PeerCertificates) > 0 {
 		cert := c.PeerCertificates[0]
+		if a.Denied.Denies(cert) {
+			return Identity{}, fmt.Errorf("%w: serial %s presented for client id %q", ErrRevoked, cert.SerialNumber.Text(16), c.ClientID)
+		}
 		names := append([]string{cert.Subject.CommonName}, cert.DNSNames...)
 		if !a.ValidThing(c.ClientID) || !slices.Contains(names, c.ClientID) {
 			return Identity{}, fmt.Errorf("%w: certificate names %q, client id is %q", ErrIdentity, names, c.ClientID)

@@ -83,6 +83,9 @@ type AuthOptions struct {
 	// LoginThrottle limits password guessing per source address and per
 	// client id (zero values: auth's defaults).
 	LoginThrottle auth.ThrottleConfig
+	// DeniedCertificates are revoked client certificates:
+	// "serial:<hex>" or "sha256:<hex fingerprint of the DER certificate>".
+	DeniedCertificates []string
 }
 
 // LimitOptions protect every client from the others.
@@ -178,6 +181,7 @@ func (b *Broker) wireAccess(sessions *hooks.Sessions) {
 	if b.authn != nil {
 		b.authn.IsThing = func(name string) bool { _, err := b.registry.Thing(name); return err == nil }
 		b.authn.Throttle = auth.NewThrottle(b.opts.Auth.LoginThrottle)
+		b.authn.Denied, _ = auth.ParseDenyList(b.opts.Auth.DeniedCertificates) // checked by New
 	}
 	count := func(f func(*auth.Authenticator) uint64) func() float64 {
 		return func() float64 {

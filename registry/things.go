@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strconv"
 )
 
 // NewThing is a thing to create.
@@ -35,6 +36,9 @@ func (r *Registry) CreateThing(ctx context.Context, n NewThing) (Thing, error) {
 	err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
 		if kv.Get(bucketThings, t.Name) != nil {
 			return ErrExists
+		}
+		if err := kv.Delete(bucketDeleted, t.Name); err != nil {
+			return err
 		}
 		return putJSON(kv, bucketThings, t.Name, t)
 	})
@@ -151,6 +155,9 @@ func (r *Registry) DeleteThing(ctx context.Context, name string, expectedVersion
 				return err
 			}
 		}
+		if err := kv.Put(bucketDeleted, name, []byte(strconv.FormatInt(r.cfg.Clock().Unix(), 10))); err != nil {
+			return err
+		}
 		return kv.Delete(bucketThings, name)
 	})
 	if err != nil {
@@ -234,6 +241,9 @@ func (r *Registry) CreateThings(ctx context.Context, things []NewThing) (created
 			t := Thing{Name: n.Name, Type: n.Type, Attributes: n.Attributes, Version: 1, CreatedAt: now, UpdatedAt: now}
 			if t.Attributes == nil {
 				t.Attributes = map[string]string{}
+			}
+			if err := kv.Delete(bucketDeleted, t.Name); err != nil {
+				return err
 			}
 			if err := putJSON(kv, bucketThings, t.Name, t); err != nil {
 				return err

@@ -1,0 +1,100 @@
+package broker_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/internal/testpki"
+	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+)
+
+// colonHex writes b as aa:bb:cc (how openssl prints serials and
+// fingerprints).
+func colonHex(b []byte) string {
+	parts := make([]string, len(b))
+	for i, c := range b {
+		parts[i] = fmt.Sprintf("%02X", c)
+	}
+	return strings.Join(parts, ":")
+}
+
+// Issue 13.8: revoked certificates (by serial, by fingerprint) and disabled
+// things are refused at CONNECT; under policy auto a deleted thing's
+// certificate does not register it again until it is created explicitly.
+func TestRevokedCertificatesDisabledAndDeletedThings(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, dir, "device-ca")
+	now := time.Now()
+	bySerial := ca.Client(t, dir, "dev-r", nil, now.Add(-time.Hour), now.Add(time.Hour))
+	byPrint := ca.Client(t, dir, "dev-f", nil, now.Add(-time.Hour), now.Add(time.Hour))
+	good := ca.Client(t, dir, "dev-g", nil, now.Add(-time.Hour), now.Add(time.Hour))
+	serial := bySerial.TLS.Leaf
+	if serial == nil {
+		t.Fatal("testpki pair without a parsed leaf")
+	}
+	print := sha256.Sum256(byPrint.TLS.Certificate[0])
+	s := startSecuredCA(t, dir, ca, func(o *broker.Options) {
+		o.Auth.DeniedCertificates = []string{"serial:" + colonHex(serial.SerialNumber.Bytes()), "sha256:" + hex.EncodeToString(print[:])}
+	})
+	connect := func(id string, pair testpki.Pair) error {
+		c, err := mt.TryConnect(s.tlsMQTTURL, id, s.trust(&pair.TLS))
+		if err == nil {
+			c.Disconnect(0)
+		}
+		return err
+	}
+	if err := connect("dev-r", bySerial); err == nil {
+		t.Error("certificate denied by serial connected")
+	}
+	if err := connect("dev-f", byPrint); err == nil {
+		t.Error("certificate denied by fingerprint connected")
+	}
+	if err := connect("dev-g", good); err != nil {
+		t.Fatalf("valid certificate refused: %v", err)
+	}
+	s.api(t, s.viewer, "GET", "/api/things/dev-r", "", 404) // refused before registration
+
+	// Disabled through the registry attribute, enabled again.
+	s.api(t, s.admin, "PATCH", "/api/things/dev-g", `{"attributes":{"umbra:disabled":"true"}}`, 200)
+	if err := connect("dev-g", good); err == nil {
+		t.Error("disabled thing connected")
+	}
+	s.api(t, s.admin, "PATCH", "/api/things/dev-g", `{"attributes":{"umbra:disabled":null}}`, 200)
+	if err := connect("dev-g", good); err != nil {
+		t.Fatalf("re-enabled thing refused: %v", err)
+	}
+
+	// Deleted: its certificate does not recreate it (policy auto).
+	s.api(t, s.admin, "DELETE", "/api/things/dev-g", "", 204)
+	if err := connect("dev-g", good); err == nil {
+		t.Error("deleted thing's certificate connected")
+	}
+	s.api(t, s.viewer, "GET", "/api/things/dev-g", "", 404)
+	s.api(t, s.admin, "POST", "/api/things", `{"thingName":"dev-g"}`, 201)
+	if err := connect("dev-g", good); err != nil {
+		t.Fatalf("thing created again is refused: %v", err)
+	}
+	// The tombstone survives a restart.
+	s.api(t, s.admin, "DELETE", "/api/things/dev-g", "", 204)
+	s.Server = s.Restart(t)
+	s.tlsMQTTURL = s.MQTTURL()
+	if err := connect("dev-g", good); err == nil {
+		t.Error("deleted thing's certificate connected after a restart")
+	}
+}
+
+// registry.recreate_deleted: true restores the old behaviour on purpose.
+func TestRecreateDeletedThingsWhenConfigured(t *testing.T) {
+	s := startSecured(t, func(o *broker.Options) { o.RecreateDeletedThings = true })
+	now := time.Now()
+	good := s.ca.Client(t, s.dir, "dev-g", nil, now.Add(-time.Hour), now.Add(time.Hour))
+	mt.Connect(t, s.tlsMQTTURL, "dev-g", s.trust(&good.TLS)).Disconnect(50)
+	s.api(t, s.admin, "DELETE", "/api/things/dev-g", "", 204)
+	mt.Connect(t, s.tlsMQTTURL, "dev-g", s.trust(&good.TLS)).Disconnect(50)
+	s.api(t, s.viewer, "GET", "/api/things/dev-g", "", 200)
+}

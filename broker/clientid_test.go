@@ -104,3 +104,23 @@ func TestGrantedServiceInheritsNoForbiddenMessages(t *testing.T) {
 		t.Fatalf("the service's connection was recorded as the device's: %s", conn)
 	}
 }
+
+// A connection taken over by the same device still reports its end as the
+// device's (its identity is released at the takeover; the lifecycle event
+// keeps the one recorded when it connected).
+func TestTakenOverConnectionEndsAsTheDevice(t *testing.T) {
+	s := startSecured(t, func(o *broker.Options) {
+		o.Auth.Services = append(o.Auth.Services, auth.ServiceConfig{Name: "watch", PasswordBcrypt: o.Auth.Services[0].PasswordBcrypt,
+			Rules: auth.Rules{Subscribe: []string{"$aws/events/#"}}})
+	})
+	secret := s.issue(t, "dev-a")
+	watch := mt.Connect(t, s.tlsMQTTURL, "watch-1", s.trust(nil), withSecret("watch", s.servicePassword))
+	ends := watch.Subscribe("$aws/events/presence/disconnected/dev-a", 1)
+	mt.Connect(t, s.tlsMQTTURL, "dev-a", s.trust(nil), withSecret("dev-a", secret), persistent)
+	mt.Connect(t, s.tlsMQTTURL, "dev-a", s.trust(nil), withSecret("dev-a", secret), persistent)
+	ev := string(mt.Next(t, ends).Payload)
+	if gjson.Get(ev, "disconnectReason").String() != "DUPLICATE_CLIENTID" || gjson.Get(ev, "thingName").String() != "dev-a" ||
+		gjson.Get(ev, "principalIdentifier").String() != "dev-a" {
+		t.Fatalf("end of the taken-over connection: %s", ev)
+	}
+}

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/umbra-iot/umbra/broker"
-	"github.com/umbra-iot/umbra/internal/testpki"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+	"github.com/umbra-iot/umbra/internal/testpki"
 )
 
 // colonHex writes b as aa:bb:cc (how openssl prints serials and

@@ -101,3 +101,36 @@ func TestIdentityRaceInEveryHookOrder(t *testing.T) {
 		}
 	}
 }
+
+// A certificate device's session keeps no username, so the session stored
+// for it can never name a service after a restart; a restored session
+// (no connection) is the device its client id names.
+func TestDeviceSessionNeverNamesAService(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, dir, "ca")
+	pair := ca.Client(t, dir, "dev-a", nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	cert, err := x509.ParseCertificate(pair.TLS.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := mqtt.New(nil)
+	h := testAccess(t)
+	cl := connectAs(t, srv, h, cert, "dev-a", "dashboard")
+	if len(cl.Properties.Username) != 0 {
+		t.Fatalf("session username %q kept for a device", cl.Properties.Username)
+	}
+	restored := srv.NewClient(nil, "tls", "dev-a", false)
+	restored.Properties.Username = cl.Properties.Username
+	if id := h.Identity(restored); id.Kind != auth.Device || id.Name != "dev-a" {
+		t.Fatalf("restored session: %+v", id)
+	}
+	// A live connection that holds no identity may do nothing.
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	stranger := srv.NewClient(c1, "tcp", "dev-a", false)
+	stranger.Properties.Username = []byte("dashboard")
+	if h.OnACLCheck(stranger, "$aws/things/dev-a/shadow/update", true) || h.OnACLCheck(stranger, "things/dev-a/x", false) {
+		t.Fatal("a connection without an identity was allowed")
+	}
+}

@@ -150,6 +150,30 @@ func (a *Authenticator) authenticate(c ConnectInfo) (Identity, error) {
 	return Identity{Kind: Device, Name: c.ClientID, ClientID: c.ClientID, Username: c.Username, Method: "secret"}, nil
 }
 
+// MayTakeOver reports whether a connection authenticated as next may take
+// over the session of the same client id held by prev (kicking prev's
+// connection and inheriting its subscriptions and queued messages): the
+// same principal may; so may the thing the client id names, and a service
+// granted that thing's client id (Authenticate checked the grant); a
+// session without an identity (or restored from storage and guessed to be a
+// device that is not registered) may be taken by anyone entitled to the id.
+// Anyone else is refused, so one service cannot take another's session.
+func (a *Authenticator) MayTakeOver(next, prev Identity) bool {
+	switch {
+	case prev.Kind == Unauthenticated:
+		return true
+	case prev.Method == "restored" && prev.Kind == Device && (a.IsThing == nil || !a.IsThing(prev.Name)):
+		return true // restored, guessed from a client id that names no thing
+	case next.Kind == prev.Kind && next.Name == prev.Name:
+		return true
+	case next.Kind == Device && next.Name == next.ClientID:
+		return true
+	case next.Kind == Service && a.IsThing != nil && a.IsThing(next.ClientID):
+		return true
+	}
+	return false
+}
+
 // Forget drops cached verification state for a thing whose secret changed.
 func (a *Authenticator) Forget(thing string) { a.verifier.Forget(thing) }
 

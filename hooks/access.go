@@ -101,6 +101,13 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	if !h.admit(cl, id) {
 		return false
 	}
+	if h.Existing != nil {
+		if prev, ok := h.Existing(cl.ID); ok && prev != cl && !h.authn.MayTakeOver(id, h.Identity(prev)) {
+			h.log.Warn("mqtt connection refused: client id in use by another principal", "client", cl.ID, "remote", cl.Net.Remote,
+				"principal", id.Principal(), "holder", h.Identity(prev).Principal())
+			return false
+		}
+	}
 	// The session keeps (and persists) a username only for a service, so
 	// a restored session never names a service it was not created by.
 	cl.Properties.Username = id.SessionUsername()

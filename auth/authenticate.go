@@ -74,8 +74,14 @@ func (a *Authenticator) Authenticate(c ConnectInfo) (Identity, error) {
 	return id, err
 }
 
-// Failures is the number of refused authentications so far.
+// Failures is the number of refused authentications so far (including
+// those counted with Refused).
 func (a *Authenticator) Failures() uint64 { return a.failures.Load() }
+
+// Refused counts a login refused after authentication (a disabled or
+// deleted thing, a will topic not allowed, a client id held by another
+// principal).
+func (a *Authenticator) Refused() { a.failures.Add(1) }
 
 // Throttled is the number of logins refused unchecked by the throttle.
 func (a *Authenticator) Throttled() uint64 {

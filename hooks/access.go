@@ -96,17 +96,20 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	// checked here, when it is set (AWS refuses such a connection too).
 	if pk.Connect.WillFlag && !h.policy.CanPublish(id, pk.Connect.WillTopic) {
 		h.log.Warn("mqtt connection refused: will topic not allowed", "client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic)
-		return false
-	}
-	if !h.admit(cl, id) {
+		h.authn.Refused()
 		return false
 	}
 	if h.Existing != nil {
 		if prev, ok := h.Existing(cl.ID); ok && prev != cl && !h.authn.MayTakeOver(id, h.Identity(prev)) {
 			h.log.Warn("mqtt connection refused: client id in use by another principal", "client", cl.ID, "remote", cl.Net.Remote,
 				"principal", id.Principal(), "holder", h.Identity(prev).Principal())
+			h.authn.Refused()
 			return false
 		}
+	}
+	if !h.admit(cl, id) {
+		h.authn.Refused()
+		return false
 	}
 	// The session keeps (and persists) a username only for a service, so
 	// a restored session never names a service it was not created by.

@@ -173,6 +173,7 @@ func (b *Broker) addHooks() error {
 		Store: storeadapt.KV{DB: b.db}, Shadows: storeadapt.ShadowSource{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, RecreateDeleted: b.opts.RecreateDeletedThings, Logger: b.log.With("component", "registry"),
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
+		OnRevoked:      b.endRevoked,
 	})
 	if err != nil {
 		return err

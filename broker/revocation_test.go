@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/umbra-iot/umbra/broker"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 	"github.com/umbra-iot/umbra/internal/testpki"
@@ -97,4 +99,34 @@ func TestRecreateDeletedThingsWhenConfigured(t *testing.T) {
 	s.api(t, s.admin, "DELETE", "/api/things/dev-g", "", 204)
 	mt.Connect(t, s.tlsMQTTURL, "dev-g", s.trust(&good.TLS)).Disconnect(50)
 	s.api(t, s.viewer, "GET", "/api/things/dev-g", "", 200)
+}
+
+// Disabling or deleting a thing also ends its open connection.
+func TestDisablingOrDeletingAThingEndsItsConnection(t *testing.T) {
+	s := startSecured(t)
+	now := time.Now()
+	for _, step := range []struct{ thing, method, path, body string }{
+		{"dev-d", "PATCH", "/api/things/dev-d", `{"attributes":{"umbra:disabled":"true"}}`},
+		{"dev-x", "DELETE", "/api/things/dev-x", ""},
+	} {
+		pair := s.ca.Client(t, s.dir, step.thing, nil, now.Add(-time.Hour), now.Add(time.Hour))
+		lost := make(chan error, 1)
+		mt.Connect(t, s.tlsMQTTURL, step.thing, s.trust(&pair.TLS), func(o *paho.ClientOptions) {
+			o.SetConnectionLostHandler(func(_ paho.Client, err error) { lost <- err })
+		})
+		want := 200
+		if step.method == "DELETE" {
+			want = 204
+		}
+		s.api(t, s.admin, step.method, step.path, step.body, want)
+		select {
+		case <-lost:
+		case <-time.After(mt.Wait):
+			t.Fatalf("%s %s: the thing's connection stayed open", step.method, step.path)
+		}
+		if c, err := mt.TryConnect(s.tlsMQTTURL, step.thing, s.trust(&pair.TLS)); err == nil {
+			c.Disconnect(0)
+			t.Fatalf("%s %s: the thing reconnected", step.method, step.path)
+		}
+	}
 }

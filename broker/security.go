@@ -175,6 +175,17 @@ func (c deviceCredentials) kick(thing string) {
 // validThing is the thing-name rule devices' client ids must follow.
 func validThing(s string) bool { return shadow.ValidThingName(s) }
 
+// endRevoked ends the open connection of a thing that was disabled or
+// deleted (a service granted its client id is left alone).
+func (b *Broker) endRevoked(thing string) {
+	if b.mqtt == nil || b.access == nil {
+		return
+	}
+	if cl, ok := b.mqtt.Clients.Get(thing); ok && !cl.Closed() && b.access.Identity(cl).IsDevice() {
+		_ = b.mqtt.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+}
+
 // wireAccess lets the access hook see the session a connection inherits
 // and drop the queued messages of it that the new owner may not receive.
 func (b *Broker) wireAccess(sessions *hooks.Sessions) {

@@ -92,6 +92,9 @@ type Config struct {
 	// credentials register itself again under policy auto. Off by default:
 	// a deleted thing stays deleted until it is created explicitly.
 	RecreateDeleted bool
+	// OnRevoked, when set, is told (after the commit) that a thing was
+	// disabled or deleted, so that its open connection can be ended.
+	OnRevoked func(thing string)
 	// OnConnectivity, when set, is told every connectivity change.
 	OnConnectivity func(clientID string, c Connectivity)
 }

@@ -125,6 +125,9 @@ func (r *Registry) UpdateThing(ctx context.Context, name string, p ThingPatch) (
 	if err != nil {
 		return Thing{}, err
 	}
+	if t.Attributes[DisabledAttribute] == "true" && r.cfg.OnRevoked != nil {
+		r.cfg.OnRevoked(name)
+	}
 	r.ix.set(name, "registry", r.thingValues(t, r.staticGroupsOf(name)))
 	return t, nil
 }
@@ -169,6 +172,9 @@ func (r *Registry) DeleteThing(ctx context.Context, name string, expectedVersion
 	r.ix.set(name, "registry", nil)
 	r.ix.set(name, "connectivity", nil)
 	r.ix.register(name, false)
+	if r.cfg.OnRevoked != nil {
+		r.cfg.OnRevoked(name)
+	}
 	return nil
 }
 

@@ -10,7 +10,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/brokertest"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 	"github.com/umbra-iot/umbra/internal/testpki"
 )
@@ -127,6 +129,27 @@ func TestDisablingOrDeletingAThingEndsItsConnection(t *testing.T) {
 		if c, err := mt.TryConnect(s.tlsMQTTURL, step.thing, s.trust(&pair.TLS)); err == nil {
 			c.Disconnect(0)
 			t.Fatalf("%s %s: the thing reconnected", step.method, step.path)
+		}
+	}
+}
+
+// A malformed denied-certificate entry or client id grant fails start-up
+// with an error naming it.
+func TestBadRevocationAndGrantConfigIsRefused(t *testing.T) {
+	for _, c := range []struct {
+		modify func(*broker.Options)
+		want   string
+	}{
+		{func(o *broker.Options) { o.Auth.DeniedCertificates = []string{"sha256:abcd"} }, `auth.denied_certificates[0] "sha256:abcd"`},
+		{func(o *broker.Options) { o.Auth.DeniedCertificates = []string{"0a1b"} }, `auth.denied_certificates[0] "0a1b"`},
+		{func(o *broker.Options) { o.Auth.Services[0].ClientIDs = []string{"a/b"} }, `client_ids entry "a/b"`},
+	} {
+		opts := brokertest.LoopbackOptions(t.TempDir())
+		opts.Auth.Enabled = true
+		opts.Auth.Services = []auth.ServiceConfig{{Name: "svc", PasswordBcrypt: "$2a$04$C6UzMDM.H6dfI/f/IKxGhuN3C6I5yxCCfGX5iF9A8GkTpK0X5ZYm."}}
+		c.modify(&opts)
+		if _, err := broker.New(opts); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("err = %v, want one naming %s", err, c.want)
 		}
 	}
 }

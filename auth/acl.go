@@ -15,6 +15,9 @@ const (
 	Device
 	// Service is an app or backend principal from the configuration.
 	Service
+	// Unauthenticated holds no proven identity and may do nothing (see
+	// Nobody).
+	Unauthenticated
 )
 
 func (k Kind) String() string {
@@ -23,6 +26,8 @@ func (k Kind) String() string {
 		return "device"
 	case Service:
 		return "service"
+	case Unauthenticated:
+		return "unauthenticated"
 	}
 	return "anonymous"
 }
@@ -51,6 +56,8 @@ func (id Identity) Principal() string {
 		return id.Name
 	case Service:
 		return "service:" + id.Name + "/" + id.ClientID
+	case Unauthenticated:
+		return "unauthenticated:" + id.ClientID
 	}
 	return id.ClientID
 }

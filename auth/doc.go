@@ -14,6 +14,15 @@
 //     operator (shadows, jobs, rollouts) or admin (everything, including the
 //     registry and credentials).
 //
+// An identity is bound to the connection that proved it (Connections), never
+// to a client id or a username: the end of one connection cannot change who
+// another connection with the same client id is, and a connection without
+// a bound identity is Nobody and may do nothing. A client id naming a
+// registered thing belongs to that thing (and to services granted it), and
+// a session changes hands only between connections entitled to it
+// (MayTakeOver). Certificates can be denied (DenyList) and password
+// guessing is throttled before bcrypt (Throttle).
+//
 // Everything not granted is denied. The package is pure policy: no MQTT, no
 // HTTP, no storage; hooks and api apply it.
 package auth

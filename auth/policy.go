@@ -18,6 +18,26 @@ type ServiceConfig struct {
 	// (`umbra keygen` prints one).
 	PasswordBcrypt string `yaml:"password_bcrypt"`
 	Rules          `yaml:",inline"`
+	// ClientIDs are the thing names this service may use as its MQTT
+	// client id (taking over that thing's session): exact names, a prefix
+	// ending in "*", or "*" for every thing. Without a grant a service
+	// whose client id names a registered thing is refused.
+	ClientIDs []string `yaml:"client_ids,omitempty"`
+}
+
+// MayUseClientID reports whether the service is granted the client id of
+// the thing named thing.
+func (s ServiceConfig) MayUseClientID(thing string) bool {
+	for _, g := range s.ClientIDs {
+		if prefix, ok := strings.CutSuffix(g, "*"); ok {
+			if strings.HasPrefix(thing, prefix) {
+				return true
+			}
+		} else if g == thing {
+			return true
+		}
+	}
+	return false
 }
 
 // Role is an API caller's role.
@@ -75,6 +95,11 @@ func NewPolicy(services []ServiceConfig, keys []APIKeyConfig) (*Policy, error) {
 			probe := strings.NewReplacer("{clientid}", "x", "{username}", "x").Replace(f)
 			if !ValidFilter(probe) {
 				errs = append(errs, fmt.Errorf("%s: %q is not a valid topic filter", where, f))
+			}
+		}
+		for _, g := range s.ClientIDs {
+			if g == "" || strings.ContainsAny(strings.TrimSuffix(g, "*"), "*/+#\x00") {
+				errs = append(errs, fmt.Errorf("%s: client_ids entry %q: want a thing name, a prefix ending in *, or *", where, g))
 			}
 		}
 		p.services[s.Name] = s

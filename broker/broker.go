@@ -94,6 +94,9 @@ func New(opts Options) (*Broker, error) {
 	if b.policy, err = auth.NewPolicy(o.Auth.Services, o.Auth.APIKeys); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
+	if _, err = auth.ParseDenyList(o.Auth.DeniedCertificates); err != nil {
+		return nil, fmt.Errorf("invalid options: %w", err)
+	}
 	return b, nil
 }
 
@@ -174,8 +177,9 @@ func (b *Broker) addHooks() error {
 	var err error
 	b.registry, err = registry.Open(registry.Config{
 		Store: storeadapt.KV{DB: b.db}, Shadows: storeadapt.ShadowSource{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
-		Policy: b.opts.Registration, Logger: b.log.With("component", "registry"),
+		Policy: b.opts.Registration, RecreateDeleted: b.opts.RecreateDeletedThings, Logger: b.log.With("component", "registry"),
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
+		OnRevoked:      b.endRevoked,
 	})
 	if err != nil {
 		return err
@@ -197,6 +201,7 @@ func (b *Broker) addHooks() error {
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
+	b.wireAccess(sessions)
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
 	if !b.opts.EphemeralSessions {

@@ -89,6 +89,10 @@ type Options struct {
 	// a device is registered on its first connection) or "strict" (only
 	// registered things may connect as devices).
 	Registration registry.Policy
+	// RecreateDeletedThings lets a deleted thing re-register itself by
+	// connecting under policy auto (off: it stays deleted until created
+	// again through the API or CLI).
+	RecreateDeletedThings bool
 
 	// RolloutInterval is how often the rollout engine advances rollouts and
 	// jobs (checks devices, timers, rate limits). Default 1s.

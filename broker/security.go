@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync/atomic"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/hooks"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -76,6 +80,12 @@ type AuthOptions struct {
 	Services []auth.ServiceConfig
 	// APIKeys are the HTTP API's principals.
 	APIKeys []auth.APIKeyConfig
+	// LoginThrottle limits password guessing per source address and per
+	// client id (zero values: auth's defaults).
+	LoginThrottle auth.ThrottleConfig
+	// DeniedCertificates are revoked client certificates:
+	// "serial:<hex>" or "sha256:<hex fingerprint of the DER certificate>".
+	DeniedCertificates []string
 }
 
 // LimitOptions protect every client from the others.
@@ -164,3 +174,47 @@ func (c deviceCredentials) kick(thing string) {
 
 // validThing is the thing-name rule devices' client ids must follow.
 func validThing(s string) bool { return shadow.ValidThingName(s) }
+
+// endRevoked ends the open connection of a thing that was disabled or
+// deleted (a service granted its client id is left alone).
+func (b *Broker) endRevoked(thing string) {
+	if b.mqtt == nil || b.access == nil {
+		return
+	}
+	if cl, ok := b.mqtt.Clients.Get(thing); ok && !cl.Closed() && b.access.Identity(cl).IsDevice() {
+		_ = b.mqtt.DisconnectClient(cl, packets.ErrNotAuthorized)
+	}
+}
+
+// wireAccess lets the access hook see the session a connection inherits
+// and drop the queued messages of it that the new owner may not receive.
+func (b *Broker) wireAccess(sessions *hooks.Sessions) {
+	if b.authn != nil {
+		b.authn.IsThing = func(name string) bool { _, err := b.registry.Thing(name); return err == nil }
+		b.authn.Throttle = auth.NewThrottle(b.opts.Auth.LoginThrottle)
+		b.authn.Denied, _ = auth.ParseDenyList(b.opts.Auth.DeniedCertificates) // checked by New
+	}
+	count := func(f func(*auth.Authenticator) uint64) func() float64 {
+		return func() float64 {
+			if b.authn == nil {
+				return 0
+			}
+			return float64(f(b.authn))
+		}
+	}
+	b.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "umbra_mqtt_auth_failures_total",
+			Help: "MQTT logins refused: bad or missing credentials, identity mismatch, throttled, revoked."}, count((*auth.Authenticator).Failures)),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "umbra_mqtt_auth_throttled_total",
+			Help: "MQTT password logins refused without checking, after too many failures from the address or for the client id."}, count((*auth.Authenticator).Throttled)),
+	)
+	b.access.Existing = b.mqtt.Clients.Get
+	b.access.DropInflight = func(cl *mqtt.Client, pk packets.Packet) {
+		if cl.State.Inflight.Delete(pk.PacketID) {
+			atomic.AddInt64(&b.mqtt.Info.Inflight, -1)
+			if !b.opts.EphemeralSessions {
+				sessions.OnQosDropped(cl, pk)
+			}
+		}
+	}
+}

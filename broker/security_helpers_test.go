@@ -32,8 +32,15 @@ type secured struct {
 func startSecured(t *testing.T, modify ...func(*broker.Options)) *secured {
 	t.Helper()
 	dir := t.TempDir()
+	return startSecuredCA(t, dir, testpki.NewCA(t, dir, "device-ca"), modify...)
+}
+
+// startSecuredCA is startSecured with a device CA made beforehand (to
+// issue certificates the options name).
+func startSecuredCA(t *testing.T, dir string, ca *testpki.CA, modify ...func(*broker.Options)) *secured {
+	t.Helper()
 	s := &secured{dir: dir, admin: auth.NewSecret(), operator: auth.NewSecret(), viewer: auth.NewSecret(), servicePassword: auth.NewSecret()}
-	s.ca = testpki.NewCA(t, dir, "device-ca")
+	s.ca = ca
 	server := s.ca.Server(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte(s.servicePassword), bcrypt.MinCost)
 	if err != nil {

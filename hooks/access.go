@@ -3,6 +3,7 @@ package hooks
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -30,14 +31,21 @@ type Access struct {
 	// with authentication off, to clients whose id is a thing name).
 	Admit func(id auth.Identity) error
 
-	mu         sync.RWMutex
-	identities map[string]auth.Identity // by client id
+	// Existing, when set, returns the session a new connection with this
+	// client id is about to inherit (Mochi's Clients.Get).
+	Existing func(clientID string) (*mqtt.Client, bool)
+	// DropInflight, when set, removes a queued message from a session
+	// that a connection with fewer rights inherits.
+	DropInflight func(cl *mqtt.Client, pk packets.Packet)
+
+	identities auth.Connections[*mqtt.Client] // by connection, never by client id
+	mu         sync.Mutex
 	aliases    map[*mqtt.Client]map[uint16]string
 }
 
 // NewAccess returns the access hook; authn nil means authentication off.
 func NewAccess(authn *auth.Authenticator, log *slog.Logger) *Access {
-	a := &Access{authn: authn, log: log, identities: map[string]auth.Identity{}, aliases: map[*mqtt.Client]map[uint16]string{}}
+	a := &Access{authn: authn, log: log, aliases: map[*mqtt.Client]map[uint16]string{}}
 	if authn != nil {
 		a.policy = authn.Policy
 	}
@@ -50,7 +58,7 @@ func (h *Access) ID() string { return "umbra-access" }
 // Provides implements mqtt.Hook.
 func (h *Access) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnDisconnect, mqtt.OnClientExpired:
+	case mqtt.OnConnectAuthenticate, mqtt.OnSessionEstablish, mqtt.OnACLCheck, mqtt.OnPacketRead, mqtt.OnDisconnect, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -68,7 +76,7 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		if !h.admit(cl, id) {
 			return false
 		}
-		h.remember(id)
+		h.identities.Bind(cl, id)
 		return true
 	}
 	id, err := h.authn.Authenticate(auth.ConnectInfo{
@@ -76,6 +84,7 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		Username:         string(pk.Connect.Username),
 		Password:         pk.Connect.Password,
 		PeerCertificates: peerCertificates(cl),
+		Remote:           cl.Net.Remote,
 	})
 	if err != nil {
 		// The error text never contains the password or secret.
@@ -87,12 +96,25 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	// checked here, when it is set (AWS refuses such a connection too).
 	if pk.Connect.WillFlag && !h.policy.CanPublish(id, pk.Connect.WillTopic) {
 		h.log.Warn("mqtt connection refused: will topic not allowed", "client", cl.ID, "remote", cl.Net.Remote, "will_topic", pk.Connect.WillTopic)
+		h.authn.Refused()
 		return false
+	}
+	if h.Existing != nil {
+		if prev, ok := h.Existing(cl.ID); ok && prev != cl && !h.authn.MayTakeOver(id, h.Identity(prev)) {
+			h.log.Warn("mqtt connection refused: client id in use by another principal", "client", cl.ID, "remote", cl.Net.Remote,
+				"principal", id.Principal(), "holder", h.Identity(prev).Principal())
+			h.authn.Refused()
+			return false
+		}
 	}
 	if !h.admit(cl, id) {
+		h.authn.Refused()
 		return false
 	}
-	h.remember(id)
+	// The session keeps (and persists) a username only for a service, so
+	// a restored session never names a service it was not created by.
+	cl.Properties.Username = id.SessionUsername()
+	h.identities.Bind(cl, id)
 	return true
 }
 
@@ -111,31 +133,51 @@ func (h *Access) admit(cl *mqtt.Client, id auth.Identity) bool {
 	return true
 }
 
-func (h *Access) remember(id auth.Identity) {
-	h.mu.Lock()
-	h.identities[id.ClientID] = id
-	h.mu.Unlock()
-}
-
-// Identity is who the client with this id authenticated as.
+// Identity is who the connection cl authenticated as. A connection that
+// holds no identity (released, or never authenticated) is auth.Nobody; a
+// persistent session restored from storage, which has no connection yet,
+// gets auth's RestoredIdentity.
 func (h *Access) Identity(cl *mqtt.Client) auth.Identity {
-	h.mu.RLock()
-	id, ok := h.identities[cl.ID]
-	h.mu.RUnlock()
-	if ok {
+	if id, ok := h.identities.Lookup(cl); ok {
 		return id
 	}
-	// A persistent session restored after a restart has not authenticated
-	// in this process yet. Its session could only have been created by
-	// authenticating, as a service (whose name is the session's username)
-	// or as the device its client id names.
-	if h.policy != nil {
-		if _, svc := h.policy.Service(string(cl.Properties.Username)); svc {
-			return auth.Identity{Kind: auth.Service, Name: string(cl.Properties.Username), ClientID: cl.ID, Username: string(cl.Properties.Username)}
-		}
-		return auth.Identity{Kind: auth.Device, Name: cl.ID, ClientID: cl.ID}
+	if h.authn == nil {
+		return auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID}
 	}
-	return auth.Identity{Kind: auth.Anonymous, ClientID: cl.ID}
+	if cl.Net.Conn == nil && !cl.Net.Inline {
+		return h.authn.RestoredIdentity(cl.ID, string(cl.Properties.Username))
+	}
+	return auth.Nobody(cl.ID)
+}
+
+// ForeignClientID reports whether cl uses the client id of a registered
+// thing it is not (a service granted that id): its connection is not the
+// thing's.
+func (h *Access) ForeignClientID(cl *mqtt.Client) bool {
+	return h.authn != nil && h.authn.NamesOtherThing(h.Identity(cl))
+}
+
+// OnSessionEstablish implements mqtt.Hook. It runs after authentication and
+// before Mochi hands the session of an earlier connection with the same
+// client id to cl: messages queued in that session that cl may not receive
+// are dropped, and the earlier connection object loses its identity.
+func (h *Access) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if h.Existing == nil {
+		return
+	}
+	old, ok := h.Existing(cl.ID)
+	if !ok || old == cl {
+		return
+	}
+	if h.authn != nil && h.DropInflight != nil {
+		id := h.Identity(cl)
+		for _, pk := range old.State.Inflight.GetAll(false) {
+			if pk.FixedHeader.Type == packets.Publish && !h.policy.CanReceive(id, pk.TopicName) {
+				h.DropInflight(old, pk)
+			}
+		}
+	}
+	h.identities.Release(old)
 }
 
 // OnACLCheck implements mqtt.Hook for its three call sites: publish
@@ -172,25 +214,22 @@ func (h *Access) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	return pk, nil
 }
 
-// OnDisconnect forgets the connection's aliases and, when the session ends
-// with it, its identity.
+// OnDisconnect forgets the connection's aliases and, when its session ends
+// with it or has moved to a newer connection, its identity. Identities are
+// keyed by connection object, so this never touches another connection's.
+// A persistent session keeps its identity while offline: messages queued
+// for it are checked against it.
 func (h *Access) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.mu.Lock()
 	delete(h.aliases, cl)
-	if expire && cl.StopCause() != packets.ErrSessionTakenOver {
-		if id, ok := h.identities[cl.ID]; ok && id.ClientID == cl.ID {
-			delete(h.identities, cl.ID)
-		}
-	}
 	h.mu.Unlock()
+	if expire || cl.IsTakenOver() || errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		h.identities.Release(cl)
+	}
 }
 
 // OnClientExpired forgets the identity of an expired session.
-func (h *Access) OnClientExpired(cl *mqtt.Client) {
-	h.mu.Lock()
-	delete(h.identities, cl.ID)
-	h.mu.Unlock()
-}
+func (h *Access) OnClientExpired(cl *mqtt.Client) { h.identities.Release(cl) }
 
 // tlsState is implemented by *tls.Conn and by Umbra's WebSocket connection.
 type tlsState interface {

@@ -26,13 +26,21 @@ type Presence struct {
 	shuttingDown func() bool
 
 	mu       sync.Mutex
-	sessions map[*mqtt.Client]registry.Live
+	sessions map[*mqtt.Client]established
+}
+
+// established is a connection as recorded when its session was
+// established; its end is reported with the same identity, even when the
+// connection's identity has been released by then (a takeover).
+type established struct {
+	session registry.Session
+	live    registry.Live
 }
 
 // NewPresence returns the presence hook; access names identities,
 // shuttingDown tells server-initiated disconnects from lost connections.
 func NewPresence(t PresenceTracker, access *Access, shuttingDown func() bool) *Presence {
-	return &Presence{tracker: t, access: access, shuttingDown: shuttingDown, sessions: map[*mqtt.Client]registry.Live{}}
+	return &Presence{tracker: t, access: access, shuttingDown: shuttingDown, sessions: map[*mqtt.Client]established{}}
 }
 
 // ID implements mqtt.Hook.
@@ -54,27 +62,30 @@ func (h *Presence) session(cl *mqtt.Client) registry.Session {
 
 // OnSessionEstablished implements mqtt.Hook. A client whose id the broker
 // made up is not tracked: the id is never seen again, and each connection
-// would leave a connectivity record behind.
+// would leave a connectivity record behind. Nor is a service using a
+// thing's client id (granted in its client_ids): it is not the thing, and
+// rollout health gates read the thing's connectivity.
 func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	if assignedClientID(cl) {
+	if assignedClientID(cl) || h.access.ForeignClientID(cl) {
 		return
 	}
-	live := h.tracker.Connected(h.session(cl))
+	s := h.session(cl)
+	live := h.tracker.Connected(s)
 	h.mu.Lock()
-	h.sessions[cl] = live
+	h.sessions[cl] = established{session: s, live: live}
 	h.mu.Unlock()
 }
 
 // OnDisconnect implements mqtt.Hook.
 func (h *Presence) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	h.mu.Lock()
-	live, ok := h.sessions[cl]
+	e, ok := h.sessions[cl]
 	delete(h.sessions, cl)
 	h.mu.Unlock()
 	if !ok {
 		return // never established (refused at CONNECT)
 	}
-	h.tracker.Disconnected(h.session(cl), live, h.reason(cl, err))
+	h.tracker.Disconnected(e.session, e.live, h.reason(cl, err))
 }
 
 // reason maps why a connection ended to AWS's disconnectReason values.

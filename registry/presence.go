@@ -11,16 +11,30 @@ import (
 )
 
 // Admit applies the registration policy to a device about to connect:
-// strict refuses an unregistered thing; auto registers it.
+// strict refuses an unregistered thing; auto registers it, unless it was
+// deleted (Config.RecreateDeleted). A disabled thing (DisabledAttribute) is
+// refused.
 func (r *Registry) Admit(ctx context.Context, thing string) error {
-	_, err := r.Thing(thing)
+	t, err := r.Thing(thing)
 	switch {
 	case err == nil:
+		if t.Attributes[DisabledAttribute] == "true" {
+			return fmt.Errorf("%w: thing %q is disabled (attribute %s)", ErrDisabled, thing, DisabledAttribute)
+		}
 		return nil
 	case !errors.Is(err, ErrNotFound):
 		return err
 	case r.cfg.Policy == PolicyStrict:
 		return fmt.Errorf("thing %q is not registered (registration policy: strict)", thing)
+	}
+	if !r.cfg.RecreateDeleted {
+		var deleted bool
+		if err := r.cfg.Store.ViewKV(func(kv KV) error { deleted = kv.Get(bucketDeleted, thing) != nil; return nil }); err != nil {
+			return err
+		}
+		if deleted {
+			return fmt.Errorf("%w: thing %q was deleted; create it again to let it connect (registry.recreate_deleted is off)", ErrDisabled, thing)
+		}
 	}
 	_, err = r.CreateThing(ctx, NewThing{Name: thing})
 	if errors.Is(err, ErrExists) { // registered concurrently

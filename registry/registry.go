@@ -50,7 +50,16 @@ const (
 	bucketGroups  = "reg_groups"
 	bucketMembers = "reg_members" // group 0x00 thing
 	bucketConn    = "reg_connectivity"
+	// bucketDeleted holds a tombstone per deleted thing (thing → unix
+	// seconds), so that with policy auto a deleted thing's credentials do
+	// not register it again (Config.RecreateDeleted).
+	bucketDeleted = "reg_deleted"
 )
+
+// DisabledAttribute is the thing attribute that, set to "true", refuses
+// the thing's connections at CONNECT (its credentials stay; set it to
+// anything else or remove it to let the thing connect again).
+const DisabledAttribute = "umbra:disabled"
 
 // Errors.
 var (
@@ -58,6 +67,7 @@ var (
 	ErrExists          = errors.New("already exists")
 	ErrVersionConflict = errors.New("version conflict")
 	ErrInUse           = errors.New("in use")
+	ErrDisabled        = errors.New("refused")
 )
 
 // Policy is the registration policy.
@@ -78,6 +88,13 @@ type Config struct {
 	Policy    Policy
 	Clock     func() time.Time
 	Logger    *slog.Logger
+	// RecreateDeleted lets a deleted thing that connects again with valid
+	// credentials register itself again under policy auto. Off by default:
+	// a deleted thing stays deleted until it is created explicitly.
+	RecreateDeleted bool
+	// OnRevoked, when set, is told (after the commit) that a thing was
+	// disabled or deleted, so that its open connection can be ended.
+	OnRevoked func(thing string)
 	// OnConnectivity, when set, is told every connectivity change.
 	OnConnectivity func(clientID string, c Connectivity)
 }

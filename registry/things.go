@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"strconv"
 )
 
 // NewThing is a thing to create.
@@ -35,6 +36,9 @@ func (r *Registry) CreateThing(ctx context.Context, n NewThing) (Thing, error) {
 	err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
 		if kv.Get(bucketThings, t.Name) != nil {
 			return ErrExists
+		}
+		if err := kv.Delete(bucketDeleted, t.Name); err != nil {
+			return err
 		}
 		return putJSON(kv, bucketThings, t.Name, t)
 	})
@@ -121,6 +125,9 @@ func (r *Registry) UpdateThing(ctx context.Context, name string, p ThingPatch) (
 	if err != nil {
 		return Thing{}, err
 	}
+	if t.Attributes[DisabledAttribute] == "true" && r.cfg.OnRevoked != nil {
+		r.cfg.OnRevoked(name)
+	}
 	r.ix.set(name, "registry", r.thingValues(t, r.staticGroupsOf(name)))
 	return t, nil
 }
@@ -151,6 +158,9 @@ func (r *Registry) DeleteThing(ctx context.Context, name string, expectedVersion
 				return err
 			}
 		}
+		if err := kv.Put(bucketDeleted, name, []byte(strconv.FormatInt(r.cfg.Clock().Unix(), 10))); err != nil {
+			return err
+		}
 		return kv.Delete(bucketThings, name)
 	})
 	if err != nil {
@@ -162,6 +172,9 @@ func (r *Registry) DeleteThing(ctx context.Context, name string, expectedVersion
 	r.ix.set(name, "registry", nil)
 	r.ix.set(name, "connectivity", nil)
 	r.ix.register(name, false)
+	if r.cfg.OnRevoked != nil {
+		r.cfg.OnRevoked(name)
+	}
 	return nil
 }
 
@@ -234,6 +247,9 @@ func (r *Registry) CreateThings(ctx context.Context, things []NewThing) (created
 			t := Thing{Name: n.Name, Type: n.Type, Attributes: n.Attributes, Version: 1, CreatedAt: now, UpdatedAt: now}
 			if t.Attributes == nil {
 				t.Attributes = map[string]string{}
+			}
+			if err := kv.Delete(bucketDeleted, t.Name); err != nil {
+				return err
 			}
 			if err := putJSON(kv, bucketThings, t.Name, t); err != nil {
 				return err

@@ -44,6 +44,9 @@ type File struct {
 type Registry struct {
 	// Policy is "auto" (register devices on first connect) or "strict".
 	Policy string `yaml:"policy"`
+	// RecreateDeleted lets a deleted thing's credentials register it again
+	// under policy auto (default false: it stays deleted).
+	RecreateDeleted bool `yaml:"recreate_deleted"`
 }
 
 // TLS secures the MQTT and WebSocket listeners.
@@ -61,6 +64,11 @@ type Auth struct {
 	AllowUnauthenticatedRemote bool                 `yaml:"allow_unauthenticated_remote"`
 	Services                   []auth.ServiceConfig `yaml:"services"`
 	APIKeys                    []auth.APIKeyConfig  `yaml:"api_keys"`
+	// LoginThrottle limits password guessing (see auth.ThrottleConfig).
+	LoginThrottle auth.ThrottleConfig `yaml:"login_throttle"`
+	// DeniedCertificates revokes client certificates by serial or
+	// fingerprint ("serial:0a1b…", "sha256:…").
+	DeniedCertificates []string `yaml:"denied_certificates"`
 }
 
 // Limits protect clients from each other.
@@ -286,8 +294,11 @@ func (f File) Options() broker.Options {
 			AllowUnauthenticatedRemote: f.Auth.AllowUnauthenticatedRemote,
 			Services:                   f.Auth.Services,
 			APIKeys:                    f.Auth.APIKeys,
+			LoginThrottle:              f.Auth.LoginThrottle,
+			DeniedCertificates:         f.Auth.DeniedCertificates,
 		},
-		Registration: registry.Policy(f.Registry.Policy),
+		Registration:          registry.Policy(f.Registry.Policy),
+		RecreateDeletedThings: f.Registry.RecreateDeleted,
 		Limits: broker.LimitOptions{
 			ShadowRate: f.Limits.ShadowRate, ShadowBurst: f.Limits.ShadowBurst,
 			ShadowInFlight: f.Limits.ShadowInFlight, MaxConnsPerIP: f.Limits.MaxConnsPerIP,

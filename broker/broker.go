@@ -66,6 +66,7 @@ type Broker struct {
 	httpSrv *http.Server
 
 	mqttLn, wsLn, httpLn net.Listener
+	extra                []extraListener // Options.Listeners
 
 	started      atomic.Bool
 	shuttingDown atomic.Bool
@@ -234,13 +235,13 @@ func (b *Broker) bind() error {
 		}
 	}
 	if b.wsLn != nil {
-		ws := newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)
+		ws := newWSListener("ws", b.wsLn, b.opts.TLS.tlsFor(b.tlsConf, b.opts.TLS.WSClientCerts), b.opts.ConnectTimeout, b.log, b.conns)
 		ws.writeTimeout = b.opts.WriteTimeout
 		if err := b.mqtt.AddListener(ws); err != nil {
 			return err
 		}
 	}
-	return nil
+	return b.bindExtra()
 }
 
 func addr(ln net.Listener) string {
@@ -355,6 +356,9 @@ func (b *Broker) closeAll() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	for _, l := range b.extra {
+		_ = l.ln.Close()
 	}
 	if b.cancel != nil {
 		b.cancel()

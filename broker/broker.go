@@ -229,7 +229,7 @@ func (b *Broker) bind() error {
 		return err
 	}
 	if b.mqttLn != nil {
-		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.tlsConf, connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns, writeTimeout: b.opts.WriteTimeout}
+		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.opts.TLS.tlsFor(b.tlsConf, b.opts.TLS.ClientCerts), connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns, writeTimeout: b.opts.WriteTimeout}
 		if err := b.mqtt.AddListener(l); err != nil {
 			return err
 		}

@@ -26,10 +26,11 @@ type TLSOptions struct {
 	// certificate (devices with secrets then cannot connect). Same as
 	// ClientCerts: ClientCertsRequired.
 	RequireClientCert bool
-	// ClientCerts is whether the MQTT (TCP) and HTTP listeners ask TLS
-	// clients for a certificate: required, optional or none. Default
-	// (""): optional when ClientCAFile is set (required with
-	// RequireClientCert), none without a client CA. See ClientCertMode.
+	// ClientCerts is whether the MQTT (TCP) listener asks TLS clients for a
+	// certificate: required, optional or none. Default (""): optional when
+	// ClientCAFile is set (required with RequireClientCert), none without
+	// a client CA. See ClientCertMode. The HTTP listener keeps that
+	// default whatever ClientCerts says (the API uses API keys).
 	ClientCerts ClientCertMode
 	// WSClientCerts is the same for the WebSocket listener; "" means
 	// ClientCerts.
@@ -64,7 +65,7 @@ func (t TLSOptions) load() (*tls.Config, error) {
 	} else if t.RequireClientCert {
 		return nil, errors.New("tls: require_client_cert needs client_ca_file")
 	}
-	return t.tlsFor(conf, ClientCertsDefault), nil
+	return withMode(conf, t.legacyMode()), nil
 }
 
 // AuthOptions configures authentication and authorization.

@@ -66,6 +66,13 @@ func (t TLSOptions) mode(m ClientCertMode) ClientCertMode {
 	if m != ClientCertsDefault {
 		return m
 	}
+	return t.legacyMode()
+}
+
+// legacyMode is the mode before per-listener modes existed, and still the
+// HTTP listener's: the API authenticates with API keys, never certificates,
+// so tls.client_certs does not apply to it.
+func (t TLSOptions) legacyMode() ClientCertMode {
 	switch {
 	case t.RequireClientCert:
 		return ClientCertsRequired
@@ -105,13 +112,17 @@ func (t TLSOptions) checkModes(extra []ListenerOptions) error {
 }
 
 // tlsFor is base (the server certificate and client CAs) with the client
-// authentication of mode m; nil when TLS is off.
+// authentication of mode m ("" meaning ClientCerts); nil when TLS is off.
 func (t TLSOptions) tlsFor(base *tls.Config, m ClientCertMode) *tls.Config {
+	return withMode(base, t.mode(m))
+}
+
+func withMode(base *tls.Config, m ClientCertMode) *tls.Config {
 	if base == nil {
 		return nil
 	}
 	c := base.Clone()
-	switch t.mode(m) {
+	switch m {
 	case ClientCertsRequired:
 		c.ClientAuth = tls.RequireAndVerifyClientCert
 	case ClientCertsOptional:

@@ -52,8 +52,8 @@ type TLS struct {
 	KeyFile           string `yaml:"key_file"`
 	ClientCAFile      string `yaml:"client_ca_file"`
 	RequireClientCert bool   `yaml:"require_client_cert"`
-	// ClientCerts is required | optional | none for the MQTT (TCP) and HTTP
-	// listeners; WSClientCerts for the WebSocket listener ("" = ClientCerts).
+	// ClientCerts is required | optional | none for the MQTT (TCP)
+	// listener; WSClientCerts for the WebSocket listener ("" = ClientCerts).
 	ClientCerts   string `yaml:"client_certs"`
 	WSClientCerts string `yaml:"ws_client_certs"`
 }

@@ -268,8 +268,21 @@ func TestSDKCompatV2RequestResponse(t *testing.T) {
 	expect(t, s, "message", `"No shadow exists with name: 'config'"`)
 
 	r.next("offline")
-	if cl, ok := srv.MQTT().Clients.Get(thing); !ok || !cl.Closed() {
-		t.Fatalf("the device is still connected (known %v) while the script says it is offline", ok)
+	// The client has sent DISCONNECT and closed its socket; wait until the
+	// broker has seen it too, so that the next delta is queued in the
+	// session rather than written to the closing connection.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		cl, ok := srv.MQTT().Clients.Get(thing)
+		if !ok {
+			t.Fatal("the device's persistent session is gone")
+		}
+		if cl.Closed() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the broker still sees the device connected 10 s after the script stopped it")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation: the loop checks the condition
 	}
 	if body := httpDo(t, "POST", api, `{"state":{"desired":{"mode":"eco"}}}`, 200); gjson.Get(body, "version").Int() != 7 {
 		t.Fatalf("update while offline: %s", body)

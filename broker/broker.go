@@ -66,6 +66,7 @@ type Broker struct {
 	httpSrv *http.Server
 
 	mqttLn, wsLn, httpLn net.Listener
+	extra                []extraListener // Options.Listeners
 
 	started      atomic.Bool
 	shuttingDown atomic.Bool
@@ -239,13 +240,13 @@ func (b *Broker) bind() error {
 		return err
 	}
 	if b.mqttLn != nil {
-		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.tlsConf, connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns, writeTimeout: b.opts.WriteTimeout}
+		l := &tcpListener{id: "mqtt", ln: b.mqttLn, tls: b.opts.TLS.tlsFor(b.tlsConf, b.opts.TLS.ClientCerts), connectTimeout: b.opts.ConnectTimeout, log: b.log, limit: b.conns, writeTimeout: b.opts.WriteTimeout}
 		if err := b.mqtt.AddListener(l); err != nil {
 			return err
 		}
 	}
 	if b.wsLn != nil {
-		ws := newWSListener("ws", b.wsLn, b.tlsConf, b.opts.ConnectTimeout, b.log, b.conns)
+		ws := newWSListener("ws", b.wsLn, b.opts.TLS.tlsFor(b.tlsConf, b.opts.TLS.WSClientCerts), b.opts.ConnectTimeout, b.log, b.conns)
 		ws.writeTimeout = b.opts.WriteTimeout
 		ws.origins, _ = newOriginPolicy(b.opts.AllowedOrigins) // validated in New
 		if b.httpLn != nil {
@@ -257,7 +258,7 @@ func (b *Broker) bind() error {
 			return err
 		}
 	}
-	return nil
+	return b.bindExtra()
 }
 
 func addr(ln net.Listener) string {
@@ -372,6 +373,9 @@ func (b *Broker) closeAll() {
 		if ln != nil {
 			_ = ln.Close()
 		}
+	}
+	for _, l := range b.extra {
+		_ = l.ln.Close()
 	}
 	if b.cancel != nil {
 		b.cancel()

@@ -112,6 +112,12 @@ type Options struct {
 	// plain Mochi does. Shadows stay durable. For CI brokers and benchmarks.
 	EphemeralSessions bool
 
+	// Listeners are further MQTT listeners (TCP or WebSocket, TLS when TLS
+	// is configured), each with its own client-certificate mode: e.g. a
+	// second TLS port that sends no CertificateRequest, for password
+	// clients on old TLS stacks.
+	Listeners []ListenerOptions
+
 	// UnsafeNoSync skips fsync. It exists only so benchmarks can show what
 	// durability costs; acknowledged writes can be lost on a crash.
 	UnsafeNoSync bool
@@ -222,6 +228,12 @@ func (o Options) validate() error {
 	positive("max connections per ip", int64(o.Limits.MaxConnsPerIP))
 	if o.Registration != registry.PolicyAuto && o.Registration != registry.PolicyStrict {
 		errs = append(errs, fmt.Errorf("registration policy %q: want auto or strict", o.Registration))
+	}
+	if err := checkListeners(o.Listeners); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.TLS.checkModes(o.Listeners); err != nil {
+		errs = append(errs, err)
 	}
 	if err := o.checkExposure(); err != nil {
 		errs = append(errs, err)

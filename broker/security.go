@@ -27,8 +27,18 @@ type TLSOptions struct {
 	// a device identity (see auth.Authenticator).
 	ClientCAFile string
 	// RequireClientCert refuses TLS connections without a valid client
-	// certificate (devices with secrets then cannot connect).
+	// certificate (devices with secrets then cannot connect). Same as
+	// ClientCerts: ClientCertsRequired.
 	RequireClientCert bool
+	// ClientCerts is whether the MQTT (TCP) listener asks TLS clients for a
+	// certificate: required, optional or none. Default (""): optional when
+	// ClientCAFile is set (required with RequireClientCert), none without
+	// a client CA. See ClientCertMode. The HTTP listener keeps that
+	// default whatever ClientCerts says (the API uses API keys).
+	ClientCerts ClientCertMode
+	// WSClientCerts is the same for the WebSocket listener; "" means
+	// ClientCerts.
+	WSClientCerts ClientCertMode
 }
 
 func (t TLSOptions) enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
@@ -56,14 +66,10 @@ func (t TLSOptions) load() (*tls.Config, error) {
 			return nil, fmt.Errorf("tls: client CA %s holds no PEM certificate", t.ClientCAFile)
 		}
 		conf.ClientCAs = pool
-		conf.ClientAuth = tls.VerifyClientCertIfGiven
-		if t.RequireClientCert {
-			conf.ClientAuth = tls.RequireAndVerifyClientCert
-		}
 	} else if t.RequireClientCert {
 		return nil, errors.New("tls: require_client_cert needs client_ca_file")
 	}
-	return conf, nil
+	return withMode(conf, t.legacyMode()), nil
 }
 
 // AuthOptions configures authentication and authorization.
@@ -116,7 +122,11 @@ func (o Options) checkExposure() error {
 		return nil
 	}
 	var errs []error
-	for _, a := range []struct{ name, addr string }{{"mqtt", o.MQTTAddr}, {"websocket", o.WSAddr}, {"http", o.HTTPAddr}} {
+	addrs := []struct{ name, addr string }{{"mqtt", o.MQTTAddr}, {"websocket", o.WSAddr}, {"http", o.HTTPAddr}}
+	for _, l := range o.Listeners {
+		addrs = append(addrs, struct{ name, addr string }{l.Name, l.Addr})
+	}
+	for _, a := range addrs {
 		if a.addr != Off && !IsLoopback(a.addr) {
 			errs = append(errs, fmt.Errorf("%s listener %s is not on loopback but authentication is off: enable auth "+
 				"(auth.enabled) or, to expose an open broker on purpose, set auth.allow_unauthenticated_remote", a.name, a.addr))

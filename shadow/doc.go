@@ -45,6 +45,20 @@
 // {"desired":{}}, holds in strict mode). When "state" is present, top-level
 // desired/reported are ignored like any unknown field.
 //
+// # Trailing NUL bytes
+//
+// C firmware often publishes a JSON C string including its terminating NUL:
+// the AWS Embedded C SDK's shadow demo and Espressif's ESP32 thing_shadow
+// example pass strlen+1 as the payload length. AWS IoT accepts these. So on
+// every face (MQTT and HTTP) and for every operation (/update, /get, /delete),
+// the run of NUL bytes (0x00) at the very end of a payload is removed before
+// it is parsed: one JSON text, optionally followed by JSON whitespace, then one
+// or more NULs, is the JSON text. Nothing but NULs may follow the first
+// trailing NUL ({…}\x00 and {…} \x00\x00 are accepted; {…}\x00 , {…}\x00x,
+// \x00{…} and a payload of NULs only are 400 Invalid JSON), and a raw NUL inside
+// a string is invalid JSON as always. The size limit (413) counts the payload
+// as received, NULs included. History keeps the request without its NULs.
+//
 // # Choices where the spec is UNCONFIRMED
 //
 //   - Patch values (§10.5, Greengrass): {"state":{}} changes nothing but is
@@ -64,9 +78,16 @@
 //     §3.3, Greengrass).
 //   - Version of an absent shadow (§10.6): Greengrass accepts only "version": 1.
 //     Umbra generalises this to tombstones: the shadow is created at T+1, where T
-//     is the tombstone's version (0 if none), and a request "version" must equal
-//     T+1, else 400 Invalid version. For an existing shadow "version" must equal
-//     the current version, else 409.
+//     is the tombstone's version (0 if none: never existed, or the tombstone
+//     expired after TombstoneTTL). A request "version" must be T+1, or T when
+//     T > 0, else 400 Invalid version. T is accepted because it is the version
+//     /delete/accepted reported, and clients that track the last version they
+//     saw send it on their next update: npm aws-iot-device-sdk v1's
+//     thingShadow does exactly that after its own delete. Either way the
+//     shadow is created at T+1, and the update after it must name T+1 (so a
+//     second writer still holding T gets 409). With no tombstone only 1 is
+//     accepted (0 is 400, as on Greengrass). For an existing shadow "version"
+//     must equal the current version, else 409.
 //   - "version" must be written as a plain non-negative integer that fits int64
 //     (0|[1-9][0-9]*): 1.0, 1e2, -1, "1", true are 400 Invalid version.
 //     "version": null is treated as absent (Greengrass).

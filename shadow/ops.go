@@ -28,10 +28,12 @@ type UpdateResult struct {
 //
 // Version rules: an existing shadow at version V accepts "version": V and
 // becomes V+1, any other value is 409 Version conflict. An absent shadow whose
-// last version was T (a tombstone, 0 if none) is created at T+1, and a
-// "version" in the request must name that version, T+1, else 400 Invalid
-// version (Greengrass accepts only 1 for a new shadow; Umbra extends this to
-// tombstones).
+// last version was T (a tombstone, 0 if none) is created at T+1. A "version"
+// in the request must then be T+1 (the version it is created with;
+// Greengrass accepts only 1 for a new shadow) or, when a tombstone exists
+// (T > 0), T itself: the version /delete/accepted reported, which is what
+// aws-iot-device-sdk v1 sends on its next update. Anything else is 400
+// Invalid version.
 func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateResult, *Error) {
 	if req == nil {
 		return UpdateResult{}, ErrInternal
@@ -54,7 +56,7 @@ func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateRe
 		if exists && req.Version != d.version {
 			return UpdateResult{}, ErrVersionConflict
 		}
-		if !exists && req.Version != d.version+1 {
+		if !exists && req.Version != d.version+1 && (d.version == 0 || req.Version != d.version) {
 			return UpdateResult{}, ErrInvalidVersion
 		}
 	}

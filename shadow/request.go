@@ -49,7 +49,7 @@ func ParseUpdate(payload []byte, o Options) (req *UpdateRequest, clientToken str
 	if len(payload) > o.MaxPayloadBytes {
 		return nil, "", false, ErrPayloadTooLarge
 	}
-	root, ok := parseJSON(append([]byte(nil), payload...))
+	root, ok := parseJSON(append([]byte(nil), TrimNUL(payload)...))
 	if !ok || root.kind != kindObject {
 		return nil, "", false, ErrInvalidJSON
 	}
@@ -127,6 +127,20 @@ func ParseUpdate(payload []byte, o Options) (req *UpdateRequest, clientToken str
 	return r, clientToken, hasToken, nil
 }
 
+// TrimNUL returns payload without the NUL bytes (0x00) at its very end. C
+// firmware often publishes a JSON C string including its terminator (the AWS
+// Embedded C shadow demo, Espressif's ESP32 thing_shadow example), and AWS IoT
+// accepts such payloads; see "Trailing NUL bytes" in the package doc. Only
+// the trailing run is removed: a NUL anywhere else stays and makes the payload
+// invalid JSON.
+func TrimNUL(payload []byte) []byte {
+	n := len(payload)
+	for n > 0 && payload[n-1] == 0 {
+		n--
+	}
+	return payload[:n]
+}
+
 // parseVersion accepts only the plain integer form 0|[1-9][0-9]* that fits in
 // int64: a fraction (1.0), an exponent (1e2), a sign, a string → Invalid version.
 func parseVersion(v *node) (int64, bool) {
@@ -173,7 +187,7 @@ func ParseTokenOnly(payload []byte, o Options) (clientToken string, hasToken boo
 	if len(payload) == 0 || len(payload) > o.MaxPayloadBytes || !utf8.Valid(payload) {
 		return "", false, nil
 	}
-	root, ok := parseJSON(payload)
+	root, ok := parseJSON(TrimNUL(payload))
 	if !ok || root.kind != kindObject {
 		return "", false, nil
 	}

@@ -323,9 +323,11 @@ func (s *Service) history(req Request, ch Change, doc []byte, payloadValid bool)
 	}
 	b = append(b, `,"origin":`...)
 	b = appendString(b, req.Origin.String())
-	if len(req.Payload) > 0 && (payloadValid || json.Valid(req.Payload)) {
+	// The request as sent, less a C string's terminating NULs (which would
+	// make the entry invalid JSON).
+	if payload := TrimNUL(req.Payload); len(payload) > 0 && (payloadValid || json.Valid(payload)) {
 		b = append(b, `,"request":`...)
-		b = append(b, req.Payload...)
+		b = append(b, payload...)
 	}
 	if doc != nil {
 		desired, reported := DocState(doc)

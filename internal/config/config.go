@@ -55,6 +55,18 @@ type TLS struct {
 	KeyFile           string `yaml:"key_file"`
 	ClientCAFile      string `yaml:"client_ca_file"`
 	RequireClientCert bool   `yaml:"require_client_cert"`
+	// ClientCerts is required | optional | none for the MQTT (TCP)
+	// listener; WSClientCerts for the WebSocket listener ("" = ClientCerts).
+	ClientCerts   string `yaml:"client_certs"`
+	WSClientCerts string `yaml:"ws_client_certs"`
+}
+
+// Listener is a further MQTT listener (mqtt.listeners, file only).
+type Listener struct {
+	Name        string `yaml:"name"`
+	Addr        string `yaml:"addr"`
+	WebSocket   bool   `yaml:"websocket"`
+	ClientCerts string `yaml:"client_certs"` // required | optional | none; "" = tls.client_certs
 }
 
 // Auth configures authentication. Services and API keys are lists and have
@@ -92,6 +104,9 @@ type MQTT struct {
 	SessionExpiry  time.Duration `yaml:"session_expiry"`
 	SysInterval    time.Duration `yaml:"sys_interval"`
 	MaxClients     int           `yaml:"max_clients"`
+	// Listeners are further listeners, each with its own client-certificate
+	// mode (a list: file only, no environment variable).
+	Listeners []Listener `yaml:"listeners"`
 }
 
 // HTTP configures the HTTP listener.
@@ -288,7 +303,9 @@ func (f File) Options() broker.Options {
 		TLS: broker.TLSOptions{
 			CertFile: f.TLS.CertFile, KeyFile: f.TLS.KeyFile,
 			ClientCAFile: f.TLS.ClientCAFile, RequireClientCert: f.TLS.RequireClientCert,
+			ClientCerts: broker.ClientCertMode(f.TLS.ClientCerts), WSClientCerts: broker.ClientCertMode(f.TLS.WSClientCerts),
 		},
+		Listeners: f.listeners(),
 		Auth: broker.AuthOptions{
 			Enabled:                    f.Auth.Enabled,
 			AllowUnauthenticatedRemote: f.Auth.AllowUnauthenticatedRemote,
@@ -310,4 +327,12 @@ func (f File) Options() broker.Options {
 			MaxHeaderBytes: f.HTTP.MaxHeaderBytes, MaxConnsPerIP: f.HTTP.MaxConnsPerIP,
 		},
 	}
+}
+
+func (f File) listeners() []broker.ListenerOptions {
+	var ls []broker.ListenerOptions
+	for _, l := range f.MQTT.Listeners {
+		ls = append(ls, broker.ListenerOptions{Name: l.Name, Addr: l.Addr, WebSocket: l.WebSocket, ClientCerts: broker.ClientCertMode(l.ClientCerts)})
+	}
+	return ls
 }

@@ -246,19 +246,25 @@ func (b *Broker) bind() error {
 		}
 	}
 	if b.wsLn != nil {
-		ws := newWSListener("ws", b.wsLn, b.opts.TLS.tlsFor(b.tlsConf, b.opts.TLS.WSClientCerts), b.opts.ConnectTimeout, b.log, b.conns)
-		ws.writeTimeout = b.opts.WriteTimeout
-		ws.origins, _ = newOriginPolicy(b.opts.AllowedOrigins) // validated in New
-		if b.httpLn != nil {
-			_, port, _ := net.SplitHostPort(b.httpLn.Addr().String())
-			ws.origins.ownPorts = []string{port}
-		}
-		ws.refused = func() { b.edge.httpRefused.WithLabelValues("ws_origin").Inc() }
-		if err := b.mqtt.AddListener(ws); err != nil {
+		if err := b.mqtt.AddListener(b.newWS("ws", b.wsLn, b.opts.TLS.tlsFor(b.tlsConf, b.opts.TLS.WSClientCerts))); err != nil {
 			return err
 		}
 	}
 	return b.bindExtra()
+}
+
+// newWS builds an MQTT-over-WebSocket listener with the broker's origin
+// policy (web pages of other origins are refused) and limits.
+func (b *Broker) newWS(name string, ln net.Listener, conf *tls.Config) *wsListener {
+	ws := newWSListener(name, ln, conf, b.opts.ConnectTimeout, b.log, b.conns)
+	ws.writeTimeout = b.opts.WriteTimeout
+	ws.origins, _ = newOriginPolicy(b.opts.AllowedOrigins) // validated in New
+	if b.httpLn != nil {
+		_, port, _ := net.SplitHostPort(b.httpLn.Addr().String())
+		ws.origins.ownPorts = []string{port}
+	}
+	ws.refused = func() { b.edge.httpRefused.WithLabelValues("ws_origin").Inc() }
+	return ws
 }
 
 func addr(ln net.Listener) string {

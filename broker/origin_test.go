@@ -38,12 +38,17 @@ func post(t *testing.T, method, url, body string, hdr map[string]string) (int, s
 // completes CONNECT; it returns the handshake's HTTP status on refusal.
 func wsConnect(t *testing.T, srv *brokertest.Server, origin, id string) (int, error) {
 	t.Helper()
+	return wsConnectAddr(t, srv.WSAddr(), origin, id)
+}
+
+func wsConnectAddr(t *testing.T, addr, origin, id string) (int, error) {
+	t.Helper()
 	hdr := http.Header{}
 	if origin != "" {
 		hdr.Set("Origin", origin)
 	}
 	d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 10 * time.Second}
-	c, resp, err := d.Dial("ws://"+srv.WSAddr()+"/mqtt", hdr)
+	c, resp, err := d.Dial("ws://"+addr+"/mqtt", hdr)
 	if err != nil {
 		if resp != nil {
 			return resp.StatusCode, err
@@ -179,5 +184,23 @@ func TestAllowedOriginsAreValidated(t *testing.T) {
 	}
 	if _, err := broker.New(broker.Options{DataDir: t.TempDir(), AllowedOrigins: []string{"*", "https://a.example:8443"}}); err != nil {
 		t.Errorf("valid origins refused: %v", err)
+	}
+}
+
+// TestExtraWebSocketListenerChecksOrigin: a WebSocket listener added with
+// Options.Listeners refuses foreign pages like the main one does.
+func TestExtraWebSocketListenerChecksOrigin(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.Listeners = []broker.ListenerOptions{{Name: "ws-extra", Addr: "127.0.0.1:0", WebSocket: true}}
+	})
+	addr := srv.Broker.ListenerAddr("ws-extra")
+	if addr == "" {
+		t.Fatal("the extra listener has no address")
+	}
+	if code, err := wsConnectAddr(t, addr, "http://evil.example.test:9999", "page-1"); code != http.StatusForbidden {
+		t.Errorf("extra WebSocket listener, foreign Origin: status %d err %v, want 403", code, err)
+	}
+	if code, err := wsConnectAddr(t, addr, "", "tool-1"); code != http.StatusSwitchingProtocols {
+		t.Errorf("extra WebSocket listener without Origin: status %d err %v", code, err)
 	}
 }

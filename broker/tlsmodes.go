@@ -167,11 +167,10 @@ func (b *Broker) bindExtra() error {
 			return fmt.Errorf("listener %s on %s: %w", l.Name, l.Addr, err)
 		}
 		b.extra = append(b.extra, extraListener{name: l.Name, ln: ln})
+		ln = b.watch(l.Name, ln) // survives temporary accept errors
 		conf := b.opts.TLS.tlsFor(b.tlsConf, l.ClientCerts)
 		if l.WebSocket {
-			ws := newWSListener(l.Name, ln, conf, b.opts.ConnectTimeout, b.log, b.conns)
-			ws.writeTimeout = b.opts.WriteTimeout
-			err = b.mqtt.AddListener(ws)
+			err = b.mqtt.AddListener(b.newWS(l.Name, ln, conf))
 		} else {
 			err = b.mqtt.AddListener(&tcpListener{id: l.Name, ln: ln, tls: conf, connectTimeout: b.opts.ConnectTimeout,
 				log: b.log, limit: b.conns, writeTimeout: b.opts.WriteTimeout})

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -470,4 +471,73 @@ func TestSimPreviewIsThePlan(t *testing.T) {
 		!strings.Contains(gjson.Get(got, "message").String(), "canary 3→4") {
 		t.Fatalf("create after a fleet change: %s", got)
 	}
+}
+
+// TestSimHaltLatency measures, on a simulated fleet, the time from a
+// fault's first report (the first accepted shadow update in which a canary
+// reports reset_reason panic after installing the new firmware) to the
+// rollout's halted event, both as an operator's MQTT client sees them. It
+// is a measurement, not a pass/fail timing: run it explicitly, e.g.
+//
+//	UMBRA_HALT_BENCH_DEVICES=1000 go test ./broker -run TestSimHaltLatency -count=1 -v
+//
+// (UMBRA_HALT_BENCH_INTERVAL sets the engine's step interval; default 1s,
+// the broker's default).
+func TestSimHaltLatency(t *testing.T) {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("UMBRA_HALT_BENCH_DEVICES"), &n); err != nil || n < 100 {
+		t.Skip("set UMBRA_HALT_BENCH_DEVICES (>= 100) to run this measurement")
+	}
+	interval := time.Second
+	if s := os.Getenv("UMBRA_HALT_BENCH_INTERVAL"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		interval = d
+	}
+	if _, err := sim.RaiseFileLimit(uint64(2*n + 1024)); err != nil {
+		t.Logf("file limit: %v", err)
+	}
+	srv := brokertest.Start(t, func(o *broker.Options) { o.RolloutInterval = interval })
+	var mu sync.Mutex
+	var firstFault, halted time.Time
+	var haltMsg string
+	done := make(chan struct{})
+	c := mt.Connect(t, srv.MQTTURL(), "latency-watch")
+	c.Client.Subscribe("$aws/things/+/shadow/update/accepted", 0, func(_ paho.Client, m paho.Message) {
+		if gjson.GetBytes(m.Payload(), "state.reported.reset_reason").String() == "panic" {
+			mu.Lock()
+			if firstFault.IsZero() {
+				firstFault = time.Now()
+			}
+			mu.Unlock()
+		}
+	}).Wait()
+	c.Client.Subscribe("$umbra/rollouts/+/events", 1, func(_ paho.Client, m paho.Message) {
+		if typ := gjson.GetBytes(m.Payload(), "type").String(); typ == "halted" || typ == "completed" {
+			mu.Lock()
+			if halted.IsZero() {
+				halted, haltMsg = time.Now(), typ+": "+gjson.GetBytes(m.Payload(), "message").String()
+				close(done)
+			}
+			mu.Unlock()
+		}
+	}).Wait()
+	t0 := time.Now()
+	fleet := startSimFleet(t, srv, n, 100, "crash-loop:version=5.0,delay=2s")
+	t.Logf("%d devices registered and connected in %v", n, time.Since(t0).Round(time.Millisecond))
+	httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", crashSpec("10m"), 201)
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no halt within 2 minutes")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if firstFault.IsZero() || !strings.HasPrefix(haltMsg, "halted") {
+		t.Fatalf("first fault %v, end %q", firstFault, haltMsg)
+	}
+	t.Logf("devices %d (canaries %d), step interval %v: first fault report -> halted event: %v (%s)",
+		n, len(fleet.canary), interval, halted.Sub(firstFault).Round(time.Millisecond), haltMsg)
 }

@@ -393,11 +393,7 @@ func (d *device) startOTA(target string, rep map[string]any) {
 			d.wakeDone(true)
 			return
 		}
-		status := "downloading"
-		if d.ota.progress >= 100 {
-			status = "rebooting" // the image is complete: reboot into it
-		}
-		d.report(map[string]any{"ota_status": status, "ota_progress": d.ota.progress})
+		d.report(map[string]any{"ota_status": "downloading", "ota_progress": d.ota.progress})
 		if d.ota.progress < 100 {
 			time.AfterFunc(step, next)
 			return

@@ -448,3 +448,31 @@ func TestCountersRebaselineAtSuccessAndFirmwareRevert(t *testing.T) {
 		t.Fatalf("state %s", v.State)
 	}
 }
+
+// A restart during the bake keeps watching the succeeded devices: a crash
+// reported while the engine was down halts the rollout at its first step.
+func TestRegressionDuringBakeSurvivesRestart(t *testing.T) {
+	w := newWorld(t)
+	w.fleet(20, rings)
+	spec := otaSpec()
+	spec.Health = rollout.Health{IncreaseOf: []string{"crash_count"}}
+	spec.Waves = []rollout.WaveSpec{
+		{Name: "canary", Query: "attributes.deployment_ring:canary", BakeTime: rollout.Duration(time.Hour)},
+		{Name: "rest", Percent: 100},
+	}
+	v, _ := w.eng.Create(ctx, spec)
+	_, _ = w.eng.Start(ctx, v.ID)
+	w.step()
+	w.devices(nil)
+	w.step()
+	if v = w.view(v.ID); v.State != rollout.StateBaking {
+		t.Fatalf("state %s", v.State)
+	}
+	w.restart()
+	w.report("esp-000", `{"crash_count":1}`) // while no step ran
+	w.eng.Step(ctx)
+	v = w.view(v.ID)
+	if v.State != rollout.StateHalted || v.Waves[0].Regressed != 1 || v.Waves[1].State != "not_reached" {
+		t.Fatalf("after restart: %s %q %+v", v.State, v.Reason, v.Waves)
+	}
+}

@@ -375,9 +375,94 @@ func TestCLI(t *testing.T) {
 		frames := strings.Split(out, "\n\n")
 		fmt.Fprintf(&b, "$ umbra rollout status %s --watch   (last frame)\n%s", ro.ID, frames[len(frames)-1])
 		fmt.Fprintf(&b, "$ umbra rollout ls\n%s", r.ok("rollout", "ls"))
-		golden(t, "rollout", b.String(), ro.ID)
+		tok := regexp.MustCompile(`(?m)^plan: (\S+)$`).FindStringSubmatch(b.String())
+		if tok == nil {
+			t.Fatalf("preview prints no plan token:\n%s", b.String())
+		}
+		golden(t, "rollout", strings.ReplaceAll(b.String(), spec, "spec.json"), ro.ID, tok[1])
 		if _, errs, code := r.run("rollout", "pause", ro.ID); code != 1 || !strings.Contains(errs, "umbra: 409") {
 			t.Errorf("pause of a completed rollout: exit %d %q", code, errs)
+		}
+	})
+
+	t.Run("rollout preview is the plan", func(t *testing.T) {
+		r.t = t
+		for i := range 12 {
+			ring := "general"
+			if i%4 == 0 {
+				ring = "canary"
+			}
+			r.ok("things", "create", fmt.Sprintf("pv-%02d", i), "ring="+ring)
+		}
+		spec := filepath.Join(t.TempDir(), "spec.json")
+		if err := os.WriteFile(spec, []byte(`{"name":"fw 2","target":"thingName:pv-*","patch":{"target_version":"2"},
+			"waves":[{"name":"canary","query":"attributes.ring:canary"},{"name":"early","percent":25},{"name":"rest","percent":100}]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		preview := r.ok("rollout", "preview", "-f", spec)
+		m := regexp.MustCompile(`(?m)^plan: (\S+)$`).FindStringSubmatch(preview)
+		if m == nil {
+			t.Fatalf("preview prints no plan token:\n%s", preview)
+		}
+		created := r.ok("rollout", "create", "-f", spec, "--plan", m[1], "--json")
+		var ro struct{ ID, State string }
+		if err := json.Unmarshal([]byte(created), &ro); err != nil || ro.State != "created" {
+			t.Fatalf("rollout create --plan: %v %s", err, created)
+		}
+		r.ok("rollout", "start", ro.ID)
+		table, _, _ := strings.Cut(preview, "plan: ")
+		if frozen := r.ok("rollout", "preview", ro.ID); frozen != table {
+			t.Fatalf("started plan differs from the preview:\npreview\n%s\nstarted\n%s", table, frozen)
+		}
+		// The fleet changes: create with the old token refuses and says so.
+		r.ok("things", "create", "pv-99", "ring=canary")
+		_, errs, code := r.run("rollout", "create", "-f", spec, "--plan", m[1])
+		if code != 1 || !strings.Contains(errs, "fleet changed since the preview") || !strings.Contains(errs, "canary 3→4") {
+			t.Fatalf("create after a fleet change: exit %d %q", code, errs)
+		}
+		if _, errs, code := r.run("rollout", "create", "-f", spec, "--plan", "junk"); code != 2 || !strings.Contains(errs, "SEED:FINGERPRINT:COUNTS") {
+			t.Fatalf("bad token: exit %d %q", code, errs)
+		}
+	})
+
+	t.Run("rollout status of a rolled back rollout", func(t *testing.T) {
+		r.t = t
+		for i, ring := range []string{"canary", "canary", "general", "general"} {
+			id := fmt.Sprintf("rb-%d", i)
+			r.ok("things", "create", id, "ring="+ring)
+			httpPost(t, srv.HTTPURL()+"/things/"+id+"/shadow", `{"state":{"reported":{"firmware_version":"1.0"}}}`)
+		}
+		spec := filepath.Join(t.TempDir(), "spec.json")
+		if err := os.WriteFile(spec, []byte(`{"name":"fw 3","target":"thingName:rb-*","patch":{"target_version":"3"},"onFailure":"rollback",
+			"failureCondition":"shadow.reported.ota_status:failed",
+			"waves":[{"name":"canary","query":"attributes.ring:canary","bakeTime":"1h"},{"name":"rest","percent":100}]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var ro struct{ ID string }
+		if err := json.Unmarshal([]byte(r.ok("rollout", "create", "-f", spec, "--start", "--json")), &ro); err != nil {
+			t.Fatal(err)
+		}
+		// rb-0 installs 3, rb-1 reports a failed download at 40%.
+		httpPost(t, srv.HTTPURL()+"/things/rb-0/shadow", `{"state":{"reported":{"firmware_version":"3","ota_status":"succeeded","ota_progress":100}}}`)
+		httpPost(t, srv.HTTPURL()+"/things/rb-1/shadow", `{"state":{"reported":{"ota_status":"failed","ota_progress":40,"ota_error":"image verification failed"}}}`)
+		_, errs, code := r.run("rollout", "status", ro.ID, "--watch")
+		if code != 1 || !strings.Contains(errs, "ended rolled_back") {
+			t.Fatalf("status --watch: exit %d %q", code, errs)
+		}
+		out := r.ok("rollout", "status", ro.ID, "--devices")
+		for _, want := range []string{
+			"state rolled_back",
+			"canary  FAILED ",
+			"rest    NOT_REACHED ",
+			"devices 4: 1 succeeded, 1 failed (0 regressed), 0 in progress, 0 pending, 2 skipped, 2 rolled back; 1 run the new version",
+			"note: rolled back: previous desired values restored on 2 devices; a plain rollback does not downgrade firmware already installed: 1 devices run the new version",
+			"rb-0   0     rolled_back (was succeeded)  succeeded",
+			"rb-1   0     rolled_back (was failed)     failed 40%: image verification failed  no           failureCondition ota_status=failed at ",
+			"rb-2   1     skipped",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status --devices lacks %q:\n%s", want, out)
+			}
 		}
 	})
 

@@ -72,7 +72,9 @@ type linState struct {
 // documents it (shadow/doc.go): every accepted update increments the version
 // and merges its flat patch (null deletes a key); "version" must equal the
 // current version (else 409 Version conflict), or for an absent shadow the
-// version it will be created with, tombstone+1 (else 400 Invalid version);
+// version it will be created with, tombstone+1, or the tombstone's own
+// version T > 0 as AWS device SDKs send it after their delete (else 400
+// Invalid version);
 // get and delete of an absent shadow are 404; delete keeps the version in a
 // tombstone and the next update continues from it; an empty patch
 // ("reported": {}) clears reported, as Umbra documents. A 429 (rate limit)
@@ -156,7 +158,7 @@ func linApply(s linState, in linInput) (linState, linOutput) {
 		if s.exists && in.version != s.version {
 			return s, linOutput{code: 409}
 		}
-		if !s.exists && in.version != s.version+1 {
+		if !s.exists && in.version != s.version+1 && (s.version == 0 || in.version != s.version) {
 			return s, linOutput{code: 400}
 		}
 	}
@@ -614,6 +616,11 @@ func TestShadowModelCatchesAnomalies(t *testing.T) {
 		{"recreation continues from the tombstone", []porcupine.Operation{
 			op(0, upd(1), ok200(1), 0, 10), op(0, del, ok200(1), 20, 30), op(0, get, linOutput{code: 404}, 40, 50),
 			op(0, linInput{op: shadow.OpUpdate, patch: a(3), hasVersion: true, version: 2}, ok200(2), 60, 70)}, porcupine.Ok},
+		{"recreation with the tombstone's own version (AWS SDKs after their delete)", []porcupine.Operation{
+			op(0, upd(1), ok200(1), 0, 10), op(0, del, ok200(1), 20, 30),
+			op(0, linInput{op: shadow.OpUpdate, patch: a(3), hasVersion: true, version: 1}, ok200(2), 60, 70)}, porcupine.Ok},
+		{"a never-existing shadow accepts only version 1", []porcupine.Operation{
+			op(0, linInput{op: shadow.OpUpdate, patch: a(3), hasVersion: true, version: 0}, ok200(1), 0, 10)}, porcupine.Illegal},
 		{"unknown outcome, applied", []porcupine.Operation{
 			op(0, upd(1), linOutput{}, 0, 1000), op(1, get, linOutput{code: 200, version: 1, state: a(1)}, 20, 30)}, porcupine.Ok},
 		{"unknown outcome, not applied", []porcupine.Operation{

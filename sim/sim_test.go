@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/sim"
 )
@@ -332,9 +331,37 @@ func TestRolloutFaults(t *testing.T) {
 	}
 }
 
-// TestRegistryAndSecrets registers devices with an HTTP registry (the
-// issue 6 contract, served by a fake) and connects them with per-thing
-// secrets issued by the broker's credentials API (auth on).
+// apiGet GETs path from the server's admin API with key and decodes the
+// JSON answer into out; it returns the status.
+func apiGet(t *testing.T, srv *brokertest.Server, key, path string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.HTTPURL()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK && out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("GET %s: %s: %v", path, body, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestRegistryAndSecrets registers devices with a real Umbra's admin API
+// (auth on): the thing type is created when missing, every thing gets its
+// ring and tags as attributes (so the README's canary query selects the
+// canaries), a thing that already existed keeps what the operator set and
+// gains the attributes it lacked, and the devices connect with per-thing
+// secrets issued by the credentials API.
 func TestRegistryAndSecrets(t *testing.T) {
 	const adminKey = "test-admin-key"
 	srv := brokertest.Start(t, func(o *broker.Options) {
@@ -342,35 +369,20 @@ func TestRegistryAndSecrets(t *testing.T) {
 			{Name: "admin", SHA256: auth.SHA256Hex(adminKey), Role: auth.RoleAdmin},
 		}}
 	})
-	var mu sync.Mutex
-	registered := map[string]sim.Thing{}
-	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/api/things" || r.Header.Get("Authorization") != "Bearer "+adminKey {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		var th sim.Thing
-		body, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(body, &th); err != nil || th.Name == "" {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if _, dup := registered[th.Name]; dup {
-			w.WriteHeader(http.StatusConflict)
-			return
-		}
-		registered[th.Name] = th
-		w.WriteHeader(http.StatusCreated)
-	}))
-	defer reg.Close()
+	// An operator registered sec-000 by hand before, in ring "beta".
+	if _, err := srv.Registry().CreateThing(context.Background(), registry.NewThing{
+		Name: "sec-000", Attributes: map[string]string{"deployment_ring": "beta"},
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	const n = 4 // bcrypt per secret and per login: slow under -race
 	secrets := sim.NewSecrets()
+	reg := &sim.HTTPRegistry{BaseURL: srv.HTTPURL(), APIKey: adminKey}
 	cfg := sim.Config{
 		Broker: srv.MQTTURL(), Devices: n, IDPattern: "sec-%03d", TelemetryInterval: -1,
-		Registrar:   &sim.HTTPRegistry{BaseURL: reg.URL, APIKey: adminKey},
+		Tags:        map[string]string{"site": "lab"},
+		Registrar:   reg,
 		Credentials: sim.Recording(&sim.APICredentials{BaseURL: srv.HTTPURL(), APIKey: adminKey}, secrets),
 	}
 	f := startFleet(t, cfg)
@@ -378,22 +390,55 @@ func TestRegistryAndSecrets(t *testing.T) {
 	eventually(t, srv, "authenticated boot report", everyone, func(d doc) bool {
 		return d.State.Reported["firmware_version"] == "1.0.0"
 	})
-	mu.Lock()
-	if len(registered) != n {
-		t.Errorf("registered %d things, want %d", len(registered), n)
+	if st := f.Stats(); st.Registered != n || st.SetupErrors != 0 {
+		t.Errorf("stats %+v: want %d registered, no setup errors", st, n)
 	}
-	for name, th := range registered {
-		if th.Type != "esp32" || th.Attributes["deployment_ring"] != sim.Ring(name) || th.Attributes["hardware_rev"] == "" {
+	var tt struct {
+		Name string `json:"thingTypeName"`
+	}
+	if code := apiGet(t, srv, adminKey, "/api/thing-types/esp32", &tt); code != 200 || tt.Name != "esp32" {
+		t.Errorf("thing type esp32: HTTP %d %+v", code, tt)
+	}
+	for i, name := range everyone {
+		var th struct {
+			Type       string            `json:"thingTypeName"`
+			Attributes map[string]string `json:"attributes"`
+		}
+		if code := apiGet(t, srv, adminKey, "/api/things/"+name, &th); code != 200 {
+			t.Errorf("%s: HTTP %d", name, code)
+			continue
+		}
+		wantRing := sim.Ring(name)
+		if i == 0 {
+			wantRing = "beta" // set by the operator: kept
+		}
+		if th.Attributes["deployment_ring"] != wantRing || th.Attributes["hardware_rev"] != sim.HardwareRev(name) ||
+			th.Attributes["location"] == "" || th.Attributes["customer_id"] == "" || th.Attributes["site"] != "lab" {
 			t.Errorf("%s registered as %+v", name, th)
 		}
+		if i > 0 && th.Type != "esp32" {
+			t.Errorf("%s: thing type %q, want esp32", name, th.Type)
+		}
 	}
-	mu.Unlock()
+	// The fleet query language sees the rings.
+	var res struct {
+		Things []string `json:"things"`
+		Total  int      `json:"total"`
+	}
+	if code := apiGet(t, srv, adminKey, "/api/search?query=attributes.site:lab", &res); code != 200 || len(res.Things) != n {
+		t.Errorf("search attributes.site:lab: HTTP %d %+v", code, res)
+	}
 	if secrets.Len() != n {
 		t.Errorf("recorded %d secrets, want %d", secrets.Len(), n)
 	}
-	// Registering again (a re-run) meets 409 and is fine.
-	if err := cfg.Registrar.Register(context.Background(), sim.Thing{Name: f.ID(0)}); err != nil {
+	// Registering again (a re-run) is fine.
+	if err := reg.Register(context.Background(), sim.Thing{Name: f.ID(1), Type: "esp32", Attributes: sim.Attributes(f.ID(1), nil)}); err != nil {
 		t.Errorf("re-register: %v", err)
+	}
+	// A bad admin key is a precise error, not a silent success.
+	bad := &sim.HTTPRegistry{BaseURL: srv.HTTPURL(), APIKey: "wrong"}
+	if err := bad.Register(context.Background(), sim.Thing{Name: "sec-999", Type: "esp32"}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("register with a wrong key: %v, want HTTP 401", err)
 	}
 	// A second fleet reuses the saved secrets (no new credentials issued).
 	var buf strings.Builder

@@ -30,7 +30,9 @@ type device struct {
 	bootPending bool   // the next connection is a boot: report state
 	resetReason string // reported at boot: poweron, software, panic
 	bootCount   int
+	crashCount  int
 	fw          string
+	updated     bool // fw was installed by an OTA update
 	led         bool
 	interval    time.Duration   // telemetry period
 	intervalRaw json.RawMessage // as last set through desired (reported verbatim)
@@ -152,16 +154,16 @@ func (d *device) onConnect(c paho.Client) {
 		d.bootedAt = time.Now()
 		d.bootCount++
 		d.reportBoot()
+		d.persistLocked()
 		if d.crashLoop {
 			d.scheduleCrash()
 		}
-		if !lowPower {
-			d.scheduleTelemetry(true)
-			return
-		}
-	} else if !lowPower {
+	}
+	if !lowPower {
 		d.scheduleTelemetry(true)
 	}
+	// After the boot report or a reconnection, ask for the shadow: a desired
+	// change made while the device was off is in the /get answer's delta.
 	d.f.stats.gets.Add(1)
 	d.lastTok = c.Publish(d.topic("get"), 1, false, []byte("{}"))
 }
@@ -307,6 +309,7 @@ func (d *device) apply(state map[string]json.RawMessage, version int64, endWake 
 	}
 	if len(rep) > 0 {
 		d.report(rep)
+		d.persistLocked()
 	}
 }
 
@@ -346,6 +349,7 @@ func (d *device) reportBoot() {
 		"hardware_rev":         d.f.attr(d.id, "hardware_rev"),
 		"reset_reason":         d.resetReason,
 		"boot_count":           d.bootCount,
+		"crash_count":          d.crashCount,
 	}
 	for k, v := range d.extra {
 		if minV := d.f.cfg.Features[k]; compareVersions(d.fw, minV) >= 0 {
@@ -387,6 +391,7 @@ func (d *device) startOTA(target string, rep map[string]any) {
 		if d.ota.progress >= 50 && d.f.faultHits(FailUpdate, d.id, target) {
 			d.ota.active = false
 			d.ota.failed = target
+			d.persistLocked()
 			d.f.stats.otaFailed.Add(1)
 			d.report(map[string]any{"ota_status": "failed", "ota_progress": d.ota.progress,
 				"ota_error": "image verification failed", "ota_failed_version": target})
@@ -402,10 +407,12 @@ func (d *device) startOTA(target string, rep map[string]any) {
 		d.ota.active = false
 		d.ota.succeeded = true
 		d.fw = target
+		d.updated = true
 		d.crashLoop = d.f.faultHits(CrashLoop, d.id, target)
 		if d.f.faultHits(NeverReturn, d.id, target) {
 			d.gone = true
 		}
+		d.persistLocked()
 		d.rebootLocked("software")
 	}
 	time.AfterFunc(step, next)
@@ -484,6 +491,8 @@ func (d *device) scheduleCrash() {
 			return
 		}
 		d.f.stats.crashes.Add(1)
+		d.crashCount++
+		d.persistLocked()
 		d.rebootLocked("panic")
 	})
 }
@@ -622,4 +631,51 @@ func (d *device) sleep() {
 		return
 	}
 	time.AfterFunc(d.f.cfg.LowPower.Period, d.wakeCycle)
+}
+
+// persistLocked records the device's kept state in the fleet's state file
+// (when there is one). d.mu is held.
+func (d *device) persistLocked() {
+	if d.f.state == nil {
+		return
+	}
+	st := DeviceState{
+		Firmware: d.fw, OTAInstalled: d.updated, BootCount: d.bootCount, CrashCount: d.crashCount, LED: d.led,
+		TelemetryInterval: d.intervalRaw, OTAURL: d.ota.url, OTAFailed: d.ota.failed,
+		OTAUnreported: d.ota.succeeded, Bricked: d.gone,
+	}
+	if len(d.extra) > 0 {
+		st.Settings = make(map[string]json.RawMessage, len(d.extra))
+		for k, v := range d.extra {
+			st.Settings[k] = v
+		}
+	}
+	d.f.state.put(d.id, st)
+}
+
+// restore boots the device with kept state st.
+func (d *device) restore(st DeviceState) {
+	if st.Firmware != "" {
+		d.fw = st.Firmware
+	}
+	d.updated = st.OTAInstalled
+	d.bootCount, d.crashCount, d.led = st.BootCount, st.CrashCount, st.LED
+	if st.TelemetryInterval != nil {
+		var sec float64
+		if json.Unmarshal(st.TelemetryInterval, &sec) == nil && sec > 0 {
+			d.interval = time.Duration(sec * float64(time.Second))
+			d.intervalRaw = st.TelemetryInterval
+		}
+	}
+	if len(st.Settings) > 0 {
+		d.extra = make(map[string]json.RawMessage, len(st.Settings))
+		for k, v := range st.Settings {
+			d.extra[k] = v
+		}
+	}
+	d.ota.url, d.ota.failed, d.ota.succeeded = st.OTAURL, st.OTAFailed, st.OTAUnreported
+	d.gone = st.Bricked
+	// A crash-looping firmware crashes after every boot, also after a power
+	// cycle: the rule that hit it at its update still does.
+	d.crashLoop = d.updated && d.f.faultHits(CrashLoop, d.id, d.fw)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,14 @@ func eventually(t *testing.T, srv *brokertest.Server, what string, ids []string,
 			t.Fatalf("%s: %d devices never got there; %s has desired=%v reported=%v", what, len(pending), pending[0], d.State.Desired, d.State.Reported)
 		}
 		<-tick.C
+	}
+}
+
+// eventuallyEach is eventually with a condition that knows the device.
+func eventuallyEach(t *testing.T, srv *brokertest.Server, what string, ids []string, cond func(string, doc) bool) {
+	t.Helper()
+	for _, id := range ids {
+		eventually(t, srv, what+": "+id, []string{id}, func(d doc) bool { return cond(id, d) })
 	}
 }
 
@@ -477,8 +486,128 @@ func TestParseFault(t *testing.T) {
 			t.Errorf("%q: no error", bad)
 		}
 	}
+	rings, err := sim.ParseRings("canary=10%, early_adopters=0.2")
+	if err != nil || len(rings) != 2 || rings[0] != (sim.RingShare{Name: "canary", Share: 0.1}) || rings[1].Share != 0.2 {
+		t.Errorf("rings %+v, %v", rings, err)
+	}
+	counts := map[string]int{}
+	for i := range 10000 {
+		counts[sim.RingOf(fmt.Sprintf("esp32-%05d", i), rings)]++
+	}
+	if c := counts["canary"]; c < 900 || c > 1100 {
+		t.Errorf("canary %d of 10000 with 10%%", c)
+	}
+	for _, bad := range []string{"", "canary", "canary=x", "canary=60%,early=50%", "general=5%", "a=1%,a=2%"} {
+		if _, err := sim.ParseRings(bad); err == nil {
+			t.Errorf("rings %q: no error", bad)
+		}
+	}
 	addrs, err := sim.ParseSourceAddrs("127.0.0.2-127.0.0.4,127.0.1.1")
 	if err != nil || len(addrs) != 4 || addrs[2].String() != "127.0.0.4" {
 		t.Errorf("source addrs %v, %v", addrs, err)
+	}
+}
+
+// TestStateSurvivesRestart stops a fleet after an OTA rollout and starts
+// it again on the same state file: devices keep their firmware, count
+// their boots and crashes on, remember settings they acted on and a failed
+// update (not retried), and a crash-looping firmware still crashes.
+func TestStateSurvivesRestart(t *testing.T) {
+	srv := brokertest.Start(t)
+	const n = 12
+	stateFile := filepath.Join(t.TempDir(), "sim-state.json")
+	crash, _ := sim.ParseFault("crash-loop:version=2.0,deployment_ring=general,rate=1,delay=150ms")
+	failD, _ := sim.ParseFault("fail-update:version=2.0,hardware_rev=D")
+	cfg := sim.Config{
+		Broker: srv.MQTTURL(), Devices: n, IDPattern: "st-%03d", TelemetryInterval: -1,
+		Rings:       []sim.RingShare{{Name: sim.RingCanary, Share: 0.5}},
+		OTADuration: 40 * time.Millisecond, RebootDelay: 20 * time.Millisecond,
+		Features:    map[string]string{"brightness": "1.0"},
+		Faults:      []sim.Fault{failD, crash}, StateFile: stateFile,
+	}
+	f1, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := f1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	everyone := ids(f1, all(n)...)
+	eventually(t, srv, "first boot", everyone, func(d doc) bool { return d.State.Reported["boot_count"] == 1.0 })
+	var updated, failed, crashing []string
+	for _, id := range everyone {
+		setDesired(t, srv, id, map[string]any{"ota_url": "https://fw.example/2.0.bin", "target_version": "2.0", "brightness": 40})
+		switch {
+		case sim.HardwareRev(id) == "D":
+			failed = append(failed, id)
+		case sim.RingOf(id, cfg.Rings) == sim.RingGeneral:
+			crashing = append(crashing, id)
+		default:
+			updated = append(updated, id)
+		}
+	}
+	if len(updated) == 0 || len(failed) == 0 || len(crashing) == 0 {
+		t.Fatalf("want devices of each kind: updated %v, failed %v, crashing %v", updated, failed, crashing)
+	}
+	eventually(t, srv, "updated", updated, func(d doc) bool {
+		return d.State.Reported["firmware_version"] == "2.0" && d.State.Reported["brightness"] == 40.0
+	})
+	eventually(t, srv, "failed", failed, func(d doc) bool { return d.State.Reported["ota_status"] == "failed" })
+	eventually(t, srv, "crashing", crashing, func(d doc) bool {
+		c, _ := d.State.Reported["crash_count"].(float64)
+		return d.State.Reported["firmware_version"] == "2.0" && c >= 2
+	})
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stopCancel()
+	if err := f1.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := sim.ReadState(stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]sim.DeviceState{}
+	for _, id := range everyone {
+		st, ok := kept[id]
+		if !ok {
+			t.Fatalf("%s not in the state file", id)
+		}
+		before[id] = st
+	}
+	for _, id := range updated {
+		if st := before[id]; st.Firmware != "2.0" || st.BootCount != 2 || !st.OTAInstalled || string(st.Settings["brightness"]) != "40" {
+			t.Errorf("%s kept %+v", id, st)
+		}
+	}
+	for _, id := range failed {
+		if st := before[id]; st.Firmware != "1.0.0" || st.OTAFailed != "2.0" {
+			t.Errorf("%s kept %+v", id, st)
+		}
+	}
+
+	// Power the fleet on again: every device boots with what it kept. The
+	// boot report of the new run is the one with reset_reason poweron and
+	// a boot_count beyond the kept one.
+	f2 := startFleet(t, cfg)
+	if f2.Restored() != n {
+		t.Errorf("restored %d devices, want %d", f2.Restored(), n)
+	}
+	eventuallyEach(t, srv, "updated devices boot on 2.0, counting on", updated, func(id string, d doc) bool {
+		r := d.State.Reported
+		return r["firmware_version"] == "2.0" && r["reset_reason"] == "poweron" &&
+			r["boot_count"] == float64(before[id].BootCount+1) && r["brightness"] == 40.0
+	})
+	eventuallyEach(t, srv, "failed devices stay on 1.0.0", failed, func(id string, d doc) bool {
+		r := d.State.Reported
+		return r["firmware_version"] == "1.0.0" && r["reset_reason"] == "poweron" && r["boot_count"] == float64(before[id].BootCount+1)
+	})
+	eventuallyEach(t, srv, "crash-looping firmware still crashes", crashing, func(id string, d doc) bool {
+		c, _ := d.State.Reported["crash_count"].(float64)
+		return d.State.Reported["firmware_version"] == "2.0" && c > float64(before[id].CrashCount)
+	})
+	if st := f2.Stats(); st.OTAStarted != 0 {
+		t.Errorf("stats %+v: no device should download again", st)
 	}
 }

@@ -34,7 +34,8 @@ const (
 
 // Config describes a simulated fleet.
 type Config struct {
-	// Broker is the MQTT URL: tcp://host:port, ssl://host:port, ws://….
+	// Broker is the MQTT URL: tcp:// or mqtt:// (plain), tls://, ssl:// or
+	// mqtts:// (TLS), ws:// or wss:// (WebSocket), host:port after it.
 	Broker string
 	// Devices is how many devices; their ids are fmt.Sprintf(IDPattern,
 	// First+i) for i in [0, Devices).
@@ -184,8 +185,11 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	u, err := url.Parse(c.Broker)
-	if err != nil || u.Host == "" {
+	switch {
+	case err != nil || u.Host == "":
 		errs = append(errs, fmt.Errorf("broker %q: want a URL such as tcp://127.0.0.1:1883", c.Broker))
+	case !knownScheme(u.Scheme):
+		errs = append(errs, fmt.Errorf("broker %q: unknown scheme %q (want tcp://, mqtt://, tls://, ssl://, mqtts://, ws:// or wss://)", c.Broker, u.Scheme))
 	}
 	if c.Devices <= 0 {
 		errs = append(errs, fmt.Errorf("devices must be positive (got %d)", c.Devices))
@@ -218,6 +222,31 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("connect rate must not be negative (got %g)", c.ConnectRate))
 	}
 	return errors.Join(errs...)
+}
+
+// TLSSchemes are the broker URL schemes that mean MQTT over TLS.
+var TLSSchemes = []string{"tls", "ssl", "mqtts", "wss"}
+
+func knownScheme(s string) bool {
+	switch strings.ToLower(s) {
+	case "tcp", "mqtt", "tls", "ssl", "mqtts", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// IsTLSBroker reports whether the broker URL uses TLS.
+func IsTLSBroker(broker string) bool {
+	u, err := url.Parse(broker)
+	if err != nil {
+		return false
+	}
+	for _, s := range TLSSchemes {
+		if strings.EqualFold(u.Scheme, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // loopbackBroker reports whether the broker URL names a loopback host.

@@ -124,6 +124,12 @@ func (f *Fleet) flushLoop() {
 	}
 }
 
+// ThingType is the registry thing type of the devices.
+func (f *Fleet) ThingType() string { return f.cfg.ThingType }
+
+// FirmwareDefault is the version devices without kept state boot with.
+func (f *Fleet) FirmwareDefault() string { return f.cfg.Firmware }
+
 // Devices is the number of devices.
 func (f *Fleet) Devices() int { return len(f.devs) }
 
@@ -256,15 +262,70 @@ func (f *Fleet) Start(ctx context.Context) error {
 	return nil
 }
 
+// Register registers every device with Config.Registrar (thing type,
+// ring and tags) without connecting any, Concurrency at a time: the
+// provisioning step before devices are powered on. It returns the first
+// error and stops at it.
+func (f *Fleet) Register(ctx context.Context) error {
+	if f.cfg.Registrar == nil {
+		return errors.New("sim: no registrar configured")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	for range min(f.cfg.Concurrency, len(f.devs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(f.devs) || ctx.Err() != nil {
+					return
+				}
+				if err := f.register(ctx, f.devs[i]); err != nil {
+					errOnce.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("sim: %w", firstErr)
+	}
+	return ctx.Err()
+}
+
+func (f *Fleet) register(ctx context.Context, d *device) error {
+	r := f.cfg.Registrar
+	if r == nil {
+		return nil
+	}
+	err := r.Register(ctx, Thing{Name: d.id, Type: f.cfg.ThingType, Attributes: f.attributes(d.id)})
+	if err != nil {
+		f.stats.setupErrors.Add(1)
+		return err
+	}
+	f.stats.registered.Add(1)
+	return nil
+}
+
+// RingCounts is how many devices of the fleet are in each ring.
+func (f *Fleet) RingCounts() map[string]int {
+	out := map[string]int{}
+	for _, d := range f.devs {
+		out[f.attr(d.id, "deployment_ring")]++
+	}
+	return out
+}
+
 // boot prepares one device and powers it on.
 func (f *Fleet) boot(ctx context.Context, d *device) error {
-	if r := f.cfg.Registrar; r != nil {
-		err := r.Register(ctx, Thing{Name: d.id, Type: f.cfg.ThingType, Attributes: f.attributes(d.id)})
-		if err != nil {
-			f.stats.setupErrors.Add(1)
-			return err
-		}
-		f.stats.registered.Add(1)
+	if err := f.register(ctx, d); err != nil {
+		return err
 	}
 	secret := ""
 	if c := f.cfg.Credentials; c != nil {

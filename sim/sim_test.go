@@ -522,8 +522,8 @@ func TestStateSurvivesRestart(t *testing.T) {
 		Broker: srv.MQTTURL(), Devices: n, IDPattern: "st-%03d", TelemetryInterval: -1,
 		Rings:       []sim.RingShare{{Name: sim.RingCanary, Share: 0.5}},
 		OTADuration: 40 * time.Millisecond, RebootDelay: 20 * time.Millisecond,
-		Features:    map[string]string{"brightness": "1.0"},
-		Faults:      []sim.Fault{failD, crash}, StateFile: stateFile,
+		Features: map[string]string{"brightness": "1.0"},
+		Faults:   []sim.Fault{failD, crash}, StateFile: stateFile,
 	}
 	f1, err := sim.New(cfg)
 	if err != nil {

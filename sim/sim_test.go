@@ -33,7 +33,7 @@ type doc struct {
 	} `json:"state"`
 }
 
-func getShadow(t *testing.T, srv *brokertest.Server, thing string) (doc, bool) {
+func getShadow(t testing.TB, srv *brokertest.Server, thing string) (doc, bool) {
 	t.Helper()
 	resp := srv.Shadows().Handle(context.Background(), shadow.Request{
 		Ref: shadow.Ref{Thing: thing}, Op: shadow.OpGet, Payload: []byte("{}"), Origin: shadow.OriginInternal,

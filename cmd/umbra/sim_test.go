@@ -378,3 +378,12 @@ func TestSimTLSSchemes(t *testing.T) {
 		}
 	}
 }
+
+// umbra bench takes umbra sim's flag names too (--broker, --ca).
+func TestBenchTakesSimFlagNames(t *testing.T) {
+	var errb bytes.Buffer
+	code := run(context.Background(), []string{"bench", "--quiet", "--broker", "tcp://127.0.0.1:1", "--ca", "ca.pem", "raw"}, io.Discard, &errb, nil)
+	if code == 0 || !strings.Contains(errb.String(), "--ca-file is for a tls:// target, not tcp://") {
+		t.Errorf("bench --broker tcp:// --ca: exit %d, %q", code, errb.String())
+	}
+}

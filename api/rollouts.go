@@ -42,6 +42,8 @@ func rolloutErr(w http.ResponseWriter, err error) {
 		fail(w, 400, fe.Field, "%s", fe.Msg)
 	case errors.Is(err, rollout.ErrNotFound):
 		fail(w, 404, "", "%s", err.Error())
+	case errors.Is(err, rollout.ErrPlanChanged):
+		fail(w, 409, "plan", "%s", err.Error())
 	case errors.Is(err, rollout.ErrState):
 		fail(w, 409, "", "%s", err.Error())
 	default:
@@ -85,12 +87,12 @@ func (a *RolloutAPI) previewSpec(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &s) {
 		return
 	}
-	waves, err := a.Engine.Preview(s, "preview")
+	pv, err := a.Engine.Preview(s)
 	if err != nil {
 		rolloutErr(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"waves": waves})
+	writeJSON(w, http.StatusOK, pv)
 }
 
 func (a *RolloutAPI) preview(w http.ResponseWriter, r *http.Request) {

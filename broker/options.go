@@ -93,6 +93,9 @@ type Options struct {
 	// RolloutInterval is how often the rollout engine advances rollouts and
 	// jobs (checks devices, timers, rate limits). Default 1s.
 	RolloutInterval time.Duration
+	// RolloutClock, when set, is the rollout engine's clock (bake times,
+	// device timeouts, offline windows): tests drive it with a fake clock.
+	RolloutClock func() time.Time
 
 	// Shadow holds the document rules (limits, converge mode, strict mode).
 	Shadow shadow.Options

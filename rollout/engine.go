@@ -3,6 +3,7 @@ package rollout
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +57,9 @@ type Config struct {
 var (
 	ErrNotFound = errors.New("not found")
 	ErrState    = errors.New("not allowed in this state")
+	// ErrPlanChanged: the plan create or start would freeze differs from
+	// the preview the spec's plan token came from.
+	ErrPlanChanged = errors.New("the fleet changed since the preview")
 )
 
 // Engine runs rollouts and jobs.
@@ -103,6 +108,9 @@ func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
 	now := e.cfg.Clock().UnixMilli()
 	r := &Rollout{ID: newID("ro-"), Spec: s, State: StateCreated, CreatedAt: now, UpdatedAt: now,
 		devices: map[string]*Device{}, parsed: p, dirty: map[string]bool{}}
+	if _, err := e.checkPlan(r); err != nil {
+		return View{}, err
+	}
 	r.event(now, "created", 0, "", "")
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -111,6 +119,7 @@ func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
 	}
 	e.rollouts[r.ID] = r
 	e.announce(r, r.Events[len(r.Events)-1])
+	r.unannounced = nil
 	return r.view(), nil
 }
 
@@ -121,21 +130,95 @@ type WavePreview struct {
 	Things []string `json:"things"`
 }
 
-// Preview plans a spec's waves against the fleet as it is now (the same
-// plan Start would freeze, for a rollout with that id).
-func (e *Engine) Preview(s Spec, id string) ([]WavePreview, error) {
+// PreviewResult is a planned rollout: its waves and the token that makes
+// create freeze exactly these waves (or refuse, saying what changed).
+type PreviewResult struct {
+	Waves []WavePreview `json:"waves"`
+	Plan  PlanToken     `json:"plan"`
+	// Empty names the waves (or the target) that select no device.
+	Empty []string `json:"empty,omitempty"`
+}
+
+// seed orders a rollout's targets: the preview's seed, or its id.
+func (r *Rollout) seed() string {
+	if r.Spec.Plan != nil && r.Spec.Plan.Seed != "" {
+		return r.Spec.Plan.Seed
+	}
+	return r.ID
+}
+
+// Preview plans a spec's waves against the fleet as it is now. The plan
+// seed is the spec's (plan.seed) or a new one; creating the rollout with
+// the returned plan token freezes the same waves.
+func (e *Engine) Preview(s Spec) (PreviewResult, error) {
 	p, err := validate(s)
 	if err != nil {
-		return nil, err
+		return PreviewResult{}, err
 	}
-	waves := e.plan(id, s, p)
-	out := make([]WavePreview, len(waves))
+	seed := newID("plan-")
+	if s.Plan != nil && s.Plan.Seed != "" {
+		seed = s.Plan.Seed
+	}
+	waves := e.plan(seed, s, p)
+	return previewOf(s, seed, waves), nil
+}
+
+func previewOf(s Spec, seed string, waves [][]string) PreviewResult {
+	out := PreviewResult{Waves: make([]WavePreview, len(waves)), Plan: PlanToken{Seed: seed}}
+	h := sha256.New()
+	total := 0
 	for i, w := range waves {
 		things := slices.Clone(w)
 		sort.Strings(things)
-		out[i] = WavePreview{Name: s.Waves[i].Name, Count: len(w), Things: things}
+		out.Waves[i] = WavePreview{Name: s.Waves[i].Name, Count: len(w), Things: things}
+		out.Plan.Counts = append(out.Plan.Counts, len(w))
+		fmt.Fprintf(h, "wave %d\n", i)
+		for _, th := range things {
+			fmt.Fprintf(h, "%s\n", th)
+		}
+		if len(w) == 0 {
+			out.Empty = append(out.Empty, fmt.Sprintf("waves[%d]", i))
+		}
+		total += len(w)
 	}
-	return out, nil
+	if total == 0 {
+		out.Empty = append([]string{"target"}, out.Empty...)
+	}
+	out.Plan.Fingerprint = hex.EncodeToString(h.Sum(nil))[:16]
+	return out
+}
+
+// checkPlan plans r as it would be frozen now and refuses an empty target
+// or wave (unless AllowEmpty) and a plan that differs from the preview
+// its plan token came from.
+func (e *Engine) checkPlan(r *Rollout) ([][]string, error) {
+	waves := e.plan(r.seed(), r.Spec, r.parsed)
+	pv := previewOf(r.Spec, r.seed(), waves)
+	if tok := r.Spec.Plan; tok != nil && tok.Fingerprint != "" && tok.Fingerprint != pv.Plan.Fingerprint {
+		var diff []string
+		for i, w := range pv.Waves {
+			was := "?"
+			if i < len(tok.Counts) {
+				was = fmt.Sprint(tok.Counts[i])
+			}
+			diff = append(diff, fmt.Sprintf("%s %s→%d", w.Name, was, w.Count))
+		}
+		return nil, fmt.Errorf("%w: the plan now differs from the previewed one (fingerprint %s, previewed %s; devices per wave: %s); preview again, or drop plan.fingerprint to accept the new plan",
+			ErrPlanChanged, pv.Plan.Fingerprint, tok.Fingerprint, strings.Join(diff, ", "))
+	}
+	if !r.Spec.AllowEmpty && len(pv.Empty) > 0 {
+		if pv.Empty[0] == "target" {
+			return nil, &FieldError{"target", fmt.Sprintf("%q matches no device; register devices first, or set allowEmpty to create it anyway", r.Spec.Target)}
+		}
+		var names []string
+		for _, f := range pv.Empty {
+			var i int
+			fmt.Sscanf(f, "waves[%d]", &i)
+			names = append(names, fmt.Sprintf("%s (%s)", r.Spec.Waves[i].Name, f))
+		}
+		return nil, &FieldError{pv.Empty[0], fmt.Sprintf("wave %s selects no device among the %q targets; fix the wave's query or percent, or set allowEmpty", strings.Join(names, ", "), r.Spec.Target)}
+	}
+	return waves, nil
 }
 
 // PreviewID previews an existing rollout (its frozen plan once started).
@@ -147,23 +230,18 @@ func (e *Engine) PreviewID(id string) ([]WavePreview, error) {
 		return nil, ErrNotFound
 	}
 	if r.order != nil {
-		out := make([]WavePreview, len(r.order))
-		for i, w := range r.order {
-			things := slices.Clone(w)
-			sort.Strings(things)
-			out[i] = WavePreview{Name: r.Spec.Waves[i].Name, Count: len(w), Things: things}
-		}
+		pv := previewOf(r.Spec, r.seed(), r.order)
 		e.mu.Unlock()
-		return out, nil
+		return pv.Waves, nil
 	}
-	spec := r.Spec
+	spec, seed, parsed := r.Spec, r.seed(), r.parsed
 	e.mu.Unlock()
-	return e.Preview(spec, id)
+	return previewOf(spec, seed, e.plan(seed, spec, parsed)).Waves, nil
 }
 
-func (e *Engine) plan(id string, s Spec, p parsedSpec) [][]string {
+func (e *Engine) plan(seed string, s Spec, p parsedSpec) [][]string {
 	targets := e.cfg.Fleet.Search(p.target, "", 1<<31-1).Things
-	return plan(id, targets, s.Waves, p.waves, e.cfg.Fleet.MatchThing)
+	return plan(seed, targets, s.Waves, p.waves, e.cfg.Fleet.MatchThing)
 }
 
 // Start freezes the plan and starts the first wave.
@@ -177,7 +255,11 @@ func (e *Engine) Start(ctx context.Context, id string) (View, error) {
 	if r.State != StateCreated {
 		return View{}, fmt.Errorf("%w: rollout is %s", ErrState, r.State)
 	}
-	r.order = e.plan(r.ID, r.Spec, r.parsed)
+	order, err := e.checkPlan(r)
+	if err != nil {
+		return View{}, err
+	}
+	r.order = order
 	for w, things := range r.order {
 		for _, th := range things {
 			r.devices[th] = &Device{Thing: th, Wave: w, State: DevPending}
@@ -321,14 +403,40 @@ type View struct {
 	CurrentWave int            `json:"currentWave"`
 	Waves       []WaveProgress `json:"waves"`
 	BakeUntil   int64          `json:"bakeUntil,omitempty"`
-	CreatedAt   int64          `json:"createdAt"`
-	UpdatedAt   int64          `json:"updatedAt"`
-	Events      []Event        `json:"events"`
+	// Totals sums the waves (Name and State empty).
+	Totals WaveProgress `json:"totals"`
+	// Notice says what the state means for the fleet (e.g. a rollback
+	// without rollbackPatch leaves installed firmware installed).
+	Notice    string  `json:"notice,omitempty"`
+	CreatedAt int64   `json:"createdAt"`
+	UpdatedAt int64   `json:"updatedAt"`
+	Events    []Event `json:"events"`
 }
 
 func (r *Rollout) view() View {
-	return View{ID: r.ID, Spec: r.Spec, State: r.State, Reason: r.Reason, CurrentWave: r.Wave, Waves: r.progress(),
+	v := View{ID: r.ID, Spec: r.Spec, State: r.State, Reason: r.Reason, CurrentWave: r.Wave, Waves: r.progress(),
 		BakeUntil: r.BakeUntil, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Events: slices.Clone(r.Events)}
+	for _, w := range v.Waves {
+		t := &v.Totals
+		t.Size += w.Size
+		t.Pending += w.Pending
+		t.Notified += w.Notified
+		t.InProgress += w.InProgress
+		t.Succeeded += w.Succeeded
+		t.Failed += w.Failed
+		t.Regressed += w.Regressed
+		t.RolledBack += w.RolledBack
+		t.Skipped += w.Skipped
+		t.Installed += w.Installed
+	}
+	if r.State == StateRolledBack {
+		if len(r.Spec.RollbackPatch) > 0 {
+			v.Notice = fmt.Sprintf("rolled back: previous desired values restored and rollbackPatch written on %d devices; %d still report the new version", v.Totals.RolledBack, v.Totals.Installed)
+		} else {
+			v.Notice = fmt.Sprintf("rolled back: previous desired values restored on %d devices; a plain rollback does not downgrade firmware already installed: %d devices run the new version (set rollbackPatch to downgrade)", v.Totals.RolledBack, v.Totals.Installed)
+		}
+	}
+	return v
 }
 
 // Get returns a rollout.
@@ -352,7 +460,8 @@ func (e *Engine) Devices(id string, wave int, state DeviceState) ([]Device, erro
 	}
 	var out []Device
 	for _, d := range r.devices {
-		if (wave < 0 || d.Wave == wave) && (state == "" || d.State == state) {
+		// A rolled-back device also matches the state it had (failed, …).
+		if (wave < 0 || d.Wave == wave) && (state == "" || d.State == state || d.RolledBack && d.Before == state) {
 			out = append(out, *d)
 		}
 	}

@@ -45,6 +45,28 @@ type Spec struct {
 	// OnFailure is "halt" (default) or "rollback".
 	OnFailure string `json:"onFailure,omitempty"`
 	Rate      Rate   `json:"rate,omitempty"`
+	// RollbackPatch, when set, is written as desired on every touched
+	// device at rollback, over the restored values: e.g. the previous
+	// firmware's target_version and ota_url, so devices that installed the
+	// new firmware are actually downgraded. Without it rollback restores
+	// desired values only and installed firmware stays installed.
+	RollbackPatch json.RawMessage `json:"rollbackPatch,omitempty"`
+	// AllowEmpty lets a rollout be created or started when its target or a
+	// wave selects no device (refused otherwise).
+	AllowEmpty bool `json:"allowEmpty,omitempty"`
+	// Plan, when set (from a preview), freezes the waves with the
+	// preview's seed and makes create/start refuse if the plan differs from
+	// what the preview showed.
+	Plan *PlanToken `json:"plan,omitempty"`
+}
+
+// PlanToken ties a rollout to a preview: Seed orders the targets (instead
+// of the rollout id), Fingerprint is a hash of the previewed wave
+// membership and Counts its wave sizes.
+type PlanToken struct {
+	Seed        string `json:"seed"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Counts      []int  `json:"counts,omitempty"`
 }
 
 // Health are device health signals watched besides the failure condition.
@@ -118,11 +140,35 @@ const (
 	DevSucceeded  DeviceState = "succeeded"
 	DevFailed     DeviceState = "failed"
 	DevTimedOut   DeviceState = "timed_out"
+	// DevRegressed: succeeded, then broke a health gate or the failure
+	// condition while the rollout ran; counts as failed for its wave.
+	DevRegressed  DeviceState = "regressed"
+	DevRolledBack DeviceState = "rolled_back"
 	DevSkipped    DeviceState = "skipped"
 )
 
 func (s DeviceState) finished() bool {
-	return s == DevSucceeded || s == DevFailed || s == DevTimedOut
+	return s == DevSucceeded || s.failed()
+}
+
+func (s DeviceState) failed() bool {
+	return s == DevFailed || s == DevTimedOut || s == DevRegressed
+}
+
+// Failure is which gate a device broke, with what value, and when.
+type Failure struct {
+	Gate  string `json:"gate"`            // successCondition, failureCondition, health.errorCondition, health.increaseOf, health.offlineWindow, deviceTimeout, notify
+	Value string `json:"value,omitempty"` // the reported value(s) that broke it
+	Time  int64  `json:"time"`            // Unix ms (engine clock) when the engine saw it
+}
+
+// OTAProgress is a device's own report of its update, read from
+// reported.ota_status (downloading, installing, rebooting, succeeded,
+// failed), reported.ota_progress (0-100) and reported.ota_error.
+type OTAProgress struct {
+	Status   string   `json:"status,omitempty"`
+	Progress *float64 `json:"progress,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // Device is one device's progress.
@@ -138,8 +184,19 @@ type Device struct {
 	Previous map[string]json.RawMessage `json:"previous,omitempty"`
 	// Baseline holds the watched counters at notification.
 	Baseline map[string]float64 `json:"baseline,omitempty"`
-	// RolledBack is set once rollback restored this device.
-	RolledBack bool `json:"rolledBack,omitempty"`
+	// RolledBack is set once rollback restored this device; State is then
+	// rolled_back and Before the state it had.
+	RolledBack bool        `json:"rolledBack,omitempty"`
+	Before     DeviceState `json:"before,omitempty"`
+	// Failure details why it failed or regressed.
+	Failure *Failure `json:"failure,omitempty"`
+	// SucceededAt is when it first matched the success condition.
+	SucceededAt int64 `json:"succeededAt,omitempty"`
+	// Installed: the device matched the success condition when last seen
+	// (it runs the new firmware), whatever its rollout state.
+	Installed bool `json:"installed,omitempty"`
+	// OTA is the device's last reported update progress.
+	OTA *OTAProgress `json:"ota,omitempty"`
 }
 
 // Event is a rollout transition.
@@ -189,17 +246,30 @@ type Rollout struct {
 type parsedSpec struct {
 	target, success, failure, healthErr *query.Query
 	waves                               []*query.Query
+	successText                         string
 }
 
-// WaveProgress counts one wave's devices by state.
+func (r *Rollout) successCondition() string { return r.parsed.successText }
+
+// WaveProgress counts one wave's devices by state. State is the wave's
+// badge: pending, running, baking, waiting_approval, paused, passed,
+// failed (its failures broke the threshold), halted, cancelled,
+// rolled_back or not_reached (the rollout ended before it started).
 type WaveProgress struct {
 	Name       string `json:"name"`
+	State      string `json:"state"`
 	Size       int    `json:"size"`
 	Pending    int    `json:"pending"`
+	Notified   int    `json:"notified"`
 	InProgress int    `json:"inProgress"` // notified or in progress
 	Succeeded  int    `json:"succeeded"`
-	Failed     int    `json:"failed"` // failed or timed out
+	Failed     int    `json:"failed"` // failed, timed out or regressed
+	Regressed  int    `json:"regressed"`
+	RolledBack int    `json:"rolledBack"`
 	Skipped    int    `json:"skipped"`
+	// Installed counts devices that run the new version (matched the
+	// success condition when last seen), rolled back or not.
+	Installed int `json:"installed"`
 }
 
 func (r *Rollout) progress() []WaveProgress {
@@ -209,20 +279,73 @@ func (r *Rollout) progress() []WaveProgress {
 		if i < len(r.order) {
 			out[i].Size = len(r.order[i])
 			for _, th := range r.order[i] {
-				switch r.devices[th].State {
+				d := r.devices[th]
+				st := d.State
+				if st == DevRolledBack {
+					out[i].RolledBack++
+					st = d.Before
+				}
+				switch st {
 				case DevPending:
 					out[i].Pending++
-				case DevNotified, DevInProgress:
+				case DevNotified:
+					out[i].Notified++
+					out[i].InProgress++
+				case DevInProgress:
 					out[i].InProgress++
 				case DevSucceeded:
 					out[i].Succeeded++
 				case DevFailed, DevTimedOut:
 					out[i].Failed++
+				case DevRegressed:
+					out[i].Failed++
+					out[i].Regressed++
 				case DevSkipped:
 					out[i].Skipped++
 				}
+				if d.Installed {
+					out[i].Installed++
+				}
 			}
 		}
+		out[i].State = r.waveState(i)
 	}
 	return out
+}
+
+// waveState is wave i's badge.
+func (r *Rollout) waveState(i int) string {
+	started := i < len(r.order) && (i < r.Wave || i == r.Wave && r.WaveStarted > 0 && r.State != StateWaiting && r.State != StateCreated)
+	if started && r.waveBreach(i) != "" {
+		return "failed"
+	}
+	if r.State == StateRolledBack && started {
+		return "rolled_back"
+	}
+	switch {
+	case i < r.Wave:
+		return "passed"
+	case i > r.Wave:
+		if r.terminal() {
+			return "not_reached"
+		}
+		return "pending"
+	}
+	switch r.State {
+	case StateCreated:
+		return "pending"
+	case StateRunning:
+		return "running"
+	case StatePaused:
+		if r.PausedFrom == StateBaking {
+			return "baking"
+		}
+		return "paused"
+	case StateCompleted:
+		return "passed"
+	}
+	if !started && r.terminal() {
+		return "not_reached"
+	}
+	return string(r.State)
 }

@@ -53,6 +53,7 @@ func validate(s Spec) (parsedSpec, error) {
 		}
 	}
 	p.success = parse("successCondition", success)
+	p.successText = success
 	p.failure = parse("failureCondition", s.Failure)
 	p.healthErr = parse("health.errorCondition", s.Health.ErrorCondition)
 	if len(s.Waves) == 0 {
@@ -76,6 +77,12 @@ func validate(s Spec) (parsedSpec, error) {
 			errs = append(errs, &FieldError{field + ".minFinished", "must not be negative"})
 		}
 		p.waves = append(p.waves, parse(field+".query", w.Query))
+	}
+	if len(s.RollbackPatch) > 0 && (!gjson.ValidBytes(s.RollbackPatch) || !gjson.ParseBytes(s.RollbackPatch).IsObject()) {
+		errs = append(errs, &FieldError{"rollbackPatch", "must be a JSON object of desired values"})
+	}
+	if s.Plan != nil && s.Plan.Seed == "" {
+		errs = append(errs, &FieldError{"plan.seed", "a plan token needs the seed the preview returned"})
 	}
 	switch s.OnFailure {
 	case "", "halt", "rollback":

@@ -131,19 +131,18 @@ func TestFaultyCanariesHaltAndRollBack(t *testing.T) {
 		if !canary && gjson.GetBytes(doc, "state.desired.target_version").Exists() {
 			t.Fatalf("%s outside the canary wave got desired %s", th, gjson.GetBytes(doc, "state.desired"))
 		}
-		// Rolled back: the version the device is told to run is 1.0 again
-		// (a desired 1.0, or none left because it reports 1.0 and the
-		// restored value converged at once).
-		target := gjson.GetBytes(doc, "state.desired.target_version")
-		if !target.Exists() {
-			target = gjson.GetBytes(doc, "state.reported.target_version")
-		}
-		if canary && (target.String() != "1.0" || gjson.GetBytes(doc, "state.desired.ota_url").Exists()) {
-			t.Fatalf("canary %s not rolled back to 1.0: %s", th, gjson.GetBytes(doc, "state"))
+		// Rolled back exactly: desired had neither key before the
+		// rollout, so neither is left (never a reported value put back).
+		if canary && (gjson.GetBytes(doc, "state.desired.target_version").Exists() || gjson.GetBytes(doc, "state.desired.ota_url").Exists()) {
+			t.Fatalf("canary %s not rolled back exactly: %s", th, gjson.GetBytes(doc, "state"))
 		}
 	}
-	if v.Waves[0].Failed != 1 || v.Waves[1].Skipped != 10 {
+	if v.Waves[0].Failed != 1 || v.Waves[0].RolledBack != 4 || v.Waves[0].Installed != 3 || v.Waves[1].Skipped != 10 ||
+		v.Waves[0].State != "failed" || v.Waves[1].State != "not_reached" {
 		t.Fatalf("waves %+v", v.Waves)
+	}
+	if !strings.Contains(v.Notice, "does not downgrade") || !strings.Contains(v.Notice, "3 devices run the new version") {
+		t.Fatalf("notice %q", v.Notice)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,7 +25,18 @@ func (e *Engine) Step(ctx context.Context) {
 	e.changed = map[string]bool{}
 	e.changedMu.Unlock()
 	for _, r := range e.rollouts {
-		if r.terminal() || r.State == StateCreated {
+		if r.State == StateCreated {
+			continue
+		}
+		if r.terminal() {
+			if len(changed) > 0 && r.State != StateCompleted {
+				e.settle(ctx, r, now, changed)
+				if len(r.dirty) > 0 || len(r.unannounced) > 0 {
+					if err := e.persist(ctx, r); err != nil {
+						e.cfg.Logger.Error("save rollout", "rollout", r.ID, "error", err)
+					}
+				}
+			}
 			continue
 		}
 		e.stepRollout(ctx, r, now, changed)
@@ -73,43 +86,74 @@ func (e *Engine) stepRollout(ctx context.Context, r *Rollout, now time.Time, cha
 	}
 }
 
-// evaluate updates the state of notified devices: success, failure, health
-// and timeouts.
+// evaluate watches every device the rollout touched, in every started
+// wave, until the rollout ends (see the package doc for the rules).
 func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, changed map[string]bool) {
 	for th, d := range r.devices {
-		if d.State != DevNotified && d.State != DevInProgress {
+		switch d.State {
+		case DevNotified, DevInProgress, DevSucceeded:
+		default:
 			continue
 		}
 		w := r.Spec.Waves[d.Wave]
-		set := func(s DeviceState, reason string) {
+		fail := func(s DeviceState, gate, value, reason string) {
 			d.State, d.Reason, d.FinishedAt = s, reason, now.UnixMilli()
+			d.Failure = &Failure{Gate: gate, Value: value, Time: now.UnixMilli()}
 			r.dirty[th] = true
 			r.event(now.UnixMilli(), "device_"+string(s), d.Wave, th, reason)
 		}
+		succeeded := d.State == DevSucceeded
+		bad := DevFailed
+		if succeeded {
+			bad = DevRegressed
+		}
 		if changed[th] || r.fresh {
-			if e.cfg.Fleet.MatchThing(r.parsed.success, th) {
-				set(DevSucceeded, "")
+			doc := e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
+			reported := gjson.GetBytes(doc, "state.reported")
+			if ota := readOTA(reported); !ota.equal(d.OTA) {
+				d.OTA = ota
+				r.dirty[th] = true
+			}
+			matches := e.cfg.Fleet.MatchThing(r.parsed.success, th)
+			if matches != d.Installed {
+				d.Installed = matches
+				r.dirty[th] = true
+			}
+			if !succeeded && matches {
+				d.State, d.Reason, d.FinishedAt, d.SucceededAt = DevSucceeded, "", now.UnixMilli(), now.UnixMilli()
+				// The update's own reboot raises counters such as
+				// boot_count: the values at success are the new baseline.
+				d.Baseline = counters(r.Spec.Health.IncreaseOf, reported)
+				r.dirty[th] = true
+				r.event(now.UnixMilli(), "device_succeeded", d.Wave, th, "")
 				continue
 			}
 			if r.parsed.failure != nil && e.cfg.Fleet.MatchThing(r.parsed.failure, th) {
-				set(DevFailed, "failure condition")
+				v := conditionValues(r.Spec.Failure, reported)
+				fail(bad, "failureCondition", v, "failure condition: "+v)
 				continue
 			}
 			if r.parsed.healthErr != nil && e.cfg.Fleet.MatchThing(r.parsed.healthErr, th) {
-				set(DevFailed, "health: error condition")
+				v := conditionValues(r.Spec.Health.ErrorCondition, reported)
+				fail(bad, "health.errorCondition", v, "health: error condition: "+v)
 				continue
 			}
-			if len(r.Spec.Health.IncreaseOf) > 0 {
-				reported := e.reported(ctx, r, th)
-				for _, f := range r.Spec.Health.IncreaseOf {
-					if v := gjson.Get(reported, f); v.Exists() && v.Float() > d.Baseline[f] {
-						set(DevFailed, fmt.Sprintf("health: %s rose from %v to %v", f, d.Baseline[f], v.Float()))
-						break
-					}
+			rose := false
+			for _, f := range r.Spec.Health.IncreaseOf {
+				if v := reported.Get(f); v.Exists() && v.Float() > d.Baseline[f] {
+					fail(bad, "health.increaseOf", fmt.Sprintf("%s=%v", f, v.Float()),
+						fmt.Sprintf("health: %s rose from %v to %v", f, d.Baseline[f], v.Float()))
+					rose = true
+					break
 				}
-				if d.State.finished() {
-					continue
-				}
+			}
+			if rose {
+				continue
+			}
+			if succeeded && !matches {
+				v := conditionValues(r.successCondition(), reported)
+				fail(DevRegressed, "successCondition", v, "no longer matches the success condition: "+v)
+				continue
 			}
 			if d.State == DevNotified {
 				d.State = DevInProgress // the device answered but is not done
@@ -117,44 +161,172 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 			}
 		}
 		if win := time.Duration(r.Spec.Health.OfflineWindow); win > 0 {
+			since := max(d.NotifiedAt, d.SucceededAt)
 			if c, ok := e.cfg.Fleet.Connectivity(th); ok && !c.Connected && c.LastDisconnect > 0 &&
-				now.UnixMilli()-max(c.LastDisconnect, d.NotifiedAt) > win.Milliseconds() {
-				set(DevFailed, fmt.Sprintf("health: offline for more than %s", win))
+				now.UnixMilli()-max(c.LastDisconnect, since) > win.Milliseconds() {
+				fail(bad, "health.offlineWindow", time.UnixMilli(c.LastDisconnect).UTC().Format(time.RFC3339),
+					fmt.Sprintf("health: offline for more than %s", win))
 				continue
 			}
+		}
+		if succeeded {
+			continue
 		}
 		timeout := time.Duration(w.DeviceTimeout)
 		if timeout == 0 {
 			timeout = time.Hour
 		}
 		if now.UnixMilli()-d.NotifiedAt > timeout.Milliseconds() {
-			set(DevTimedOut, fmt.Sprintf("no success within %s", timeout))
+			fail(DevTimedOut, "deviceTimeout", timeout.String(), fmt.Sprintf("no success within %s", timeout))
 		}
 	}
 	r.fresh = false
+}
+
+// settle follows, after a rollout ended, the devices whose update was
+// still under way (or that were rolled back): their outcome and OTA
+// progress keep the status truthful. It never halts nor writes shadows.
+func (e *Engine) settle(ctx context.Context, r *Rollout, now time.Time, changed map[string]bool) {
+	for th := range changed {
+		d, ok := r.devices[th]
+		if !ok || d.NotifiedAt == 0 {
+			continue
+		}
+		doc := e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
+		reported := gjson.GetBytes(doc, "state.reported")
+		if ota := readOTA(reported); !ota.equal(d.OTA) {
+			d.OTA = ota
+			r.dirty[th] = true
+		}
+		matches := e.cfg.Fleet.MatchThing(r.parsed.success, th)
+		if matches != d.Installed {
+			d.Installed = matches
+			r.dirty[th] = true
+		}
+		st := &d.State
+		if d.State == DevRolledBack {
+			st = &d.Before
+		}
+		switch {
+		case (*st == DevNotified || *st == DevInProgress) && matches:
+			*st, d.FinishedAt, d.SucceededAt = DevSucceeded, now.UnixMilli(), now.UnixMilli()
+			r.dirty[th] = true
+			r.event(now.UnixMilli(), "device_succeeded", d.Wave, th, "after the rollout ended")
+		case (*st == DevNotified || *st == DevInProgress) && r.parsed.failure != nil && e.cfg.Fleet.MatchThing(r.parsed.failure, th):
+			v := conditionValues(r.Spec.Failure, reported)
+			*st, d.Reason, d.FinishedAt = DevFailed, "failure condition: "+v, now.UnixMilli()
+			d.Failure = &Failure{Gate: "failureCondition", Value: v, Time: now.UnixMilli()}
+			r.dirty[th] = true
+			r.event(now.UnixMilli(), "device_failed", d.Wave, th, d.Reason+" (after the rollout ended)")
+		case *st == DevNotified:
+			*st = DevInProgress
+			r.dirty[th] = true
+		}
+	}
+}
+
+func counters(fields []string, reported gjson.Result) map[string]float64 {
+	if len(fields) == 0 {
+		return nil
+	}
+	m := map[string]float64{}
+	for _, f := range fields {
+		m[f] = reported.Get(f).Float()
+	}
+	return m
+}
+
+func readOTA(reported gjson.Result) *OTAProgress {
+	st, pr, er := reported.Get("ota_status"), reported.Get("ota_progress"), reported.Get("ota_error")
+	if !st.Exists() && !pr.Exists() {
+		return nil
+	}
+	o := &OTAProgress{Status: st.String()}
+	if pr.Exists() {
+		v := pr.Float()
+		o.Progress = &v
+	}
+	if er.Exists() && o.Status == "failed" {
+		o.Error = er.String()
+	}
+	return o
+}
+
+func (o *OTAProgress) equal(p *OTAProgress) bool {
+	if o == nil || p == nil {
+		return o == p
+	}
+	return o.Status == p.Status && o.Error == p.Error &&
+		(o.Progress == nil) == (p.Progress == nil) && (o.Progress == nil || *o.Progress == *p.Progress)
+}
+
+var reportedField = regexp.MustCompile(`shadow\.(?:name\.[A-Za-z0-9:_-]+\.)?reported\.([A-Za-z0-9_.\-]+)`)
+
+// conditionValues names the reported values a condition looks at
+// ("reset_reason=panic"), or the condition itself when it names none.
+func conditionValues(cond string, reported gjson.Result) string {
+	var parts []string
+	seen := map[string]bool{}
+	for _, m := range reportedField.FindAllStringSubmatch(cond, -1) {
+		f := m[1]
+		if seen[f] {
+			continue
+		}
+		seen[f] = true
+		v := reported.Get(f)
+		if !v.Exists() {
+			parts = append(parts, f+" absent")
+			continue
+		}
+		parts = append(parts, f+"="+v.String())
+	}
+	if len(parts) == 0 {
+		return cond
+	}
+	return strings.Join(parts, ", ")
 }
 
 // breach returns why the rollout must halt: a wave (current or earlier)
 // whose failures exceed its threshold once enough devices finished.
 func (r *Rollout) breach() string {
 	for w := 0; w <= r.Wave && w < len(r.order); w++ {
-		spec := r.Spec.Waves[w]
-		var failed, finished int
-		for _, th := range r.order[w] {
-			switch r.devices[th].State {
-			case DevFailed, DevTimedOut:
-				failed++
-				finished++
-			case DevSucceeded:
-				finished++
+		if why := r.waveBreach(w); why != "" {
+			return why
+		}
+	}
+	return ""
+}
+
+func (r *Rollout) waveBreach(w int) string {
+	spec := r.Spec.Waves[w]
+	var failed, finished int
+	var first *Device
+	for _, th := range r.order[w] {
+		d := r.devices[th]
+		st := d.State
+		if st == DevRolledBack {
+			st = d.Before
+		}
+		switch {
+		case st.failed():
+			failed++
+			finished++
+			if first == nil || d.FinishedAt < first.FinishedAt {
+				first = d
 			}
+		case st == DevSucceeded:
+			finished++
 		}
-		if failed == 0 || finished < max(spec.MinFinished, 1) {
-			continue
+	}
+	if failed == 0 || finished < max(spec.MinFinished, 1) {
+		return ""
+	}
+	if pct := 100 * float64(failed) / float64(finished); pct > spec.FailureThreshold {
+		why := fmt.Sprintf("wave %s: %d of %d finished devices failed (%.1f%% > %.1f%%)", spec.Name, failed, finished, pct, spec.FailureThreshold)
+		if first != nil {
+			why += fmt.Sprintf("; first: %s %s (%s)", first.Thing, first.State, first.Reason)
 		}
-		if pct := 100 * float64(failed) / float64(finished); pct > spec.FailureThreshold {
-			return fmt.Sprintf("wave %s: %d of %d finished devices failed (%.1f%% > %.1f%%)", spec.Name, failed, finished, pct, spec.FailureThreshold)
-		}
+		return why
 	}
 	return ""
 }
@@ -264,13 +436,10 @@ func (e *Engine) notifyDevice(ctx context.Context, r *Rollout, d *Device, now ti
 	doc := e.get(ctx, ref)
 	d.Previous = map[string]json.RawMessage{}
 	gjson.ParseBytes(r.Spec.Patch).ForEach(func(k, _ gjson.Result) bool {
-		key := gjson.Escape(k.String())
-		// Under convergence pruning a key absent from desired is where the
-		// device reported it, so that is the value to return to.
-		prev := gjson.GetBytes(doc, "state.desired."+key)
-		if !prev.Exists() {
-			prev = gjson.GetBytes(doc, "state.reported."+key)
-		}
+		// Exactly what desired held: a key absent from desired is recorded
+		// as null, which rollback writes to remove it again. A reported
+		// value is never a desired one (it may be a version that failed).
+		prev := gjson.GetBytes(doc, "state.desired."+gjson.Escape(k.String()))
 		if prev.Exists() {
 			d.Previous[k.String()] = json.RawMessage(prev.Raw)
 		} else {
@@ -278,16 +447,12 @@ func (e *Engine) notifyDevice(ctx context.Context, r *Rollout, d *Device, now ti
 		}
 		return true
 	})
-	if len(r.Spec.Health.IncreaseOf) > 0 {
-		d.Baseline = map[string]float64{}
-		for _, f := range r.Spec.Health.IncreaseOf {
-			d.Baseline[f] = gjson.GetBytes(doc, "state.reported."+f).Float()
-		}
-	}
+	d.Baseline = counters(r.Spec.Health.IncreaseOf, gjson.GetBytes(doc, "state.reported"))
 	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, r.Spec.Patch)
 	resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: ref, Op: shadow.OpUpdate, Payload: payload, Origin: shadow.OriginInternal, Principal: "rollout:" + r.ID})
 	if resp.Err != nil {
 		d.State, d.Reason, d.FinishedAt = DevFailed, "notify: "+resp.Err.Message, now.UnixMilli()
+		d.Failure = &Failure{Gate: "notify", Value: resp.Err.Message, Time: now.UnixMilli()}
 		return
 	}
 	d.State, d.NotifiedAt = DevNotified, now.UnixMilli()
@@ -305,15 +470,26 @@ func (e *Engine) reported(ctx context.Context, r *Rollout, thing string) string 
 	return gjson.GetBytes(e.get(ctx, shadow.Ref{Thing: thing, Name: r.Spec.Shadow}), "state.reported").Raw
 }
 
-// rollback restores the previous desired values on every touched device.
+// rollback restores the previous desired values (and applies
+// RollbackPatch over them) on every touched device.
 func (e *Engine) rollback(ctx context.Context, r *Rollout, now time.Time, why string) {
 	r.skipPending()
-	restored, failed := 0, 0
+	restored, failed, installed := 0, 0, 0
 	for th, d := range r.devices {
-		if d.NotifiedAt == 0 || d.RolledBack || len(d.Previous) == 0 {
+		if d.NotifiedAt == 0 || d.RolledBack {
 			continue
 		}
-		patch, _ := json.Marshal(d.Previous)
+		desired := map[string]json.RawMessage{}
+		for k, v := range d.Previous {
+			desired[k] = v
+		}
+		if len(r.Spec.RollbackPatch) > 0 {
+			_ = json.Unmarshal(r.Spec.RollbackPatch, &desired)
+		}
+		if len(desired) == 0 {
+			continue
+		}
+		patch, _ := json.Marshal(desired)
 		resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: r.Spec.Shadow}, Op: shadow.OpUpdate,
 			Payload: fmt.Appendf(nil, `{"state":{"desired":%s}}`, patch), Origin: shadow.OriginInternal, Principal: "rollout:" + r.ID + ":rollback"})
 		if resp.Err != nil {
@@ -321,10 +497,19 @@ func (e *Engine) rollback(ctx context.Context, r *Rollout, now time.Time, why st
 			r.event(now.UnixMilli(), "rollback_failed", d.Wave, th, resp.Err.Message)
 			continue
 		}
-		d.RolledBack = true
+		d.RolledBack, d.Before, d.State = true, d.State, DevRolledBack
+		if d.Installed {
+			installed++
+		}
 		r.dirty[th] = true
 		restored++
 	}
 	r.State = StateRolledBack
-	r.event(now.UnixMilli(), "rolled_back", r.Wave, "", fmt.Sprintf("%s; restored %d devices, %d failed", why, restored, failed))
+	msg := fmt.Sprintf("%s; restored %d devices, %d failed", why, restored, failed)
+	if len(r.Spec.RollbackPatch) > 0 {
+		msg += "; rollbackPatch written"
+	} else if installed > 0 {
+		msg += fmt.Sprintf("; %d devices had installed the new version and keep it (no rollbackPatch)", installed)
+	}
+	r.event(now.UnixMilli(), "rolled_back", r.Wave, "", msg)
 }

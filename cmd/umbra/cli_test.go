@@ -375,9 +375,53 @@ func TestCLI(t *testing.T) {
 		frames := strings.Split(out, "\n\n")
 		fmt.Fprintf(&b, "$ umbra rollout status %s --watch   (last frame)\n%s", ro.ID, frames[len(frames)-1])
 		fmt.Fprintf(&b, "$ umbra rollout ls\n%s", r.ok("rollout", "ls"))
-		golden(t, "rollout", b.String(), ro.ID)
+		tok := regexp.MustCompile(`(?m)^plan: (\S+)$`).FindStringSubmatch(b.String())
+		if tok == nil {
+			t.Fatalf("preview prints no plan token:\n%s", b.String())
+		}
+		golden(t, "rollout", strings.ReplaceAll(b.String(), spec, "spec.json"), ro.ID, tok[1])
 		if _, errs, code := r.run("rollout", "pause", ro.ID); code != 1 || !strings.Contains(errs, "umbra: 409") {
 			t.Errorf("pause of a completed rollout: exit %d %q", code, errs)
+		}
+	})
+
+	t.Run("rollout preview is the plan", func(t *testing.T) {
+		r.t = t
+		for i := range 12 {
+			ring := "general"
+			if i%4 == 0 {
+				ring = "canary"
+			}
+			r.ok("things", "create", fmt.Sprintf("pv-%02d", i), "ring="+ring)
+		}
+		spec := filepath.Join(t.TempDir(), "spec.json")
+		if err := os.WriteFile(spec, []byte(`{"name":"fw 2","target":"thingName:pv-*","patch":{"target_version":"2"},
+			"waves":[{"name":"canary","query":"attributes.ring:canary"},{"name":"early","percent":25},{"name":"rest","percent":100}]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		preview := r.ok("rollout", "preview", "-f", spec)
+		m := regexp.MustCompile(`(?m)^plan: (\S+)$`).FindStringSubmatch(preview)
+		if m == nil {
+			t.Fatalf("preview prints no plan token:\n%s", preview)
+		}
+		created := r.ok("rollout", "create", "-f", spec, "--plan", m[1], "--json")
+		var ro struct{ ID, State string }
+		if err := json.Unmarshal([]byte(created), &ro); err != nil || ro.State != "created" {
+			t.Fatalf("rollout create --plan: %v %s", err, created)
+		}
+		r.ok("rollout", "start", ro.ID)
+		table, _, _ := strings.Cut(preview, "plan: ")
+		if frozen := r.ok("rollout", "preview", ro.ID); frozen != table {
+			t.Fatalf("started plan differs from the preview:\npreview\n%s\nstarted\n%s", table, frozen)
+		}
+		// The fleet changes: create with the old token refuses and says so.
+		r.ok("things", "create", "pv-99", "ring=canary")
+		_, errs, code := r.run("rollout", "create", "-f", spec, "--plan", m[1])
+		if code != 1 || !strings.Contains(errs, "fleet changed since the preview") || !strings.Contains(errs, "canary 3→4") {
+			t.Fatalf("create after a fleet change: exit %d %q", code, errs)
+		}
+		if _, errs, code := r.run("rollout", "create", "-f", spec, "--plan", "junk"); code != 2 || !strings.Contains(errs, "SEED:FINGERPRINT:COUNTS") {
+			t.Fatalf("bad token: exit %d %q", code, errs)
 		}
 	})
 

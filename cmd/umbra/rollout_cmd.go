@@ -12,9 +12,9 @@ import (
 
 func init() {
 	addVerbs("rollout",
-		verb{"create", "-f spec.json [--start]", "create a rollout from a JSON spec", rolloutCreate},
+		verb{"create", "-f spec.json [--start] [--plan TOKEN]", "create a rollout from a JSON spec (--plan: exactly the previewed waves)", rolloutCreate},
 		verb{"preview", "(-f spec.json | ID)", "show the devices of each wave", rolloutPreview},
-		verb{"status", "ID [--watch]", "show per-wave progress (--watch: live until the rollout ends)", rolloutStatus},
+		verb{"status", "ID [--watch] [--devices]", "show per-wave progress (--watch: live until the rollout ends; --devices: each device)", rolloutStatus},
 		verb{"ls", "", "list rollouts", rolloutLs},
 		verb{"start", "ID", "start a created rollout", rolloutAction("start")},
 		verb{"pause", "ID", "pause a rollout", rolloutAction("pause")},
@@ -31,18 +31,26 @@ type rolloutJSON struct {
 		Name   string `json:"name"`
 		Target string `json:"target"`
 	} `json:"spec"`
-	State       string `json:"state"`
-	Reason      string `json:"reason"`
-	CurrentWave int    `json:"currentWave"`
-	Waves       []struct {
-		Name       string `json:"name"`
-		Size       int    `json:"size"`
-		Pending    int    `json:"pending"`
-		InProgress int    `json:"inProgress"`
-		Succeeded  int    `json:"succeeded"`
-		Failed     int    `json:"failed"`
-		Skipped    int    `json:"skipped"`
-	} `json:"waves"`
+	State       string     `json:"state"`
+	Reason      string     `json:"reason"`
+	Notice      string     `json:"notice"`
+	CurrentWave int        `json:"currentWave"`
+	Waves       []waveJSON `json:"waves"`
+	Totals      waveJSON   `json:"totals"`
+}
+
+type waveJSON struct {
+	Name       string `json:"name"`
+	State      string `json:"state"`
+	Size       int    `json:"size"`
+	Pending    int    `json:"pending"`
+	InProgress int    `json:"inProgress"`
+	Succeeded  int    `json:"succeeded"`
+	Failed     int    `json:"failed"`
+	Regressed  int    `json:"regressed"`
+	RolledBack int    `json:"rolledBack"`
+	Skipped    int    `json:"skipped"`
+	Installed  int    `json:"installed"`
 }
 
 func (r rolloutJSON) terminal() bool {
@@ -84,6 +92,7 @@ func rolloutCreate(c *cli, cmd string, args []string) error {
 	fs := c.flagSet(cmd, "-f spec.json [--start]", "Create a rollout from a JSON spec (see README: Fleet actions).")
 	file := fs.String("f", "", "spec file (JSON; - for stdin)")
 	start := fs.Bool("start", false, "start it at once")
+	plan := fs.String("plan", "", "plan token printed by rollout preview: freeze exactly the previewed waves, or fail if the fleet changed")
 	if _, err := c.parse(fs, args, 0, 0, "-f spec.json"); err != nil {
 		return err
 	}
@@ -94,13 +103,54 @@ func rolloutCreate(c *cli, cmd string, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *start {
+	if *start || *plan != "" {
 		var m map[string]json.RawMessage
 		_ = json.Unmarshal(b, &m)
-		m["start"] = json.RawMessage("true")
+		if *start {
+			m["start"] = json.RawMessage("true")
+		}
+		if *plan != "" {
+			tok, err := parsePlanToken(*plan)
+			if err != nil {
+				return usageError{fmt.Errorf("%s: --plan: %v", cmd, err)}
+			}
+			m["plan"], _ = json.Marshal(tok)
+		}
 		b, _ = json.Marshal(m)
 	}
 	return rolloutAnswer(c, "POST", "/api/rollouts", nil, b, "created rollout %s (%s)\n")
+}
+
+// planToken is the preview's plan, written on the command line as
+// SEED:FINGERPRINT:COUNT,COUNT,… (rollout preview prints it).
+type planToken struct {
+	Seed        string `json:"seed"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Counts      []int  `json:"counts,omitempty"`
+}
+
+func (p planToken) String() string {
+	var counts []string
+	for _, n := range p.Counts {
+		counts = append(counts, fmt.Sprint(n))
+	}
+	return p.Seed + ":" + p.Fingerprint + ":" + strings.Join(counts, ",")
+}
+
+func parsePlanToken(s string) (planToken, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+		return planToken{}, fmt.Errorf("%q: want SEED:FINGERPRINT:COUNTS as printed by umbra rollout preview", s)
+	}
+	p := planToken{Seed: parts[0], Fingerprint: parts[1]}
+	for _, c := range strings.Split(parts[2], ",") {
+		var n int
+		if _, err := fmt.Sscanf(c, "%d", &n); err != nil || n < 0 {
+			return planToken{}, fmt.Errorf("%q: wave count %q is not a number", s, c)
+		}
+		p.Counts = append(p.Counts, n)
+	}
+	return p, nil
 }
 
 // rolloutAnswer sends a request answered with a rollout and prints the
@@ -153,6 +203,8 @@ func rolloutPreview(c *cli, cmd string, args []string) error {
 			Count  int      `json:"count"`
 			Things []string `json:"things"`
 		} `json:"waves"`
+		Plan  *planToken `json:"plan"`
+		Empty []string   `json:"empty"`
 	}
 	_ = json.Unmarshal(raw, &out)
 	tw := c.table()
@@ -164,7 +216,16 @@ func rolloutPreview(c *cli, cmd string, args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", w.Name, w.Count, orDash(things))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(out.Empty) > 0 {
+		fmt.Fprintf(c.stdout, "empty: %s select no device (create refuses this unless the spec sets allowEmpty)\n", strings.Join(out.Empty, ", "))
+	}
+	if out.Plan != nil {
+		fmt.Fprintf(c.stdout, "plan: %s\ncreate exactly these waves with: umbra rollout create -f %s --plan %s\n", out.Plan, *file, out.Plan)
+	}
+	return nil
 }
 
 func rolloutLs(c *cli, cmd string, args []string) error {
@@ -219,13 +280,20 @@ func renderRollout(r rolloutJSON) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rollout %s %q  state %s  wave %d/%d\n", r.ID, r.Spec.Name, r.State, min(r.CurrentWave+1, len(r.Waves)), len(r.Waves))
 	tw := newTabWriter(&b)
-	fmt.Fprintln(tw, "WAVE\tSIZE\tSUCCEEDED\tFAILED\tIN PROGRESS\tPENDING\tPROGRESS")
+	fmt.Fprintln(tw, "WAVE\tSTATE\tSIZE\tSUCCEEDED\tFAILED\tREGRESSED\tIN PROGRESS\tPENDING\tSKIPPED\tROLLED BACK\tNEW VERSION\tPROGRESS")
 	for _, w := range r.Waves {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\n", w.Name, w.Size, w.Succeeded, w.Failed, w.InProgress, w.Pending, bar(w.Size, w.Succeeded, w.Failed, w.InProgress))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", w.Name, strings.ToUpper(orDash(w.State)), w.Size, w.Succeeded, w.Failed, w.Regressed,
+			w.InProgress, w.Pending, w.Skipped, w.RolledBack, w.Installed, bar(w.Size, w.Succeeded, w.Failed, w.InProgress))
 	}
 	tw.Flush()
+	t := r.Totals
+	fmt.Fprintf(&b, "devices %d: %d succeeded, %d failed (%d regressed), %d in progress, %d pending, %d skipped, %d rolled back; %d run the new version\n",
+		t.Size, t.Succeeded, t.Failed, t.Regressed, t.InProgress, t.Pending, t.Skipped, t.RolledBack, t.Installed)
 	if r.Reason != "" {
 		fmt.Fprintf(&b, "reason: %s\n", r.Reason)
+	}
+	if r.Notice != "" {
+		fmt.Fprintf(&b, "note: %s\n", r.Notice)
 	}
 	return b.String()
 }
@@ -243,14 +311,78 @@ func bar(size, ok, failed, running int) string {
 	return fmt.Sprintf("[%s%s%s%s] %3d%%", strings.Repeat("#", o), strings.Repeat("x", f), strings.Repeat(">", r), strings.Repeat(".", rest), (ok+failed)*100/size)
 }
 
-func rolloutStatus(c *cli, cmd string, args []string) error {
+// rolloutDevices prints each device of a rollout: state, OTA progress and
+// why it failed (gate, value, time).
+func rolloutDevices(c *cli, id string) error {
+	var out struct {
+		Devices []struct {
+			Thing   string `json:"thing"`
+			Wave    int    `json:"wave"`
+			State   string `json:"state"`
+			Before  string `json:"before"`
+			Reason  string `json:"reason"`
+			Failure *struct {
+				Gate  string `json:"gate"`
+				Value string `json:"value"`
+				Time  int64  `json:"time"`
+			} `json:"failure"`
+			Installed bool `json:"installed"`
+			OTA       *struct {
+				Status   string   `json:"status"`
+				Progress *float64 `json:"progress"`
+				Error    string   `json:"error"`
+			} `json:"ota"`
+		} `json:"devices"`
+	}
+	if _, err := c.getJSON("GET", rolloutPath(id)+"/devices", nil, nil, &out); err != nil {
+		return err
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "THING\tWAVE\tSTATE\tOTA\tNEW VERSION\tFAILURE")
+	for _, d := range out.Devices {
+		st := d.State
+		if d.Before != "" {
+			st += " (was " + d.Before + ")"
+		}
+		ota := "-"
+		if d.OTA != nil {
+			ota = orDash(d.OTA.Status)
+			if d.OTA.Progress != nil && d.OTA.Status != "succeeded" {
+				ota += fmt.Sprintf(" %.0f%%", *d.OTA.Progress)
+			}
+			if d.OTA.Error != "" {
+				ota += ": " + d.OTA.Error
+			}
+		}
+		fail := "-"
+		if d.Failure != nil {
+			fail = fmt.Sprintf("%s %s at %s", d.Failure.Gate, d.Failure.Value, time.UnixMilli(d.Failure.Time).UTC().Format(time.RFC3339))
+		}
+		yes := "no"
+		if d.Installed {
+			yes = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", d.Thing, d.Wave, st, ota, yes, fail)
+	}
+	return tw.Flush()
+}
+
+func rolloutStatus(c *cli, cmd string, args []string) (err error) {
 	fs := c.flagSet(cmd, "ID [--watch]", "Show a rollout's per-wave progress. --watch redraws on each rollout event\n(or every second) until the rollout completes, halts, is cancelled or rolled back;\nit exits 0 if the rollout completed, 1 otherwise.")
 	watch := fs.Bool("watch", false, "follow the rollout live until it ends")
+	devices := fs.Bool("devices", false, "list every device with its state, OTA progress and failure")
 	pos, err := c.parse(fs, args, 1, 1, "ID")
 	if err != nil {
 		return err
 	}
 	id := pos[0]
+	if *devices && !*watch {
+		defer func() {
+			if err == nil && !c.json {
+				err = rolloutDevices(c, id)
+			}
+		}()
+	}
 	get := func() (rolloutJSON, []byte, error) {
 		var r rolloutJSON
 		raw, err := c.getJSON("GET", rolloutPath(id), nil, nil, &r)

@@ -53,9 +53,18 @@ func TestRollout(t *testing.T) {
 		t.Fatalf("preview counts = %s, want %s", got, want)
 	}
 	b.screenshot("rollout-new")
+	seed := eval[string](b, `document.querySelector('[data-testid=preview-plan]')?.dataset.seed || ''`)
+	if seed == "" {
+		t.Fatal("the preview shows no plan token")
+	}
 
 	b.do("create", chromedp.Click(`[data-testid=rollout-create]`))
 	b.waitJS("the rollout page", `document.querySelectorAll('[data-testid=wave]').length === 4`)
+	// Created with the preview's plan: the same waves as previewed.
+	rid := eval[string](b, `location.hash.split('/').pop()`)
+	if got := string(call(t, srv.HTTPURL(), "", "GET", "/api/rollouts/"+rid, "", 200)); !strings.Contains(got, `"seed":"`+seed+`"`) {
+		t.Fatalf("rollout not created with the previewed plan %s: %s", seed, got)
+	}
 	b.waitJS("the stream", `document.querySelector('[data-testid=stream-state]').dataset.state === 'live'`)
 	seg := func(wave int, kind string) string {
 		return fmt.Sprintf(`(document.querySelector('[data-testid=wave][data-wave="%d"] .seg.%s')?.dataset.count || '0')`, wave, kind)
@@ -106,6 +115,11 @@ func TestRollout(t *testing.T) {
 	want("the failure", 3, "failed", 1)
 	state("halted")
 	b.waitJS("the halt reason", `document.querySelector('[data-testid=halt-reason]')`)
+	// The device table names the failed device, the gate and its OTA state;
+	// the wave's badge says it failed.
+	b.waitJS("the failed device row", `[...document.querySelectorAll('[data-testid=device-row][data-state=failed]')].some(r =>
+		r.querySelector('[data-testid=device-failure]').dataset.gate === 'failureCondition' && r.querySelector('[data-testid=device-ota]').dataset.ota === 'failed')`)
+	b.waitJS("wave 4 badge", `document.querySelector('[data-testid=wave][data-wave="3"] [data-testid=wave-state]').dataset.state === 'failed'`)
 	if got := eval[string](b, `document.querySelector('[data-testid=waves]').textContent`); !strings.Contains(got, "1 failed") && !strings.Contains(got, "failed") {
 		t.Errorf("waves = %q", got)
 	}
@@ -116,6 +130,10 @@ func TestRollout(t *testing.T) {
 	b.waitJS("the confirmation", `document.querySelector('[data-testid=rollout-rollback]').textContent.startsWith('Confirm')`)
 	b.do("confirm", chromedp.Click(`[data-testid=rollout-rollback]`))
 	state("rolled_back")
+	b.waitJS("the rollback notice", `/does not downgrade/.test(document.querySelector('[data-testid=rollout-notice]')?.textContent || '')`)
+	b.waitJS("wave badges after rollback", `document.querySelector('[data-testid=wave][data-wave="0"] [data-testid=wave-state]').dataset.state === 'rolled_back'`)
+	b.waitJS("rolled back devices", `document.querySelectorAll('[data-testid=device-row][data-state=rolled_back]').length > 0`)
+	b.screenshot("rollout-rolled-back")
 
 	// The list shows it.
 	b.do("the list", chromedp.Click(`[data-testid=nav-rollouts]`))

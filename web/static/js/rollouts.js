@@ -4,11 +4,14 @@
 //
 //   GET  /api/rollouts                     {rollouts: [View]}
 //   POST /api/rollouts                     Spec + {start} -> View
-//   POST /api/rollouts/preview             Spec -> {waves: [{name, count, things}]}
+//   POST /api/rollouts/preview             Spec -> {waves: [{name, count, things}], plan, empty}
 //   GET  /api/rollouts/{id}                View
+//   GET  /api/rollouts/{id}/devices        {devices: [{thing, wave, state, before, reason,
+//                                           failure: {gate, value, time}, installed, ota: {status, progress, error}}]}
 //   POST /api/rollouts/{id}/{start|pause|resume|cancel|rollback|approve[?wave=N]}
 //   View: {id, spec: Spec, state, reason, currentWave, createdAt, updatedAt (ms),
-//          waves: [{name, size, pending, inProgress, succeeded, failed, skipped}],
+//          waves: [{name, state, size, pending, inProgress, succeeded, failed, regressed,
+//                   rolledBack, skipped, installed}], totals, notice,
 //          events: [{time, type, wave, thing, message}]}
 //   live: event "rollout", data {rollout: id, event: {...}}
 //
@@ -57,15 +60,22 @@ export function normalize(v) {
       inProgress: num(w.inProgress),
       pending: num(w.pending),
     };
-    let wstate = 'pending';
-    if (['completed'].includes(state) || i < current) wstate = 'passed';
-    else if (i === current && state !== 'created') wstate = state;
+    // The server's badge (what the wave's devices really did); older
+    // servers send none.
+    let wstate = w.state || 'pending';
+    if (!w.state) {
+      if (['completed'].includes(state) || i < current) wstate = 'passed';
+      else if (i === current && state !== 'created') wstate = state;
+    }
     return {
       name: w.name || ws.name || `Wave ${i + 1}`,
       state: wstate,
       selector: ws.query ? ws.query : ws.percent ? `${ws.percent}% of remaining` : '',
       size: num(w.size),
       skipped: num(w.skipped),
+      regressed: num(w.regressed),
+      rolledBack: num(w.rolledBack),
+      installed: num(w.installed),
       progress,
       rules: [
         `success ≥ ${ws.successThreshold ?? 100}%`,
@@ -91,6 +101,9 @@ export function normalize(v) {
     patch: spec.patch,
     spec,
     reason: v.reason || '',
+    notice: v.notice || '',
+    installed: num((v.totals || {}).installed),
+    rolledBack: num((v.totals || {}).rolledBack),
     current,
     createdAt: v.createdAt,
     updatedAt: v.updatedAt,
@@ -105,6 +118,7 @@ function statePill(st, testid = 'rollout-state') {
   const cls = {
     running: 'info', baking: 'info', waiting_approval: 'warn', paused: 'warn', halted: 'bad',
     completed: 'ok', passed: 'ok', cancelled: '', rolled_back: 'warn', created: '', pending: '',
+    failed: 'bad', not_reached: '', succeeded: 'ok', regressed: 'bad', timed_out: 'bad', in_progress: 'info', notified: 'info', skipped: '',
   }[st] ?? '';
   return h('span', { class: ['pill', cls], 'data-testid': testid, 'data-state': st }, st.replace(/_/g, ' '));
 }
@@ -120,10 +134,12 @@ export function progressBar(p, size, opts = {}) {
   return bar;
 }
 
-function legend(p, skipped) {
+function legend(p, skipped, extra = {}) {
+  const more = (n, label, testid) => (n ? h('span', { class: 'lg', 'data-testid': testid }, h('span', { class: 'lg-n' }, fmtCount(n)), ' ', label) : null);
   return h('div', { class: 'progress-legend' }, KINDS.map((k) => h('span', { class: 'lg', 'data-kind': k },
     h('span', { class: ['swatch', k] }), h('span', { class: 'lg-n', 'data-testid': `count-${k}` }, fmtCount(p[k])), ' ', KIND_LABEL[k])),
-  skipped ? h('span', { class: 'lg' }, h('span', { class: 'lg-n' }, fmtCount(skipped)), ' skipped') : null);
+  more(skipped, 'skipped', 'count-skipped'), more(extra.regressed, 'regressed', 'count-regressed'),
+  more(extra.rolledBack, 'rolled back', 'count-rolled-back'), more(extra.installed, 'run the new version', 'count-installed'));
 }
 
 // --- list ----------------------------------------------------------------
@@ -183,14 +199,41 @@ const EVENT_LABEL = {
   rolled_back: 'rolled back', rollback_failed: 'rollback failed',
 };
 
+// deviceTable is the per-device view: state, OTA progress as the device
+// reports it (reported.ota_status / ota_progress / ota_error) and, for a
+// failed or regressed device, the gate it broke, the value and when.
+function deviceTable(devs, waves) {
+  if (!devs.length) return h('div', { class: 'muted small' }, 'No devices yet.');
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'table small', 'data-testid': 'rollout-devices' },
+    h('thead', {}, h('tr', {}, h('th', {}, 'Device'), h('th', {}, 'Wave'), h('th', {}, 'State'), h('th', {}, 'OTA'), h('th', {}, 'Failure'))),
+    h('tbody', {}, devs.map((d) => {
+      const ota = d.ota || null;
+      const pct = ota && ota.progress != null ? Number(ota.progress) : null;
+      return h('tr', { 'data-testid': 'device-row', 'data-thing': d.thing, 'data-state': d.state },
+        h('td', {}, h('a', { class: 'mono', href: `#/things/${enc(d.thing)}` }, d.thing)),
+        h('td', {}, (waves[d.wave] || {}).name || String(d.wave + 1)),
+        h('td', {}, statePill(d.state, 'device-state'), d.before ? h('span', { class: 'muted small' }, ` was ${d.before.replace(/_/g, ' ')}`) : null,
+          d.installed ? h('span', { class: 'muted small', title: 'reports the new version' }, ' · new version') : null),
+        h('td', { 'data-testid': 'device-ota', 'data-ota': ota ? ota.status : '' }, ota ? [
+          h('span', {}, ota.status || '—'),
+          pct != null && ota.status !== 'succeeded' ? h('div', { class: 'progress small', role: 'progressbar', 'aria-valuenow': pct, 'aria-valuemax': 100 },
+            h('div', { class: 'seg inProgress', style: { width: `${Math.max(0, Math.min(100, pct))}%` } })) : null,
+          ota.error ? h('div', { class: 'muted small' }, ota.error) : null] : h('span', { class: 'muted' }, '—')),
+        h('td', { class: 'small', 'data-testid': 'device-failure', 'data-gate': d.failure ? d.failure.gate : '' }, d.failure
+          ? [h('code', {}, d.failure.gate), ' ', h('span', { class: 'mono' }, d.failure.value || ''), h('div', { class: 'muted' }, fmtTime(d.failure.time))]
+          : d.reason || ''));
+    }))));
+}
+
 function renderOne(root, id) {
   let alive = true;
   const head = h('div', { class: 'rollout-head' });
   const waves = h('div', { class: 'waves', 'data-testid': 'waves' });
+  const devices = h('section', { class: 'card', 'data-testid': 'devices-card' });
   const side = h('div', { class: 'rollout-side' });
   const actionError = h('div', { class: 'form-error', role: 'alert', 'data-testid': 'action-error' });
   mount(root, h('nav', { class: 'crumbs' }, h('a', { href: '#/rollouts' }, 'Rollouts'), h('span', { class: 'sep' }, '/'), h('span', { class: 'mono' }, id)),
-    head, actionError, h('div', { class: 'rollout-grid' }, waves, side));
+    head, actionError, h('div', { class: 'rollout-grid' }, h('div', {}, waves, devices), side));
 
   const act = async (action, query = {}) => {
     actionError.textContent = '';
@@ -237,17 +280,18 @@ function renderOne(root, id) {
             r.createdAt ? ` · created ${fmtTime(r.createdAt)}` : '')),
         h('div', { class: 'actions' }, buttons)),
       r.reason && ['halted', 'rolled_back'].includes(st) ? h('div', { class: 'banner bad', 'data-testid': 'halt-reason' }, h('strong', {}, st === 'halted' ? 'Halted: ' : 'Rolled back: '), r.reason) : null,
+      r.notice ? h('div', { class: 'banner', 'data-testid': 'rollout-notice' }, r.notice) : null,
       st === 'waiting_approval' ? h('div', { class: 'banner', 'data-testid': 'approval-banner' }, `Wave ${r.waves[r.current]?.name} needs approval before it starts.`) : null,
       h('section', { class: 'card overall' },
         h('div', { class: 'card-head' }, h('h2', {}, 'Overall'), h('span', { class: 'muted small' }, `${fmtCount(r.total.succeeded)} of ${fmtCount(r.size)} updated`)),
-        progressBar(r.total, r.size), legend(r.total)));
+        progressBar(r.total, r.size), legend(r.total, 0, { installed: r.installed, rolledBack: r.rolledBack })));
     mount(waves, r.waves.map((w, i) => h('section', { class: ['card', 'wave', i === r.current && !['completed', 'created'].includes(st) && 'current'], 'data-testid': 'wave', 'data-wave': i },
       h('div', { class: 'card-head' },
         h('span', { class: 'wave-n' }, String(i + 1)),
         h('h2', {}, w.name), statePill(w.state, 'wave-state'), h('span', { class: 'spacer' }),
         h('span', { class: 'muted small mono' }, w.selector), h('span', { class: 'muted small' }, `${fmtCount(w.size)} devices`)),
       progressBar(w.progress, w.size),
-      h('div', { class: 'wave-foot' }, legend(w.progress, w.skipped), h('span', { class: 'muted small' }, w.rules.join(' · '))))));
+      h('div', { class: 'wave-foot' }, legend(w.progress, w.skipped, w), h('span', { class: 'muted small' }, w.rules.join(' · '))))));
     const evs = r.events.slice().reverse();
     mount(side,
       h('section', { class: 'card' }, h('div', { class: 'card-head' }, h('h2', {}, 'Desired patch')), jsonView(r.patch),
@@ -280,7 +324,15 @@ function renderOne(root, id) {
       mount(head, h('div', { class: 'banner' }, `Could not load the rollout: ${e.message}`));
       return;
     }
-    render(normalize(raw));
+    const r = normalize(raw);
+    render(r);
+    try {
+      const res = await api(`/api/rollouts/${enc(id)}/devices`);
+      if (alive) mount(devices, h('div', { class: 'card-head' }, h('h2', {}, 'Devices'), h('span', { class: 'muted small' }, fmtCount((res.devices || []).length))),
+        deviceTable(res.devices || [], r.waves));
+    } catch (e) {
+      if (alive) mount(devices, h('div', { class: 'muted small' }, `Could not load the devices: ${e.message}`));
+    }
   };
   const soon = debounce(load, 150);
   const stream = new EventStream({ types: 'rollout' }, {
@@ -311,9 +363,12 @@ function renderNew(root, go) {
   const onFailure = h('select', { class: 'select' }, h('option', { value: 'halt' }, 'halt'), h('option', { value: 'rollback' }, 'halt and roll back'));
   const start = h('input', { type: 'checkbox', checked: true, 'data-testid': 'rollout-start' });
   const wavesBox = h('div', { class: 'wave-rows' });
-  const preview = h('div', { class: 'preview', 'data-testid': 'rollout-preview' }, h('div', { class: 'muted' }, 'Preview shows which devices each wave takes, as the plan would be frozen if started now.'));
+  const preview = h('div', { class: 'preview', 'data-testid': 'rollout-preview' }, h('div', { class: 'muted' }, 'Preview shows which devices each wave takes; creating right after freezes exactly that plan.'));
   const err = h('div', { class: 'form-error', role: 'alert', 'data-testid': 'rollout-error' });
   const rows = [];
+  // The preview's plan token, kept while the spec is unchanged: create
+  // then freezes exactly the previewed waves (or says the fleet changed).
+  let previewed = null;
   const addWave = (wname, sel, thr = 100, fail = 0, approval = false) => {
     const r = {
       name: h('input', { class: 'input', value: wname, 'aria-label': 'wave name' }),
@@ -367,10 +422,15 @@ function renderNew(root, go) {
   const doPreview = async () => {
     err.textContent = '';
     try {
-      const res = await api('/api/rollouts/preview', { method: 'POST', body: spec() });
+      const body = spec();
+      const res = await api('/api/rollouts/preview', { method: 'POST', body });
+      previewed = res.plan ? { key: JSON.stringify(body), plan: res.plan } : null;
       const ws = res.waves || [];
       const total = ws.reduce((a, w) => a + num(w.count), 0);
-      mount(preview, h('div', { class: 'muted small' }, `${fmtCount(total)} devices in ${ws.length} waves`), ws.map((w, i) => h('div', { class: 'preview-wave', 'data-testid': 'preview-wave' },
+      mount(preview, h('div', { class: 'muted small' }, `${fmtCount(total)} devices in ${ws.length} waves`),
+        (res.empty || []).length ? h('div', { class: 'banner bad', 'data-testid': 'preview-empty' }, `${res.empty.join(', ')} select no device: create will refuse this.`) : null,
+        previewed ? h('div', { class: 'muted small', 'data-testid': 'preview-plan', 'data-seed': res.plan.seed }, 'Create freezes exactly these waves (or says what changed in the fleet).') : null,
+        ws.map((w, i) => h('div', { class: 'preview-wave', 'data-testid': 'preview-wave' },
         h('div', { class: 'preview-head' }, h('strong', {}, `${i + 1}. ${w.name}`), h('span', { class: 'muted', 'data-testid': 'preview-count' }, `${fmtCount(w.count)} devices`)),
         w.count ? h('div', { class: 'chips' }, (w.things || []).slice(0, 16).map((t) => h('a', { class: 'chip mono', href: `#/things/${enc(t)}` }, t)),
           w.count > 16 ? h('span', { class: 'muted small' }, `+${fmtCount(w.count - 16)} more`) : null) : h('div', { class: 'muted small' }, 'no devices'))));
@@ -384,7 +444,9 @@ function renderNew(root, go) {
     e.preventDefault();
     err.textContent = '';
     try {
-      const v = await api('/api/rollouts', { method: 'POST', body: { ...spec(), start: start.checked } });
+      const body = spec();
+      const plan = previewed && previewed.key === JSON.stringify(body) ? previewed.plan : undefined;
+      const v = await api('/api/rollouts', { method: 'POST', body: { ...body, plan, start: start.checked } });
       go(`/rollouts/${enc(v.id)}`);
     } catch (e2) {
       if (e2 instanceof ApiError && e2.status === 404) return notAvailable(root);

@@ -63,6 +63,7 @@ func (w *wake) finish() {
 }
 
 type otaState struct {
+	gen       int // which download a progress timer belongs to
 	active    bool
 	target    string
 	url       string
@@ -369,6 +370,8 @@ func (d *device) reportBoot() {
 
 // startOTA begins a download (the seed's exercise 2).
 func (d *device) startOTA(target string, rep map[string]any) {
+	d.ota.gen++
+	gen := d.ota.gen
 	d.ota.active, d.ota.target, d.ota.progress = true, target, 0
 	d.f.stats.otaStarted.Add(1)
 	rep["ota_status"] = "downloading"
@@ -384,8 +387,8 @@ func (d *device) startOTA(target string, rep map[string]any) {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if !d.ota.active || d.ota.target != target {
-			return
+		if !d.ota.active || d.ota.gen != gen {
+			return // aborted by a reboot, or superseded
 		}
 		d.ota.progress += 25
 		if d.ota.progress >= 50 && d.f.faultHits(FailUpdate, d.id, target) {
@@ -398,12 +401,15 @@ func (d *device) startOTA(target string, rep map[string]any) {
 			d.wakeDone(true)
 			return
 		}
-		d.report(map[string]any{"ota_status": "downloading", "ota_progress": d.ota.progress})
 		if d.ota.progress < 100 {
+			d.report(map[string]any{"ota_status": "downloading", "ota_progress": d.ota.progress})
 			time.AfterFunc(step, next)
 			return
 		}
-		// Installed: reboot into the new firmware.
+		// Downloaded: install (switch the boot partition) and reboot into
+		// the new firmware; the seed's keys report each step.
+		d.report(map[string]any{"ota_status": "installing", "ota_progress": 100})
+		d.report(map[string]any{"ota_status": "rebooting", "ota_progress": 100})
 		d.ota.active = false
 		d.ota.succeeded = true
 		d.fw = target
@@ -428,6 +434,11 @@ func (d *device) rebootLocked(reason string) {
 	}
 	d.resetReason = reason
 	d.bootPending = true
+	if d.ota.active {
+		// A crash (or any reboot) during a download aborts it; the device
+		// starts it again when the delta asks after the boot.
+		d.ota.active = false
+	}
 	cl, tok := d.cl, d.lastTok
 	gone := d.gone
 	if gone {

@@ -611,3 +611,77 @@ func TestStateSurvivesRestart(t *testing.T) {
 		t.Errorf("stats %+v: no device should download again", st)
 	}
 }
+
+// TestOTAProgressKeys follows one update through the seed's reported keys
+// (ota_status downloading → installing → rebooting → succeeded, with
+// ota_progress), and shows that a crash during a download aborts it: a
+// crash-looping device asked for a download longer than its uptime never
+// installs it and starts again after every boot.
+func TestOTAProgressKeys(t *testing.T) {
+	srv := brokertest.Start(t)
+	statuses := make(chan string, 256)
+	obs := paho.NewClient(paho.NewClientOptions().AddBroker(srv.MQTTURL()).SetClientID("ota-observer"))
+	if tok := obs.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("observer: %v", tok.Error())
+	}
+	defer obs.Disconnect(0)
+	if tok := obs.Subscribe("$aws/things/ota-000/shadow/update/accepted", 1, func(_ paho.Client, m paho.Message) {
+		var v struct {
+			State struct {
+				Reported struct {
+					Status   string   `json:"ota_status"`
+					Progress *float64 `json:"ota_progress"`
+				} `json:"reported"`
+			} `json:"state"`
+		}
+		if json.Unmarshal(m.Payload(), &v) == nil && v.State.Reported.Status != "" {
+			s := v.State.Reported.Status
+			if p := v.State.Reported.Progress; p != nil {
+				s += fmt.Sprintf(" %g", *p)
+			}
+			statuses <- s
+		}
+	}); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal("subscribe failed")
+	}
+	crash, _ := sim.ParseFault("crash-loop:version=1.5,delay=100ms")
+	f := startFleet(t, sim.Config{
+		Broker: srv.MQTTURL(), Devices: 2, IDPattern: "ota-%03d", TelemetryInterval: -1,
+		OTADuration: 200 * time.Millisecond, RebootDelay: 20 * time.Millisecond, Faults: []sim.Fault{crash},
+	})
+	eventually(t, srv, "boot", ids(f, 0, 1), func(d doc) bool { return d.State.Reported["boot_count"] == 1.0 })
+	setDesired(t, srv, "ota-000", map[string]any{"ota_url": "https://fw.example/1.1.bin", "target_version": "1.1"})
+	want := []string{"downloading 0", "downloading 25", "downloading 50", "downloading 75", "installing 100", "rebooting 100", "succeeded 100"}
+	for i, w := range want {
+		select {
+		case got := <-statuses:
+			if got != w {
+				t.Fatalf("report %d: ota_status %q, want %q (sequence %v)", i, got, w, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("no report %d (%q)", i, w)
+		}
+	}
+
+	// ota-001 installs 1.5, which crashes 100 ms after every boot; a
+	// download of 2.0 takes 200 ms, so it never finishes and never installs.
+	setDesired(t, srv, "ota-001", map[string]any{"ota_url": "https://fw.example/1.5.bin", "target_version": "1.5"})
+	eventually(t, srv, "crash loop on 1.5", []string{"ota-001"}, func(d doc) bool {
+		c, _ := d.State.Reported["crash_count"].(float64)
+		return d.State.Reported["firmware_version"] == "1.5" && c >= 1
+	})
+	started := f.Stats().OTAStarted
+	setDesired(t, srv, "ota-001", map[string]any{"ota_url": "https://fw.example/2.0.bin", "target_version": "2.0"})
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for f.Stats().OTAStarted < started+3 { // the download starts again after each crash
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want the download to restart after each crash", f.Stats())
+		}
+		<-tick.C
+	}
+	if fw := f.Firmware(1); fw != "1.5" {
+		t.Errorf("ota-001 runs %s; an aborted download must not install", fw)
+	}
+}

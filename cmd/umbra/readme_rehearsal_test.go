@@ -124,15 +124,27 @@ func TestREADMERehearsal(t *testing.T) {
 	if len(touched) > 0 {
 		t.Errorf("%d devices outside the canary were asked for 2.0.0: %v", len(touched), touched)
 	}
-	// Every canary installed 2.0.0, crashed, and had its desired restored
-	// (target_version was absent before the rollout: absent again).
+	// Every canary installed 2.0.0, panicked, and was rolled back to the
+	// rollbackPatch: it runs 1.0.0 again (the block waited for that) and
+	// its desired target_version is 1.0.0 or, once it converged, absent.
 	for _, id := range canary {
 		desired, reported := shadowOf(t, srv, id)
-		if _, ok := desired["target_version"]; ok {
-			t.Errorf("%s: desired %v after the rollback, want no target_version", id, desired)
+		if tv, ok := desired["target_version"]; ok && tv != "1.0.0" {
+			t.Errorf("%s: desired %v after the rollback", id, desired)
 		}
-		if h := historyOf(t, srv, id); !strings.Contains(h, `"reset_reason":"panic"`) {
-			t.Errorf("%s never panicked: %v", id, reported)
+		if reported["firmware_version"] != "1.0.0" {
+			t.Errorf("%s: reported %v after the rollback, want firmware 1.0.0", id, reported)
+		}
+		h := historyOf(t, srv, id)
+		if !strings.Contains(h, `"reset_reason":"panic"`) || !strings.Contains(h, `"firmware_version":"2.0.0"`) {
+			t.Errorf("%s never ran 2.0.0 and panicked: %v", id, reported)
+		}
+	}
+	// The watch's last frame: halted in the canary, rolled back, later
+	// waves never reached.
+	for _, want := range []string{"FAILED", "NOT_REACHED", "rolled_back (was regressed)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the status lacks %q", want)
 		}
 	}
 }

@@ -96,7 +96,7 @@ var oaRoutes = []oaRoute{
 		status: 200, result: "Buckets", errs: []int{400}},
 
 	// Rollouts and jobs.
-	{method: "POST", path: "/api/rollouts", tag: "rollouts", summary: "Create a rollout (and start it with \"start\": true)", role: "operator", body: "RolloutCreate", status: 201, result: "Rollout", errs: []int{400}},
+	{method: "POST", path: "/api/rollouts", tag: "rollouts", summary: "Create a rollout (and start it with \"start\": true); 400 when the target or a wave selects no device (unless allowEmpty), 409 when the fleet changed since the preview whose plan token the spec carries", role: "operator", body: "RolloutCreate", status: 201, result: "Rollout", errs: []int{400, 409}},
 	{method: "POST", path: "/api/rollouts/preview", tag: "rollouts", summary: "Preview the waves of a rollout spec", role: "viewer", body: "RolloutSpec", status: 200, result: "Preview", errs: []int{400}},
 	{method: "GET", path: "/api/rollouts", tag: "rollouts", summary: "List rollouts", role: "viewer", status: 200, result: "RolloutList"},
 	{method: "GET", path: "/api/rollouts/{id}", tag: "rollouts", summary: "Get a rollout with per-wave progress and events", role: "viewer", status: 200, result: "Rollout", errs: []int{404}},
@@ -104,7 +104,7 @@ var oaRoutes = []oaRoute{
 	{method: "GET", path: "/api/rollouts/{id}/devices", tag: "rollouts", summary: "Devices of a rollout", role: "viewer", query: []oaParam{
 		{name: "wave", typ: "integer", desc: "only this wave (from 0)"}, {name: "state", typ: "string", desc: "pending, notified, in_progress, succeeded, failed, timed_out or skipped"}},
 		status: 200, result: "DeviceList", errs: []int{400, 404}},
-	{method: "POST", path: "/api/rollouts/{id}/start", tag: "rollouts", summary: "Start a created rollout", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
+	{method: "POST", path: "/api/rollouts/{id}/start", tag: "rollouts", summary: "Start a created rollout (400 if a wave now selects no device, 409 if the plan differs from its preview)", role: "operator", status: 200, result: "Rollout", errs: []int{400, 404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/pause", tag: "rollouts", summary: "Pause a rollout", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/resume", tag: "rollouts", summary: "Resume a paused or halted rollout", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/cancel", tag: "rollouts", summary: "Cancel a rollout (notified devices keep the patch)", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},

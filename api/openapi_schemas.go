@@ -115,11 +115,18 @@ const openapiComponents = `{
    "waves": {"type": "array", "items": {"$ref": "#/components/schemas/WaveSpec"}},
    "onFailure": {"type": "string", "enum": ["halt", "rollback"]},
    "rate": {"type": "object", "properties": {"maxPerMinute": {"type": "integer"}, "baseRatePerMinute": {"type": "integer"},
-    "incrementFactor": {"type": "number"}, "increaseEvery": {"type": "integer"}, "criteria": {"type": "string", "enum": ["notified", "succeeded"]}}}}},
+    "incrementFactor": {"type": "number"}, "increaseEvery": {"type": "integer"}, "criteria": {"type": "string", "enum": ["notified", "succeeded"]}}},
+   "rollbackPatch": {"type": "object", "additionalProperties": true, "description": "desired values written over the restored ones at rollback, e.g. the previous firmware, to downgrade"},
+   "allowEmpty": {"type": "boolean", "description": "allow a target or wave that selects no device"},
+   "plan": {"$ref": "#/components/schemas/PlanToken"}}},
+  "PlanToken": {"type": "object", "required": ["seed"], "description": "from a preview: create freezes exactly the previewed waves, or answers 409 if the fleet changed", "properties": {
+   "seed": {"type": "string"}, "fingerprint": {"type": "string"}, "counts": {"type": "array", "items": {"type": "integer"}}}},
   "RolloutCreate": {"allOf": [{"$ref": "#/components/schemas/RolloutSpec"}, {"type": "object", "properties": {"start": {"type": "boolean"}}}]},
   "WaveProgress": {"type": "object", "properties": {
-   "name": {"type": "string"}, "size": {"type": "integer"}, "pending": {"type": "integer"}, "inProgress": {"type": "integer"},
-   "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "skipped": {"type": "integer"}}},
+   "name": {"type": "string"}, "state": {"type": "string", "enum": ["pending", "running", "baking", "waiting_approval", "paused", "passed", "failed", "halted", "cancelled", "rolled_back", "not_reached"]},
+   "size": {"type": "integer"}, "pending": {"type": "integer"}, "notified": {"type": "integer"}, "inProgress": {"type": "integer"},
+   "succeeded": {"type": "integer"}, "failed": {"type": "integer"}, "regressed": {"type": "integer"}, "rolledBack": {"type": "integer"},
+   "skipped": {"type": "integer"}, "installed": {"type": "integer"}}},
   "RolloutEvent": {"type": "object", "properties": {
    "time": {"type": "integer"}, "type": {"type": "string"}, "wave": {"type": "integer"}, "thing": {"type": "string"}, "message": {"type": "string"}}},
   "Rollout": {"type": "object", "properties": {
@@ -127,13 +134,21 @@ const openapiComponents = `{
    "state": {"type": "string", "enum": ["created", "running", "paused", "waiting_approval", "baking", "halted", "completed", "cancelled", "rolled_back"]},
    "reason": {"type": "string"}, "currentWave": {"type": "integer"},
    "waves": {"type": "array", "items": {"$ref": "#/components/schemas/WaveProgress"}},
-   "bakeUntil": {"type": "integer"}, "createdAt": {"type": "integer"}, "updatedAt": {"type": "integer"},
+   "bakeUntil": {"type": "integer"}, "totals": {"$ref": "#/components/schemas/WaveProgress"}, "notice": {"type": "string"},
+   "createdAt": {"type": "integer"}, "updatedAt": {"type": "integer"},
    "events": {"type": "array", "items": {"$ref": "#/components/schemas/RolloutEvent"}}}},
   "RolloutList": {"type": "object", "properties": {"rollouts": {"type": "array", "items": {"$ref": "#/components/schemas/Rollout"}}}},
-  "Preview": {"type": "object", "properties": {"waves": {"type": "array", "items": {"type": "object", "additionalProperties": true}}}},
+  "Preview": {"type": "object", "properties": {"waves": {"type": "array", "items": {"type": "object", "additionalProperties": true}},
+   "plan": {"$ref": "#/components/schemas/PlanToken"}, "empty": {"type": "array", "items": {"type": "string"}}}},
   "Device": {"type": "object", "properties": {
-   "thing": {"type": "string"}, "wave": {"type": "integer"}, "state": {"type": "string"}, "reason": {"type": "string"},
-   "notifiedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}, "rolledBack": {"type": "boolean"}}},
+   "thing": {"type": "string"}, "wave": {"type": "integer"},
+   "state": {"type": "string", "enum": ["pending", "notified", "in_progress", "succeeded", "failed", "timed_out", "regressed", "rolled_back", "skipped"]},
+   "before": {"type": "string", "description": "the state a rolled-back device had"}, "reason": {"type": "string"},
+   "failure": {"type": "object", "properties": {"gate": {"type": "string"}, "value": {"type": "string"}, "time": {"type": "integer"}}},
+   "ota": {"type": "object", "description": "from reported.ota_status / ota_progress / ota_error", "properties": {
+    "status": {"type": "string"}, "progress": {"type": "number"}, "error": {"type": "string"}}},
+   "installed": {"type": "boolean", "description": "matched the success condition when last seen"},
+   "notifiedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}, "succeededAt": {"type": "integer"}, "rolledBack": {"type": "boolean"}}},
   "DeviceList": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}}}},
   "JobSpec": {"type": "object", "required": ["name", "patch"], "additionalProperties": false, "properties": {
    "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query (or group)"}, "group": {"type": "string"},

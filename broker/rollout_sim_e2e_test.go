@@ -34,8 +34,16 @@ type simFleet struct {
 
 func startSimFleet(t *testing.T, srv *brokertest.Server, n, canaryEvery int, faults ...string) *simFleet {
 	t.Helper()
+	return startSimFleetWith(t, srv, n, canaryEvery, nil, faults...)
+}
+
+func startSimFleetWith(t *testing.T, srv *brokertest.Server, n, canaryEvery int, modify func(*sim.Config), faults ...string) *simFleet {
+	t.Helper()
 	cfg := sim.Config{Broker: srv.MQTTURL(), Devices: n, IDPattern: "sim-%04d", TelemetryInterval: -1,
 		OTADuration: 200 * time.Millisecond, RebootDelay: 100 * time.Millisecond, ConnectTimeout: 10 * time.Second}
+	if modify != nil {
+		modify(&cfg)
+	}
 	for _, f := range faults {
 		ft, err := sim.ParseFault(f)
 		if err != nil {
@@ -540,4 +548,41 @@ func TestSimHaltLatency(t *testing.T) {
 	}
 	t.Logf("devices %d (canaries %d), step interval %v: first fault report -> halted event: %v (%s)",
 		n, len(fleet.canary), interval, halted.Sub(firstFault).Round(time.Millisecond), haltMsg)
+}
+
+// Each device's OTA progress, as it reports it (reported.ota_status,
+// ota_progress), is shown per device while the update runs, and the
+// outcome at the end.
+func TestSimOTAProgressShownPerDevice(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.RolloutInterval = 20 * time.Millisecond })
+	events := watchEvents(t, srv)
+	startSimFleetWith(t, srv, 4, 4, func(c *sim.Config) { c.OTADuration = 2 * time.Second })
+	id := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", `{"name":"fw","target":"thingName:sim-*","start":true,
+	 "patch":{"ota_url":"https://fw.example/5.0.bin","target_version":"5.0"},"waves":[{"name":"all","percent":100}]}`, 201), "id").String()
+	seen := map[string]bool{}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(60 * time.Second)
+	for !seen["downloading"] {
+		for _, d := range gjson.Get(httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id+"/devices", 200), "devices").Array() {
+			if st, p := d.Get("ota.status").String(), d.Get("ota.progress").Float(); st == "downloading" && p > 0 && p < 100 {
+				if d.Get("state").String() != "in_progress" {
+					t.Fatalf("downloading device not in progress: %s", d.Raw)
+				}
+				seen[st] = true
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never saw a device downloading with its progress")
+		}
+		<-tick.C
+	}
+	if end := events.wait(t, srv, id, "completed", "halted"); end.Get("type").String() != "completed" {
+		t.Fatalf("ended %s", end.Raw)
+	}
+	for _, d := range gjson.Get(httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id+"/devices", 200), "devices").Array() {
+		if d.Get("ota.status").String() != "succeeded" || d.Get("state").String() != "succeeded" {
+			t.Fatalf("device at the end: %s", d.Raw)
+		}
+	}
 }

@@ -378,3 +378,101 @@ func TestJobVersionGateAndProgress(t *testing.T) {
 		t.Fatalf("job without target: %v", err)
 	}
 }
+
+// A canary that regresses while a later wave runs halts the rollout: health
+// is watched for every touched device until the rollout ends. The device
+// is regressed with the gate, the value and the time.
+func TestRegressionInEarlierWaveHaltsLaterWave(t *testing.T) {
+	w := newWorld(t)
+	w.fleet(100, rings)
+	spec := otaSpec()
+	spec.Health = rollout.Health{ErrorCondition: "shadow.reported.reset_reason:panic"}
+	v, _ := w.eng.Create(ctx, spec)
+	_, _ = w.eng.Start(ctx, v.ID)
+	w.step()
+	w.devices(nil) // canaries update
+	w.step()       // canary passes, early starts
+	w.step()       // early notified
+	if v = w.view(v.ID); v.State != rollout.StateRunning || v.CurrentWave != 1 || v.Waves[1].InProgress != 10 {
+		t.Fatalf("want early running: %s wave %d %+v", v.State, v.CurrentWave, v.Waves)
+	}
+	w.clock.Add(time.Minute)
+	w.report("esp-050", `{"reset_reason":"panic","boot_count":7}`)
+	w.step()
+	v = w.view(v.ID)
+	if v.State != rollout.StateHalted || !strings.Contains(v.Reason, "wave canary") || !strings.Contains(v.Reason, "esp-050 regressed") {
+		t.Fatalf("state %s reason %q", v.State, v.Reason)
+	}
+	if v.Waves[0].State != "failed" || v.Waves[0].Regressed != 1 || v.Waves[1].State != "halted" || v.Waves[2].State != "not_reached" {
+		t.Fatalf("waves %+v", v.Waves)
+	}
+	devs, _ := w.eng.Devices(v.ID, 0, rollout.DevRegressed)
+	if len(devs) != 1 || devs[0].Failure == nil || devs[0].Failure.Gate != "health.errorCondition" ||
+		devs[0].Failure.Value != "reset_reason=panic" || devs[0].Failure.Time != w.clock.Now().UnixMilli() {
+		t.Fatalf("regressed %+v", devs)
+	}
+}
+
+// The update's own reboot raises boot_count together with the success
+// report: that is the new baseline, not a failure; a later rise is a
+// regression. A succeeded device that goes back to the old firmware
+// regresses too.
+func TestCountersRebaselineAtSuccessAndFirmwareRevert(t *testing.T) {
+	w := newWorld(t)
+	w.fleet(3, nil)
+	spec := otaSpec()
+	spec.Health = rollout.Health{IncreaseOf: []string{"boot_count"}}
+	spec.Waves = []rollout.WaveSpec{{Name: "all", Percent: 100, BakeTime: rollout.Duration(time.Hour)}}
+	v, _ := w.eng.Create(ctx, spec)
+	_, _ = w.eng.Start(ctx, v.ID)
+	w.step()
+	for _, th := range []string{"esp-000", "esp-001", "esp-002"} {
+		w.report(th, `{"firmware_version":"1.1","boot_count":2,"reset_reason":"software"}`)
+	}
+	w.step()
+	if v = w.view(v.ID); v.State != rollout.StateBaking || v.Waves[0].Succeeded != 3 {
+		t.Fatalf("want baking with 3 succeeded: %s %+v", v.State, v.Waves)
+	}
+	w.report("esp-001", `{"firmware_version":"1.0"}`) // the bootloader went back
+	w.report("esp-002", `{"boot_count":3,"reset_reason":"panic"}`)
+	w.step()
+	devs, _ := w.eng.Devices(v.ID, -1, rollout.DevRegressed)
+	if len(devs) != 2 || devs[0].Thing != "esp-001" || devs[0].Failure.Gate != "successCondition" || devs[0].Failure.Value != "firmware_version=1.0" ||
+		devs[1].Thing != "esp-002" || devs[1].Failure.Gate != "health.increaseOf" || devs[1].Failure.Value != "boot_count=3" {
+		t.Fatalf("regressed %+v", devs)
+	}
+	if ok, _ := w.eng.Devices(v.ID, -1, rollout.DevSucceeded); len(ok) != 1 || ok[0].Thing != "esp-000" {
+		t.Fatalf("succeeded %+v", ok)
+	}
+	if v = w.view(v.ID); v.State != rollout.StateHalted {
+		t.Fatalf("state %s", v.State)
+	}
+}
+
+// A restart during the bake keeps watching the succeeded devices: a crash
+// reported while the engine was down halts the rollout at its first step.
+func TestRegressionDuringBakeSurvivesRestart(t *testing.T) {
+	w := newWorld(t)
+	w.fleet(20, rings)
+	spec := otaSpec()
+	spec.Health = rollout.Health{IncreaseOf: []string{"crash_count"}}
+	spec.Waves = []rollout.WaveSpec{
+		{Name: "canary", Query: "attributes.deployment_ring:canary", BakeTime: rollout.Duration(time.Hour)},
+		{Name: "rest", Percent: 100},
+	}
+	v, _ := w.eng.Create(ctx, spec)
+	_, _ = w.eng.Start(ctx, v.ID)
+	w.step()
+	w.devices(nil)
+	w.step()
+	if v = w.view(v.ID); v.State != rollout.StateBaking {
+		t.Fatalf("state %s", v.State)
+	}
+	w.restart()
+	w.report("esp-000", `{"crash_count":1}`) // while no step ran
+	w.eng.Step(ctx)
+	v = w.view(v.ID)
+	if v.State != rollout.StateHalted || v.Waves[0].Regressed != 1 || v.Waves[1].State != "not_reached" {
+		t.Fatalf("after restart: %s %q %+v", v.State, v.Reason, v.Waves)
+	}
+}

@@ -425,6 +425,47 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("rollout status of a rolled back rollout", func(t *testing.T) {
+		r.t = t
+		for i, ring := range []string{"canary", "canary", "general", "general"} {
+			id := fmt.Sprintf("rb-%d", i)
+			r.ok("things", "create", id, "ring="+ring)
+			httpPost(t, srv.HTTPURL()+"/things/"+id+"/shadow", `{"state":{"reported":{"firmware_version":"1.0"}}}`)
+		}
+		spec := filepath.Join(t.TempDir(), "spec.json")
+		if err := os.WriteFile(spec, []byte(`{"name":"fw 3","target":"thingName:rb-*","patch":{"target_version":"3"},"onFailure":"rollback",
+			"failureCondition":"shadow.reported.ota_status:failed",
+			"waves":[{"name":"canary","query":"attributes.ring:canary","bakeTime":"1h"},{"name":"rest","percent":100}]}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var ro struct{ ID string }
+		if err := json.Unmarshal([]byte(r.ok("rollout", "create", "-f", spec, "--start", "--json")), &ro); err != nil {
+			t.Fatal(err)
+		}
+		// rb-0 installs 3, rb-1 reports a failed download at 40%.
+		httpPost(t, srv.HTTPURL()+"/things/rb-0/shadow", `{"state":{"reported":{"firmware_version":"3","ota_status":"succeeded","ota_progress":100}}}`)
+		httpPost(t, srv.HTTPURL()+"/things/rb-1/shadow", `{"state":{"reported":{"ota_status":"failed","ota_progress":40,"ota_error":"image verification failed"}}}`)
+		_, errs, code := r.run("rollout", "status", ro.ID, "--watch")
+		if code != 1 || !strings.Contains(errs, "ended rolled_back") {
+			t.Fatalf("status --watch: exit %d %q", code, errs)
+		}
+		out := r.ok("rollout", "status", ro.ID, "--devices")
+		for _, want := range []string{
+			"state rolled_back",
+			"canary  FAILED ",
+			"rest    NOT_REACHED ",
+			"devices 4: 1 succeeded, 1 failed (0 regressed), 0 in progress, 0 pending, 2 skipped, 2 rolled back; 1 run the new version",
+			"note: rolled back: previous desired values restored on 2 devices; a plain rollback does not downgrade firmware already installed: 1 devices run the new version",
+			"rb-0   0     rolled_back (was succeeded)  succeeded",
+			"rb-1   0     rolled_back (was failed)     failed 40%: image verification failed  no           failureCondition ota_status=failed at ",
+			"rb-2   1     skipped",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status --devices lacks %q:\n%s", want, out)
+			}
+		}
+	})
+
 	t.Run("completion", func(t *testing.T) {
 		r.t = t
 		bash := r.ok("completion", "bash")

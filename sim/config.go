@@ -25,6 +25,7 @@ const (
 	DefaultOTADuration       = 10 * time.Second
 	DefaultRebootDelay       = 2 * time.Second
 	DefaultAwake             = 30 * time.Second
+	DefaultStateFlush        = time.Second
 	// PortsPerSource is how many connections the simulator opens from one
 	// loopback source address before it uses the next one (Linux's
 	// ephemeral range holds ~28k ports per address).
@@ -33,7 +34,8 @@ const (
 
 // Config describes a simulated fleet.
 type Config struct {
-	// Broker is the MQTT URL: tcp://host:port, ssl://host:port, ws://….
+	// Broker is the MQTT URL: tcp:// or mqtt:// (plain), tls://, ssl:// or
+	// mqtts:// (TLS), ws:// or wss:// (WebSocket), host:port after it.
 	Broker string
 	// Devices is how many devices; their ids are fmt.Sprintf(IDPattern,
 	// First+i) for i in [0, Devices).
@@ -59,6 +61,25 @@ type Config struct {
 	Tags map[string]string
 	// ThingType is the registry thing type (default "esp32").
 	ThingType string
+	// Rings are the deployment rings and their shares of the fleet (default
+	// DefaultRings: 1% canary, 10% early_adopters; the rest is general).
+	Rings []RingShare
+
+	// StateFile, when set, is where the devices keep what a real ESP32
+	// keeps in flash and NVS across power cycles: the firmware it runs,
+	// boot_count, crash_count, the settings it acted on (led_is_on,
+	// telemetry_interval_s, feature keys), the OTA URL, the version whose
+	// update failed, whether it is bricked. It is read by New (a device found
+	// there boots with that state; Firmware is for the others) and written
+	// while the fleet runs (every StateFlush when something changed) and at
+	// Stop, atomically (temporary file and rename). Entries of devices not in
+	// this fleet are kept. A missing file is an empty one.
+	StateFile string
+	// ResetState ignores what StateFile holds (every device boots fresh)
+	// and overwrites it.
+	ResetState bool
+	// StateFlush is how often changed state is written (default 1s).
+	StateFlush time.Duration
 
 	// PersistentSession connects with clean session off, so deltas
 	// published while a device is offline are queued for it.
@@ -126,6 +147,12 @@ func (c Config) withDefaults() Config {
 	if c.TelemetryInterval == 0 {
 		c.TelemetryInterval = DefaultTelemetryInterval
 	}
+	if c.Rings == nil {
+		c.Rings = DefaultRings
+	}
+	if c.StateFlush <= 0 {
+		c.StateFlush = DefaultStateFlush
+	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = DefaultKeepAlive
 	}
@@ -158,8 +185,11 @@ func (c Config) withDefaults() Config {
 func (c Config) validate() error {
 	var errs []error
 	u, err := url.Parse(c.Broker)
-	if err != nil || u.Host == "" {
+	switch {
+	case err != nil || u.Host == "":
 		errs = append(errs, fmt.Errorf("broker %q: want a URL such as tcp://127.0.0.1:1883", c.Broker))
+	case !knownScheme(u.Scheme):
+		errs = append(errs, fmt.Errorf("broker %q: unknown scheme %q (want tcp://, mqtt://, tls://, ssl://, mqtts://, ws:// or wss://)", c.Broker, u.Scheme))
 	}
 	if c.Devices <= 0 {
 		errs = append(errs, fmt.Errorf("devices must be positive (got %d)", c.Devices))
@@ -178,10 +208,45 @@ func (c Config) validate() error {
 	if c.KeepAlive < 0 || c.ConnectTimeout < 0 || c.OTADuration < 0 || c.RebootDelay < 0 || c.LowPower.Period < 0 || c.LowPower.Awake < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
+	total := 0.0
+	for _, r := range c.Rings {
+		total += r.Share
+		if r.Name == "" || r.Share < 0 {
+			errs = append(errs, fmt.Errorf("ring %+v: want a name and a share in [0,1]", r))
+		}
+	}
+	if total > 1+1e-9 {
+		errs = append(errs, fmt.Errorf("ring shares add up to %g%%, more than 100%%", total*100))
+	}
 	if c.ConnectRate < 0 {
 		errs = append(errs, fmt.Errorf("connect rate must not be negative (got %g)", c.ConnectRate))
 	}
 	return errors.Join(errs...)
+}
+
+// TLSSchemes are the broker URL schemes that mean MQTT over TLS.
+var TLSSchemes = []string{"tls", "ssl", "mqtts", "wss"}
+
+func knownScheme(s string) bool {
+	switch strings.ToLower(s) {
+	case "tcp", "mqtt", "tls", "ssl", "mqtts", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// IsTLSBroker reports whether the broker URL uses TLS.
+func IsTLSBroker(broker string) bool {
+	u, err := url.Parse(broker)
+	if err != nil {
+		return false
+	}
+	for _, s := range TLSSchemes {
+		if strings.EqualFold(u.Scheme, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // loopbackBroker reports whether the broker URL names a loopback host.

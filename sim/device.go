@@ -30,7 +30,9 @@ type device struct {
 	bootPending bool   // the next connection is a boot: report state
 	resetReason string // reported at boot: poweron, software, panic
 	bootCount   int
+	crashCount  int
 	fw          string
+	updated     bool // fw was installed by an OTA update
 	led         bool
 	interval    time.Duration   // telemetry period
 	intervalRaw json.RawMessage // as last set through desired (reported verbatim)
@@ -61,6 +63,7 @@ func (w *wake) finish() {
 }
 
 type otaState struct {
+	gen       int // which download a progress timer belongs to
 	active    bool
 	target    string
 	url       string
@@ -152,16 +155,16 @@ func (d *device) onConnect(c paho.Client) {
 		d.bootedAt = time.Now()
 		d.bootCount++
 		d.reportBoot()
+		d.persistLocked()
 		if d.crashLoop {
 			d.scheduleCrash()
 		}
-		if !lowPower {
-			d.scheduleTelemetry(true)
-			return
-		}
-	} else if !lowPower {
+	}
+	if !lowPower {
 		d.scheduleTelemetry(true)
 	}
+	// After the boot report or a reconnection, ask for the shadow: a desired
+	// change made while the device was off is in the /get answer's delta.
 	d.f.stats.gets.Add(1)
 	d.lastTok = c.Publish(d.topic("get"), 1, false, []byte("{}"))
 }
@@ -307,6 +310,7 @@ func (d *device) apply(state map[string]json.RawMessage, version int64, endWake 
 	}
 	if len(rep) > 0 {
 		d.report(rep)
+		d.persistLocked()
 	}
 }
 
@@ -346,6 +350,7 @@ func (d *device) reportBoot() {
 		"hardware_rev":         d.f.attr(d.id, "hardware_rev"),
 		"reset_reason":         d.resetReason,
 		"boot_count":           d.bootCount,
+		"crash_count":          d.crashCount,
 	}
 	for k, v := range d.extra {
 		if minV := d.f.cfg.Features[k]; compareVersions(d.fw, minV) >= 0 {
@@ -365,6 +370,8 @@ func (d *device) reportBoot() {
 
 // startOTA begins a download (the seed's exercise 2).
 func (d *device) startOTA(target string, rep map[string]any) {
+	d.ota.gen++
+	gen := d.ota.gen
 	d.ota.active, d.ota.target, d.ota.progress = true, target, 0
 	d.f.stats.otaStarted.Add(1)
 	rep["ota_status"] = "downloading"
@@ -380,32 +387,38 @@ func (d *device) startOTA(target string, rep map[string]any) {
 		}
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if !d.ota.active || d.ota.target != target {
-			return
+		if !d.ota.active || d.ota.gen != gen {
+			return // aborted by a reboot, or superseded
 		}
 		d.ota.progress += 25
 		if d.ota.progress >= 50 && d.f.faultHits(FailUpdate, d.id, target) {
 			d.ota.active = false
 			d.ota.failed = target
+			d.persistLocked()
 			d.f.stats.otaFailed.Add(1)
 			d.report(map[string]any{"ota_status": "failed", "ota_progress": d.ota.progress,
 				"ota_error": "image verification failed", "ota_failed_version": target})
 			d.wakeDone(true)
 			return
 		}
-		d.report(map[string]any{"ota_status": "downloading", "ota_progress": d.ota.progress})
 		if d.ota.progress < 100 {
+			d.report(map[string]any{"ota_status": "downloading", "ota_progress": d.ota.progress})
 			time.AfterFunc(step, next)
 			return
 		}
-		// Installed: reboot into the new firmware.
+		// Downloaded: install (switch the boot partition) and reboot into
+		// the new firmware; the seed's keys report each step.
+		d.report(map[string]any{"ota_status": "installing", "ota_progress": 100})
+		d.report(map[string]any{"ota_status": "rebooting", "ota_progress": 100})
 		d.ota.active = false
 		d.ota.succeeded = true
 		d.fw = target
+		d.updated = true
 		d.crashLoop = d.f.faultHits(CrashLoop, d.id, target)
 		if d.f.faultHits(NeverReturn, d.id, target) {
 			d.gone = true
 		}
+		d.persistLocked()
 		d.rebootLocked("software")
 	}
 	time.AfterFunc(step, next)
@@ -421,6 +434,11 @@ func (d *device) rebootLocked(reason string) {
 	}
 	d.resetReason = reason
 	d.bootPending = true
+	if d.ota.active {
+		// A crash (or any reboot) during a download aborts it; the device
+		// starts it again when the delta asks after the boot.
+		d.ota.active = false
+	}
 	cl, tok := d.cl, d.lastTok
 	gone := d.gone
 	if gone {
@@ -484,6 +502,8 @@ func (d *device) scheduleCrash() {
 			return
 		}
 		d.f.stats.crashes.Add(1)
+		d.crashCount++
+		d.persistLocked()
 		d.rebootLocked("panic")
 	})
 }
@@ -622,4 +642,51 @@ func (d *device) sleep() {
 		return
 	}
 	time.AfterFunc(d.f.cfg.LowPower.Period, d.wakeCycle)
+}
+
+// persistLocked records the device's kept state in the fleet's state file
+// (when there is one). d.mu is held.
+func (d *device) persistLocked() {
+	if d.f.state == nil {
+		return
+	}
+	st := DeviceState{
+		Firmware: d.fw, OTAInstalled: d.updated, BootCount: d.bootCount, CrashCount: d.crashCount, LED: d.led,
+		TelemetryInterval: d.intervalRaw, OTAURL: d.ota.url, OTAFailed: d.ota.failed,
+		OTAUnreported: d.ota.succeeded, Bricked: d.gone,
+	}
+	if len(d.extra) > 0 {
+		st.Settings = make(map[string]json.RawMessage, len(d.extra))
+		for k, v := range d.extra {
+			st.Settings[k] = v
+		}
+	}
+	d.f.state.put(d.id, st)
+}
+
+// restore boots the device with kept state st.
+func (d *device) restore(st DeviceState) {
+	if st.Firmware != "" {
+		d.fw = st.Firmware
+	}
+	d.updated = st.OTAInstalled
+	d.bootCount, d.crashCount, d.led = st.BootCount, st.CrashCount, st.LED
+	if st.TelemetryInterval != nil {
+		var sec float64
+		if json.Unmarshal(st.TelemetryInterval, &sec) == nil && sec > 0 {
+			d.interval = time.Duration(sec * float64(time.Second))
+			d.intervalRaw = st.TelemetryInterval
+		}
+	}
+	if len(st.Settings) > 0 {
+		d.extra = make(map[string]json.RawMessage, len(st.Settings))
+		for k, v := range st.Settings {
+			d.extra[k] = v
+		}
+	}
+	d.ota.url, d.ota.failed, d.ota.succeeded = st.OTAURL, st.OTAFailed, st.OTAUnreported
+	d.gone = st.Bricked
+	// A crash-looping firmware crashes after every boot, also after a power
+	// cycle: the rule that hit it at its update still does.
+	d.crashLoop = d.updated && d.f.faultHits(CrashLoop, d.id, d.fw)
 }

@@ -67,12 +67,8 @@ func ParseFault(s string) (Fault, error) {
 			case "version":
 				f.Version = v
 			case "rate":
-				pct := strings.HasSuffix(v, "%")
-				r, err := strconv.ParseFloat(strings.TrimSuffix(v, "%"), 64)
-				if pct {
-					r /= 100
-				}
-				if err != nil || r < 0 || r > 1 {
+				r, err := parseShare(v)
+				if err != nil {
 					return f, fmt.Errorf("fault %q: rate %q is not a fraction in [0,1] or a percentage", s, v)
 				}
 				f.Rate = r

@@ -23,6 +23,10 @@ type Fleet struct {
 	devs    []*device
 	dialers []*net.Dialer
 	stats   counters
+	state   *stateStore // nil: no state file
+
+	restored int // devices whose state came from the state file
+	flushed  chan struct{}
 
 	stopped  atomic.Bool
 	done     chan struct{}
@@ -36,7 +40,14 @@ func New(cfg Config) (*Fleet, error) {
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
-	f := &Fleet{cfg: c, done: make(chan struct{})}
+	f := &Fleet{cfg: c, done: make(chan struct{}), flushed: make(chan struct{})}
+	if c.StateFile != "" {
+		st, err := openState(c.StateFile, c.ResetState)
+		if err != nil {
+			return nil, fmt.Errorf("sim: %w", err)
+		}
+		f.state = st
+	}
 	for _, ip := range c.SourceAddrs {
 		f.dialers = append(f.dialers, &net.Dialer{
 			LocalAddr: &net.TCPAddr{IP: ip},
@@ -62,10 +73,62 @@ func New(cfg Config) (*Fleet, error) {
 		if hasSlow {
 			d.slow = f.faultDelay(Slow, id, "")
 		}
+		if f.state != nil {
+			if st, ok := f.state.get(id); ok {
+				d.restore(st)
+				f.restored++
+			}
+		}
 		f.devs[i] = d
 	}
 	return f, nil
 }
+
+// StateFile is the state file's path ("" when there is none).
+func (f *Fleet) StateFile() string { return f.cfg.StateFile }
+
+// Restored is how many devices booted with state from the state file.
+func (f *Fleet) Restored() int { return f.restored }
+
+// FirmwareCounts is how many devices run each firmware version.
+func (f *Fleet) FirmwareCounts() map[string]int {
+	out := map[string]int{}
+	for i := range f.devs {
+		out[f.Firmware(i)]++
+	}
+	return out
+}
+
+// BootCount is how often device i booted (across runs with a state file).
+func (f *Fleet) BootCount(i int) int {
+	d := f.devs[i]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.bootCount
+}
+
+// flushLoop writes the state file every StateFlush while the fleet runs.
+func (f *Fleet) flushLoop() {
+	defer close(f.flushed)
+	t := time.NewTicker(f.cfg.StateFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.done:
+			return
+		case <-t.C:
+			if err := f.state.flush(); err != nil {
+				f.cfg.Logger.Warn("writing the state file failed", "error", err)
+			}
+		}
+	}
+}
+
+// ThingType is the registry thing type of the devices.
+func (f *Fleet) ThingType() string { return f.cfg.ThingType }
+
+// FirmwareDefault is the version devices without kept state boot with.
+func (f *Fleet) FirmwareDefault() string { return f.cfg.Firmware }
 
 // Devices is the number of devices.
 func (f *Fleet) Devices() int { return len(f.devs) }
@@ -91,7 +154,7 @@ func (f *Fleet) attr(id, key string) string {
 	}
 	switch key {
 	case "deployment_ring":
-		return Ring(id)
+		return RingOf(id, f.cfg.Rings)
 	case "hardware_rev":
 		return HardwareRev(id)
 	case "location":
@@ -100,6 +163,12 @@ func (f *Fleet) attr(id, key string) string {
 		return CustomerID(id)
 	}
 	return ""
+}
+
+// attributes are a device's registry attributes (its ring among the
+// configured rings, Config.Tags override).
+func (f *Fleet) attributes(id string) map[string]string {
+	return attributes(id, f.cfg.Rings, f.cfg.Tags)
 }
 
 // faultRule returns the first rule of kind that hits device id for an
@@ -111,7 +180,7 @@ func (f *Fleet) faultRule(kind FaultKind, id, version string) (Fault, bool) {
 			continue
 		}
 		if attrs == nil {
-			attrs = Attributes(id, f.cfg.Tags)
+			attrs = f.attributes(id)
 		}
 		if ft.hits(i, f.cfg.Seed, id, attrs, version) {
 			return ft, true
@@ -151,6 +220,11 @@ func (f *Fleet) Start(ctx context.Context) error {
 		return errors.New("sim: fleet already started")
 	}
 	f.stats.startedAt.Store(time.Now().UnixNano())
+	if f.state != nil {
+		go f.flushLoop()
+	} else {
+		close(f.flushed)
+	}
 	var lim *rate.Limiter
 	if f.cfg.ConnectRate > 0 {
 		lim = rate.NewLimiter(rate.Limit(f.cfg.ConnectRate), max(1, int(f.cfg.ConnectRate/10)))
@@ -188,15 +262,70 @@ func (f *Fleet) Start(ctx context.Context) error {
 	return nil
 }
 
+// Register registers every device with Config.Registrar (thing type,
+// ring and tags) without connecting any, Concurrency at a time: the
+// provisioning step before devices are powered on. It returns the first
+// error and stops at it.
+func (f *Fleet) Register(ctx context.Context) error {
+	if f.cfg.Registrar == nil {
+		return errors.New("sim: no registrar configured")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	for range min(f.cfg.Concurrency, len(f.devs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(f.devs) || ctx.Err() != nil {
+					return
+				}
+				if err := f.register(ctx, f.devs[i]); err != nil {
+					errOnce.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("sim: %w", firstErr)
+	}
+	return ctx.Err()
+}
+
+func (f *Fleet) register(ctx context.Context, d *device) error {
+	r := f.cfg.Registrar
+	if r == nil {
+		return nil
+	}
+	err := r.Register(ctx, Thing{Name: d.id, Type: f.cfg.ThingType, Attributes: f.attributes(d.id)})
+	if err != nil {
+		f.stats.setupErrors.Add(1)
+		return err
+	}
+	f.stats.registered.Add(1)
+	return nil
+}
+
+// RingCounts is how many devices of the fleet are in each ring.
+func (f *Fleet) RingCounts() map[string]int {
+	out := map[string]int{}
+	for _, d := range f.devs {
+		out[f.attr(d.id, "deployment_ring")]++
+	}
+	return out
+}
+
 // boot prepares one device and powers it on.
 func (f *Fleet) boot(ctx context.Context, d *device) error {
-	if r := f.cfg.Registrar; r != nil {
-		err := r.Register(ctx, Thing{Name: d.id, Type: f.cfg.ThingType, Attributes: Attributes(d.id, f.cfg.Tags)})
-		if err != nil {
-			f.stats.setupErrors.Add(1)
-			return err
-		}
-		f.stats.registered.Add(1)
+	if err := f.register(ctx, d); err != nil {
+		return err
 	}
 	secret := ""
 	if c := f.cfg.Credentials; c != nil {
@@ -210,7 +339,12 @@ func (f *Fleet) boot(ctx context.Context, d *device) error {
 	d.mu.Lock()
 	d.secret = secret
 	d.cl = paho.NewClient(d.clientOptions(secret))
+	bricked := d.gone
 	d.mu.Unlock()
+	if bricked {
+		f.stats.gone.Add(1) // it never came back from an update: stays silent
+		return nil
+	}
 	if p := f.cfg.LowPower.Period; p > 0 {
 		time.AfterFunc(time.Duration(unit("wake", d.id)*float64(p)), d.wakeCycle)
 		return nil
@@ -232,12 +366,25 @@ func (f *Fleet) boot(ctx context.Context, d *device) error {
 }
 
 // Stop disconnects every device and stops every timer's work. It waits for
-// the disconnections (bounded by ctx).
+// the disconnections (bounded by ctx), then writes the state file.
 func (f *Fleet) Stop(ctx context.Context) error {
 	f.stopOnce.Do(func() {
 		f.stopped.Store(true)
 		close(f.done)
 	})
+	err := f.disconnectAll(ctx)
+	if f.state != nil {
+		if f.started.Load() {
+			<-f.flushed
+		}
+		if ferr := f.state.flush(); ferr != nil {
+			err = errors.Join(err, fmt.Errorf("sim: %w", ferr))
+		}
+	}
+	return err
+}
+
+func (f *Fleet) disconnectAll(ctx context.Context) error {
 	work := make(chan *device)
 	var wg sync.WaitGroup
 	for range min(64, len(f.devs)) {

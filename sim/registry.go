@@ -15,10 +15,10 @@ import (
 	"sync"
 )
 
-// Thing is a device as the registry knows it.
+// Thing is a device as the registry knows it (the admin API's NewThing).
 type Thing struct {
 	Name       string            `json:"thingName"`
-	Type       string            `json:"thingType,omitempty"`
+	Type       string            `json:"thingTypeName,omitempty"`
 	Attributes map[string]string `json:"attributes,omitempty"`
 }
 
@@ -33,31 +33,111 @@ type Credentials interface {
 	Secret(ctx context.Context, thing string) (string, error)
 }
 
-// HTTPRegistry registers things with Umbra's admin API:
-// POST {BaseURL}/api/things with {"thingName","thingType","attributes"},
-// answered 201 (created) or 409 (exists). APIKey, when set, is sent as
+// HTTPRegistry registers things with Umbra's admin API. The first
+// registration of a thing type creates it (POST {BaseURL}/api/thing-types
+// {"thingTypeName"}, 409 when it exists is fine); each thing is created with
+// POST {BaseURL}/api/things {"thingName","thingTypeName","attributes"}. A
+// thing that exists already (409) keeps its type and every attribute it
+// has; the attributes it lacks (its ring, say) are added with PATCH
+// {BaseURL}/api/things/{thing}. APIKey, when set, is sent as
 // "Authorization: Bearer <key>" (an admin key when auth is on).
 type HTTPRegistry struct {
 	BaseURL string
 	APIKey  string
 	Client  *http.Client // nil: http.DefaultClient
+
+	mu    sync.Mutex
+	types map[string]bool // thing types known to exist
 }
 
 // Register implements Registrar.
 func (r *HTTPRegistry) Register(ctx context.Context, t Thing) error {
+	if t.Type != "" {
+		if err := r.ensureType(ctx, t.Type); err != nil {
+			return fmt.Errorf("register %s: %w", t.Name, err)
+		}
+	}
 	body, err := json.Marshal(t)
 	if err != nil {
 		return err
 	}
-	code, resp, err := post(ctx, r.Client, strings.TrimRight(r.BaseURL, "/")+"/api/things", r.APIKey, body)
+	base := strings.TrimRight(r.BaseURL, "/")
+	code, resp, err := do(ctx, r.Client, http.MethodPost, base+"/api/things", r.APIKey, body)
 	if err != nil {
 		return fmt.Errorf("register %s: %w", t.Name, err)
 	}
 	switch code {
-	case http.StatusCreated, http.StatusOK, http.StatusConflict:
+	case http.StatusCreated, http.StatusOK:
+		return nil
+	case http.StatusConflict:
+		if err := r.addMissing(ctx, t); err != nil {
+			return fmt.Errorf("register %s (exists): %w", t.Name, err)
+		}
 		return nil
 	}
 	return fmt.Errorf("register %s: HTTP %d: %s", t.Name, code, bytes.TrimSpace(resp))
+}
+
+// ensureType creates thing type name unless this registry saw it exist.
+func (r *HTTPRegistry) ensureType(ctx context.Context, name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock() // one creation at a time; later calls hit the map
+	if r.types[name] {
+		return nil
+	}
+	body, _ := json.Marshal(map[string]any{
+		"thingTypeName": name,
+		"description":   "simulated ESP32 devices (umbra sim)",
+	})
+	code, resp, err := do(ctx, r.Client, http.MethodPost, strings.TrimRight(r.BaseURL, "/")+"/api/thing-types", r.APIKey, body)
+	if err != nil {
+		return fmt.Errorf("create thing type %s: %w", name, err)
+	}
+	if code != http.StatusCreated && code != http.StatusOK && code != http.StatusConflict {
+		return fmt.Errorf("create thing type %s: HTTP %d: %s", name, code, bytes.TrimSpace(resp))
+	}
+	if r.types == nil {
+		r.types = map[string]bool{}
+	}
+	r.types[name] = true
+	return nil
+}
+
+// addMissing adds to an existing thing the attributes of t it does not
+// have; what it has is left as it is.
+func (r *HTTPRegistry) addMissing(ctx context.Context, t Thing) error {
+	u := strings.TrimRight(r.BaseURL, "/") + "/api/things/" + url.PathEscape(t.Name)
+	code, resp, err := do(ctx, r.Client, http.MethodGet, u, r.APIKey, nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("HTTP %d: %s", code, bytes.TrimSpace(resp))
+	}
+	var have struct {
+		Attributes map[string]string `json:"attributes"`
+	}
+	if err := json.Unmarshal(resp, &have); err != nil {
+		return fmt.Errorf("GET %s: %v", u, err)
+	}
+	missing := map[string]string{}
+	for k, v := range t.Attributes {
+		if _, ok := have.Attributes[k]; !ok {
+			missing[k] = v
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	body, _ := json.Marshal(map[string]any{"attributes": missing})
+	code, resp, err = do(ctx, r.Client, http.MethodPatch, u, r.APIKey, body)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("add attributes: HTTP %d: %s", code, bytes.TrimSpace(resp))
+	}
+	return nil
 }
 
 // APICredentials issues a secret per device with
@@ -72,7 +152,7 @@ type APICredentials struct {
 // Secret implements Credentials.
 func (c *APICredentials) Secret(ctx context.Context, thing string) (string, error) {
 	u := strings.TrimRight(c.BaseURL, "/") + "/api/things/" + url.PathEscape(thing) + "/credentials"
-	code, resp, err := post(ctx, c.Client, u, c.APIKey, nil)
+	code, resp, err := do(ctx, c.Client, http.MethodPost, u, c.APIKey, nil)
 	if err != nil {
 		return "", fmt.Errorf("credentials for %s: %w", thing, err)
 	}
@@ -88,11 +168,15 @@ func (c *APICredentials) Secret(ctx context.Context, thing string) (string, erro
 	return out.Secret, nil
 }
 
-func post(ctx context.Context, c *http.Client, u, key string, body []byte) (int, []byte, error) {
+func do(ctx context.Context, c *http.Client, method, u, key string, body []byte) (int, []byte, error) {
 	if c == nil {
 		c = http.DefaultClient
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return 0, nil, err
 	}

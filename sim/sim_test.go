@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
+	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 	"github.com/umbra-iot/umbra/sim"
 )
@@ -33,7 +33,7 @@ type doc struct {
 	} `json:"state"`
 }
 
-func getShadow(t *testing.T, srv *brokertest.Server, thing string) (doc, bool) {
+func getShadow(t testing.TB, srv *brokertest.Server, thing string) (doc, bool) {
 	t.Helper()
 	resp := srv.Shadows().Handle(context.Background(), shadow.Request{
 		Ref: shadow.Ref{Thing: thing}, Op: shadow.OpGet, Payload: []byte("{}"), Origin: shadow.OriginInternal,
@@ -84,6 +84,14 @@ func eventually(t *testing.T, srv *brokertest.Server, what string, ids []string,
 			t.Fatalf("%s: %d devices never got there; %s has desired=%v reported=%v", what, len(pending), pending[0], d.State.Desired, d.State.Reported)
 		}
 		<-tick.C
+	}
+}
+
+// eventuallyEach is eventually with a condition that knows the device.
+func eventuallyEach(t *testing.T, srv *brokertest.Server, what string, ids []string, cond func(string, doc) bool) {
+	t.Helper()
+	for _, id := range ids {
+		eventually(t, srv, what+": "+id, []string{id}, func(d doc) bool { return cond(id, d) })
 	}
 }
 
@@ -332,9 +340,37 @@ func TestRolloutFaults(t *testing.T) {
 	}
 }
 
-// TestRegistryAndSecrets registers devices with an HTTP registry (the
-// issue 6 contract, served by a fake) and connects them with per-thing
-// secrets issued by the broker's credentials API (auth on).
+// apiGet GETs path from the server's admin API with key and decodes the
+// JSON answer into out; it returns the status.
+func apiGet(t *testing.T, srv *brokertest.Server, key, path string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, srv.HTTPURL()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK && out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatalf("GET %s: %s: %v", path, body, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestRegistryAndSecrets registers devices with a real Umbra's admin API
+// (auth on): the thing type is created when missing, every thing gets its
+// ring and tags as attributes (so the README's canary query selects the
+// canaries), a thing that already existed keeps what the operator set and
+// gains the attributes it lacked, and the devices connect with per-thing
+// secrets issued by the credentials API.
 func TestRegistryAndSecrets(t *testing.T) {
 	const adminKey = "test-admin-key"
 	srv := brokertest.Start(t, func(o *broker.Options) {
@@ -342,35 +378,20 @@ func TestRegistryAndSecrets(t *testing.T) {
 			{Name: "admin", SHA256: auth.SHA256Hex(adminKey), Role: auth.RoleAdmin},
 		}}
 	})
-	var mu sync.Mutex
-	registered := map[string]sim.Thing{}
-	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != "/api/things" || r.Header.Get("Authorization") != "Bearer "+adminKey {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		var th sim.Thing
-		body, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(body, &th); err != nil || th.Name == "" {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if _, dup := registered[th.Name]; dup {
-			w.WriteHeader(http.StatusConflict)
-			return
-		}
-		registered[th.Name] = th
-		w.WriteHeader(http.StatusCreated)
-	}))
-	defer reg.Close()
+	// An operator registered sec-000 by hand before, in ring "beta".
+	if _, err := srv.Registry().CreateThing(context.Background(), registry.NewThing{
+		Name: "sec-000", Attributes: map[string]string{"deployment_ring": "beta"},
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	const n = 4 // bcrypt per secret and per login: slow under -race
 	secrets := sim.NewSecrets()
+	reg := &sim.HTTPRegistry{BaseURL: srv.HTTPURL(), APIKey: adminKey}
 	cfg := sim.Config{
 		Broker: srv.MQTTURL(), Devices: n, IDPattern: "sec-%03d", TelemetryInterval: -1,
-		Registrar:   &sim.HTTPRegistry{BaseURL: reg.URL, APIKey: adminKey},
+		Tags:        map[string]string{"site": "lab"},
+		Registrar:   reg,
 		Credentials: sim.Recording(&sim.APICredentials{BaseURL: srv.HTTPURL(), APIKey: adminKey}, secrets),
 	}
 	f := startFleet(t, cfg)
@@ -378,22 +399,55 @@ func TestRegistryAndSecrets(t *testing.T) {
 	eventually(t, srv, "authenticated boot report", everyone, func(d doc) bool {
 		return d.State.Reported["firmware_version"] == "1.0.0"
 	})
-	mu.Lock()
-	if len(registered) != n {
-		t.Errorf("registered %d things, want %d", len(registered), n)
+	if st := f.Stats(); st.Registered != n || st.SetupErrors != 0 {
+		t.Errorf("stats %+v: want %d registered, no setup errors", st, n)
 	}
-	for name, th := range registered {
-		if th.Type != "esp32" || th.Attributes["deployment_ring"] != sim.Ring(name) || th.Attributes["hardware_rev"] == "" {
+	var tt struct {
+		Name string `json:"thingTypeName"`
+	}
+	if code := apiGet(t, srv, adminKey, "/api/thing-types/esp32", &tt); code != 200 || tt.Name != "esp32" {
+		t.Errorf("thing type esp32: HTTP %d %+v", code, tt)
+	}
+	for i, name := range everyone {
+		var th struct {
+			Type       string            `json:"thingTypeName"`
+			Attributes map[string]string `json:"attributes"`
+		}
+		if code := apiGet(t, srv, adminKey, "/api/things/"+name, &th); code != 200 {
+			t.Errorf("%s: HTTP %d", name, code)
+			continue
+		}
+		wantRing := sim.Ring(name)
+		if i == 0 {
+			wantRing = "beta" // set by the operator: kept
+		}
+		if th.Attributes["deployment_ring"] != wantRing || th.Attributes["hardware_rev"] != sim.HardwareRev(name) ||
+			th.Attributes["location"] == "" || th.Attributes["customer_id"] == "" || th.Attributes["site"] != "lab" {
 			t.Errorf("%s registered as %+v", name, th)
 		}
+		if i > 0 && th.Type != "esp32" {
+			t.Errorf("%s: thing type %q, want esp32", name, th.Type)
+		}
 	}
-	mu.Unlock()
+	// The fleet query language sees the rings.
+	var res struct {
+		Things []string `json:"things"`
+		Total  int      `json:"total"`
+	}
+	if code := apiGet(t, srv, adminKey, "/api/search?query=attributes.site:lab", &res); code != 200 || len(res.Things) != n {
+		t.Errorf("search attributes.site:lab: HTTP %d %+v", code, res)
+	}
 	if secrets.Len() != n {
 		t.Errorf("recorded %d secrets, want %d", secrets.Len(), n)
 	}
-	// Registering again (a re-run) meets 409 and is fine.
-	if err := cfg.Registrar.Register(context.Background(), sim.Thing{Name: f.ID(0)}); err != nil {
+	// Registering again (a re-run) is fine.
+	if err := reg.Register(context.Background(), sim.Thing{Name: f.ID(1), Type: "esp32", Attributes: sim.Attributes(f.ID(1), nil)}); err != nil {
 		t.Errorf("re-register: %v", err)
+	}
+	// A bad admin key is a precise error, not a silent success.
+	bad := &sim.HTTPRegistry{BaseURL: srv.HTTPURL(), APIKey: "wrong"}
+	if err := bad.Register(context.Background(), sim.Thing{Name: "sec-999", Type: "esp32"}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("register with a wrong key: %v, want HTTP 401", err)
 	}
 	// A second fleet reuses the saved secrets (no new credentials issued).
 	var buf strings.Builder
@@ -432,8 +486,202 @@ func TestParseFault(t *testing.T) {
 			t.Errorf("%q: no error", bad)
 		}
 	}
+	rings, err := sim.ParseRings("canary=10%, early_adopters=0.2")
+	if err != nil || len(rings) != 2 || rings[0] != (sim.RingShare{Name: "canary", Share: 0.1}) || rings[1].Share != 0.2 {
+		t.Errorf("rings %+v, %v", rings, err)
+	}
+	counts := map[string]int{}
+	for i := range 10000 {
+		counts[sim.RingOf(fmt.Sprintf("esp32-%05d", i), rings)]++
+	}
+	if c := counts["canary"]; c < 900 || c > 1100 {
+		t.Errorf("canary %d of 10000 with 10%%", c)
+	}
+	for _, bad := range []string{"", "canary", "canary=x", "canary=60%,early=50%", "general=5%", "a=1%,a=2%"} {
+		if _, err := sim.ParseRings(bad); err == nil {
+			t.Errorf("rings %q: no error", bad)
+		}
+	}
 	addrs, err := sim.ParseSourceAddrs("127.0.0.2-127.0.0.4,127.0.1.1")
 	if err != nil || len(addrs) != 4 || addrs[2].String() != "127.0.0.4" {
 		t.Errorf("source addrs %v, %v", addrs, err)
+	}
+}
+
+// TestStateSurvivesRestart stops a fleet after an OTA rollout and starts
+// it again on the same state file: devices keep their firmware, count
+// their boots and crashes on, remember settings they acted on and a failed
+// update (not retried), and a crash-looping firmware still crashes.
+func TestStateSurvivesRestart(t *testing.T) {
+	srv := brokertest.Start(t)
+	const n = 12
+	stateFile := filepath.Join(t.TempDir(), "sim-state.json")
+	crash, _ := sim.ParseFault("crash-loop:version=2.0,deployment_ring=general,rate=1,delay=150ms")
+	failD, _ := sim.ParseFault("fail-update:version=2.0,hardware_rev=D")
+	cfg := sim.Config{
+		Broker: srv.MQTTURL(), Devices: n, IDPattern: "st-%03d", TelemetryInterval: -1,
+		Rings:       []sim.RingShare{{Name: sim.RingCanary, Share: 0.5}},
+		OTADuration: 40 * time.Millisecond, RebootDelay: 20 * time.Millisecond,
+		Features: map[string]string{"brightness": "1.0"},
+		Faults:   []sim.Fault{failD, crash}, StateFile: stateFile,
+	}
+	f1, err := sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if err := f1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	everyone := ids(f1, all(n)...)
+	eventually(t, srv, "first boot", everyone, func(d doc) bool { return d.State.Reported["boot_count"] == 1.0 })
+	var updated, failed, crashing []string
+	for _, id := range everyone {
+		setDesired(t, srv, id, map[string]any{"ota_url": "https://fw.example/2.0.bin", "target_version": "2.0", "brightness": 40})
+		switch {
+		case sim.HardwareRev(id) == "D":
+			failed = append(failed, id)
+		case sim.RingOf(id, cfg.Rings) == sim.RingGeneral:
+			crashing = append(crashing, id)
+		default:
+			updated = append(updated, id)
+		}
+	}
+	if len(updated) == 0 || len(failed) == 0 || len(crashing) == 0 {
+		t.Fatalf("want devices of each kind: updated %v, failed %v, crashing %v", updated, failed, crashing)
+	}
+	eventually(t, srv, "updated", updated, func(d doc) bool {
+		return d.State.Reported["firmware_version"] == "2.0" && d.State.Reported["brightness"] == 40.0
+	})
+	eventually(t, srv, "failed", failed, func(d doc) bool { return d.State.Reported["ota_status"] == "failed" })
+	eventually(t, srv, "crashing", crashing, func(d doc) bool {
+		c, _ := d.State.Reported["crash_count"].(float64)
+		return d.State.Reported["firmware_version"] == "2.0" && c >= 2
+	})
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stopCancel()
+	if err := f1.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	kept, err := sim.ReadState(stateFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]sim.DeviceState{}
+	for _, id := range everyone {
+		st, ok := kept[id]
+		if !ok {
+			t.Fatalf("%s not in the state file", id)
+		}
+		before[id] = st
+	}
+	for _, id := range updated {
+		if st := before[id]; st.Firmware != "2.0" || st.BootCount != 2 || !st.OTAInstalled || string(st.Settings["brightness"]) != "40" {
+			t.Errorf("%s kept %+v", id, st)
+		}
+	}
+	for _, id := range failed {
+		if st := before[id]; st.Firmware != "1.0.0" || st.OTAFailed != "2.0" {
+			t.Errorf("%s kept %+v", id, st)
+		}
+	}
+
+	// Power the fleet on again: every device boots with what it kept. The
+	// boot report of the new run is the one with reset_reason poweron and
+	// a boot_count beyond the kept one.
+	f2 := startFleet(t, cfg)
+	if f2.Restored() != n {
+		t.Errorf("restored %d devices, want %d", f2.Restored(), n)
+	}
+	eventuallyEach(t, srv, "updated devices boot on 2.0, counting on", updated, func(id string, d doc) bool {
+		r := d.State.Reported
+		return r["firmware_version"] == "2.0" && r["reset_reason"] == "poweron" &&
+			r["boot_count"] == float64(before[id].BootCount+1) && r["brightness"] == 40.0
+	})
+	eventuallyEach(t, srv, "failed devices stay on 1.0.0", failed, func(id string, d doc) bool {
+		r := d.State.Reported
+		return r["firmware_version"] == "1.0.0" && r["reset_reason"] == "poweron" && r["boot_count"] == float64(before[id].BootCount+1)
+	})
+	eventuallyEach(t, srv, "crash-looping firmware still crashes", crashing, func(id string, d doc) bool {
+		c, _ := d.State.Reported["crash_count"].(float64)
+		return d.State.Reported["firmware_version"] == "2.0" && c > float64(before[id].CrashCount)
+	})
+	if st := f2.Stats(); st.OTAStarted != 0 {
+		t.Errorf("stats %+v: no device should download again", st)
+	}
+}
+
+// TestOTAProgressKeys follows one update through the seed's reported keys
+// (ota_status downloading → installing → rebooting → succeeded, with
+// ota_progress), and shows that a crash during a download aborts it: a
+// crash-looping device asked for a download longer than its uptime never
+// installs it and starts again after every boot.
+func TestOTAProgressKeys(t *testing.T) {
+	srv := brokertest.Start(t)
+	statuses := make(chan string, 256)
+	obs := paho.NewClient(paho.NewClientOptions().AddBroker(srv.MQTTURL()).SetClientID("ota-observer"))
+	if tok := obs.Connect(); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatalf("observer: %v", tok.Error())
+	}
+	defer obs.Disconnect(0)
+	if tok := obs.Subscribe("$aws/things/ota-000/shadow/update/accepted", 1, func(_ paho.Client, m paho.Message) {
+		var v struct {
+			State struct {
+				Reported struct {
+					Status   string   `json:"ota_status"`
+					Progress *float64 `json:"ota_progress"`
+				} `json:"reported"`
+			} `json:"state"`
+		}
+		if json.Unmarshal(m.Payload(), &v) == nil && v.State.Reported.Status != "" {
+			s := v.State.Reported.Status
+			if p := v.State.Reported.Progress; p != nil {
+				s += fmt.Sprintf(" %g", *p)
+			}
+			statuses <- s
+		}
+	}); !tok.WaitTimeout(wait) || tok.Error() != nil {
+		t.Fatal("subscribe failed")
+	}
+	crash, _ := sim.ParseFault("crash-loop:version=1.5,delay=100ms")
+	f := startFleet(t, sim.Config{
+		Broker: srv.MQTTURL(), Devices: 2, IDPattern: "ota-%03d", TelemetryInterval: -1,
+		OTADuration: 200 * time.Millisecond, RebootDelay: 20 * time.Millisecond, Faults: []sim.Fault{crash},
+	})
+	eventually(t, srv, "boot", ids(f, 0, 1), func(d doc) bool { return d.State.Reported["boot_count"] == 1.0 })
+	setDesired(t, srv, "ota-000", map[string]any{"ota_url": "https://fw.example/1.1.bin", "target_version": "1.1"})
+	want := []string{"downloading 0", "downloading 25", "downloading 50", "downloading 75", "installing 100", "rebooting 100", "succeeded 100"}
+	for i, w := range want {
+		select {
+		case got := <-statuses:
+			if got != w {
+				t.Fatalf("report %d: ota_status %q, want %q (sequence %v)", i, got, w, want)
+			}
+		case <-time.After(wait):
+			t.Fatalf("no report %d (%q)", i, w)
+		}
+	}
+
+	// ota-001 installs 1.5, which crashes 100 ms after every boot; a
+	// download of 2.0 takes 200 ms, so it never finishes and never installs.
+	setDesired(t, srv, "ota-001", map[string]any{"ota_url": "https://fw.example/1.5.bin", "target_version": "1.5"})
+	eventually(t, srv, "crash loop on 1.5", []string{"ota-001"}, func(d doc) bool {
+		c, _ := d.State.Reported["crash_count"].(float64)
+		return d.State.Reported["firmware_version"] == "1.5" && c >= 1
+	})
+	started := f.Stats().OTAStarted
+	setDesired(t, srv, "ota-001", map[string]any{"ota_url": "https://fw.example/2.0.bin", "target_version": "2.0"})
+	deadline := time.Now().Add(wait)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for f.Stats().OTAStarted < started+3 { // the download starts again after each crash
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want the download to restart after each crash", f.Stats())
+		}
+		<-tick.C
+	}
+	if fw := f.Firmware(1); fw != "1.5" {
+		t.Errorf("ota-001 runs %s; an aborted download must not install", fw)
 	}
 }

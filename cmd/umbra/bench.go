@@ -22,6 +22,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	fs.StringVar(&o.Target, "target", "", "MQTT URL of a running broker, tcp:// or tls:// (default: start one in-process with a temporary data directory)")
 	fs.StringVar(&o.TargetHTTP, "target-http", "", "the target's HTTP base URL, for its /metrics (CPU, RSS, commits)")
 	fs.StringVar(&o.CAFile, "ca-file", "", "PEM CA of a tls:// target's certificate (default: the system's roots)")
+	fs.StringVar(&o.Target, "broker", "", "alias of --target (as in umbra sim)")
+	fs.StringVar(&o.CAFile, "ca", "", "alias of --ca-file (as in umbra sim)")
 	fs.StringVar(&o.APIKey, "api-key", "", "API key for the target's /metrics when auth is on (default $UMBRA_API_KEY)")
 	fs.StringVar(&o.Username, "username", "", "MQTT username for every bench client (a service principal, when the target has auth on)")
 	fs.StringVar(&o.Password, "password", "", "MQTT password (default $UMBRA_BENCH_PASSWORD)")

@@ -193,6 +193,11 @@ func (b *Broker) addHooks() error {
 	})
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
+	quota, err := b.quotaHook()
+	if err != nil {
+		return err
+	}
+	hs = append(hs, quota)
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}

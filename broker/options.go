@@ -108,6 +108,10 @@ type Options struct {
 	// plain Mochi does. Shadows stay durable. For CI brokers and benchmarks.
 	EphemeralSessions bool
 
+	// Quotas bound the memory and disk one client can take (retained
+	// messages, bytes held for its session); see QuotaOptions.
+	Quotas QuotaOptions
+
 	// UnsafeNoSync skips fsync. It exists only so benchmarks can show what
 	// durability costs; acknowledged writes can be lost on a crash.
 	UnsafeNoSync bool
@@ -206,6 +210,9 @@ func (o Options) validate() error {
 		errs = append(errs, err)
 	}
 	positive("max connections per ip", int64(o.Limits.MaxConnsPerIP))
+	if q := o.Quotas.withDefaults(o.MaxPacketSize); q.RetainedBytes > 0 && q.RetainedBytes < int64(o.MaxPacketSize) {
+		errs = append(errs, fmt.Errorf("retained bytes quota (%d) is below max packet size (%d): a single retained message could never fit", q.RetainedBytes, o.MaxPacketSize))
+	}
 	if o.Registration != registry.PolicyAuto && o.Registration != registry.PolicyStrict {
 		errs = append(errs, fmt.Errorf("registration policy %q: want auto or strict", o.Registration))
 	}

@@ -1110,6 +1110,10 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
+		if !s.umbraAllowDelivery(cl, out) { // UMBRA PATCH (delivery quota): see umbra_quota.go
+			atomic.AddInt64(&s.Info.InflightDropped, 1)
+			return out, packets.ErrQuotaExceeded
+		}
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]

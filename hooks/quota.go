@@ -164,10 +164,14 @@ func (h *Quota) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int)
 }
 
 // OnQosComplete releases a message whose delivery finished.
-func (h *Quota) OnQosComplete(cl *mqtt.Client, pk packets.Packet) { h.inflight.Release(cl.ID, pk.PacketID) }
+func (h *Quota) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.inflight.Release(cl.ID, pk.PacketID)
+}
 
 // OnQosDropped releases a message Mochi gave up on.
-func (h *Quota) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.inflight.Release(cl.ID, pk.PacketID) }
+func (h *Quota) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.inflight.Release(cl.ID, pk.PacketID)
+}
 
 // OnSessionEstablished drops the record of an earlier session of the same
 // id; the next delivery counts the new session's held messages afresh.

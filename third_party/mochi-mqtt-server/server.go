@@ -1110,7 +1110,9 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
-		if !s.umbraAllowDelivery(cl, out) { // UMBRA PATCH (delivery quota): see umbra_quota.go
+
+		// UMBRA PATCH (delivery quota): see umbra_quota.go.
+		if !s.umbraAllowDelivery(cl, out) {
 			atomic.AddInt64(&s.Info.InflightDropped, 1)
 			return out, packets.ErrQuotaExceeded
 		}

@@ -38,6 +38,15 @@ type File struct {
 	Limits   Limits   `yaml:"limits"`
 	Registry Registry `yaml:"registry"`
 	Log      Log      `yaml:"log"`
+	Quotas   Quotas   `yaml:"quotas"`
+}
+
+// Quotas bound the memory and disk one client can take (0: default,
+// negative: no quota); see broker.QuotaOptions.
+type Quotas struct {
+	RetainedMessages int `yaml:"retained_messages"`
+	RetainedBytes    int `yaml:"retained_bytes"`
+	InflightBytes    int `yaml:"inflight_bytes"`
 }
 
 // Registry configures the device registry.
@@ -283,6 +292,10 @@ func (f File) Options() broker.Options {
 		Limits: broker.LimitOptions{
 			ShadowRate: f.Limits.ShadowRate, ShadowBurst: f.Limits.ShadowBurst,
 			ShadowInFlight: f.Limits.ShadowInFlight, MaxConnsPerIP: f.Limits.MaxConnsPerIP,
+		},
+		Quotas: broker.QuotaOptions{
+			RetainedMessages: f.Quotas.RetainedMessages, RetainedBytes: int64(f.Quotas.RetainedBytes),
+			InflightBytes: int64(f.Quotas.InflightBytes),
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -30,7 +31,7 @@ var ErrEmptyFile = errors.New("store: database file is empty (0 bytes)")
 func recovery(path string) string {
 	dir := filepath.Dir(path)
 	return fmt.Sprintf("check it with `umbra db check --data-dir %s`; restore a backup (made with `umbra db backup`), "+
-		"or copy out what is readable with `umbra db compact --data-dir %s`; see RELIABILITY.md, \"Recovering the database\"", dir, dir)
+		"or copy out what is readable with `umbra db salvage --data-dir %s NEW-FILE`; see RELIABILITY.md, \"Recovering the database\"", dir, dir)
 }
 
 func corruptError(path string, cause any) error {
@@ -353,4 +354,170 @@ func Compact(path, out string) (before, after int64, err error) {
 		return 0, 0, err
 	}
 	return fi.Size(), fo.Size(), nil
+}
+
+// SalvageReport is what Salvage copied and what it could not read.
+type SalvageReport struct {
+	// Copied counts the keys copied per top-level bucket.
+	Copied map[string]int `json:"copied"`
+	// Lost describes each bucket (or the rest of one) that could not be read.
+	Lost []string `json:"lost"`
+}
+
+// Salvage copies what can still be read from a damaged database file at
+// path into a new file out: bucket by bucket, key by key, in key order. A
+// bucket whose pages are damaged is copied up to the damage; the rest of it
+// is reported in Lost. The result is a sound file (Check it) with possibly
+// less data: restore a backup instead when there is one.
+func Salvage(path, out string) (*SalvageReport, error) {
+	src, err := openReadOnly(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	if _, err := os.Stat(out); err == nil {
+		return nil, fmt.Errorf("%s already exists; choose a new file name", out)
+	}
+	tmp := out + ".salvaging"
+	_ = os.Remove(tmp)
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	if err != nil {
+		return nil, err
+	}
+	rep := &SalvageReport{Copied: map[string]int{}}
+	names := salvageNames(src, rep)
+	for _, name := range names {
+		n, lost := salvageBucket(src, dst, name)
+		rep.Copied[string(name)] = n
+		if lost != "" {
+			rep.Lost = append(rep.Lost, fmt.Sprintf("bucket %s: keys after the %d copied: %s", name, n, lost))
+		}
+	}
+	err = dst.Sync()
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, out)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	return rep, nil
+}
+
+// salvageNames lists the top-level buckets, or, when the root itself cannot
+// be read, Umbra's own bucket names (each is then tried on its own).
+func salvageNames(src *bolt.DB, rep *SalvageReport) (names [][]byte) {
+	err := func() (err error) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%v", r)
+			}
+		}()
+		return src.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				names = append(names, bytes.Clone(name))
+				return nil
+			})
+		})
+	}()
+	if err != nil {
+		rep.Lost = append(rep.Lost, fmt.Sprintf("the list of buckets (%v): trying Umbra's own buckets one by one; other buckets (registry, rollouts) may be lost", err))
+		return allBuckets
+	}
+	return names
+}
+
+// salvageBucket copies one top-level bucket (and any nested ones) and
+// returns how many keys it copied and, if it stopped early, why.
+func salvageBucket(src, dst *bolt.DB, name []byte) (copied int, lost string) {
+	const batch = 10_000
+	var after []byte // last key copied
+	for {
+		n, done, why := func() (n int, done bool, why string) {
+			defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+			defer func() {
+				if r := recover(); r != nil {
+					why = fmt.Sprint(r)
+				}
+			}()
+			stx, err := src.Begin(false)
+			if err != nil {
+				return 0, false, err.Error()
+			}
+			defer func() { _ = stx.Rollback() }()
+			b := stx.Bucket(name)
+			if b == nil {
+				return 0, true, ""
+			}
+			err = dst.Update(func(dtx *bolt.Tx) error {
+				db, err := dtx.CreateBucketIfNotExists(name)
+				if err != nil {
+					return err
+				}
+				// A panic reading src ends the loop, not the transaction:
+				// what was copied before it is committed.
+				defer func() {
+					if r := recover(); r != nil {
+						why = fmt.Sprint(r)
+					}
+				}()
+				c := b.Cursor()
+				k, v := c.First()
+				if after != nil {
+					k, v = c.Seek(after)
+					if k != nil && bytes.Equal(k, after) {
+						k, v = c.Next()
+					}
+				}
+				for ; k != nil; k, v = c.Next() {
+					if v == nil {
+						if sub := b.Bucket(k); sub != nil {
+							if err := copyBucket(sub, db, k); err != nil {
+								return err
+							}
+						}
+					} else if err := db.Put(bytes.Clone(k), bytes.Clone(v)); err != nil {
+						return err
+					}
+					after = bytes.Clone(k)
+					if n++; n == batch {
+						return nil
+					}
+				}
+				done = true
+				return nil
+			})
+			if err != nil {
+				return n, false, err.Error()
+			}
+			return n, done, why
+		}()
+		copied += n
+		if why != "" {
+			return copied, why
+		}
+		if done {
+			return copied, ""
+		}
+	}
+}
+
+func copyBucket(src *bolt.Bucket, parent *bolt.Bucket, name []byte) error {
+	dst, err := parent.CreateBucketIfNotExists(bytes.Clone(name))
+	if err != nil {
+		return err
+	}
+	return src.ForEach(func(k, v []byte) error {
+		if v == nil {
+			if sub := src.Bucket(k); sub != nil {
+				return copyBucket(sub, dst, k)
+			}
+			return nil
+		}
+		return dst.Put(bytes.Clone(k), bytes.Clone(v))
+	})
 }

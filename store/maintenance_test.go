@@ -144,3 +144,23 @@ func TestCheckBackupCompact(t *testing.T) {
 		t.Fatalf("online backup: %d %v", n, err)
 	}
 }
+
+func TestSalvageCopiesWhatIsReadable(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 300)
+	path := filepath.Join(dir, FileName)
+	CorruptPage(t, path)
+	out := filepath.Join(t.TempDir(), "salvaged.db")
+	rep, err := Salvage(path, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Lost) == 0 {
+		t.Fatalf("nothing reported lost from a corrupt file: %+v", rep)
+	}
+	chk, err := Check(out)
+	if err != nil || !chk.OK() {
+		t.Fatalf("salvaged file: %+v %v", chk, err)
+	}
+	t.Logf("salvage: copied %v, lost %q", rep.Copied, rep.Lost)
+}

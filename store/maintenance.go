@@ -72,7 +72,7 @@ func openReadOnly(path string) (db *bolt.DB, err error) {
 	db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("%w: %s (stop `umbra serve` first, or back it up online through the HTTP API: `umbra db backup --server URL FILE`)", ErrLocked, path)
+		return nil, fmt.Errorf("%w: %s (stop `umbra serve` first; a running broker is backed up online: `umbra db backup --online FILE`)", ErrLocked, path)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, corruptError(path, err)
 	case err != nil:
@@ -249,9 +249,6 @@ func (db *DB) Backup(w io.Writer) (n int64, err error) {
 	})
 	return n, err
 }
-
-// BackupSize is the size a Backup started now would have.
-func (db *DB) BackupSize() int64 { return db.Size() }
 
 // BackupFile copies the database file at path, which must not be open in a
 // running broker, to out (written beside it and renamed into place once

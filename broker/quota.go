@@ -31,6 +31,10 @@ type QuotaOptions struct {
 	// session, so this also bounds its storage. A session holding nothing
 	// always gets its next message, however large. Default 8 MiB.
 	InflightBytes int64
+	// Subscriptions caps one session's subscriptions (persisted with a
+	// persistent session); a SUBSCRIBE beyond it gets 0x97 (0x80 for MQTT
+	// 3.1.1) for the extra filters. Default 256.
+	Subscriptions int
 }
 
 // Default quotas.
@@ -38,6 +42,7 @@ const (
 	DefaultRetainedMessages = 100
 	DefaultRetainedBytes    = 1 << 20
 	DefaultInflightBytes    = 8 << 20
+	DefaultSubscriptions    = 256
 )
 
 // withDefaults fills in the defaults; the default retained bytes is at
@@ -51,6 +56,9 @@ func (q QuotaOptions) withDefaults(maxPacket int) QuotaOptions {
 	}
 	if q.InflightBytes == 0 {
 		q.InflightBytes = DefaultInflightBytes
+	}
+	if q.Subscriptions == 0 {
+		q.Subscriptions = DefaultSubscriptions
 	}
 	return q
 }
@@ -69,11 +77,12 @@ func (b *Broker) quotaHook() (*hooks.Quota, error) {
 		}
 	}
 	h := hooks.NewQuota(b.mqtt, retained, inflight, b.log.With("component", "quota"))
+	h.MaxSubscriptions = q.Subscriptions
 	refusals := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "umbra_quota_refusals_total",
-		Help: "Messages refused by a per-client quota, by quota (retained: a retained publish; inflight_bytes: a delivery to a session holding too much).",
+		Help: "Refusals of a per-client quota, by quota (retained: a retained publish; inflight_bytes: a delivery to a session holding too much; subscriptions: a subscription).",
 	}, []string{"quota"})
-	for _, k := range []string{hooks.QuotaRetained, hooks.QuotaInflight} {
+	for _, k := range []string{hooks.QuotaRetained, hooks.QuotaInflight, hooks.QuotaSubscriptions} {
 		refusals.WithLabelValues(k)
 	}
 	h.OnRefuse = func(kind string) { refusals.WithLabelValues(kind).Inc() }

@@ -390,3 +390,40 @@ func quotaPoll(t *testing.T, what string, cond func() bool) {
 		<-tick.C
 	}
 }
+
+// A session's subscriptions (persisted with a persistent session) are
+// capped: the filters beyond the quota get 0x97 in the SUBACK (0x80 for
+// MQTT 3.1.1), re-subscribing to a granted filter stays possible.
+func TestQuotaSubscriptions(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Quotas = broker.QuotaOptions{Subscriptions: 3} })
+	c := connect5(t, srv.MQTTAddr(), "subber", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), mt.Wait)
+	defer cancel()
+	var opts []paho5.SubscribeOptions
+	for i := range 5 {
+		opts = append(opts, paho5.SubscribeOptions{Topic: fmt.Sprintf("s/%d", i), QoS: 1})
+	}
+	sa, _ := c.Subscribe(ctx, &paho5.Subscribe{Subscriptions: opts})
+	if sa == nil || !bytes.Equal(sa.Reasons, []byte{1, 1, 1, 0x97, 0x97}) {
+		t.Fatalf("SUBACK %v, want 1 1 1 0x97 0x97", sa)
+	}
+	if sa, err := c.Subscribe(ctx, &paho5.Subscribe{Subscriptions: []paho5.SubscribeOptions{{Topic: "s/0", QoS: 0}}}); err != nil || sa.Reasons[0] != 0 {
+		t.Fatalf("re-subscribe to a granted filter: %v %v", sa, err)
+	}
+	if got := metricValue(t, srv, `umbra_quota_refusals_total{quota="subscriptions"}`); got != 2 {
+		t.Fatalf("refusal metric %v, want 2", got)
+	}
+	v3 := mt.Connect(t, srv.MQTTURL(), "subber3")
+	toks := []paho.Token{}
+	for i := range 4 {
+		toks = append(toks, v3.Client.Subscribe(fmt.Sprintf("s3/%d", i), 1, nil))
+	}
+	for i, tok := range toks {
+		tok.WaitTimeout(mt.Wait)
+		st := tok.(*paho.SubscribeToken)
+		code := st.Result()[fmt.Sprintf("s3/%d", i)]
+		if (i < 3 && code != 1) || (i == 3 && code != 0x80) {
+			t.Fatalf("3.1.1 subscribe %d: code 0x%02x", i, code)
+		}
+	}
+}

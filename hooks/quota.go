@@ -11,8 +11,9 @@ import (
 
 // Quota kinds, as counted by OnRefuse.
 const (
-	QuotaRetained = "retained"       // retained messages (count or bytes) per client
-	QuotaInflight = "inflight_bytes" // bytes held for one session (in flight or queued)
+	QuotaRetained      = "retained"       // retained messages (count or bytes) per client
+	QuotaInflight      = "inflight_bytes" // bytes held for one session (in flight or queued)
+	QuotaSubscriptions = "subscriptions"  // subscriptions of one session
 )
 
 // Quota keeps one client from taking unbounded memory and disk: retained
@@ -27,10 +28,12 @@ const (
 // DISCONNECT 0x97; an MQTT 3.1.1 client, which has no way to be told, is
 // disconnected. A QoS 1/2 delivery to a session whose held bytes would go
 // over its quota is dropped for that session (the publisher and other
-// subscribers are not affected), as Mochi drops one over max_inflight.
+// subscribers are not affected), as Mochi drops one over max_inflight. A
+// subscription beyond MaxSubscriptions is refused in the SUBACK.
 //
-// The delivery quota needs Umbra's patched Mochi (mqtt.DeliveryQuota); with
-// upstream Mochi only the retained quota applies.
+// The delivery and subscription quotas need Umbra's patched Mochi
+// (mqtt.DeliveryQuota, mqtt.SubscribeQuota); with upstream Mochi only the
+// retained quota applies.
 type Quota struct {
 	mqtt.HookBase
 	server   *mqtt.Server
@@ -39,6 +42,9 @@ type Quota struct {
 	log      *slog.Logger
 	// OnRefuse, when set, is called once per refusal with its kind.
 	OnRefuse func(kind string)
+	// MaxSubscriptions caps one session's subscriptions (persisted with
+	// it); <= 0 disables. Over it, SUBACK carries 0x97 (0x80 for 3.1.1).
+	MaxSubscriptions int
 }
 
 // NewQuota returns the quota hook for server; either limit may be nil.
@@ -186,3 +192,23 @@ func (h *Quota) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 
 // OnClientExpired forgets an expired session.
 func (h *Quota) OnClientExpired(cl *mqtt.Client) { h.inflight.Forget(cl.ID) }
+
+// AllowSubscribe implements mqtt.SubscribeQuota (Umbra's Mochi patch):
+// a new filter is refused once the session has MaxSubscriptions; replacing
+// an existing one is always allowed.
+func (h *Quota) AllowSubscribe(cl *mqtt.Client, sub packets.Subscription) bool {
+	if h.MaxSubscriptions <= 0 {
+		return true
+	}
+	if _, ok := cl.State.Subscriptions.Get(sub.Filter); ok {
+		return true
+	}
+	if cl.State.Subscriptions.Len() < h.MaxSubscriptions {
+		return true
+	}
+	if h.OnRefuse != nil {
+		h.OnRefuse(QuotaSubscriptions)
+	}
+	h.log.Debug("mqtt quota exceeded", "quota", QuotaSubscriptions, "client", cl.ID, "filter", sub.Filter)
+	return false
+}

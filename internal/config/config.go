@@ -47,6 +47,7 @@ type Quotas struct {
 	RetainedMessages int `yaml:"retained_messages"`
 	RetainedBytes    int `yaml:"retained_bytes"`
 	InflightBytes    int `yaml:"inflight_bytes"`
+	Subscriptions    int `yaml:"subscriptions"`
 }
 
 // Registry configures the device registry.
@@ -295,7 +296,7 @@ func (f File) Options() broker.Options {
 		},
 		Quotas: broker.QuotaOptions{
 			RetainedMessages: f.Quotas.RetainedMessages, RetainedBytes: int64(f.Quotas.RetainedBytes),
-			InflightBytes: int64(f.Quotas.InflightBytes),
+			InflightBytes: int64(f.Quotas.InflightBytes), Subscriptions: f.Quotas.Subscriptions,
 		},
 	}
 }

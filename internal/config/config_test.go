@@ -105,7 +105,7 @@ limits:
 }
 
 func TestQuotasSection(t *testing.T) {
-	f, err := Decode(strings.NewReader("quotas:\n  retained_messages: 5\n  retained_bytes: 200000\n"))
+	f, err := Decode(strings.NewReader("quotas:\n  retained_messages: 5\n  retained_bytes: 200000\n  subscriptions: 7\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestQuotasSection(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := f.Options().Quotas
-	if q.RetainedMessages != 5 || q.RetainedBytes != 200000 || q.InflightBytes != -1 {
+	if q.RetainedMessages != 5 || q.RetainedBytes != 200000 || q.InflightBytes != -1 || q.Subscriptions != 7 {
 		t.Fatalf("quotas %+v", q)
 	}
 }

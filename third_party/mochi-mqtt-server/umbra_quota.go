@@ -23,3 +23,21 @@ func (s *Server) umbraAllowDelivery(cl *Client, pk packets.Packet) bool {
 	}
 	return true
 }
+
+// UMBRA PATCH (subscription quota): a hook that implements SubscribeQuota
+// can refuse a subscription (SUBACK 0x97 Quota exceeded; 0x80 for MQTT
+// 3.1.1), for example because the client already has as many as its quota
+// allows. It is asked after the ACL check, for each filter of a SUBSCRIBE.
+type SubscribeQuota interface {
+	AllowSubscribe(cl *Client, sub packets.Subscription) bool
+}
+
+// umbraAllowSubscribe asks every hook that implements SubscribeQuota.
+func (s *Server) umbraAllowSubscribe(cl *Client, sub packets.Subscription) bool {
+	for _, h := range s.hooks.GetAll() {
+		if q, ok := h.(SubscribeQuota); ok && !q.AllowSubscribe(cl, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
@@ -107,6 +108,9 @@ func (b *Broker) loadRetained(r *limits.Retained) error {
 		owner := m.Client
 		if owner == "" {
 			owner = m.Origin
+		}
+		if owner == mqtt.InlineClientId {
+			return nil // Umbra's and Mochi's own messages are not accounted
 		}
 		pk := m.ToPacket()
 		stored = append(stored, limits.StoredRetained{Owner: owner, Topic: string(k), Size: hooks.MessageSize(pk), Created: m.Created})

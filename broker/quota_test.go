@@ -427,3 +427,41 @@ func TestQuotaSubscriptions(t *testing.T) {
 		}
 	}
 }
+
+// A retained will that would put its client over the retained quota is
+// delivered but not retained.
+func TestQuotaRetainedWill(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Quotas = broker.QuotaOptions{RetainedMessages: 1} })
+	watcher := mt.Connect(t, srv.MQTTURL(), "watcher")
+	wills := watcher.Subscribe("w/dying/status", 0)
+	conn, err := net.Dial("tcp", srv.MQTTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	connect := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "dying",
+			WillFlag: true, WillTopic: "w/dying/status", WillPayload: []byte("gone"), WillRetain: true}}
+	if err := connect.ConnectEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	pub := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, ProtocolVersion: 4,
+		TopicName: "w/dying/other", Payload: []byte("fills the quota")}
+	if err := pub.PublishEncode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	quotaPoll(t, "the retained publish", func() bool { _, ok := srv.MQTT().Topics.Retained.Get("w/dying/other"); return ok })
+	_ = conn.Close() // no DISCONNECT: the will is sent
+	if m := mt.Next(t, wills); string(m.Payload) != "gone" {
+		t.Fatalf("will %q", m.Payload)
+	}
+	if _, ok := srv.MQTT().Topics.Retained.Get("w/dying/status"); ok {
+		t.Fatal("a will over the retained quota was retained")
+	}
+	if got := metricValue(t, srv, `umbra_quota_refusals_total{quota="retained"}`); got != 1 {
+		t.Fatalf("refusal metric %v, want 1", got)
+	}
+}

@@ -64,7 +64,7 @@ func (h *Quota) ID() string { return "umbra-quota" }
 // Provides implements mqtt.Hook.
 func (h *Quota) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
+	case mqtt.OnPublish, mqtt.OnWill, mqtt.OnRetainMessage, mqtt.OnRetainedExpired,
 		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnClientExpired:
 		return true
@@ -122,8 +122,28 @@ func (h *Quota) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, e
 	return pk, packets.ErrRejectPacket
 }
 
-// OnRetainMessage accounts a message retained (r == 1) or cleared.
+// OnWill sends a retained will that would put its client over the retained
+// quota without retaining it (the will is still delivered): there is no
+// one left to tell.
+func (h *Quota) OnWill(cl *mqtt.Client, w mqtt.Will) (mqtt.Will, error) {
+	if !w.Retain || len(w.Payload) == 0 {
+		return w, nil
+	}
+	pk := packets.Packet{TopicName: w.TopicName, Payload: w.Payload, Properties: packets.Properties{User: w.User}}
+	if h.retained.Allow(cl.ID, w.TopicName, MessageSize(pk)) {
+		return w, nil
+	}
+	h.refuse(QuotaRetained, cl, pk)
+	w.Retain = false
+	return w, nil
+}
+
+// OnRetainMessage accounts a message retained (r == 1) or cleared. Mochi's
+// own inline client ($SYS topics) is not accounted.
 func (h *Quota) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) {
+	if cl.Net.Inline {
+		return
+	}
 	if r == 1 {
 		h.retained.Set(cl.ID, pk.TopicName, MessageSize(pk))
 		return

@@ -61,7 +61,9 @@ func checkNotEmpty(path string) error {
 // openReadOnly opens the database file at path for the maintenance
 // commands. It fails with ErrLocked while a broker has it open.
 func openReadOnly(path string) (db *bolt.DB, err error) {
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("store: no database at %s (wrong --data-dir?)", path)
+	} else if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	if err := checkNotEmpty(path); err != nil {

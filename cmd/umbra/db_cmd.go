@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/store"
@@ -87,7 +88,7 @@ func parseDB(fs *flag.FlagSet, args []string, want int, what string) ([]string, 
 			if errors.Is(err, flag.ErrHelp) {
 				return nil, err
 			}
-			return nil, usageError{fmt.Errorf("%s: %v", fs.Name(), err)}
+			return nil, usageError{fmt.Errorf("%s: %v", strings.TrimPrefix(fs.Name(), "umbra "), err)}
 		}
 		if fs.NArg() == 0 {
 			break
@@ -96,7 +97,7 @@ func parseDB(fs *flag.FlagSet, args []string, want int, what string) ([]string, 
 		args = fs.Args()[1:]
 	}
 	if len(pos) != want {
-		return nil, usageError{fmt.Errorf("%s: want %s, got %q", fs.Name(), what, pos)}
+		return nil, usageError{fmt.Errorf("%s: want %s, got %q (see %s -h)", strings.TrimPrefix(fs.Name(), "umbra "), what, pos, fs.Name())}
 	}
 	return pos, nil
 }

@@ -51,6 +51,7 @@ var oaRoutes = []oaRoute{
 	{method: "GET", path: "/readyz", tag: "operations", summary: "Readiness: 200 while accepting work; 503 (one line per reason) while shutting down, a listener cannot accept, or the store cannot commit", status: 200, result: "Text", media: "text/plain", errs: []int{503}},
 	{method: "GET", path: "/metrics", tag: "operations", summary: "Prometheus metrics", role: "viewer", status: 200, result: "Text", media: "text/plain", shadowErrs: true},
 	{method: "GET", path: "/openapi.json", tag: "operations", summary: "This document", status: 200, result: "Object"},
+	{method: "GET", path: "/api/admin/backup", tag: "operations", summary: "Online backup: the database file as one read transaction sees it (umbra db backup --online)", role: "admin", status: 200, result: "Text", media: "application/octet-stream", shadowErrs: true},
 	{method: "GET", path: "/", tag: "dashboard", summary: "Redirects to the dashboard at /ui/", status: 302},
 	{method: "GET", path: "/ui/", tag: "dashboard", summary: "The web dashboard (static files under /ui/)", status: 200, result: "Text", media: "text/html", errs: []int{404}},
 

@@ -205,6 +205,11 @@ func (b *Broker) addHooks() error {
 	b.wireAccess(sessions)
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
+	quota, err := b.quotaHook()
+	if err != nil {
+		return err
+	}
+	hs = append(hs, quota)
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}

@@ -120,6 +120,9 @@ type Options struct {
 	// second TLS port that sends no CertificateRequest, for password
 	// clients on old TLS stacks.
 	Listeners []ListenerOptions
+	// Quotas bound the memory and disk one client can take (retained
+	// messages, bytes held for its session); see QuotaOptions.
+	Quotas QuotaOptions
 
 	// UnsafeNoSync skips fsync. It exists only so benchmarks can show what
 	// durability costs; acknowledged writes can be lost on a crash.
@@ -229,6 +232,9 @@ func (o Options) validate() error {
 		errs = append(errs, err)
 	}
 	positive("max connections per ip", int64(o.Limits.MaxConnsPerIP))
+	if q := o.Quotas.withDefaults(o.MaxPacketSize); q.RetainedBytes > 0 && q.RetainedBytes < int64(o.MaxPacketSize) {
+		errs = append(errs, fmt.Errorf("retained bytes quota (%d) is below max packet size (%d): a single retained message could never fit", q.RetainedBytes, o.MaxPacketSize))
+	}
 	if o.Registration != registry.PolicyAuto && o.Registration != registry.PolicyStrict {
 		errs = append(errs, fmt.Errorf("registration policy %q: want auto or strict", o.Registration))
 	}

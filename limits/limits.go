@@ -1,6 +1,7 @@
 // Package limits keeps one client from starving the others: a request rate
 // per thing (AWS IoT: 20 shadow requests per second per thing) and a cap on
-// requests in flight per principal (AWS: 10 per connection).
+// requests in flight per principal (AWS: 10 per connection); and quotas on
+// what one client makes the broker hold (Retained, Inflight; see quota.go).
 package limits
 
 import (

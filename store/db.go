@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -79,7 +80,9 @@ type DB struct {
 }
 
 // Open opens (creating if needed) the database in dir and starts the committer.
-func Open(dir string, opts Options) (*DB, error) {
+// A damaged file gives an error wrapping ErrCorrupt that names the file and
+// the recovery commands (never a panic); a file of 0 bytes gives ErrEmptyFile.
+func Open(dir string, opts Options) (db *DB, err error) {
 	if opts.LockTimeout == 0 {
 		opts.LockTimeout = time.Second
 	}
@@ -90,7 +93,20 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("store: data directory %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, FileName)
-	b, err := bolt.Open(path, 0o600, &bolt.Options{
+	if err := preflight(path, opts.LockTimeout); err != nil {
+		return nil, err
+	}
+	// bbolt panics (or faults) on some damaged pages while it opens the
+	// file and rebuilds the free list; report that as a corrupt file.
+	var b *bolt.DB
+	defer func() { // runs after guard: a panic has become err
+		if err != nil && db == nil && b != nil {
+			_ = b.Close()
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer guard(path, &err)
+	b, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:      opts.LockTimeout,
 		NoSync:       opts.NoSync,
 		FreelistType: bolt.FreelistMapType,
@@ -100,6 +116,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	})
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+		return nil, corruptError(path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
@@ -113,10 +132,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		return migrate(tx)
 	})
 	if err != nil {
-		_ = b.Close()
-		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
+		return nil, fmt.Errorf("store: initialise %s: %w", path, err) // the deferred func closes b
 	}
-	db := &DB{
+	db = &DB{
 		bolt:   b,
 		opts:   opts,
 		path:   path,

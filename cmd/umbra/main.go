@@ -35,6 +35,7 @@ Usage:
   umbra sim [flags]      simulate a fleet of ESP32 devices against a broker (umbra sim -h)
   umbra bench [flags]    measure throughput, latency and memory (umbra bench -h)
   umbra version          print the version
+  umbra db check|backup|compact|salvage   database maintenance (umbra db -h)
 
 Client (talks to the REST API; --server/UMBRA_SERVER, --api-key/UMBRA_API_KEY,
 or ~/.config/umbra/cli.yaml; --json prints the API's JSON):
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []str
 		err = simCmd(ctx, args[1:], stdout, stderr, env)
 	case "bench":
 		err = benchCmd(ctx, args[1:], stdout, stderr, env)
+	case "db":
+		err = dbCmd(ctx, args[1:], stdout, stderr, env)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "umbra", versionString())
 		return 0

@@ -38,6 +38,16 @@ type File struct {
 	Limits   Limits   `yaml:"limits"`
 	Registry Registry `yaml:"registry"`
 	Log      Log      `yaml:"log"`
+	Quotas   Quotas   `yaml:"quotas"`
+}
+
+// Quotas bound the memory and disk one client can take (0: default,
+// negative: no quota); see broker.QuotaOptions.
+type Quotas struct {
+	RetainedMessages int `yaml:"retained_messages"`
+	RetainedBytes    int `yaml:"retained_bytes"`
+	InflightBytes    int `yaml:"inflight_bytes"`
+	Subscriptions    int `yaml:"subscriptions"`
 }
 
 // Registry configures the device registry.
@@ -325,6 +335,10 @@ func (f File) Options() broker.Options {
 			ReadHeaderTimeout: f.HTTP.ReadHeaderTimeout, ReadTimeout: f.HTTP.ReadTimeout,
 			WriteTimeout: f.HTTP.WriteTimeout, IdleTimeout: f.HTTP.IdleTimeout,
 			MaxHeaderBytes: f.HTTP.MaxHeaderBytes, MaxConnsPerIP: f.HTTP.MaxConnsPerIP,
+		},
+		Quotas: broker.QuotaOptions{
+			RetainedMessages: f.Quotas.RetainedMessages, RetainedBytes: int64(f.Quotas.RetainedBytes),
+			InflightBytes: int64(f.Quotas.InflightBytes), Subscriptions: f.Quotas.Subscriptions,
 		},
 	}
 }

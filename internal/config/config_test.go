@@ -133,3 +133,17 @@ http:
 		t.Fatalf("env: %+v", g.HTTP)
 	}
 }
+
+func TestQuotasSection(t *testing.T) {
+	f, err := Decode(strings.NewReader("quotas:\n  retained_messages: 5\n  retained_bytes: 200000\n  subscriptions: 7\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(&f, []string{"UMBRA_QUOTAS_INFLIGHT_BYTES=-1"}); err != nil {
+		t.Fatal(err)
+	}
+	q := f.Options().Quotas
+	if q.RetainedMessages != 5 || q.RetainedBytes != 200000 || q.InflightBytes != -1 || q.Subscriptions != 7 {
+		t.Fatalf("quotas %+v", q)
+	}
+}

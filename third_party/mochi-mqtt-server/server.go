@@ -1110,6 +1110,12 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		}
 
 		out.PacketID = uint16(i) // [MQTT-2.2.1-4]
+
+		// UMBRA PATCH (delivery quota): see umbra_quota.go.
+		if !s.umbraAllowDelivery(cl, out) {
+			atomic.AddInt64(&s.Info.InflightDropped, 1)
+			return out, packets.ErrQuotaExceeded
+		}
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
 
 		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
@@ -1289,6 +1295,8 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			if s.Options.Capabilities.Compatibilities.ObscureNotAuthorized {
 				reasonCodes[i] = packets.ErrUnspecifiedError.Code
 			}
+		} else if !s.umbraAllowSubscribe(cl, sub) { // UMBRA PATCH (subscription quota): see umbra_quota.go
+			reasonCodes[i] = packets.ErrQuotaExceeded.Code
 		} else {
 			isNew := s.Topics.Subscribe(cl.ID, sub) // [MQTT-3.8.4-3]
 			if isNew {

@@ -37,6 +37,8 @@ type cli struct {
 	// From flags (empty: not given).
 	server, apiKey, caFile, config string
 	json                           bool
+	output                         string // -o: "", json, yaml, wide
+	yaml                           bool   // -o yaml: print the JSON as YAML
 
 	http *http.Client
 	base string
@@ -76,7 +78,9 @@ func (c *cli) flagSet(name, argsUsage, summary string) *flag.FlagSet {
 	fs.StringVar(&c.apiKey, "api-key", "", "API key, sent as Authorization: Bearer (default $UMBRA_API_KEY)")
 	fs.StringVar(&c.caFile, "ca-file", "", "PEM CA certificate to verify an HTTPS server (default $UMBRA_CA_FILE)")
 	fs.StringVar(&c.config, "config", "", "client config file (default ~/.config/umbra/cli.yaml; $UMBRA_CLI_CONFIG)")
-	fs.BoolVar(&c.json, "json", false, "print the API's JSON instead of a table")
+	fs.BoolVar(&c.json, "json", false, "print the API's JSON instead of a table (same as -o json)")
+	fs.StringVar(&c.output, "o", "", "output format: json, yaml or wide (a table; the default)")
+	fs.StringVar(&c.output, "output", "", "same as -o")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: umbra %s %s\n\n%s\n\nFlags:\n", name, argsUsage, summary)
 		fs.PrintDefaults()
@@ -112,7 +116,10 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, min, max int, what string) 
 	if max >= 0 && len(pos) > max {
 		return nil, usageError{fmt.Errorf("%s: unexpected argument %q (usage: %s %s)", strings.TrimPrefix(fs.Name(), "umbra "), pos[max], fs.Name(), what)}
 	}
-	return pos, c.connect()
+	if err := c.setOutput(); err != nil {
+		return nil, err
+	}
+	return pos, nil
 }
 
 // connect resolves the server, key and CA: flags, then environment, then
@@ -200,6 +207,11 @@ func (c *cli) request(method, path string, query url.Values, body any) ([]byte, 
 }
 
 func (c *cli) send(ctx context.Context, method, path string, query url.Values, body any, timeout time.Duration) (*http.Response, error) {
+	if c.http == nil { // connect lazily, on the first request
+		if err := c.connect(); err != nil {
+			return nil, err
+		}
+	}
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -285,6 +297,9 @@ func (c *cli) getJSON(method, path string, query url.Values, body, v any) ([]byt
 
 // printJSON prints an API answer, indented.
 func (c *cli) printJSON(raw []byte) error {
+	if c.yaml {
+		return c.printYAML(raw)
+	}
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, bytes.TrimSpace(raw), "", "  "); err != nil {
 		_, err = c.stdout.Write(raw)
@@ -453,4 +468,46 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// setOutput checks -o and folds it into the json/yaml switches.
+func (c *cli) setOutput() error {
+	switch c.output {
+	case "", "wide", "table":
+	case "json":
+		c.json = true
+	case "yaml", "yml":
+		c.json, c.yaml = true, true
+	default:
+		return usageError{fmt.Errorf("-o %q: want json, yaml or wide", c.output)}
+	}
+	return nil
+}
+
+// printYAML prints a JSON document as YAML. JSON is YAML, so decoding it
+// into yaml.Node keeps every scalar's text: numbers come out exactly as the
+// server sent them (no float rounding).
+func (c *cli) printYAML(raw []byte) error {
+	var n yaml.Node
+	if err := yaml.Unmarshal(bytes.TrimSpace(raw), &n); err != nil {
+		return fmt.Errorf("printing YAML: %v", err)
+	}
+	clearStyle(&n)
+	enc := yaml.NewEncoder(c.stdout)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+// clearStyle drops JSON's flow style and quoting so the YAML is block style.
+func clearStyle(n *yaml.Node) {
+	n.Style &^= yaml.FlowStyle
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" {
+		n.Style &^= yaml.DoubleQuotedStyle
+	}
+	for _, k := range n.Content {
+		clearStyle(k)
+	}
 }

@@ -6,13 +6,6 @@ import (
 	"net/url"
 )
 
-func init() {
-	addVerbs("credentials",
-		verb{"issue", "THING", "create or rotate a thing's secret (printed once)", credentialsIssue},
-		verb{"revoke", "THING", "delete a thing's secret (its connection is ended)", credentialsRevoke},
-	)
-}
-
 func credentialsPath(thing string) string {
 	return "/api/things/" + url.PathEscape(thing) + "/credentials"
 }

@@ -6,17 +6,6 @@ import (
 	"net/url"
 )
 
-func init() {
-	addVerbs("groups",
-		verb{"ls", "", "list groups", groupsLs},
-		verb{"get", "GROUP", "show a group and its members", groupsGet},
-		verb{"create", "GROUP [--query Q] [--parent P] [--description D]", "create a static group, or a dynamic one with --query", groupsCreate},
-		verb{"rm", "GROUP", "delete a group", groupsRm},
-		verb{"add", "GROUP THING ...", "add things to a static group", groupsMember("PUT")},
-		verb{"remove", "GROUP THING ...", "remove things from a static group", groupsMember("DELETE")},
-	)
-}
-
 type groupJSON struct {
 	Name        string `json:"groupName"`
 	Parent      string `json:"parentGroupName"`

@@ -8,15 +8,6 @@ import (
 	"time"
 )
 
-func init() {
-	addVerbs("jobs",
-		verb{"create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON) [--condition Q] [--rate N]", "write desired state to many things", jobsCreate},
-		verb{"ls", "", "list jobs", jobsLs},
-		verb{"get", "ID [--watch [--until applied|converged]]", "show a job's progress", jobsGet},
-		verb{"cancel", "ID", "cancel a running job", jobsCancel},
-	)
-}
-
 type jobJSON struct {
 	ID   string `json:"id"`
 	Spec struct {

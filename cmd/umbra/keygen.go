@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 
@@ -12,8 +13,13 @@ import (
 // keygen prints a fresh secret with the two hashed forms the configuration
 // takes: sha256 for auth.api_keys, bcrypt for auth.services.
 func keygen(args []string, stdout io.Writer) error {
-	if len(args) > 0 {
-		return usageError{fmt.Errorf("keygen takes no arguments, got %q", args)}
+	fs := flag.NewFlagSet("umbra keygen", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: umbra keygen\n\nPrint a new random secret with its sha256 (auth.api_keys) and bcrypt (auth.services) hashes.\n")
+	}
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
 	}
 	secret := auth.NewSecret()
 	hash, err := bcrypt.GenerateFromPassword([]byte(secret), auth.SecretCost)

@@ -38,7 +38,7 @@ Usage:
   umbra db check|backup|compact|salvage   database maintenance (umbra db -h)
 
 Client (talks to the REST API; --server/UMBRA_SERVER, --api-key/UMBRA_API_KEY,
-or ~/.config/umbra/cli.yaml; --json prints the API's JSON):
+or ~/.config/umbra/cli.yaml; -o json|yaml|wide picks the output, --json = -o json):
 ` + clientUsage() + `
 Exit codes: 0 ok, 1 the server answered with an error, 2 usage error,
 3 the server cannot be reached.
@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []str
 		fmt.Fprint(stdout, usageText())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "umbra: unknown command %q\n\n%s", args[0], usageText())
+		fmt.Fprintf(stderr, "umbra: unknown command %q%s\n\n%s", args[0], didYouMean(args[0], allNouns()), usageText())
 		return 2
 	}
 	return exitCode(err, stderr)

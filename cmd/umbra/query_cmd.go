@@ -5,10 +5,6 @@ import (
 	"net/url"
 )
 
-func init() {
-	addVerbs("query", verb{"query", `"QUERY" [--count | --buckets FIELD] [--limit N]`, "run a fleet query: matching things, their count, or counts by a field's values", queryCmd})
-}
-
 func queryCmd(c *cli, cmd string, args []string) error {
 	fs := c.flagSet(cmd, `"QUERY" [--count | --buckets FIELD] [--limit N]`,
 		"Run a fleet query, e.g. umbra query 'attributes.ring:canary AND shadow.reported.firmware_version<2.0.0'.")

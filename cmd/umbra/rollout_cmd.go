@@ -10,21 +10,6 @@ import (
 	"time"
 )
 
-func init() {
-	addVerbs("rollout",
-		verb{"create", "-f spec.json [--start] [--plan TOKEN]", "create a rollout from a JSON spec (--plan: exactly the previewed waves)", rolloutCreate},
-		verb{"preview", "(-f spec.json | ID)", "show the devices of each wave", rolloutPreview},
-		verb{"status", "ID [--watch] [--devices]", "show per-wave progress (--watch: live until the rollout ends; --devices: each device)", rolloutStatus},
-		verb{"ls", "", "list rollouts", rolloutLs},
-		verb{"start", "ID", "start a created rollout", rolloutAction("start")},
-		verb{"pause", "ID", "pause a rollout", rolloutAction("pause")},
-		verb{"resume", "ID", "resume a paused or halted rollout", rolloutAction("resume")},
-		verb{"cancel", "ID", "cancel a rollout", rolloutAction("cancel")},
-		verb{"rollback", "ID", "restore the previous desired values", rolloutAction("rollback")},
-		verb{"approve", "ID [--wave N]", "approve a wave that waits for approval", rolloutAction("approve")},
-	)
-}
-
 type rolloutJSON struct {
 	ID   string `json:"id"`
 	Spec struct {

@@ -9,17 +9,6 @@ import (
 	"strings"
 )
 
-func init() {
-	addVerbs("shadow",
-		verb{"get", "THING [--name N]", "print a shadow's desired, reported and delta state", shadowGet},
-		verb{"ls", "THING [--limit N]", "list a thing's named shadows", shadowLs},
-		verb{"update", "THING ['{\"state\":...}' | --desired k=v ... | --reported k=v ...] [--name N]", "change a shadow (k=v sets a string, k:=JSON any value)", shadowUpdate},
-		verb{"delete", "THING [--name N]", "delete a shadow", shadowDelete},
-		verb{"history", "THING [--name N] [--limit N]", "list a shadow's accepted changes, newest first", shadowHistory},
-		verb{"watch", "THING [--name N] [--count N]", "follow a shadow's changes live", shadowWatch},
-	)
-}
-
 func shadowPath(thing string) string { return "/things/" + url.PathEscape(thing) + "/shadow" }
 
 // shadowLabel names a shadow in messages: the thing, and the shadow's name

@@ -7,17 +7,6 @@ import (
 	"strings"
 )
 
-func init() {
-	addVerbs("things",
-		verb{"ls", "[--limit N]", "list things", thingsLs},
-		verb{"get", "THING", "show a thing: type, attributes, groups, connectivity", thingsGet},
-		verb{"connectivity", "THING", "a thing's last connects and disconnects, newest first", thingsConnectivity},
-		verb{"create", "THING [--type T] [key=value ...]", "register a thing", thingsCreate},
-		verb{"tag", "THING key=value ... key- ...", "set (k=v) or remove (k-) attributes", thingsTag},
-		verb{"rm", "THING [--expected-version N]", "delete a thing", thingsRm},
-	)
-}
-
 type thingJSON struct {
 	Name         string            `json:"thingName"`
 	Type         string            `json:"thingTypeName"`

@@ -7,15 +7,6 @@ import (
 	"strings"
 )
 
-func init() {
-	addVerbs("types",
-		verb{"ls", "", "list thing types", typesLs},
-		verb{"create", "TYPE [--description D] [--attributes a,b,...]", "create a thing type", typesCreate},
-		verb{"deprecate", "TYPE [--undo]", "stop (or allow again) new things of a type", typesDeprecate},
-		verb{"rm", "TYPE", "delete a type no thing uses", typesRm},
-	)
-}
-
 type typeJSON struct {
 	Name        string   `json:"thingTypeName"`
 	Description string   `json:"description"`

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,12 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/umbra-iot/umbra/client"
 )
 
 // The client commands (umbra shadow|things|query|groups|jobs|rollout) talk
@@ -40,7 +38,7 @@ type cli struct {
 	output                         string // -o: "", json, yaml, wide
 	yaml                           bool   // -o yaml: print the JSON as YAML
 
-	http *http.Client
+	api  *client.Client // nil until the first request
 	base string
 }
 
@@ -52,22 +50,10 @@ type cliConfig struct {
 }
 
 // apiError is an error answer of the server (exit code 1).
-type apiError struct {
-	Status  int
-	Message string
-	Field   string
-}
-
-func (e *apiError) Error() string {
-	msg := e.Message
-	if e.Field != "" && !strings.Contains(msg, e.Field) {
-		msg += " (field " + e.Field + ")"
-	}
-	return fmt.Sprintf("%d %s", e.Status, msg)
-}
+type apiError = client.Error
 
 // unreachableError means no answer came from the server (exit code 3).
-type unreachableError struct{ error }
+type unreachableError = client.UnreachableError
 
 // flagSet returns a flag set for a client command with the connection and
 // output flags every client command takes.
@@ -167,111 +153,63 @@ func (c *cli) connect() error {
 	server := pick(c.server, lookup(c.env, "UMBRA_SERVER"), file.Server, "http://127.0.0.1:8080")
 	c.apiKey = pick(c.apiKey, lookup(c.env, "UMBRA_API_KEY"), file.APIKey)
 	caFile := pick(c.caFile, lookup(c.env, "UMBRA_CA_FILE"), file.CAFile)
-	if !strings.Contains(server, "://") {
-		server = "http://" + server
+	api, err := client.New(client.Config{Server: server, APIKey: c.apiKey, CAFile: caFile, UserAgent: "umbra-cli/" + versionString()})
+	if err != nil {
+		return usageError{err}
 	}
-	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return usageError{fmt.Errorf("server %q: want a URL such as http://127.0.0.1:8080", server)}
-	}
-	c.base = strings.TrimRight(u.String(), "/")
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return usageError{fmt.Errorf("CA file: %v", err)}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return usageError{fmt.Errorf("CA file %s holds no PEM certificate", caFile)}
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-	}
-	c.http = &http.Client{Transport: tr}
+	c.api, c.base = api, api.BaseURL()
 	return nil
 }
 
-// request sends a request; body is nil, []byte (JSON as is) or a value to
-// encode. It returns the response body of a 2xx answer.
+// request sends a request (see client.Client.Do for body) with a 30s
+// timeout and returns the body of a 2xx answer.
 func (c *cli) request(method, path string, query url.Values, body any) ([]byte, error) {
-	resp, err := c.send(c.ctx, method, path, query, body, 30*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, unreachableError{fmt.Errorf("reading the answer of %s: %v", c.base, err)}
-	}
-	return b, nil
+	return c.getJSON(method, path, query, body, nil)
 }
 
+// getJSON requests and decodes the answer into v; it returns the raw body.
+func (c *cli) getJSON(method, path string, query url.Values, body, v any) ([]byte, error) {
+	if err := c.lazyConnect(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	b, err := c.api.Call(ctx, method, path, query, body, v)
+	if err != nil && c.ctx.Err() != nil {
+		return nil, c.ctx.Err()
+	}
+	return b, err
+}
+
+// send sends a request whose answer the caller reads (and closes);
+// timeout 0 means none.
 func (c *cli) send(ctx context.Context, method, path string, query url.Values, body any, timeout time.Duration) (*http.Response, error) {
-	if c.http == nil { // connect lazily, on the first request
-		if err := c.connect(); err != nil {
-			return nil, err
-		}
-	}
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	default:
-		enc, err := json.Marshal(b)
-		if err != nil {
-			return nil, err
-		}
-		rd = bytes.NewReader(enc)
-	}
-	u := c.base + path
-	if len(query) > 0 {
-		u += "?" + query.Encode()
+	if err := c.lazyConnect(); err != nil {
+		return nil, err
 	}
 	var cancel context.CancelFunc = func() {}
 	if timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		cancel()
-		return nil, usageError{err}
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "umbra-cli/"+versionString())
-	if c.apiKey != "" {
-		req.Header.Set("Authorization", "Bearer "+c.apiKey)
-	}
-	resp, err := c.http.Do(req)
+	resp, err := c.api.Do(ctx, method, path, query, body)
 	if err != nil {
 		cancel()
 		if c.ctx.Err() != nil {
 			return nil, c.ctx.Err()
 		}
-		return nil, unreachableError{fmt.Errorf("cannot reach %s: %v", c.base, errors.Unwrap(err))}
+		return nil, err
 	}
 	resp.Body = &cancelBody{resp.Body, cancel}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		e := &apiError{Status: resp.StatusCode}
-		var doc struct {
-			Message string `json:"message"`
-			Field   string `json:"field"`
-		}
-		if json.Unmarshal(b, &doc) == nil && doc.Message != "" {
-			e.Message, e.Field = doc.Message, doc.Field
-		} else if s := strings.TrimSpace(string(b)); s != "" && len(s) < 200 {
-			e.Message = s
-		} else {
-			e.Message = strings.ToLower(http.StatusText(resp.StatusCode))
-		}
-		return nil, e
-	}
 	return resp, nil
+}
+
+// lazyConnect resolves the connection settings on the first request, so
+// that parsing a command line never depends on them.
+func (c *cli) lazyConnect() error {
+	if c.api != nil {
+		return nil
+	}
+	return c.connect()
 }
 
 type cancelBody struct {
@@ -280,20 +218,6 @@ type cancelBody struct {
 }
 
 func (b *cancelBody) Close() error { err := b.ReadCloser.Close(); b.cancel(); return err }
-
-// getJSON requests and decodes the answer into v; it returns the raw body.
-func (c *cli) getJSON(method, path string, query url.Values, body, v any) ([]byte, error) {
-	b, err := c.request(method, path, query, body)
-	if err != nil {
-		return nil, err
-	}
-	if v != nil && len(b) > 0 {
-		if err := json.Unmarshal(b, v); err != nil {
-			return nil, fmt.Errorf("unexpected answer from %s%s: %v", c.base, path, err)
-		}
-	}
-	return b, nil
-}
 
 // printJSON prints an API answer, indented.
 func (c *cli) printJSON(raw []byte) error {
@@ -314,84 +238,22 @@ func (c *cli) printJSON(raw []byte) error {
 // the context ends or the stream breaks. ready runs once the stream is
 // open.
 func (c *cli) stream(ctx context.Context, path string, query url.Values, ready func(), fn func(typ string, data []byte) (bool, error)) error {
-	resp, err := c.send(ctx, "GET", path, query, nil, 0)
-	if err != nil {
+	if err := c.lazyConnect(); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if ready != nil {
-		ready()
-	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	var typ string
-	var data []byte
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if data != nil {
-				done, err := fn(typ, data)
-				if err != nil || done {
-					return err
-				}
-			}
-			typ, data = "", nil
-		case strings.HasPrefix(line, "event:"):
-			typ = strings.TrimSpace(line[len("event:"):])
-		case strings.HasPrefix(line, "data:"):
-			data = append(data, strings.TrimPrefix(line[len("data:"):], " ")...)
-		}
-	}
-	if ctx.Err() != nil {
-		return nil
-	}
-	if err := sc.Err(); err != nil {
-		return unreachableError{fmt.Errorf("event stream from %s broke: %v", c.base, err)}
-	}
-	return unreachableError{fmt.Errorf("event stream from %s ended", c.base)}
+	return c.api.Stream(ctx, path, query, ready, fn)
 }
 
 // table returns a writer for aligned columns; call Flush.
 func (c *cli) table() *tabwriter.Writer { return tabwriter.NewWriter(c.stdout, 0, 8, 2, ' ', 0) }
 
 // formatTime prints Unix seconds (or milliseconds) in UTC, "-" for zero.
-// fetchPages reads a paged list (pageSize/nextToken) whose items are in the
-// answer's field: every page, or the first limit items when limit > 0,
-// asking for up to maxPage at a time.
+// fetchPages reads a paged list: every page, or the first limit items.
 func fetchPages[T any](c *cli, path, field string, limit, maxPage int) ([]T, error) {
-	var all []T
-	next := ""
-	for {
-		q := url.Values{"pageSize": {strconv.Itoa(maxPage)}}
-		if limit > 0 && limit < maxPage {
-			q.Set("pageSize", strconv.Itoa(limit))
-		}
-		if next != "" {
-			q.Set("nextToken", next)
-		}
-		var page map[string]json.RawMessage
-		if _, err := c.getJSON("GET", path, q, nil, &page); err != nil {
-			return nil, err
-		}
-		var items []T
-		if raw, ok := page[field]; ok {
-			if err := json.Unmarshal(raw, &items); err != nil {
-				return nil, fmt.Errorf("%s: %s: %w", path, field, err)
-			}
-		}
-		all = append(all, items...)
-		if limit > 0 && len(all) >= limit {
-			return all[:limit], nil
-		}
-		next = ""
-		if raw, ok := page["nextToken"]; ok {
-			_ = json.Unmarshal(raw, &next)
-		}
-		if next == "" {
-			return all, nil
-		}
+	if err := c.lazyConnect(); err != nil {
+		return nil, err
 	}
+	return client.Pages[T](c.ctx, c.api, path, field, limit, maxPage)
 }
 
 func formatTime(v int64) string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -371,30 +370,34 @@ func dynamicCandidates(c *cli, g *group, words []string) []string {
 	var out []string
 	switch kind {
 	case "things":
-		all, err := fetchPages[json.RawMessage](c, "/api/things", "things", 0, 1000)
+		things, err := c.api.ListThings(c.ctx)
 		if err != nil {
 			return nil
 		}
-		for _, raw := range all {
-			var t struct {
-				Name string `json:"thingName"`
-			}
-			if json.Unmarshal(raw, &t) == nil {
-				out = append(out, t.Name)
-			}
+		for _, t := range things {
+			out = append(out, t.Name)
 		}
-	case "groups", "jobs", "rollouts":
-		var doc map[string][]map[string]any
-		if _, err := c.getJSON("GET", "/api/"+kind, nil, nil, &doc); err != nil {
+	case "groups":
+		groups, err := c.api.ListGroups(c.ctx)
+		if err != nil {
 			return nil
 		}
-		key := map[string]string{"groups": "groupName", "jobs": "id", "rollouts": "id"}[kind]
-		for _, items := range doc {
-			for _, it := range items {
-				if s, ok := it[key].(string); ok {
-					out = append(out, s)
-				}
-			}
+		for _, g := range groups {
+			out = append(out, g.Name)
+		}
+	case "rollouts":
+		out, _ = c.api.RolloutIDs(c.ctx)
+	case "jobs":
+		var doc struct {
+			Jobs []struct {
+				ID string `json:"id"`
+			} `json:"jobs"`
+		}
+		if _, err := c.getJSON("GET", "/api/jobs", nil, nil, &doc); err != nil {
+			return nil
+		}
+		for _, j := range doc.Jobs {
+			out = append(out, j.ID)
 		}
 	}
 	return out

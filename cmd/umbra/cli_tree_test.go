@@ -123,6 +123,23 @@ func TestCLITree(t *testing.T) {
 		}
 	})
 
+	t.Run("watch verbs", func(t *testing.T) {
+		r.t = t
+		var job struct{ ID string }
+		if out := r.ok("jobs", "create", "w", "--target", "thingName:tree-001", "--set", "k=v", "-o", "json"); json.Unmarshal([]byte(out), &job) != nil || job.ID == "" {
+			t.Fatalf("jobs create: %s", out)
+		}
+		if a, b := r.ok("jobs", "watch", job.ID), r.ok("jobs", "get", job.ID, "--watch"); !strings.Contains(a, job.ID) || lastLine(a) != lastLine(b) {
+			t.Errorf("jobs watch / jobs get --watch:\n%s\n%s", a, b)
+		}
+		r.ok("rollouts", "cancel", ro.ID)
+		a, aerr, acode := r.run("rollouts", "watch", ro.ID)
+		b, berr, bcode := r.run("rollouts", "status", ro.ID, "--watch")
+		if acode != bcode || a != b || aerr != berr || !strings.Contains(a, "cancel") {
+			t.Errorf("rollouts watch (exit %d):\n%s%s\nstatus --watch (exit %d):\n%s%s", acode, a, aerr, bcode, b, berr)
+		}
+	})
+
 	t.Run("help everywhere", func(t *testing.T) {
 		r.t = t
 		var cmds [][]string
@@ -216,3 +233,8 @@ COMP_WORDS=("$UMBRA_BIN" things get tree-00); COMP_CWORD=3; _umbra; printf '%s\n
 }
 
 func firstLine(s string) string { l, _, _ := strings.Cut(s, "\n"); return l }
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}

@@ -77,12 +77,14 @@ var clientGroups = []*group{
 		v("ls", "", "list jobs", jobsLs, "list"),
 		v("get", "ID [--watch [--until applied|converged]]", "show a job's progress", jobsGet),
 		v("cancel", "ID", "cancel a running job", jobsCancel),
+		v("watch", "ID [--until applied|converged]", "follow a job's progress until it is done (= get --watch)", withWatch(jobsGet)),
 	}},
 	{name: "rollouts", aliases: []string{"rollout"}, summary: "phased rollouts", verbs: []verb{
 		v("create", "-f spec.json [--start] [--plan TOKEN]", "create a rollout from a JSON spec (--plan: exactly the previewed waves)", rolloutCreate),
 		v("preview", "(-f spec.json | ID)", "show the devices of each wave", rolloutPreview),
 		v("status", "ID [--watch] [--devices]", "show per-wave progress (--watch: live until the rollout ends; --devices: each device)", rolloutStatus),
 		v("ls", "", "list rollouts", rolloutLs, "list"),
+		v("watch", "ID [--devices]", "follow a rollout live until it ends (= status --watch)", withWatch(rolloutStatus)),
 		v("start", "ID", "start a created rollout", rolloutAction("start")),
 		v("pause", "ID", "pause a rollout", rolloutAction("pause")),
 		v("resume", "ID", "resume a paused or halted rollout", rolloutAction("resume")),
@@ -90,6 +92,15 @@ var clientGroups = []*group{
 		v("rollback", "ID", "restore the previous desired values", rolloutAction("rollback")),
 		v("approve", "ID [--wave N]", "approve a wave that waits for approval", rolloutAction("approve")),
 	}},
+}
+
+// withWatch is a "watch" verb: the given verb with --watch, so that every
+// noun whose objects change follows them the same way (shadow watch, jobs
+// watch, rollouts watch).
+func withWatch(run func(c *cli, name string, args []string) error) func(c *cli, name string, args []string) error {
+	return func(c *cli, name string, args []string) error {
+		return run(c, name, append([]string{"--watch"}, args...))
+	}
 }
 
 // topCommands are the commands outside the client groups.

@@ -4,17 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+
+	"github.com/umbra-iot/umbra/registry"
 )
 
-type groupJSON struct {
-	Name        string `json:"groupName"`
-	Parent      string `json:"parentGroupName"`
-	Description string `json:"description"`
-	Query       string `json:"queryString"`
-	CreatedAt   int64  `json:"createdAt"`
-}
+// groupJSON is the API's wire type for a group.
+type groupJSON = registry.Group
 
-func (g groupJSON) kind() string {
+func groupKind(g groupJSON) string {
 	if g.Query != "" {
 		return "dynamic"
 	}
@@ -41,7 +38,7 @@ func groupsLs(c *cli, cmd string, args []string) error {
 	tw := c.table()
 	fmt.Fprintln(tw, "NAME\tKIND\tPARENT\tQUERY\tDESCRIPTION")
 	for _, g := range out.Groups {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.Name, g.kind(), orDash(g.Parent), orDash(g.Query), orDash(g.Description))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", g.Name, groupKind(g), orDash(g.Parent), orDash(g.Query), orDash(g.Description))
 	}
 	return tw.Flush()
 }
@@ -71,7 +68,7 @@ func groupsGet(c *cli, cmd string, args []string) error {
 	}
 	tw := c.table()
 	fmt.Fprintf(tw, "NAME\t%s\n", g.Name)
-	fmt.Fprintf(tw, "KIND\t%s\n", g.kind())
+	fmt.Fprintf(tw, "KIND\t%s\n", groupKind(g))
 	fmt.Fprintf(tw, "PARENT\t%s\n", orDash(g.Parent))
 	fmt.Fprintf(tw, "QUERY\t%s\n", orDash(g.Query))
 	fmt.Fprintf(tw, "DESCRIPTION\t%s\n", orDash(g.Description))

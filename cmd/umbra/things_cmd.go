@@ -5,20 +5,16 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/umbra-iot/umbra/registry"
 )
 
+// thingJSON is a thing as GET /api/things/{name} answers: the registry's
+// wire type with the thing's groups and connectivity.
 type thingJSON struct {
-	Name         string            `json:"thingName"`
-	Type         string            `json:"thingTypeName"`
-	Attributes   map[string]string `json:"attributes"`
-	Version      int64             `json:"version"`
-	CreatedAt    int64             `json:"createdAt"`
-	UpdatedAt    int64             `json:"updatedAt"`
-	Groups       []string          `json:"thingGroupNames"`
-	Connectivity *struct {
-		Connected bool  `json:"connected"`
-		Timestamp int64 `json:"timestamp"`
-	} `json:"connectivity"`
+	registry.Thing
+	Groups       []string               `json:"thingGroupNames"`
+	Connectivity *registry.Connectivity `json:"connectivity"`
 }
 
 func thingPath(name string) string { return "/api/things/" + url.PathEscape(name) }

@@ -5,14 +5,12 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/umbra-iot/umbra/registry"
 )
 
-type typeJSON struct {
-	Name        string   `json:"thingTypeName"`
-	Description string   `json:"description"`
-	Attributes  []string `json:"searchableAttributes"`
-	Deprecated  bool     `json:"deprecated"`
-}
+// typeJSON is the API's wire type for a thing type.
+type typeJSON = registry.ThingType
 
 func typePath(name string) string { return "/api/thing-types/" + url.PathEscape(name) }
 

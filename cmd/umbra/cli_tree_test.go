@@ -92,8 +92,15 @@ func TestCLITree(t *testing.T) {
 				t.Errorf("shadow get -o yaml lacks %q:\n%s", want, sy)
 			}
 		}
-		if wide, table := r.ok("things", "ls", "-o", "wide"), r.ok("things", "ls"); wide != table || !strings.Contains(wide, "NAME") {
+		// -o wide is the table with more columns where there are more
+		// (things ls: the times), the same table elsewhere.
+		wide, table := r.ok("things", "ls", "-o", "wide"), r.ok("things", "ls")
+		if !strings.Contains(wide, "CREATED") || !strings.Contains(wide, "UPDATED") || strings.Contains(table, "CREATED") ||
+			!strings.Contains(wide, "ring=canary") || len(strings.Split(wide, "\n")) != len(strings.Split(table, "\n")) || !timeRE.MatchString(wide) {
 			t.Errorf("-o wide:\n%s\ntable:\n%s", wide, table)
+		}
+		if wide, table := r.ok("groups", "ls", "-o", "wide"), r.ok("groups", "ls"); wide != table {
+			t.Errorf("groups ls -o wide:\n%s\ntable:\n%s", wide, table)
 		}
 		if _, errs, code := r.run("things", "ls", "-o", "xml"); code != 2 || !strings.Contains(errs, `-o "xml": want json, yaml or wide`) {
 			t.Errorf("-o xml: exit %d %s", code, errs)

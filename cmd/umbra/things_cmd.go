@@ -34,10 +34,19 @@ func thingsLs(c *cli, cmd string, args []string) error {
 		return c.printJSON(b)
 	}
 	tw := c.table()
-	fmt.Fprintln(tw, "NAME\tTYPE\tVERSION\tATTRIBUTES")
+	wide := c.output == "wide"
+	if wide {
+		fmt.Fprintln(tw, "NAME\tTYPE\tVERSION\tCREATED\tUPDATED\tATTRIBUTES")
+	} else {
+		fmt.Fprintln(tw, "NAME\tTYPE\tVERSION\tATTRIBUTES")
+	}
 	for _, raw := range all {
 		var t thingJSON
 		_ = json.Unmarshal(raw, &t)
+		if wide {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.Name, orDash(t.Type), t.Version, formatTime(t.CreatedAt), formatTime(t.UpdatedAt), joinAttrs(t.Attributes))
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", t.Name, orDash(t.Type), t.Version, joinAttrs(t.Attributes))
 	}
 	return tw.Flush()

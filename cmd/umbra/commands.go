@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // The command tree of umbra's client commands, built in this one place:
@@ -356,6 +357,10 @@ func dynamicCandidates(c *cli, g *group, words []string) []string {
 	if c.connect() != nil {
 		return nil
 	}
+	// A shell waits for the answer: give up on a slow server.
+	ctx, cancel := context.WithTimeout(c.ctx, 3*time.Second)
+	defer cancel()
+	c.ctx = ctx
 	var kind string
 	switch g.name {
 	case "shadow", "things", "credentials":

@@ -108,17 +108,7 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 			bad = DevRegressed
 		}
 		if changed[th] || r.fresh {
-			doc := e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
-			reported := gjson.GetBytes(doc, "state.reported")
-			if ota := readOTA(reported); !ota.equal(d.OTA) {
-				d.OTA = ota
-				r.dirty[th] = true
-			}
-			matches := e.cfg.Fleet.MatchThing(r.parsed.success, th)
-			if matches != d.Installed {
-				d.Installed = matches
-				r.dirty[th] = true
-			}
+			reported, matches := e.observe(ctx, r, th, d)
 			if !succeeded && matches {
 				d.State, d.Reason, d.FinishedAt, d.SucceededAt = DevSucceeded, "", now.UnixMilli(), now.UnixMilli()
 				// The update's own reboot raises counters such as
@@ -183,6 +173,23 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 	r.fresh = false
 }
 
+// observe reads a device's reported state, records its OTA progress and
+// whether it matches the success condition (installed), and returns both.
+func (e *Engine) observe(ctx context.Context, r *Rollout, th string, d *Device) (reported gjson.Result, matches bool) {
+	doc := e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
+	reported = gjson.GetBytes(doc, "state.reported")
+	if ota := readOTA(reported); !ota.equal(d.OTA) {
+		d.OTA = ota
+		r.dirty[th] = true
+	}
+	matches = e.cfg.Fleet.MatchThing(r.parsed.success, th)
+	if matches != d.Installed {
+		d.Installed = matches
+		r.dirty[th] = true
+	}
+	return reported, matches
+}
+
 // settle follows, after a rollout ended, the devices whose update was
 // still under way (or that were rolled back): their outcome and OTA
 // progress keep the status truthful. It never halts nor writes shadows.
@@ -192,17 +199,7 @@ func (e *Engine) settle(ctx context.Context, r *Rollout, now time.Time, changed 
 		if !ok || d.NotifiedAt == 0 {
 			continue
 		}
-		doc := e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
-		reported := gjson.GetBytes(doc, "state.reported")
-		if ota := readOTA(reported); !ota.equal(d.OTA) {
-			d.OTA = ota
-			r.dirty[th] = true
-		}
-		matches := e.cfg.Fleet.MatchThing(r.parsed.success, th)
-		if matches != d.Installed {
-			d.Installed = matches
-			r.dirty[th] = true
-		}
+		reported, matches := e.observe(ctx, r, th, d)
 		st := &d.State
 		if d.State == DevRolledBack {
 			st = &d.Before

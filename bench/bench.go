@@ -27,7 +27,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -443,5 +442,3 @@ func machine() Machine {
 	}
 	return m
 }
-
-var errNoReply = errors.New("no reply in time")

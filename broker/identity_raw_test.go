@@ -81,15 +81,6 @@ func dialRawTLS(addr string, conf *tls.Config) (*rawMQTT, error) {
 	return &rawMQTT{Conn: c, r: bufio.NewReader(c)}, nil
 }
 
-// dialRawTCP dials without TLS.
-func dialRawTCP(addr string) (*rawMQTT, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	return &rawMQTT{Conn: c, r: bufio.NewReader(c)}, nil
-}
-
 // read returns the next packet's first byte and body.
 func (c *rawMQTT) read() (byte, []byte, error) {
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -37,8 +37,7 @@ func startOTAFleet(t *testing.T, srv *brokertest.Server, n int, faulty func(id s
 			ring = "canary"
 		}
 		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"deployment_ring":%q}}`, id, ring), 201)
-		var c paho.Client
-		c = mt.Connect(t, srv.MQTTURL(), id).Client
+		var c paho.Client = mt.Connect(t, srv.MQTTURL(), id).Client
 		prefix := "$aws/things/" + id + "/shadow"
 		tok := c.Subscribe(prefix+"/update/delta", 1, func(_ paho.Client, m paho.Message) {
 			tv := gjson.GetBytes(m.Payload(), "state.target_version")

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
-	"time"
 )
 
 // Thing is a registered device.
@@ -107,5 +106,3 @@ func validateAttributes(attrs map[string]string) error {
 	}
 	return nil
 }
-
-func unix(t time.Time) int64 { return t.Unix() }

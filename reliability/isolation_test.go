@@ -242,18 +242,16 @@ func flood(t *testing.T, addr, topic string, rate int, d time.Duration, done fun
 	start := time.Now()
 	sent := 0
 	for n := 0; ; n++ {
-		select {
-		case <-tick.C:
-			if el := time.Since(start); el > 20*time.Second || el >= d && n%10 == 0 && done() {
-				return sent
-			}
-			_ = c.SetWriteDeadline(time.Now().Add(stallBound))
-			if _, err := c.Write(batch); err != nil {
-				t.Errorf("flooder: the broker stopped reading its publishes: %v", err)
-				return sent
-			}
-			sent += perTick
+		<-tick.C
+		if el := time.Since(start); el > 20*time.Second || el >= d && n%10 == 0 && done() {
+			return sent
 		}
+		_ = c.SetWriteDeadline(time.Now().Add(stallBound))
+		if _, err := c.Write(batch); err != nil {
+			t.Errorf("flooder: the broker stopped reading its publishes: %v", err)
+			return sent
+		}
+		sent += perTick
 	}
 }
 

@@ -463,10 +463,6 @@ func (e *Engine) get(ctx context.Context, ref shadow.Ref) []byte {
 	return resp.Payload
 }
 
-func (e *Engine) reported(ctx context.Context, r *Rollout, thing string) string {
-	return gjson.GetBytes(e.get(ctx, shadow.Ref{Thing: thing, Name: r.Spec.Shadow}), "state.reported").Raw
-}
-
 // rollback restores the previous desired values (and applies
 // RollbackPatch over them) on every touched device.
 func (e *Engine) rollback(ctx context.Context, r *Rollout, now time.Time, why string) {

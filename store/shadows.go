@@ -144,7 +144,8 @@ func (db *DB) ShadowHistory(k ShadowKey, before int64, limit int) ([]HistoryReco
 		} else {
 			bound = append(bytes.Clone(prefix), 0xff)
 		}
-		key, val := c.Seek(bound)
+		key, _ := c.Seek(bound)
+		var val []byte
 		if key == nil {
 			key, val = c.Last()
 		} else {

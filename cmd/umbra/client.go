@@ -49,9 +49,6 @@ type cliConfig struct {
 	CAFile string `yaml:"ca_file"`
 }
 
-// apiError is an error answer of the server (exit code 1).
-type apiError = client.Error
-
 // unreachableError means no answer came from the server (exit code 3).
 type unreachableError = client.UnreachableError
 

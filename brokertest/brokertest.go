@@ -12,12 +12,16 @@ package brokertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/store"
 )
 
 // Server is a running in-process Umbra.
@@ -64,8 +68,32 @@ func StartWith(tb testing.TB, opts broker.Options) *Server {
 		if err := s.Close(); err != nil {
 			tb.Errorf("brokertest: shutdown: %v", err)
 		}
+		// Cleanups run last-registered first, so a broker restarted on the
+		// same directory has closed the file by now.
+		if err := CheckStore(opts.DataDir); err != nil {
+			tb.Errorf("brokertest: %v", err)
+		}
 	})
 	return s
+}
+
+// CheckStore runs the database consistency check (bbolt's tx.Check of every
+// page, then Umbra's own: buckets, schema, session records) on the store in
+// dataDir, which no broker may hold open. Every brokertest server runs it
+// after shutdown, so a test that leaves a damaged file fails.
+func CheckStore(dataDir string) error {
+	path := filepath.Join(dataDir, store.FileName)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil // the test removed its data: nothing to check
+	}
+	rep, err := store.Check(path)
+	if err != nil {
+		return fmt.Errorf("store check of %s: %w", path, err)
+	}
+	if !rep.OK() {
+		return fmt.Errorf("store check of %s: %d problems: %s", path, len(rep.Problems), strings.Join(rep.Problems, "; "))
+	}
+	return nil
 }
 
 // New starts a broker outside a test (for examples, tools and TestMain),

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/umbra-iot/umbra/brokertest"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -209,6 +210,12 @@ func TestCrashConsistency(t *testing.T) {
 	start := time.Now()
 
 	for cycle := 1; cycle <= *crashCycles; cycle++ {
+		if cycle > 1 {
+			// The file as the SIGKILL left it: every page consistent.
+			if err := brokertest.CheckStore(dataDir); err != nil {
+				t.Fatalf("after kill %d: %v", cycle-1, err)
+			}
+		}
 		p := startUmbra(t, bin, dataDir)
 		verifyCrash(t, p.httpURL(), led, states, cycle-1, &st)
 		if t.Failed() {
@@ -226,6 +233,9 @@ func TestCrashConsistency(t *testing.T) {
 	p := startUmbra(t, bin, dataDir)
 	verifyCrash(t, p.httpURL(), led, states, *crashCycles, &st)
 	p.stop(t)
+	if err := brokertest.CheckStore(dataDir); err != nil {
+		t.Fatalf("after the last cycle: %v", err)
+	}
 	if st.acked == 0 {
 		t.Fatal("no request was acknowledged: the harness drove no load")
 	}

@@ -151,6 +151,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 func (b *Broker) mochiOptions() *mqtt.Options {
 	o := b.opts
 	caps := mqtt.NewDefaultServerCapabilities()
+	// Acknowledgements do not repeat the publish's user properties: legal,
+	// but bytes on constrained links and it breaks Paho's test client.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	caps.MaximumPacketSize = uint32(o.MaxPacketSize)
 	caps.MaximumClientWritesPending = int32(o.ClientQueue)
 	caps.MaximumInflight = uint16(o.MaxInflight)

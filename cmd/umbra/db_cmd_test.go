@@ -164,18 +164,28 @@ func TestDBCommands(t *testing.T) {
 // is readable. A 0-byte file is refused rather than started empty.
 func TestDBCorruptAndEmptyFiles(t *testing.T) {
 	bin := buildUmbra(t)
-	dir := t.TempDir()
-	srv := fleetDB(t, dir, 300)
+	made := t.TempDir()
+	srv := fleetDB(t, made, 300)
 	if err := srv.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Damage a copy: the test server's own file must stay sound for the
+	// consistency check brokertest runs when the test ends.
+	dir := t.TempDir()
 	path := filepath.Join(dir, store.FileName)
+	data, err := os.ReadFile(filepath.Join(made, store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	corruptShadowsRoot(t, path)
 
 	cmd := exec.Command(bin, "serve", "--data-dir", dir, "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "127.0.0.1:0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	err := cmd.Run()
+	err = cmd.Run()
 	msg := stderr.String()
 	t.Logf("umbra serve on a corrupt file: %v\n%s", err, msg)
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {

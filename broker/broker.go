@@ -25,8 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/system"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/system"
 
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/events"

@@ -10,11 +10,10 @@ import (
 )
 
 // TestIdleConnectionsRunOneGoroutineEach guards Umbra's patch to Mochi
-// (third_party/mochi-mqtt-server, UMBRA-PATCHES.md): a connected client with
+// (tempfork/mochi, UMBRA-PATCHES.md): a connected client with
 // nothing to receive costs one goroutine, its read loop. Upstream Mochi runs
 // a second, writer goroutine for every client for the whole connection, and
-// the go.mod replace that brings in the patch is what this test notices
-// going missing. BenchmarkIdleConnectionMemory measures what it saves.
+// this test notices the patched copy going missing. BenchmarkIdleConnectionMemory measures what it saves.
 func TestIdleConnectionsRunOneGoroutineEach(t *testing.T) {
 	srv := brokertest.Start(t, func(o *broker.Options) { o.EphemeralSessions = true })
 	const n = 100

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/umbra-iot/umbra/tempfork/mochi/listeners"
 )
 
 // connTracker remembers a listener's open connections so Close can end them

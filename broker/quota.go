@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/prometheus/client_golang/prometheus"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-iot/umbra/hooks"

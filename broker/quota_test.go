@@ -16,8 +16,8 @@ import (
 
 	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-iot/umbra/broker"

@@ -10,9 +10,9 @@ import (
 	"os"
 	"sync/atomic"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/hooks"

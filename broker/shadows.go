@@ -3,7 +3,7 @@ package broker
 import (
 	"encoding/json"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 
 	"golang.org/x/time/rate"
 

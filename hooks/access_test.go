@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/umbra-iot/umbra/auth"

@@ -5,8 +5,8 @@ import (
 	"os"
 	"sync"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
 	"github.com/umbra-iot/umbra/registry"
 )

@@ -3,8 +3,8 @@ package hooks
 import (
 	"log/slog"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
 	"github.com/umbra-iot/umbra/limits"
 )

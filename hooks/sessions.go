@@ -6,10 +6,10 @@ import (
 	"encoding/binary"
 	"log/slog"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/hooks/storage"
-	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/mochi-mqtt/server/v2/system"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
+	"github.com/umbra-iot/umbra/tempfork/mochi/system"
 )
 
 // SessionStore is what the session hook needs from storage: write-behind

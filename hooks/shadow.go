@@ -4,8 +4,8 @@ import (
 	"context"
 	"strings"
 
-	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
 	"github.com/umbra-iot/umbra/shadow"
 )

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"

@@ -1,0 +1,217 @@
+// UMBRA PATCH: tests for the changes described in UMBRA-PATCHES.md.
+
+package mqtt
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
+)
+
+// publishTo returns a QoS 0 PUBLISH carrying topic, for queueing on cl.
+func publishTo(topic string) *packets.Packet {
+	return &packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   topic,
+		Payload:     []byte("x"),
+	}
+}
+
+// readPublish reads one packet from r and returns its topic.
+func readPublish(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	fh := new(packets.FixedHeader)
+	b, err := r.ReadByte()
+	require.NoError(t, err)
+	require.NoError(t, fh.Decode(b))
+	fh.Remaining, _, err = packets.DecodeLength(r)
+	require.NoError(t, err)
+	pk := packets.Packet{FixedHeader: *fh, ProtocolVersion: 4}
+	body := make([]byte, fh.Remaining)
+	_, err = io.ReadFull(r, body)
+	require.NoError(t, err)
+	require.NoError(t, pk.PublishDecode(body))
+	return pk.TopicName
+}
+
+// writerIdle waits until no writer goroutine owns cl's queue.
+func writerIdle(t *testing.T, cl *Client) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		cl.State.outbound.mu.Lock()
+		defer cl.State.outbound.mu.Unlock()
+		return !cl.State.outbound.writing
+	}, 5*time.Second, time.Millisecond)
+}
+
+func TestOutboundQueueWritesInOrderThenStopsWriter(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	writerIdle(t, cl) // newTestClient's WriteLoop found nothing to write
+
+	br := bufio.NewReader(r)
+	for round := 0; round < 3; round++ { // the writer starts again for every burst
+		topics := []string{"a", "b", "c"}
+		for _, topic := range topics {
+			require.True(t, cl.enqueue(publishTo(topic)))
+		}
+		for _, want := range topics {
+			require.Equal(t, want, readPublish(t, br), "round %d", round)
+		}
+		writerIdle(t, cl)
+		require.Zero(t, cl.State.outbound.waiting.Load())
+		require.Zero(t, len(cl.State.outbound.packets))
+	}
+}
+
+func TestOutboundQueueRefusesBeyondMaximum(t *testing.T) {
+	cl, r, _ := newTestClient() // MaximumClientWritesPending: 3
+	defer cl.Stop(errClientStop)
+	writerIdle(t, cl)
+
+	// Hold the queue's lock so the writer cannot take anything: the queue
+	// itself must refuse the fourth packet.
+	cl.State.outbound.mu.Lock()
+	cl.State.outbound.writing = true
+	cl.State.outbound.packets = append(cl.State.outbound.packets, publishTo("1"), publishTo("2"), publishTo("3"))
+	cl.State.outbound.mu.Unlock()
+	require.False(t, cl.enqueue(publishTo("4")))
+
+	// Hand the queue back to a writer: all three arrive, the refused one not.
+	cl.State.outbound.mu.Lock()
+	cl.State.outbound.writing = false
+	cl.State.outbound.mu.Unlock()
+	go cl.WriteLoop()
+	br := bufio.NewReader(r)
+	for _, want := range []string{"1", "2", "3"} {
+		require.Equal(t, want, readPublish(t, br))
+	}
+	writerIdle(t, cl)
+}
+
+func TestOutboundQueueDiscardedWhenClientStops(t *testing.T) {
+	cl, _, _ := newTestClient()
+	writerIdle(t, cl)
+	cl.Stop(errClientStop)
+
+	require.True(t, cl.enqueue(publishTo("late")))
+	writerIdle(t, cl)
+	require.Zero(t, len(cl.State.outbound.packets))
+}
+
+func TestOutboundQueueReleasesBurstCapacity(t *testing.T) {
+	cl, r, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	cl.ops.options.Capabilities.MaximumClientWritesPending = 100
+	writerIdle(t, cl)
+
+	cl.State.outbound.mu.Lock() // queue a burst before the writer may start
+	for i := 0; i < 50; i++ {
+		cl.State.outbound.packets = append(cl.State.outbound.packets, publishTo("burst"))
+	}
+	cl.State.outbound.mu.Unlock()
+	go cl.WriteLoop()
+	br := bufio.NewReader(r)
+	for i := 0; i < 50; i++ {
+		require.Equal(t, "burst", readPublish(t, br))
+	}
+	writerIdle(t, cl)
+	require.Nil(t, cl.State.outbound.packets, "a queue grown past outboundKeep is released once empty")
+}
+
+func TestIdleClientHasNoWriterGoroutine(t *testing.T) {
+	s := newServer()
+	defer s.Close()
+
+	r, w := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- s.EstablishConnection("tcp", r) }()
+	go func() { _, _ = w.Write(packets.TPacketData[packets.Connect].Get(packets.TConnectMqtt311).RawBytes) }()
+
+	connack := make([]byte, 4)
+	_, err := io.ReadFull(w, connack)
+	require.NoError(t, err)
+	require.Equal(t, packets.Connack<<4, connack[0])
+
+	cl, ok := s.Clients.Get(packets.TPacketData[packets.Connect].Get(packets.TConnectMqtt311).Packet.Connect.ClientIdentifier)
+	require.True(t, ok)
+	cl.State.outbound.mu.Lock()
+	writing := cl.State.outbound.writing
+	cl.State.outbound.mu.Unlock()
+	require.False(t, writing, "a connected client with nothing to receive runs no writer")
+
+	_, _ = w.Write(packets.TPacketData[packets.Disconnect].Get(packets.TDisconnect).RawBytes)
+	require.NoError(t, <-done)
+}
+
+func TestNextPacketIDDoesNotWaitForAWrite(t *testing.T) {
+	cl, _, _ := newTestClient()
+	defer cl.Stop(errClientStop)
+	cl.Lock() // as WritePacket holds it while a write is blocked
+	defer cl.Unlock()
+	got := make(chan uint32, 1)
+	go func() {
+		id, err := cl.NextPacketID()
+		require.NoError(t, err)
+		got <- id
+	}()
+	select {
+	case id := <-got:
+		require.Equal(t, uint32(1), id)
+	case <-time.After(5 * time.Second):
+		t.Fatal("NextPacketID waited for the client's write lock")
+	}
+}
+
+func TestInnerParticlesHaveNoMaps(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("cl1", packets.Subscription{Filter: "$aws/things/t1/shadow/update/delta"})
+
+	leaf := index.seek("$aws/things/t1/shadow/update/delta", 0)
+	require.NotNil(t, leaf)
+	require.Equal(t, 1, leaf.subscriptions.Len())
+	require.Nil(t, leaf.particles.internal, "a leaf has no children")
+	require.Nil(t, leaf.shared.internal)
+	require.Nil(t, leaf.inlineSubscriptions.internal)
+
+	inner := index.seek("$aws/things/t1/shadow", 0)
+	require.NotNil(t, inner)
+	require.Nil(t, inner.subscriptions.internal, "an inner level holds no subscription")
+	require.Equal(t, 1, inner.particles.len())
+
+	// Matching and unsubscribing work through the nil maps.
+	subs := index.Subscribers("$aws/things/t1/shadow/update/delta")
+	require.Contains(t, subs.Subscriptions, "cl1")
+	require.Empty(t, index.Subscribers("$aws/things/t1/shadow/update").Subscriptions)
+	require.True(t, index.Unsubscribe("$aws/things/t1/shadow/update/delta", "cl1"))
+	require.Nil(t, index.seek("$aws/things/t1", 0), "empty levels are trimmed")
+}
+
+func TestOutboundQueueThatNeverEmptiesStaysSmall(t *testing.T) {
+	var q outboundQueue
+	q.push(publishTo("first"))
+	for i := 0; i < 100000; i++ { // one in, one out, one always waiting
+		q.push(publishTo("next"))
+		_, ok := q.pop()
+		require.True(t, ok)
+		require.Equal(t, 1, q.size())
+		require.Equal(t, int32(1), q.waiting.Load())
+	}
+	require.LessOrEqual(t, cap(q.packets), 4, "the written front of the array is reused")
+
+	for i := 0; i < 3; i++ { // order survives compaction
+		q.push(publishTo(string(rune('a' + i))))
+	}
+	for _, want := range []string{"next", "a", "b", "c"} {
+		pk, ok := q.pop()
+		require.True(t, ok)
+		require.Equal(t, want, pk.TopicName)
+	}
+	_, ok := q.pop()
+	require.False(t, ok)
+}

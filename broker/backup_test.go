@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // The online backup is an admin operation: with auth on, no key gets 401,

@@ -28,14 +28,14 @@ import (
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/system"
 
-	"github.com/umbra-iot/umbra/auth"
-	"github.com/umbra-iot/umbra/events"
-	"github.com/umbra-iot/umbra/hooks"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/events"
+	"github.com/umbra-iot/umbra/internal/hooks"
+	"github.com/umbra-iot/umbra/internal/rollout"
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
-	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/store"
 )
 
 // sessionLinger bounds how long MQTT session changes wait in memory before

@@ -6,8 +6,8 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/tidwall/gjson"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/internal/auth"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
 

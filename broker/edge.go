@@ -15,8 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/umbra-iot/umbra/api"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/api"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // The network edge: listeners that survive accept errors, browser origin

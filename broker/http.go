@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	bbolt "go.etcd.io/bbolt"
 
-	"github.com/umbra-iot/umbra/api"
+	"github.com/umbra-iot/umbra/internal/api"
 )
 
 // serveHTTP starts the HTTP listener: health, readiness, metrics, and the

@@ -9,9 +9,9 @@ import (
 	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/umbra-iot/umbra/hooks"
-	"github.com/umbra-iot/umbra/limits"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/hooks"
+	"github.com/umbra-iot/umbra/internal/limits"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // QuotaOptions bound what one client can make the broker hold in memory

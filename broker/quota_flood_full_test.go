@@ -15,7 +15,7 @@ import (
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // TestQuotaFloodFullSize runs issue 13's two floods at full size, once with

@@ -23,7 +23,7 @@ import (
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // metricValue reads one sample from /metrics ("name{labels}" as printed).

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/auth"
 )
 
 // startWith starts a broker from opts after setup (test seams) has run.

@@ -5,8 +5,8 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/internal/auth"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
 

@@ -10,9 +10,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/auth"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 	"github.com/umbra-iot/umbra/internal/testpki"
 )

@@ -21,7 +21,7 @@ import (
 	"github.com/umbra-iot/umbra/brokertest"
 	"github.com/umbra-iot/umbra/internal/fakeclock"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
-	"github.com/umbra-iot/umbra/sim"
+	"github.com/umbra-iot/umbra/internal/sim"
 )
 
 // simFleet is a sim fleet registered through the API: every canaryEvery-th

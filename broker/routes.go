@@ -3,9 +3,9 @@ package broker
 import (
 	"net/http"
 
-	"github.com/umbra-iot/umbra/api"
-	"github.com/umbra-iot/umbra/auth"
-	"github.com/umbra-iot/umbra/web"
+	"github.com/umbra-iot/umbra/internal/api"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/web"
 )
 
 // routes registers the REST API on the HTTP listener.

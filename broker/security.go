@@ -14,8 +14,8 @@ import (
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
-	"github.com/umbra-iot/umbra/auth"
-	"github.com/umbra-iot/umbra/hooks"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/hooks"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -83,12 +83,12 @@ type AuthOptions struct {
 	// reach such a broker could read and write every shadow.
 	AllowUnauthenticatedRemote bool
 	// Services are MQTT principals for apps and backends.
-	Services []auth.ServiceConfig
+	Services []ServiceConfig
 	// APIKeys are the HTTP API's principals.
-	APIKeys []auth.APIKeyConfig
+	APIKeys []APIKeyConfig
 	// LoginThrottle limits password guessing per source address and per
 	// client id (zero values: auth's defaults).
-	LoginThrottle auth.ThrottleConfig
+	LoginThrottle ThrottleConfig
 	// DeniedCertificates are revoked client certificates:
 	// "serial:<hex>" or "sha256:<hex fingerprint of the DER certificate>".
 	DeniedCertificates []string

@@ -11,9 +11,9 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/internal/testpki"
 )
 

@@ -7,10 +7,10 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/umbra-iot/umbra/internal/limits"
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
-	"github.com/umbra-iot/umbra/limits"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/store"
 )
 
 // mqttPublisher publishes service replies through Mochi's inline client at

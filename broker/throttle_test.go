@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/internal/auth"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
 

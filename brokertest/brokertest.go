@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/umbra-iot/umbra/broker"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // Server is a running in-process Umbra.

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
-	"github.com/umbra-iot/umbra/store"
 )
 
 var benchThings = flag.Int("registry.things", 100_000, "fleet size for the registry benchmarks (BENCHMARKS.md uses 1000000)")

@@ -7,11 +7,11 @@ import (
 	"time"
 
 	"github.com/umbra-iot/umbra/internal/fakeclock"
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/store"
 )
 
 type fixture struct {

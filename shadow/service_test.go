@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/limits"
+	"github.com/umbra-iot/umbra/internal/limits"
 	"github.com/umbra-iot/umbra/shadow"
 )
 

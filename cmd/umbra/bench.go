@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/umbra-iot/umbra/bench"
 	"github.com/umbra-iot/umbra/broker"
-	"github.com/umbra-iot/umbra/sim"
+	"github.com/umbra-iot/umbra/internal/bench"
+	"github.com/umbra-iot/umbra/internal/sim"
 )
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {

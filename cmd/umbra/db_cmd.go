@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/umbra-iot/umbra/broker"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 const dbUsage = `Usage: umbra db COMMAND [flags]

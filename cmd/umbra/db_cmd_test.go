@@ -15,7 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-iot/umbra/brokertest"
-	"github.com/umbra-iot/umbra/store"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
 // umbra runs the CLI in-process (main's code path) and returns its exit

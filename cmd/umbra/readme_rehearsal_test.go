@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/umbra-iot/umbra/brokertest"
-	"github.com/umbra-iot/umbra/sim"
+	"github.com/umbra-iot/umbra/internal/sim"
 )
 
 // readmeBlock returns the fenced block that follows the marker comment

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
 
-	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/internal/auth"
 )
 
 // buildUmbra compiles the binary once per test run.

@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/umbra-iot/umbra/sim"
+	"github.com/umbra-iot/umbra/internal/sim"
 )
 
 // listFlag collects a repeatable flag.

@@ -16,10 +16,10 @@ import (
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/sim"
 	"github.com/umbra-iot/umbra/internal/testpki"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/sim"
 )
 
 // simWait bounds every wait on a simulated fleet (generous under -race).

@@ -21,8 +21,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 )

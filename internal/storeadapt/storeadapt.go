@@ -9,9 +9,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/store"
 )
 
 // Shadows is a shadow.Store over the bbolt store.

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/bench"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/bench"
 	"github.com/umbra-iot/umbra/internal/testpki"
 )
 

@@ -12,7 +12,7 @@ import (
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/internal/testpki"
 )
 

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/shadow"
 )
 

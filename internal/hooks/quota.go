@@ -6,7 +6,7 @@ import (
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
-	"github.com/umbra-iot/umbra/limits"
+	"github.com/umbra-iot/umbra/internal/limits"
 )
 
 // Quota kinds, as counted by OnRefuse.

@@ -14,12 +14,12 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
-	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/sim"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/sim"
 )
 
 // wait bounds every wait on the fleet (generous for a loaded -race run).

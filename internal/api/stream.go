@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/umbra-iot/umbra/auth"
-	"github.com/umbra-iot/umbra/events"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/events"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 )

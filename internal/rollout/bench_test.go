@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/rollout"
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
-	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/store"
 )
 
 var jobThings = flag.Int("job.things", 10_000, "fleet size for BenchmarkJob (BENCHMARKS.md uses 100000)")

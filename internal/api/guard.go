@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/shadow"
 )
 

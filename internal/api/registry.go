@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 )

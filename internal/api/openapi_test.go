@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/api"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/api"
 )
 
 // registeredPatterns parses the mux registrations (mux.HandleFunc and
@@ -110,7 +110,7 @@ func normalise(p string) string {
 
 func TestEveryRegisteredRouteIsDocumented(t *testing.T) {
 	var registered []string
-	for _, p := range registeredPatterns(t, ".", "../broker") {
+	for _, p := range registeredPatterns(t, ".", "../../broker") {
 		registered = append(registered, normalise(p))
 	}
 	if len(registered) < 40 {

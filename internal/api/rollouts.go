@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/umbra-iot/umbra/auth"
-	"github.com/umbra-iot/umbra/rollout"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/rollout"
 )
 
 // RolloutAPI serves bulk configuration jobs (/api/jobs) and phased

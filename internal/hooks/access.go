@@ -11,7 +11,7 @@ import (
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
-	"github.com/umbra-iot/umbra/auth"
+	"github.com/umbra-iot/umbra/internal/auth"
 )
 
 // Access is Umbra's only authentication and ACL hook (Mochi ORs the answers

@@ -10,7 +10,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
-	"github.com/umbra-iot/umbra/rollout"
+	"github.com/umbra-iot/umbra/internal/rollout"
 )
 
 func f64(v float64) *float64 { return &v }

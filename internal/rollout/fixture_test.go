@@ -12,11 +12,11 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/umbra-iot/umbra/internal/fakeclock"
+	"github.com/umbra-iot/umbra/internal/rollout"
+	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
-	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
-	"github.com/umbra-iot/umbra/store"
 )
 
 var ctx = context.Background()

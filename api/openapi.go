@@ -111,10 +111,12 @@ var oaRoutes = []oaRoute{
 	{method: "POST", path: "/api/rollouts/{id}/cancel", tag: "rollouts", summary: "Cancel a rollout (notified devices keep the patch)", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/rollback", tag: "rollouts", summary: "Restore the previous desired values on notified devices", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/approve", tag: "rollouts", summary: "Approve a wave that requires approval", role: "operator", query: []oaParam{{name: "wave", typ: "integer", desc: "wave index (default: the current wave)"}}, status: 200, result: "Rollout", errs: []int{400, 404, 409}},
-	{method: "POST", path: "/api/jobs", tag: "jobs", summary: "Create a bulk configuration job (writes desired state)", role: "operator", body: "JobSpec", status: 201, result: "Job", errs: []int{400}},
+	{method: "POST", path: "/api/jobs", tag: "jobs", summary: "Create a bulk configuration job (writes desired state, or queues an AWS IoT Jobs execution of a job document)", role: "operator", body: "JobSpec", status: 201, result: "Job", errs: []int{400}},
 	{method: "GET", path: "/api/jobs", tag: "jobs", summary: "List jobs", role: "viewer", status: 200, result: "JobList"},
 	{method: "GET", path: "/api/jobs/{id}", tag: "jobs", summary: "Get a job and its progress", role: "viewer", status: 200, result: "Job", errs: []int{404}},
-	{method: "POST", path: "/api/jobs/{id}/cancel", tag: "jobs", summary: "Cancel a running job", role: "operator", status: 200, result: "Job", errs: []int{404, 409}},
+	{method: "POST", path: "/api/jobs/{id}/cancel", tag: "jobs", summary: "Cancel a running job (a job document: its QUEUED executions become CANCELED; with force=true its IN_PROGRESS ones too)", role: "operator",
+		query: []oaParam{{name: "force", typ: "boolean", desc: "job documents: cancel IN_PROGRESS executions too"}}, status: 200, result: "Job", errs: []int{400, 404, 409}},
+	{method: "GET", path: "/api/jobs/{id}/executions", tag: "jobs", summary: "The AWS IoT Jobs executions of a job document (or of a rollout delivered through one), by thing", role: "viewer", status: 200, result: "JobExecutionList", errs: []int{404}},
 
 	// Live events.
 	{method: "GET", path: "/api/whoami", tag: "operations", summary: "The caller's API key name and role", role: "viewer", status: 200, result: "WhoAmI", errs: []int{401}},

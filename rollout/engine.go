@@ -47,6 +47,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// OnEvent, when set, sees every rollout event (the live stream).
 	OnEvent func(rolloutID string, ev Event)
+	// Executions, when set, delivers jobs and rollouts that carry a job
+	// document through the AWS IoT Jobs device API (awsjobs.Service).
+	Executions Executions
 	// Workers bounds concurrent shadow writes when notifying devices or
 	// running a job (default 512): each write waits for its group commit,
 	// so throughput comes from many writes sharing each fsync.

@@ -1,0 +1,211 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/umbra-iot/umbra/brokertest"
+	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+)
+
+// createDocJob registers things (when new) and creates a job document for
+// them through the API; it returns the job id.
+func createDocJob(t *testing.T, srv *brokertest.Server, name, target, doc string) string {
+	t.Helper()
+	body := httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", fmt.Sprintf(`{"name":%q,"target":%q,"document":%s}`, name, target, doc), 201)
+	return gjson.Get(body, "id").String()
+}
+
+func registerThings(t *testing.T, srv *brokertest.Server, things ...string) {
+	t.Helper()
+	for _, th := range things {
+		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":%q}`, th), 201)
+	}
+}
+
+// normalized replaces the timestamp members of an AWS Jobs payload by 0
+// after checking each is epoch seconds within [from, to].
+func normalized(t *testing.T, payload []byte, from, to time.Time) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(payload, &v); err != nil {
+		t.Fatalf("payload is not JSON: %q", payload)
+	}
+	var walk func(any)
+	walk = func(x any) {
+		switch m := x.(type) {
+		case map[string]any:
+			for k, val := range m {
+				switch k {
+				case "timestamp", "queuedAt", "startedAt", "lastUpdatedAt":
+					f, ok := val.(float64)
+					if !ok || int64(f) < from.Unix() || int64(f) > to.Unix() {
+						t.Fatalf("%s = %v, want epoch seconds within [%d, %d] in %s", k, val, from.Unix(), to.Unix(), payload)
+					}
+					m[k] = 0
+				default:
+					walk(val)
+				}
+			}
+		case []any:
+			for _, e := range m {
+				walk(e)
+			}
+		}
+	}
+	walk(v)
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func expectGolden(t *testing.T, step string, m mt.Message, topic, golden string, from time.Time) {
+	t.Helper()
+	if m.Topic != topic {
+		t.Fatalf("%s: reply on %q, want %q (payload %s)", step, m.Topic, topic, m.Payload)
+	}
+	got := normalized(t, m.Payload, from, time.Now())
+	if !jsonEqual(got, golden) {
+		t.Fatalf("%s on %s:\n got  %s\n want %s", step, topic, got, golden)
+	}
+}
+
+// The AWS IoT Jobs device MQTT API, request by request, with the payload
+// shapes of AWS's developer guide (jobs-mqtt-api, jobs-mqtt-https-api):
+// get pending, start-next, describe (by id and $next), update with a stale
+// expectedVersion (VersionMismatch carrying executionState), an invalid
+// status (InvalidRequest), SUCCEEDED with includeJobExecutionState and
+// includeJobDocument, notify and notify-next after completion, an update of
+// a finished execution (InvalidStateTransition), an unknown job
+// (ResourceNotFound), malformed JSON (InvalidJson) and a topic that maps to
+// no operation (InvalidTopic); every reply echoes clientToken.
+func TestJobsDeviceAPIGoldenWire(t *testing.T) {
+	start := time.Now().Add(-time.Second)
+	srv := brokertest.Start(t)
+	const thing = "MyThing"
+	registerThings(t, srv, thing)
+	dev := mt.Connect(t, srv.MQTTURL(), thing)
+	p := "$aws/things/" + thing + "/jobs"
+	replies := dev.Subscribe(p+"/#", 1)
+	// nextOn returns the next message on topic; others arriving meanwhile
+	// wait their turn (AWS does not order notify against notify-next or
+	// replies, and neither does the broker).
+	var held []mt.Message
+	nextOn := func(topic string) mt.Message {
+		t.Helper()
+		for i, m := range held {
+			if m.Topic == topic {
+				held = append(held[:i], held[i+1:]...)
+				return m
+			}
+		}
+		for {
+			m := mt.Next(t, replies)
+			if m.Topic == topic {
+				return m
+			}
+			// The device's own requests come back through its # subscription.
+			if strings.HasSuffix(m.Topic, "/accepted") || strings.HasSuffix(m.Topic, "/rejected") || strings.HasSuffix(m.Topic, "/notify") || strings.HasSuffix(m.Topic, "/notify-next") {
+				held = append(held, m)
+			}
+		}
+	}
+
+	doc := `{"operation":"ota","firmware":{"version":"2.0.0","url":"https://example.com/fw.bin"}}`
+	job := createDocJob(t, srv, "ota-022", "thingName:"+thing, doc)
+
+	// Queuing notifies the device: the pending list, and the new head.
+	expectGolden(t, "notify on queue", nextOn(p+"/notify"), p+"/notify",
+		fmt.Sprintf(`{"timestamp":0,"jobs":{"QUEUED":[{"jobId":%q,"queuedAt":0,"lastUpdatedAt":0,"versionNumber":1,"executionNumber":1}]}}`, job), start)
+	expectGolden(t, "notify-next on queue", nextOn(p+"/notify-next"), p+"/notify-next",
+		fmt.Sprintf(`{"timestamp":0,"execution":{"jobId":%q,"thingName":"MyThing","jobDocument":%s,"status":"QUEUED","queuedAt":0,"lastUpdatedAt":0,"versionNumber":1,"executionNumber":1}}`, job, doc), start)
+
+	dev.Publish(p+"/get", 1, false, `{"clientToken":"client-001"}`)
+	expectGolden(t, "get pending", nextOn(p+"/get/accepted"), p+"/get/accepted",
+		fmt.Sprintf(`{"inProgressJobs":[],"queuedJobs":[{"jobId":%q,"queuedAt":0,"lastUpdatedAt":0,"versionNumber":1,"executionNumber":1}],"timestamp":0,"clientToken":"client-001"}`, job), start)
+
+	dev.Publish(p+"/start-next", 1, false, `{"statusDetails":{"step":"download"},"stepTimeoutInMinutes":30,"clientToken":"client-1"}`)
+	expectGolden(t, "start-next", nextOn(p+"/start-next/accepted"), p+"/start-next/accepted",
+		fmt.Sprintf(`{"execution":{"jobId":%q,"thingName":"MyThing","jobDocument":%s,"status":"IN_PROGRESS","statusDetails":{"step":"download"},"queuedAt":0,"startedAt":0,"lastUpdatedAt":0,"versionNumber":2,"executionNumber":1},"timestamp":0,"clientToken":"client-1"}`, job, doc), start)
+	expectGolden(t, "notify on start", nextOn(p+"/notify"), p+"/notify",
+		fmt.Sprintf(`{"timestamp":0,"jobs":{"IN_PROGRESS":[{"jobId":%q,"queuedAt":0,"startedAt":0,"lastUpdatedAt":0,"versionNumber":2,"executionNumber":1}]}}`, job), start)
+
+	dev.Publish(p+"/"+job+"/get", 1, false, `{"includeJobDocument":false,"clientToken":"c2"}`)
+	expectGolden(t, "describe", nextOn(p+"/"+job+"/get/accepted"), p+"/"+job+"/get/accepted",
+		fmt.Sprintf(`{"execution":{"jobId":%q,"thingName":"MyThing","status":"IN_PROGRESS","statusDetails":{"step":"download"},"queuedAt":0,"startedAt":0,"lastUpdatedAt":0,"versionNumber":2,"executionNumber":1},"timestamp":0,"clientToken":"c2"}`, job), start)
+	dev.Publish(p+"/$next/get", 1, false, `{"clientToken":"c3"}`)
+	expectGolden(t, "describe $next", nextOn(p+"/$next/get/accepted"), p+"/$next/get/accepted",
+		fmt.Sprintf(`{"execution":{"jobId":%q,"thingName":"MyThing","jobDocument":%s,"status":"IN_PROGRESS","statusDetails":{"step":"download"},"queuedAt":0,"startedAt":0,"lastUpdatedAt":0,"versionNumber":2,"executionNumber":1},"timestamp":0,"clientToken":"c3"}`, job, doc), start)
+
+	dev.Publish(p+"/"+job+"/update", 1, false, `{"status":"IN_PROGRESS","statusDetails":{"progress":"50"},"expectedVersion":1,"clientToken":"c4"}`)
+	expectGolden(t, "stale expectedVersion", nextOn(p+"/"+job+"/update/rejected"), p+"/"+job+"/update/rejected",
+		`{"code":"VersionMismatch","message":"the expected version does not match the job execution version","clientToken":"c4","timestamp":0,"executionState":{"status":"IN_PROGRESS","statusDetails":{"step":"download"},"versionNumber":2}}`, start)
+
+	dev.Publish(p+"/"+job+"/update", 1, false, `{"status":"QUEUED","clientToken":"c5"}`)
+	expectGolden(t, "invalid status", nextOn(p+"/"+job+"/update/rejected"), p+"/"+job+"/update/rejected",
+		`{"code":"InvalidRequest","message":"status \"QUEUED\": a device may set IN_PROGRESS, SUCCEEDED, FAILED or REJECTED","clientToken":"c5","timestamp":0}`, start)
+
+	dev.Publish(p+"/"+job+"/update", 1, false, `{"status":"IN_PROGRESS","statusDetails":{"progress":"50"},"expectedVersion":2,"clientToken":"c6"}`)
+	expectGolden(t, "progress", nextOn(p+"/"+job+"/update/accepted"), p+"/"+job+"/update/accepted", `{"timestamp":0,"clientToken":"c6"}`, start)
+
+	// A second job queued behind the first: notify, but the head is unchanged.
+	doc2 := `{"operation":"reboot"}`
+	job2 := createDocJob(t, srv, "reboot", "thingName:"+thing, doc2)
+	m := nextOn(p + "/notify")
+	if len(gjson.GetBytes(m.Payload, "jobs.QUEUED").Array()) != 1 || len(gjson.GetBytes(m.Payload, "jobs.IN_PROGRESS").Array()) != 1 {
+		t.Fatalf("notify after a second job: %s %s", m.Topic, m.Payload)
+	}
+
+	dev.Publish(p+"/"+job+"/update", 1, false, `{"status":"SUCCEEDED","statusDetails":{"progress":"100"},"expectedVersion":"3","includeJobExecutionState":true,"includeJobDocument":true,"clientToken":"c7"}`)
+	expectGolden(t, "succeeded", nextOn(p+"/"+job+"/update/accepted"), p+"/"+job+"/update/accepted",
+		fmt.Sprintf(`{"executionState":{"status":"SUCCEEDED","statusDetails":{"progress":"100"},"versionNumber":4},"jobDocument":%s,"timestamp":0,"clientToken":"c7"}`, doc), start)
+	expectGolden(t, "notify after completion", nextOn(p+"/notify"), p+"/notify",
+		fmt.Sprintf(`{"timestamp":0,"jobs":{"QUEUED":[{"jobId":%q,"queuedAt":0,"lastUpdatedAt":0,"versionNumber":1,"executionNumber":1}]}}`, job2), start)
+	expectGolden(t, "notify-next after completion", nextOn(p+"/notify-next"), p+"/notify-next",
+		fmt.Sprintf(`{"timestamp":0,"execution":{"jobId":%q,"thingName":"MyThing","jobDocument":%s,"status":"QUEUED","queuedAt":0,"lastUpdatedAt":0,"versionNumber":1,"executionNumber":1}}`, job2, doc2), start)
+
+	dev.Publish(p+"/"+job+"/update", 1, false, `{"status":"IN_PROGRESS","clientToken":"c8"}`)
+	expectGolden(t, "update after SUCCEEDED", nextOn(p+"/"+job+"/update/rejected"), p+"/"+job+"/update/rejected",
+		`{"code":"InvalidStateTransition","message":"the job execution is already SUCCEEDED, it cannot become IN_PROGRESS","clientToken":"c8","timestamp":0,"executionState":{"status":"SUCCEEDED","statusDetails":{"progress":"100"},"versionNumber":4}}`, start)
+
+	dev.Publish(p+"/no-such-job/update", 1, false, `{"status":"SUCCEEDED","clientToken":"c9"}`)
+	expectGolden(t, "unknown job", nextOn(p+"/no-such-job/update/rejected"), p+"/no-such-job/update/rejected",
+		`{"code":"ResourceNotFound","message":"job execution no-such-job of thing MyThing does not exist","clientToken":"c9","timestamp":0}`, start)
+
+	dev.Publish(p+"/"+job2+"/update", 1, false, `{"status":"REJECTED",`)
+	expectGolden(t, "malformed JSON", nextOn(p+"/"+job2+"/update/rejected"), p+"/"+job2+"/update/rejected",
+		`{"code":"InvalidJson","message":"the request payload is not valid UTF-8 JSON","timestamp":0}`, start)
+
+	dev.Publish(p+"/"+job2+"/bogus", 1, false, `{"clientToken":"c10"}`)
+	expectGolden(t, "unknown operation", nextOn(p+"/"+job2+"/bogus/rejected"), p+"/"+job2+"/bogus/rejected",
+		`{"code":"InvalidTopic","message":"the topic maps to no jobs operation","clientToken":"c10","timestamp":0}`, start)
+
+	// The device rejects the second job without starting it: the list
+	// empties, notify-next says so without an execution.
+	dev.Publish(p+"/"+job2+"/update", 1, false, `{"status":"REJECTED","statusDetails":{"reason":"busy"},"clientToken":"c11"}`)
+	expectGolden(t, "reject queued", nextOn(p+"/"+job2+"/update/accepted"), p+"/"+job2+"/update/accepted", `{"timestamp":0,"clientToken":"c11"}`, start)
+	expectGolden(t, "notify empty", nextOn(p+"/notify"), p+"/notify", `{"timestamp":0,"jobs":{}}`, start)
+	expectGolden(t, "notify-next empty", nextOn(p+"/notify-next"), p+"/notify-next", `{"timestamp":0}`, start)
+
+	dev.Publish(p+"/start-next", 1, false, `{"clientToken":"c12"}`)
+	expectGolden(t, "start-next with nothing pending", nextOn(p+"/start-next/accepted"), p+"/start-next/accepted", `{"timestamp":0,"clientToken":"c12"}`, start)
+
+	if len(held) > 0 {
+		t.Fatalf("unexpected messages: %v", held)
+	}
+
+	// The executions, as the API lists them.
+	body := httpGet(t, srv.HTTPURL()+"/api/jobs/"+job+"/executions", 200)
+	if gjson.Get(body, "executions.#").Int() != 1 || gjson.Get(body, "executions.0.status").String() != "SUCCEEDED" ||
+		gjson.Get(body, "executions.0.statusDetails.progress").String() != "100" {
+		t.Fatalf("executions of %s: %s", job, body)
+	}
+	body = httpGet(t, srv.HTTPURL()+"/api/jobs/"+job2, 200)
+	if gjson.Get(body, "executions.REJECTED").Int() != 1 || gjson.Get(body, "progress.failed").Int() != 1 {
+		t.Fatalf("job %s: %s", job2, body)
+	}
+}

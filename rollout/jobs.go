@@ -93,16 +93,16 @@ type JobProgress struct {
 
 // JobView is a job as the API shows it.
 type JobView struct {
-	ID         string      `json:"id"`
-	Spec       JobSpec     `json:"spec"`
-	State      JobState    `json:"state"`
-	CreatedAt  int64       `json:"createdAt"`
-	UpdatedAt  int64       `json:"updatedAt"`
-	Progress   JobProgress `json:"progress"`
+	ID        string      `json:"id"`
+	Spec      JobSpec     `json:"spec"`
+	State     JobState    `json:"state"`
+	CreatedAt int64       `json:"createdAt"`
+	UpdatedAt int64       `json:"updatedAt"`
+	Progress  JobProgress `json:"progress"`
 	// Executions counts a job document's executions by AWS status.
 	Executions map[awsjobs.Status]int `json:"executions,omitempty"`
-	Ineligible []string    `json:"ineligibleThings,omitempty"`
-	Errors     []string    `json:"errors,omitempty"`
+	Ineligible []string               `json:"ineligibleThings,omitempty"`
+	Errors     []string               `json:"errors,omitempty"`
 }
 
 // CreateJob resolves the job's targets and starts writing at once (the

@@ -9,7 +9,9 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/fakeclock"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 )
 
@@ -207,5 +209,145 @@ func TestJobsDeviceAPIGoldenWire(t *testing.T) {
 	body = httpGet(t, srv.HTTPURL()+"/api/jobs/"+job2, 200)
 	if gjson.Get(body, "executions.REJECTED").Int() != 1 || gjson.Get(body, "progress.failed").Int() != 1 {
 		t.Fatalf("job %s: %s", job2, body)
+	}
+}
+
+// Executions are durable across a restart (state, version, statusDetails
+// and the step timer); an expired step timer moves an execution to
+// TIMED_OUT (notify-next then says nothing is pending); cancelling the job
+// cancels the QUEUED executions, whose later updates are rejected with
+// TerminalStateReached; force cancels IN_PROGRESS ones too.
+func TestJobsDurableStepTimeoutAndCancel(t *testing.T) {
+	clock := fakeclock.New(time.Now())
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.RolloutInterval = 20 * time.Millisecond
+		o.RolloutClock = clock.Now
+	})
+	for _, th := range []string{"jd-a", "jd-b", "jd-c"} {
+		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"batch":"jd"}}`, th), 201)
+	}
+	job := createDocJob(t, srv, "timer", "attributes.batch:jd", `{"operation":"install"}`)
+
+	a := mt.Connect(t, srv.MQTTURL(), "jd-a")
+	aReplies := a.Subscribe("$aws/things/jd-a/jobs/start-next/accepted", 1)
+	a.Publish("$aws/things/jd-a/jobs/start-next", 1, false, `{"statusDetails":{"step":"flash"},"stepTimeoutInMinutes":5}`)
+	if m := mt.Next(t, aReplies); gjson.GetBytes(m.Payload, "execution.versionNumber").Int() != 2 {
+		t.Fatalf("start-next: %s", m.Payload)
+	}
+	c := mt.Connect(t, srv.MQTTURL(), "jd-c")
+	cReplies := c.Subscribe("$aws/things/jd-c/jobs/start-next/accepted", 1)
+	c.Publish("$aws/things/jd-c/jobs/start-next", 1, false, `{}`)
+	mt.Next(t, cReplies)
+	a.Disconnect(0)
+	c.Disconnect(0)
+
+	srv = srv.Restart(t)
+	execs := func() map[string]gjson.Result {
+		out := map[string]gjson.Result{}
+		for _, e := range gjson.Get(httpGet(t, srv.HTTPURL()+"/api/jobs/"+job+"/executions", 200), "executions").Array() {
+			out[e.Get("thingName").String()] = e
+		}
+		return out
+	}
+	got := execs()
+	if e := got["jd-a"]; e.Get("status").String() != "IN_PROGRESS" || e.Get("versionNumber").Int() != 2 || e.Get("statusDetails.step").String() != "flash" || e.Get("stepDeadline").Int() == 0 {
+		t.Fatalf("jd-a after restart: %s", e.Raw)
+	}
+	if got["jd-b"].Get("status").String() != "QUEUED" {
+		t.Fatalf("jd-b after restart: %s", got["jd-b"].Raw)
+	}
+
+	a = mt.Connect(t, srv.MQTTURL(), "jd-a")
+	next := a.Subscribe("$aws/things/jd-a/jobs/notify-next", 1)
+	clock.Add(5*time.Minute + time.Second)
+	m := mt.Next(t, next)
+	if gjson.GetBytes(m.Payload, "execution").Exists() {
+		t.Fatalf("notify-next after the time-out: %s", m.Payload)
+	}
+	if e := execs()["jd-a"]; e.Get("status").String() != "TIMED_OUT" || e.Get("versionNumber").Int() != 3 {
+		t.Fatalf("jd-a after its step timer: %s", e.Raw)
+	}
+	rej := a.Subscribe("$aws/things/jd-a/jobs/"+job+"/update/rejected", 1)
+	a.Publish("$aws/things/jd-a/jobs/"+job+"/update", 1, false, `{"status":"SUCCEEDED"}`)
+	if m := mt.Next(t, rej); gjson.GetBytes(m.Payload, "code").String() != "InvalidStateTransition" {
+		t.Fatalf("update after TIMED_OUT: %s", m.Payload)
+	}
+
+	v := httpDo(t, "POST", srv.HTTPURL()+"/api/jobs/"+job+"/cancel", "", 200)
+	if gjson.Get(v, "state").String() != "cancelled" {
+		t.Fatalf("cancel: %s", v)
+	}
+	got = execs()
+	if got["jd-b"].Get("status").String() != "CANCELED" || got["jd-c"].Get("status").String() != "IN_PROGRESS" {
+		t.Fatalf("after cancel: b %s, c %s", got["jd-b"].Raw, got["jd-c"].Raw)
+	}
+	b := mt.Connect(t, srv.MQTTURL(), "jd-b")
+	bRej := b.Subscribe("$aws/things/jd-b/jobs/"+job+"/update/rejected", 1)
+	b.Publish("$aws/things/jd-b/jobs/"+job+"/update", 1, false, `{"status":"IN_PROGRESS","clientToken":"late"}`)
+	m = mt.Next(t, bRej)
+	if gjson.GetBytes(m.Payload, "code").String() != "TerminalStateReached" || gjson.GetBytes(m.Payload, "executionState.status").String() != "CANCELED" ||
+		gjson.GetBytes(m.Payload, "clientToken").String() != "late" {
+		t.Fatalf("update of a cancelled execution: %s", m.Payload)
+	}
+	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs/"+job+"/cancel?force=maybe", "", 400)
+	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs/"+job+"/cancel", "", 409)
+	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs/"+job+"/cancel?force=true", "", 200)
+	if e := execs()["jd-c"]; e.Get("status").String() != "CANCELED" {
+		t.Fatalf("jd-c after a forced cancel: %s", e.Raw)
+	}
+}
+
+// With authentication on, a device runs its own jobs (requests, replies,
+// notifications) and nothing of another thing's: another thing's requests
+// are dropped by the ACL (that execution is untouched) and its jobs topics
+// cannot be subscribed to; a device cannot forge a notification.
+func TestJobsDeviceACL(t *testing.T) {
+	s := startSecured(t)
+	for _, th := range []string{"jobs-a", "jobs-b"} {
+		s.api(t, s.admin, "POST", "/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"fleet":"acl"}}`, th), 201)
+	}
+	a := mt.Connect(t, s.tlsMQTTURL, "jobs-a", s.trust(nil), withSecret("jobs-a", s.issue(t, "jobs-a")))
+	b := mt.Connect(t, s.tlsMQTTURL, "jobs-b", s.trust(nil), withSecret("jobs-b", s.issue(t, "jobs-b")))
+	bNext := b.Subscribe("$aws/things/jobs-b/jobs/notify-next", 1)
+	job := gjson.Get(s.api(t, s.operator, "POST", "/api/jobs", `{"name":"acl","target":"attributes.fleet:acl","document":{"op":"x"}}`, 201), "id").String()
+
+	for _, f := range []string{"$aws/things/jobs-b/jobs/notify-next", "$aws/things/jobs-b/jobs/#", "$aws/things/+/jobs/notify"} {
+		if code := subscribeCode(t, a.Client, f); code < 0x80 {
+			t.Errorf("jobs-a subscribe %q granted, want refused", f)
+		}
+	}
+	own := a.Subscribe("$aws/things/jobs-a/jobs/#", 1)
+	for _, topic := range []string{
+		"$aws/things/jobs-b/jobs/start-next",
+		"$aws/things/jobs-b/jobs/" + job + "/update",
+		"$aws/things/jobs-b/jobs/notify-next",
+		"$aws/things/jobs-a/jobs/notify-next", // forging its own notification
+		"$aws/things/jobs-a/jobs/start-next/accepted",
+	} {
+		a.Publish(topic, 0, false, `{"status":"SUCCEEDED","execution":{"jobId":"forged"}}`)
+	}
+	// Barrier: jobs-a's own request is answered after the dropped ones.
+	a.Publish("$aws/things/jobs-a/jobs/start-next", 1, false, `{"clientToken":"mine"}`)
+	for {
+		m := mt.Next(t, own)
+		if strings.Contains(string(m.Payload), "forged") {
+			t.Fatalf("jobs-a received a forged message on %s: %s", m.Topic, m.Payload)
+		}
+		if m.Topic == "$aws/things/jobs-a/jobs/start-next/accepted" {
+			if gjson.GetBytes(m.Payload, "execution.status").String() != "IN_PROGRESS" || gjson.GetBytes(m.Payload, "clientToken").String() != "mine" {
+				t.Fatalf("own start-next: %s", m.Payload)
+			}
+			break
+		}
+	}
+	body := s.api(t, s.viewer, "GET", "/api/jobs/"+job+"/executions", "", 200)
+	for _, e := range gjson.Get(body, "executions").Array() {
+		if e.Get("thingName").String() == "jobs-b" && (e.Get("status").String() != "QUEUED" || e.Get("versionNumber").Int() != 1) {
+			t.Fatalf("jobs-b's execution changed by jobs-a: %s", e.Raw)
+		}
+	}
+	// jobs-b saw its own queued notification only, never a forged one.
+	if m := mt.Next(t, bNext); gjson.GetBytes(m.Payload, "execution.jobId").String() != job {
+		t.Fatalf("jobs-b notify-next: %s", m.Payload)
 	}
 }

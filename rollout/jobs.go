@@ -309,7 +309,8 @@ func (e *Engine) CancelJob(ctx context.Context, id string) (JobView, error) {
 // job document, as AWS's CancelJob: QUEUED executions become CANCELED, and
 // with force IN_PROGRESS ones too (their devices' later updates are
 // rejected with TerminalStateReached); a job document whose executions are
-// all queued (completed) can still be cancelled.
+// all queued (completed) can still be cancelled, and a cancelled one
+// cancelled again with force.
 func (e *Engine) AbortJob(ctx context.Context, id string, force bool) (JobView, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -318,7 +319,7 @@ func (e *Engine) AbortJob(ctx context.Context, id string, force bool) (JobView, 
 		return JobView{}, ErrNotFound
 	}
 	doc := len(j.Spec.Document) > 0
-	if j.State != JobRunning && !(doc && j.State == JobCompleted) {
+	if j.State != JobRunning && !(doc && (j.State == JobCompleted || j.State == JobCancelled && force)) {
 		return JobView{}, fmt.Errorf("%w: job is %s", ErrState, j.State)
 	}
 	if !doc && force {

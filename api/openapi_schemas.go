@@ -106,9 +106,10 @@ const openapiComponents = `{
    "deviceTimeout": {"type": "string", "example": "1h"}, "minFinished": {"type": "integer"},
    "successThreshold": {"type": "number"}, "failureThreshold": {"type": "number"},
    "bakeTime": {"type": "string", "example": "10m"}, "requireApproval": {"type": "boolean"}}},
-  "RolloutSpec": {"type": "object", "required": ["name", "target", "patch", "waves"], "additionalProperties": false, "properties": {
+  "RolloutSpec": {"type": "object", "required": ["name", "target", "waves"], "additionalProperties": false, "properties": {
    "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query"}, "shadow": {"type": "string"},
-   "patch": {"type": "object", "additionalProperties": true, "description": "desired patch"},
+   "patch": {"type": "object", "additionalProperties": true, "description": "desired patch (or give jobDocument)"},
+   "jobDocument": {"type": "object", "additionalProperties": true, "description": "deliver through the AWS IoT Jobs device API instead of desired state: each notified device gets a QUEUED execution of this job document (job id = rollout id); SUCCEEDED passes, FAILED/REJECTED fail, TIMED_OUT times out"},
    "successCondition": {"type": "string"}, "failureCondition": {"type": "string"},
    "health": {"type": "object", "properties": {"offlineWindow": {"type": "string"}, "errorCondition": {"type": "string"},
     "increaseOf": {"type": "array", "items": {"type": "string"}}}},

@@ -262,6 +262,14 @@ func (e *Engine) Start(ctx context.Context, id string) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
+	if r.parsed.jobMode {
+		if e.cfg.Executions == nil {
+			return View{}, &FieldError{"jobDocument", "job documents are not available on this server"}
+		}
+		if err := e.cfg.Executions.PutJob(ctx, r.ID, r.Spec.JobDocument); err != nil {
+			return View{}, err
+		}
+	}
 	r.order = order
 	for w, things := range r.order {
 		for _, th := range things {
@@ -362,6 +370,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) (View, error) {
 			return fmt.Errorf("%w: rollout is already %s", ErrState, r.State)
 		}
 		r.skipPending()
+		e.endDelivery(ctx, r)
 		r.State = StateCancelled
 		r.event(now.UnixMilli(), "cancelled", r.Wave, "", "")
 		return nil

@@ -363,15 +363,20 @@ func (e *Engine) documentJobView(j *Job, p JobProgress) JobView {
 	return v
 }
 
-// JobExecutions lists a job document's executions, by thing.
+// JobExecutions lists the executions of a job document, or of a rollout
+// delivered through one, by thing.
 func (e *Engine) JobExecutions(id string) ([]awsjobs.Execution, error) {
 	e.mu.Lock()
 	j, ok := e.jobs[id]
+	var r *Rollout
+	if !ok {
+		r, ok = e.rollouts[id]
+	}
 	e.mu.Unlock()
 	if !ok {
 		return nil, ErrNotFound
 	}
-	if len(j.Spec.Document) == 0 || e.cfg.Executions == nil {
+	if j != nil && len(j.Spec.Document) == 0 || r != nil && !r.parsed.jobMode || e.cfg.Executions == nil {
 		return []awsjobs.Execution{}, nil
 	}
 	out, err := e.cfg.Executions.Executions(id)

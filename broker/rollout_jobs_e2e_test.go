@@ -1,0 +1,139 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/umbra-iot/umbra/broker"
+	"github.com/umbra-iot/umbra/brokertest"
+	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+)
+
+// jobsDevice is a device that runs jobs through the AWS IoT Jobs API the
+// way AWS's samples do: on notify-next with a QUEUED execution it calls
+// start-next, reports IN_PROGRESS with progress in statusDetails, then
+// SUCCEEDED, or FAILED with a reason when faulty.
+func jobsDevice(t *testing.T, srv *brokertest.Server, id string, faulty bool) {
+	t.Helper()
+	c := mt.Connect(t, srv.MQTTURL(), id)
+	p := "$aws/things/" + id + "/jobs"
+	next := c.Subscribe(p+"/notify-next", 1)
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() {
+		for {
+			var m mt.Message
+			select {
+			case <-done:
+				return
+			case m = <-next:
+			}
+			ex := gjson.GetBytes(m.Payload, "execution")
+			if ex.Get("status").String() != "QUEUED" {
+				continue
+			}
+			job := ex.Get("jobId").String()
+			c.Client.Publish(p+"/start-next", 1, false, `{"statusDetails":{"progress":"0"}}`).Wait()
+			c.Client.Publish(p+"/"+job+"/update", 1, false, `{"status":"IN_PROGRESS","statusDetails":{"progress":"50"},"expectedVersion":2}`).Wait()
+			final := `{"status":"SUCCEEDED","statusDetails":{"progress":"100"},"expectedVersion":3}`
+			if faulty {
+				final = `{"status":"FAILED","statusDetails":{"progress":"60","reason":"flash-write-error"},"expectedVersion":3}`
+			}
+			c.Client.Publish(p+"/"+job+"/update", 1, false, final).Wait()
+		}
+	}()
+}
+
+func waitRolloutState(t *testing.T, srv *brokertest.Server, id string, states ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v := httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id, 200)
+		for _, s := range states {
+			if gjson.Get(v, "state").String() == s {
+				return v
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout %s not %v within 20 s: %s", id, states, v)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the loop checks the condition
+	}
+}
+
+func jobsRolloutSpec(target string) string {
+	return `{"name":"ota via jobs","target":"` + target + `","start":true,
+ "jobDocument":{"operation":"ota","firmware":{"version":"3.0.0","url":"https://fw.example/3.0.bin"}},
+ "waves":[{"name":"canary","query":"attributes.ring:canary"},{"name":"early","query":"attributes.ring:early"},{"name":"rest","percent":100}]}`
+}
+
+// A rollout delivered through a job document instead of desired state:
+// waves go out as job executions, SUCCEEDED executions pass a wave, and a
+// FAILED execution (its statusDetails in the failure) halts the rollout at
+// the wave gate; the last wave is never queued and no desired state is
+// written. A healthy fleet completes.
+func TestRolloutThroughJobDocument(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.RolloutInterval = 20 * time.Millisecond })
+	rings := map[string]string{"jr-1": "canary", "jr-2": "canary", "jr-3": "early", "jr-4": "early", "jr-5": "rest", "jr-6": "rest"}
+	for th, ring := range rings {
+		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"ring":%q,"fleet":"jr"}}`, th, ring), 201)
+		jobsDevice(t, srv, th, th == "jr-4")
+	}
+	id := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", jobsRolloutSpec("attributes.fleet:jr"), 201), "id").String()
+	v := waitRolloutState(t, srv, id, "halted", "completed")
+	if gjson.Get(v, "state").String() != "halted" || !strings.Contains(gjson.Get(v, "reason").String(), "wave early") {
+		t.Fatalf("want halted in wave early: %s", v)
+	}
+	if w := gjson.Get(v, "waves.0"); w.Get("succeeded").Int() != 2 || w.Get("state").String() != "passed" {
+		t.Fatalf("canary: %s", w.Raw)
+	}
+	if w := gjson.Get(v, "waves.2"); w.Get("skipped").Int() != 2 {
+		t.Fatalf("rest: %s", w.Raw)
+	}
+	devs := httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id+"/devices?state=failed", 200)
+	d := gjson.Get(devs, "devices.0")
+	if d.Get("thing").String() != "jr-4" || d.Get("failure.gate").String() != "jobExecution" ||
+		d.Get("failure.value").String() != "FAILED (progress=60, reason=flash-write-error)" || d.Get("ota.error").String() != "flash-write-error" {
+		t.Fatalf("failed device: %s", devs)
+	}
+	execs := httpGet(t, srv.HTTPURL()+"/api/jobs/"+id+"/executions", 200)
+	byThing := map[string]string{}
+	for _, e := range gjson.Get(execs, "executions").Array() {
+		byThing[e.Get("thingName").String()] = e.Get("status").String()
+	}
+	want := map[string]string{"jr-1": "SUCCEEDED", "jr-2": "SUCCEEDED", "jr-3": "SUCCEEDED", "jr-4": "FAILED"}
+	if fmt.Sprint(byThing) != fmt.Sprint(want) {
+		t.Fatalf("executions %v, want %v", byThing, want)
+	}
+	// Delivery was through the job only: no desired state written.
+	if doc := httpDo(t, "GET", srv.HTTPURL()+"/things/jr-1/shadow", "", 404); doc == "" {
+		t.Fatal("empty 404 body")
+	}
+
+	// A healthy fleet completes.
+	for _, th := range []string{"ok-1", "ok-2", "ok-3"} {
+		ring := map[string]string{"ok-1": "canary", "ok-2": "early", "ok-3": "rest"}[th]
+		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"ring":%q,"fleet":"ok"}}`, th, ring), 201)
+		jobsDevice(t, srv, th, false)
+	}
+	id2 := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", jobsRolloutSpec("attributes.fleet:ok"), 201), "id").String()
+	v = waitRolloutState(t, srv, id2, "completed", "halted")
+	if gjson.Get(v, "state").String() != "completed" || gjson.Get(v, "totals.succeeded").Int() != 3 {
+		t.Fatalf("healthy fleet: %s", v)
+	}
+	var dl struct{ Devices []struct{ OTA struct{ Status string } } }
+	if err := json.Unmarshal([]byte(httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id2+"/devices", 200)), &dl); err != nil || len(dl.Devices) != 3 || dl.Devices[0].OTA.Status != "succeeded" {
+		t.Fatalf("devices: %v %+v", err, dl)
+	}
+
+	// A spec with both a patch and a job document is refused.
+	body := httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", `{"name":"x","target":"*","patch":{"target_version":"1"},"jobDocument":{"a":1},"waves":[{"name":"all","percent":100}]}`, 400)
+	if !strings.Contains(body, "jobDocument") {
+		t.Fatalf("patch and jobDocument: %s", body)
+	}
+}

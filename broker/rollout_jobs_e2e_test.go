@@ -126,7 +126,9 @@ func TestRolloutThroughJobDocument(t *testing.T) {
 	if gjson.Get(v, "state").String() != "completed" || gjson.Get(v, "totals.succeeded").Int() != 3 {
 		t.Fatalf("healthy fleet: %s", v)
 	}
-	var dl struct{ Devices []struct{ OTA struct{ Status string } } }
+	var dl struct {
+		Devices []struct{ OTA struct{ Status string } }
+	}
 	if err := json.Unmarshal([]byte(httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id2+"/devices", 200)), &dl); err != nil || len(dl.Devices) != 3 || dl.Devices[0].OTA.Status != "succeeded" {
 		t.Fatalf("devices: %v %+v", err, dl)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+	"github.com/umbra-iot/umbra/sim"
 )
 
 // jobsDevice is a device that runs jobs through the AWS IoT Jobs API the
@@ -137,5 +138,42 @@ func TestRolloutThroughJobDocument(t *testing.T) {
 	body := httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", `{"name":"x","target":"*","patch":{"target_version":"1"},"jobDocument":{"a":1},"waves":[{"name":"all","percent":100}]}`, 400)
 	if !strings.Contains(body, "jobDocument") {
 		t.Fatalf("patch and jobDocument: %s", body)
+	}
+}
+
+// Simulated Jobs-API devices (umbra sim --jobs-api) run a rollout delivered
+// through a job document: they download (IN_PROGRESS with progress),
+// reboot into the new firmware and report SUCCEEDED; a fail-update fault
+// for that version makes the canary report FAILED with its reason, which
+// halts the rollout at the canary gate.
+func TestSimJobsAPIDevicesRunJobRollout(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.RolloutInterval = 20 * time.Millisecond })
+	startSimFleetWith(t, srv, 6, 3, func(c *sim.Config) { c.JobsAPI = true }, "fail-update:version=9.9")
+	spec := func(version string) string {
+		return `{"name":"fw ` + version + `","target":"thingName:sim-*","start":true,
+ "jobDocument":{"operation":"ota","firmware":{"version":"` + version + `","url":"https://fw.example/` + version + `.bin"}},
+ "health":{"errorCondition":"shadow.reported.reset_reason:panic"},
+ "waves":[{"name":"canary","query":"attributes.deployment_ring:canary"},{"name":"rest","percent":100}]}`
+	}
+	id := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", spec("2.0.0"), 201), "id").String()
+	v := waitRolloutState(t, srv, id, "completed", "halted")
+	if gjson.Get(v, "state").String() != "completed" || gjson.Get(v, "totals.succeeded").Int() != 6 {
+		t.Fatalf("rollout 2.0.0: %s", v)
+	}
+	waitCount(t, srv, "shadow.reported.firmware_version:2.0.0", 6)
+	for _, e := range gjson.Get(httpGet(t, srv.HTTPURL()+"/api/jobs/"+id+"/executions", 200), "executions").Array() {
+		if e.Get("status").String() != "SUCCEEDED" || e.Get("statusDetails.firmware_version").String() != "2.0.0" {
+			t.Fatalf("execution: %s", e.Raw)
+		}
+	}
+
+	id = gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", spec("9.9"), 201), "id").String()
+	v = waitRolloutState(t, srv, id, "completed", "halted")
+	if gjson.Get(v, "state").String() != "halted" || !strings.Contains(gjson.Get(v, "reason").String(), "wave canary") ||
+		!strings.Contains(gjson.Get(v, "reason").String(), "image verification failed") {
+		t.Fatalf("rollout 9.9: %s", v)
+	}
+	if n := gjson.Get(v, "waves.1.skipped").Int(); n != 4 {
+		t.Fatalf("rest wave skipped %d, want 4: %s", n, v)
 	}
 }

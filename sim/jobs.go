@@ -96,8 +96,8 @@ func (d *device) runJob(job, target string) {
 		return // already downloading it
 	}
 	if target == "" || target == d.fw {
-		if d.job.id == job || target == "" {
-			d.f.stats.otaSucceeded.Add(1)
+		if d.job.id == job {
+			d.f.stats.otaSucceeded.Add(1) // the update this device downloaded
 		}
 		d.job = jobState{}
 		d.updateJob(job, "SUCCEEDED", map[string]string{"progress": "100", "firmware_version": d.fw})

@@ -95,7 +95,9 @@ func TestREADMEJobs(t *testing.T) {
 	if states["completed"] != 1 || states["halted"] != 1 {
 		t.Fatalf("rollout states %v, want one completed and one halted", states)
 	}
-	var execs struct{ Executions []struct{ ThingName, Status string } }
+	var execs struct {
+		Executions []struct{ ThingName, Status string }
+	}
 	getJSON(t, srv.HTTPURL()+"/api/jobs/"+halted+"/executions", &execs)
 	if canaries == 0 || len(execs.Executions) != canaries {
 		t.Errorf("the halted rollout queued %d executions, want only the %d canaries': %+v", len(execs.Executions), canaries, execs)

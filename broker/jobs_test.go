@@ -351,3 +351,39 @@ func TestJobsDeviceACL(t *testing.T) {
 		t.Fatalf("jobs-b notify-next: %s", m.Payload)
 	}
 }
+
+// A job document follows the bulk jobs' rules: the condition (version
+// gate) decides who gets an execution, ineligible things are listed, and
+// the rate paces how many are queued per step.
+func TestJobDocumentConditionAndRate(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.RolloutInterval = 20 * time.Millisecond })
+	for th, fw := range map[string]string{"gate-1": "2.1.0", "gate-2": "2.0.0", "gate-3": "1.9.0"} {
+		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":%q,"attributes":{"batch":"gate"}}`, th), 201)
+		httpDo(t, "POST", srv.HTTPURL()+"/things/"+th+"/shadow", fmt.Sprintf(`{"state":{"reported":{"firmware_version":%q}}}`, fw), 200)
+	}
+	body := httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"gated","target":"attributes.batch:gate","condition":"shadow.reported.firmware_version>=2.0.0",
+		"ratePerSecond":1,"document":{"operation":"config","interval":30}}`, 201)
+	id := gjson.Get(body, "id").String()
+	if gjson.Get(body, "progress.remaining").Int() != 2 {
+		t.Fatalf("with rate 1, the first step handles one thing: %s", body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for gjson.Get(body, "state").String() == "running" {
+		if time.Now().After(deadline) {
+			t.Fatalf("job still running: %s", body)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the loop checks the condition
+		body = httpGet(t, srv.HTTPURL()+"/api/jobs/"+id, 200)
+	}
+	if gjson.Get(body, "ineligibleThings").Raw != `["gate-3"]` || gjson.Get(body, "executions.QUEUED").Int() != 2 || gjson.Get(body, "progress.pending").Int() != 2 {
+		t.Fatalf("gated job: %s", body)
+	}
+	for _, e := range gjson.Get(httpGet(t, srv.HTTPURL()+"/api/jobs/"+id+"/executions", 200), "executions").Array() {
+		if e.Get("thingName").String() == "gate-3" {
+			t.Fatalf("the ineligible thing got an execution: %s", e.Raw)
+		}
+	}
+	// Refused specs: a document and a patch, a document that is no object.
+	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"x","target":"*","patch":{"a":1},"document":{"b":2}}`, 400)
+	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"x","target":"*","document":[1]}`, 400)
+}

@@ -120,7 +120,7 @@ var oaRoutes = []oaRoute{
 
 	// Live events.
 	{method: "GET", path: "/api/whoami", tag: "operations", summary: "The caller's API key name and role", role: "viewer", status: 200, result: "WhoAmI", errs: []int{401}},
-	{method: "GET", path: "/api/events", tag: "events", summary: "Server-sent events: shadow, connectivity, rollout and job changes", role: "viewer", query: []oaParam{qThing,
+	{method: "GET", path: "/api/events", tag: "events", summary: "Server-sent events: shadow, connectivity, rollout and job changes (job: an AWS IoT Jobs execution changed; data.execution)", role: "viewer", query: []oaParam{qThing,
 		{name: "group", typ: "string", desc: "only things in this group"}, {name: "query", typ: "string", desc: "only things matching this fleet query"},
 		{name: "types", typ: "string", desc: "comma-separated: shadow, connectivity, rollout, job"}},
 		status: 200, result: "Text", media: "text/event-stream", errs: []int{400, 404}},

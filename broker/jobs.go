@@ -19,7 +19,8 @@ func (b *Broker) openJobs() error {
 				b.rollouts.ExecutionChanged(e.Thing)
 			}
 			if b.events.Subscribers() > 0 {
-				b.events.PublishJSON("job_execution", e.Thing, e)
+				// The live stream's "job" events: a job execution changed.
+				b.events.PublishJSON("job", e.Thing, map[string]any{"execution": e})
 			}
 		},
 	}

@@ -1,8 +1,11 @@
 package broker_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -386,4 +389,44 @@ func TestJobDocumentConditionAndRate(t *testing.T) {
 	// Refused specs: a document and a patch, a document that is no object.
 	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"x","target":"*","patch":{"a":1},"document":{"b":2}}`, 400)
 	httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"x","target":"*","document":[1]}`, 400)
+}
+
+// The live event stream carries job execution changes as "job" events.
+func TestJobExecutionEvents(t *testing.T) {
+	srv := brokertest.Start(t)
+	registerThings(t, srv, "ev-dev")
+	ctx, cancel := context.WithTimeout(context.Background(), mt.Wait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.HTTPURL()+"/api/events?thing=ev-dev&types=job", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := bufio.NewScanner(resp.Body)
+	next := func() (string, string) {
+		t.Helper()
+		var typ string
+		for lines.Scan() {
+			l := lines.Text()
+			switch {
+			case strings.HasPrefix(l, "event: "):
+				typ = strings.TrimPrefix(l, "event: ")
+			case strings.HasPrefix(l, "data: "):
+				return typ, strings.TrimPrefix(l, "data: ")
+			}
+		}
+		t.Fatalf("stream ended: %v", lines.Err())
+		return "", ""
+	}
+	job := createDocJob(t, srv, "evented", "thingName:ev-dev", `{"op":"x"}`)
+	if typ, data := next(); typ != "job" || gjson.Get(data, "thing").String() != "ev-dev" ||
+		gjson.Get(data, "data.execution.jobId").String() != job || gjson.Get(data, "data.execution.status").String() != "QUEUED" {
+		t.Fatalf("queued event %s %s", typ, data)
+	}
+	dev := mt.Connect(t, srv.MQTTURL(), "ev-dev")
+	dev.Publish("$aws/things/ev-dev/jobs/start-next", 1, false, `{}`)
+	if typ, data := next(); typ != "job" || gjson.Get(data, "data.execution.status").String() != "IN_PROGRESS" {
+		t.Fatalf("started event %s %s", typ, data)
+	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/umbra-iot/umbra/tempfork/mochi/system"
 
 	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/internal/events"
 	"github.com/umbra-iot/umbra/internal/hooks"
 	"github.com/umbra-iot/umbra/internal/rollout"
@@ -58,6 +59,7 @@ type Broker struct {
 	shadows  *shadow.Service
 	registry *registry.Registry
 	rollouts *rollout.Engine
+	jobs     *awsjobs.Service
 	events   events.Hub
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
@@ -190,8 +192,12 @@ func (b *Broker) addHooks() error {
 	}
 	b.access.Admit = b.admit
 	b.shadows = b.newShadowService()
+	if err := b.openJobs(); err != nil {
+		return fmt.Errorf("jobs: %w", err)
+	}
 	b.rollouts, err = rollout.Open(rollout.Config{
-		Fleet: b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Executions: b.jobs,
+		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
@@ -201,12 +207,13 @@ func (b *Broker) addHooks() error {
 		return fmt.Errorf("rollouts: %w", err)
 	}
 	go b.rollouts.Run(b.ctx, b.opts.RolloutInterval)
+	go b.jobs.Run(b.ctx, b.opts.RolloutInterval)
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
-	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
+	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
 	quota, err := b.quotaHook()
 	if err != nil {

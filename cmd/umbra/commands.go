@@ -74,10 +74,11 @@ var clientGroups = []*group{
 		v("remove", "GROUP THING ...", "remove things from a static group", groupsMember("DELETE")),
 	}},
 	{name: "jobs", aliases: []string{"job"}, summary: "bulk configuration jobs", verbs: []verb{
-		v("create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON) [--condition Q] [--rate N]", "write desired state to many things", jobsCreate),
+		v("create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON | --document FILE) [--condition Q] [--rate N]", "write desired state to many things, or queue an AWS IoT Jobs document for them", jobsCreate),
 		v("ls", "", "list jobs", jobsLs, "list"),
 		v("get", "ID [--watch [--until applied|converged]]", "show a job's progress", jobsGet),
-		v("cancel", "ID", "cancel a running job", jobsCancel),
+		v("cancel", "ID [--force]", "cancel a running job (--force: also IN_PROGRESS job executions)", jobsCancel),
+		v("executions", "ID", "list a job document's (or a rollout's) AWS IoT Jobs executions", jobsExecutions),
 		v("watch", "ID [--until applied|converged]", "follow a job's progress until it is done (= get --watch)", withWatch(jobsGet)),
 	}},
 	{name: "rollouts", aliases: []string{"rollout"}, summary: "phased rollouts", verbs: []verb{

@@ -135,6 +135,7 @@ func parseSim(args []string, stderr io.Writer, env []string) (*simOptions, error
 	sources := fs.String("source-addrs", "", "local addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (default: automatic beyond 20k devices on loopback)")
 	dur(&c.OTADuration, "ota-duration", sim.DefaultOTADuration, "how long a firmware download takes")
 	dur(&c.RebootDelay, "reboot-delay", sim.DefaultRebootDelay, "how long a reboot keeps a device offline")
+	fs.BoolVar(&c.JobsAPI, "jobs-api", false, "devices take updates through the AWS IoT Jobs API (notify-next, start-next, IN_PROGRESS with progress, SUCCEEDED/FAILED per the faults) besides desired state")
 	dur(&c.LowPower.Period, "low-power", 0, "low-power mode: sleep this long between wakes (0: always connected)")
 	dur(&c.LowPower.Awake, "awake", sim.DefaultAwake, "low-power mode: longest a wake lasts")
 	fs.Int64Var(&c.Seed, "seed", 0, "varies which devices the faults hit")

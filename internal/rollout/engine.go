@@ -47,6 +47,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// OnEvent, when set, sees every rollout event (the live stream).
 	OnEvent func(rolloutID string, ev Event)
+	// Executions, when set, delivers jobs and rollouts that carry a job
+	// document through the AWS IoT Jobs device API (awsjobs.Service).
+	Executions Executions
 	// Workers bounds concurrent shadow writes when notifying devices or
 	// running a job (default 512): each write waits for its group commit,
 	// so throughput comes from many writes sharing each fsync.
@@ -259,6 +262,14 @@ func (e *Engine) Start(ctx context.Context, id string) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
+	if r.parsed.jobMode {
+		if e.cfg.Executions == nil {
+			return View{}, &FieldError{"jobDocument", "job documents are not available on this server"}
+		}
+		if err := e.cfg.Executions.PutJob(ctx, r.ID, r.Spec.JobDocument); err != nil {
+			return View{}, err
+		}
+	}
 	r.order = order
 	for w, things := range r.order {
 		for _, th := range things {
@@ -359,6 +370,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) (View, error) {
 			return fmt.Errorf("%w: rollout is already %s", ErrState, r.State)
 		}
 		r.skipPending()
+		e.endDelivery(ctx, r)
 		r.State = StateCancelled
 		r.event(now.UnixMilli(), "cancelled", r.Wave, "", "")
 		return nil

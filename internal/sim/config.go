@@ -104,6 +104,13 @@ type Config struct {
 	OTADuration time.Duration
 	RebootDelay time.Duration
 
+	// JobsAPI makes the devices take updates through the AWS IoT Jobs
+	// device API instead of desired state (see jobs.go): they subscribe to
+	// notify-next, start the next job, report IN_PROGRESS with progress in
+	// statusDetails, and end it SUCCEEDED (after rebooting into the new
+	// firmware) or FAILED, per the faults.
+	JobsAPI bool
+
 	// LowPower, when Period > 0, runs the seed's battery loop: wake,
 	// connect, /get, act on the delta, report, telemetry, disconnect, sleep
 	// Period. A device's first wake is spread over the first Period.

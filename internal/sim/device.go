@@ -42,6 +42,7 @@ type device struct {
 	telemetry   *time.Timer
 	crashTimer  *time.Timer
 	ota         otaState
+	job         jobState // Jobs-API mode: the execution being downloaded
 	crashLoop   bool
 	gone        bool
 	lastTok     paho.Token
@@ -138,6 +139,10 @@ func (d *device) onConnect(c paho.Client) {
 		return
 	}
 	filters := map[string]byte{d.topic("update/delta"): 1, d.topic("get/+"): 1}
+	if d.f.cfg.JobsAPI {
+		filters[d.jobsTopic("notify-next")] = 1
+		filters[d.jobsTopic("start-next/+")] = 1
+	}
 	tok := c.SubscribeMultiple(filters, nil)
 	if !tok.WaitTimeout(d.f.cfg.ConnectTimeout) || tok.Error() != nil {
 		d.f.stats.subscribeErrors.Add(1)
@@ -167,6 +172,10 @@ func (d *device) onConnect(c paho.Client) {
 	// change made while the device was off is in the /get answer's delta.
 	d.f.stats.gets.Add(1)
 	d.lastTok = c.Publish(d.topic("get"), 1, false, []byte("{}"))
+	if d.f.cfg.JobsAPI {
+		// After a boot or a reconnection, pick up (or finish) pending work.
+		d.lastTok = c.Publish(d.jobsTopic("start-next"), 1, false, []byte(`{"statusDetails":{"progress":"0"}}`))
+	}
 }
 
 func (d *device) onLost(_ paho.Client, _ error) {
@@ -192,6 +201,10 @@ func (d *device) onMessage(_ paho.Client, m paho.Message) {
 		return
 	}
 	t := m.Topic()
+	if d.f.cfg.JobsAPI && strings.HasPrefix(t, d.jobsTopic("")) {
+		d.onJobsMessage(t, m.Payload())
+		return
+	}
 	switch {
 	case strings.HasSuffix(t, "/update/delta"):
 		var msg struct {
@@ -434,6 +447,7 @@ func (d *device) rebootLocked(reason string) {
 	}
 	d.resetReason = reason
 	d.bootPending = true
+	d.job.active = false // a reboot aborts a Jobs-API download too
 	if d.ota.active {
 		// A crash (or any reboot) during a download aborts it; the device
 		// starts it again when the delta asks after the boot.

@@ -28,6 +28,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/system"
 
+	"github.com/umbra-iot/umbra/artifact"
 	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/events"
 	"github.com/umbra-iot/umbra/hooks"
@@ -59,6 +60,8 @@ type Broker struct {
 	registry *registry.Registry
 	rollouts *rollout.Engine
 	events   events.Hub
+	// artifacts is the firmware store (artifacts.go).
+	artifacts *artifact.Service
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -190,7 +193,11 @@ func (b *Broker) addHooks() error {
 	}
 	b.access.Admit = b.admit
 	b.shadows = b.newShadowService()
+	if err := b.openArtifacts(); err != nil {
+		return err
+	}
 	b.rollouts, err = rollout.Open(rollout.Config{
+		Artifacts: rolloutArtifacts{b},
 		Fleet: b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {

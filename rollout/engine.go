@@ -51,6 +51,9 @@ type Config struct {
 	// running a job (default 512): each write waits for its group commit,
 	// so throughput comes from many writes sharing each fsync.
 	Workers int
+	// Artifacts, when set, lets rollouts and jobs reference stored
+	// firmware artifacts.
+	Artifacts Artifacts
 }
 
 // Errors.
@@ -101,6 +104,10 @@ func newID(prefix string) string {
 
 // Create records a rollout without starting it.
 func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return View{}, err
+	}
 	p, err := validate(s)
 	if err != nil {
 		return View{}, err
@@ -151,6 +158,10 @@ func (r *Rollout) seed() string {
 // seed is the spec's (plan.seed) or a new one; creating the rollout with
 // the returned plan token freezes the same waves.
 func (e *Engine) Preview(s Spec) (PreviewResult, error) {
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return PreviewResult{}, err
+	}
 	p, err := validate(s)
 	if err != nil {
 		return PreviewResult{}, err

@@ -26,6 +26,9 @@ type JobSpec struct {
 	Group  string          `json:"group,omitempty"`  // or a group
 	Shadow string          `json:"shadow,omitempty"`
 	Patch  json.RawMessage `json:"patch"`
+	// Artifact, as in a rollout Spec: each thing gets its own ota_url and
+	// the image's target_version, ota_sha256, ota_size (ota_signature).
+	Artifact string `json:"artifact,omitempty"`
 	// Condition a thing must meet to receive the patch, e.g.
 	// shadow.reported.firmware_version>=2.0.0. Others are ineligible.
 	Condition string `json:"condition,omitempty"`
@@ -103,6 +106,10 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 	if (s.Target == "") == (s.Group == "") {
 		return JobView{}, &FieldError{"target", "give a target query or a group (one of them)"}
 	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return JobView{}, err
+	}
 	if !gjson.ValidBytes(s.Patch) || !gjson.ParseBytes(s.Patch).IsObject() || len(gjson.ParseBytes(s.Patch).Map()) == 0 {
 		return JobView{}, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values"}
 	}
@@ -149,7 +156,6 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 		err      string
 	}
 	results := make([]result, len(batch))
-	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, j.Spec.Patch)
 	var wg sync.WaitGroup
 	work := make(chan int)
 	for range min(e.cfg.Workers, len(batch)) {
@@ -163,6 +169,7 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 					continue
 				}
 				results[i].eligible = true
+				payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, e.devicePatch(j.Spec.Patch, j.Spec.Artifact, th))
 				resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
 					Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
 				if resp.Err != nil {

@@ -34,6 +34,11 @@ type Spec struct {
 	Target string          `json:"target"`           // fleet query selecting the devices
 	Shadow string          `json:"shadow,omitempty"` // named shadow; "" is the classic one
 	Patch  json.RawMessage `json:"patch"`            // desired patch, an object
+	// Artifact references a stored firmware image (id, id prefix or
+	// type@version) instead of a raw URL: each device's desired state gets
+	// its own download URL (ota_url) and the image's target_version,
+	// ota_sha256, ota_size (and ota_signature). Stored as the id.
+	Artifact string `json:"artifact,omitempty"`
 	// Success is a query a device must match to count as updated; default
 	// shadow.reported.firmware_version:<patch.target_version>.
 	Success string `json:"successCondition,omitempty"`

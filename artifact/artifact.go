@@ -70,7 +70,7 @@ type Artifact struct {
 	SHA256     string `json:"sha256"`
 	Size       int64  `json:"size"`
 	Version    string `json:"version"`
-	Type       string `json:"type"` // device (thing) type, e.g. esp32
+	Type       string `json:"type"`       // device (thing) type, e.g. esp32
 	UploadedAt int64  `json:"uploadedAt"` // Unix ms
 	Uploader   string `json:"uploader"`
 	// Signature (base64 in JSON) and the algorithm that verified it

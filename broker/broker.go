@@ -198,7 +198,7 @@ func (b *Broker) addHooks() error {
 	}
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Artifacts: rolloutArtifacts{b},
-		Fleet: b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Fleet:     b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})

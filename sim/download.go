@@ -95,6 +95,12 @@ func (d *device) fetch(img image, gen int, progress func(got, total int64)) ([]b
 				resp.Body.Close()
 				return nil, got, &downloadError{fmt.Sprintf("resumed download: Content-Range %q does not start at byte %d", resp.Header.Get("Content-Range"), got)}
 			}
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+			// Busy or failing for now (too many connections from one
+			// address, a restart): try again, as a device would.
+			resp.Body.Close()
+			lastErr = fmt.Errorf("HTTP %d", resp.StatusCode)
+			continue
 		default:
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()

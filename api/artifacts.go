@@ -25,6 +25,11 @@ type ArtifactAPI struct {
 	// write of a download (a slow link may take longer in all, as long as
 	// it keeps moving). Zero: no bound.
 	ReadTimeout, WriteTimeout time.Duration
+	// ClientCert, when set, names the thing whose verified client
+	// certificate (HTTPS listener) made r: "" when none was presented, an
+	// error when the certificate may not be used (revoked). A device with
+	// a certificate needs no token.
+	ClientCert func(r *http.Request) (thing string, err error)
 	// Served, when set, is told of every download answer: its status and
 	// the content bytes written, and whether it delivered the image's last
 	// byte (a download completed, possibly after earlier ranges).
@@ -161,7 +166,11 @@ func (a *ArtifactAPI) deviceDownload(w http.ResponseWriter, r *http.Request) {
 func (a *ArtifactAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
 	q := r.URL.Query()
 	id := r.PathValue("id")
-	if err := a.Artifacts.Authorize(id, q.Get("thing"), q.Get("expires"), q.Get("token")); err != nil {
+	err := a.certAuthorize(r)
+	if errors.Is(err, errNoCert) {
+		err = a.Artifacts.Authorize(id, q.Get("thing"), q.Get("expires"), q.Get("token"))
+	}
+	if err != nil {
 		if a.Served != nil {
 			a.Served(http.StatusForbidden, 0, false)
 		}
@@ -169,6 +178,27 @@ func (a *ArtifactAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+var errNoCert = errors.New("no client certificate")
+
+// certAuthorize checks a device's client certificate: errNoCert when it
+// presented none (the token decides).
+func (a *ArtifactAPI) certAuthorize(r *http.Request) error {
+	if a.ClientCert == nil {
+		return errNoCert
+	}
+	thing, err := a.ClientCert(r)
+	if err != nil {
+		return fmt.Errorf("%w: %v", artifact.ErrToken, err)
+	}
+	if thing == "" {
+		return errNoCert
+	}
+	if q := r.URL.Query().Get("thing"); q != "" && q != thing {
+		return fmt.Errorf("%w: the URL is for thing %q, the client certificate of %q", artifact.ErrToken, q, thing)
+	}
+	return nil
 }
 
 func (a *ArtifactAPI) signature(w http.ResponseWriter, r *http.Request) {

@@ -127,7 +127,7 @@ var oaRoutes = []oaRoute{
 	{method: "GET", path: "/api/artifacts/{id}/signature", tag: "artifacts", summary: "The image's signature (raw bytes; X-Umbra-Signature-Algorithm names the algorithm); 404 when unsigned", role: "viewer", status: 200, result: "Text", media: "application/octet-stream", errs: []int{404}},
 	{method: "POST", path: "/api/artifacts/{id}/url", tag: "artifacts", summary: "A device's download URL (with its short-lived token), as rollouts write it into desired ota_url", role: "operator", query: []oaParam{
 		{name: "thing", typ: "string", desc: "the device the URL is for", required: true}}, status: 200, result: "DownloadURL", errs: []int{400, 404}},
-	{method: "GET", path: "/firmware/{id}", tag: "artifacts", summary: "Device download, authorised by the token in the URL (no API key): Range (206, 416), If-Range, ETag, If-None-Match (304); 403 JSON for a missing, expired or foreign token", query: []oaParam{
+	{method: "GET", path: "/firmware/{id}", tag: "artifacts", summary: "Device download, authorised by the token in the URL or, on the HTTPS listener, the device's client certificate (no API key): Range (206, 416), If-Range, ETag, If-None-Match (304); 403 JSON for a missing, expired or foreign token", query: []oaParam{
 		{name: "thing", typ: "string", desc: "the device", required: true}, {name: "expires", typ: "integer", desc: "Unix time the token expires", required: true}, {name: "token", typ: "string", desc: "HMAC token", required: true}},
 		status: 200, result: "Text", media: "application/octet-stream", errs: []int{304, 403, 404, 416}},
 	{method: "GET", path: "/firmware/{id}/signature", tag: "artifacts", summary: "The image's signature for a device, with the same token as its download", query: []oaParam{

@@ -324,3 +324,47 @@ func TestArtifactDeleteRefusedWhileARolloutReferencesIt(t *testing.T) {
 		t.Fatalf("400: %s", a.body)
 	}
 }
+
+// A bulk job may reference an artifact too: every thing gets its own
+// download URL, and the URL a device got before a restart still works
+// after it (the token key is kept in the database).
+func TestArtifactJobWritesPerDeviceURLsThatSurviveARestart(t *testing.T) {
+	srv := brokertest.Start(t)
+	for i := range 2 {
+		httpDo(t, "POST", srv.HTTPURL()+"/api/things", fmt.Sprintf(`{"thingName":"dev-%d"}`, i), 201)
+	}
+	img := randomImage(t, 40_000)
+	id := push(t, srv, img, "3.0.0", nil).json("id").String()
+	job := httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"fw","target":"*","artifact":"esp32@3.0.0"}`, 201)
+	if gjson.Get(job, "spec.artifact").String() != id {
+		t.Fatalf("job %s", job)
+	}
+	urls := map[string]string{}
+	for i := range 2 {
+		thing := fmt.Sprintf("dev-%d", i)
+		d := gjson.Get(httpGet(t, srv.HTTPURL()+"/things/"+thing+"/shadow", 200), "state.desired")
+		if d.Get("target_version").String() != "3.0.0" || d.Get("ota_sha256").String() != id || d.Get("ota_size").Int() != int64(len(img)) ||
+			!strings.Contains(d.Get("ota_url").String(), "thing="+thing+"&") {
+			t.Fatalf("%s desired %s", thing, d)
+		}
+		urls[thing] = d.Get("ota_url").String()
+	}
+	if urls["dev-0"] == urls["dev-1"] {
+		t.Fatal("both devices got the same URL")
+	}
+	want(t, artifactReq(t, "DELETE", srv.HTTPURL()+"/api/artifacts/"+id, nil, nil), 204, "delete: the job is completed")
+	want(t, push(t, srv, img, "3.0.0", nil), 201, "upload again")
+
+	srv = srv.Restart(t)
+	base := srv.HTTPURL()
+	for thing, u := range urls {
+		// The listener has a new port after the restart; the path and
+		// token are what matter.
+		path := u[strings.Index(u, "/firmware/"):]
+		a := artifactReq(t, "GET", base+path, nil, nil)
+		want(t, a, 200, thing+"'s URL after a restart")
+		if !bytes.Equal(a.body, img) {
+			t.Fatalf("%s: wrong bytes", thing)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/artifact"
+	"github.com/umbra-iot/umbra/auth"
 	"github.com/umbra-iot/umbra/store"
 )
 
@@ -140,6 +142,24 @@ func (m *artifactMetrics) served(status int, n int64, completed bool) {
 	m.bytes.Add(float64(n))
 	if completed {
 		m.completed.Inc()
+	}
+}
+
+// deviceCert names the thing of a verified client certificate on the
+// HTTPS listener ("" when none); a denied certificate is an error.
+func (b *Broker) deviceCert(deny *auth.DenyList) func(r *http.Request) (string, error) {
+	return func(r *http.Request) (string, error) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			return "", nil
+		}
+		leaf := r.TLS.VerifiedChains[0][0]
+		if deny.Denies(leaf) {
+			return "", fmt.Errorf("client certificate %s (serial %s) is revoked", leaf.Subject.CommonName, leaf.SerialNumber.Text(16))
+		}
+		if !validThing(leaf.Subject.CommonName) {
+			return "", fmt.Errorf("client certificate CN %q is not a thing name", leaf.Subject.CommonName)
+		}
+		return leaf.Subject.CommonName, nil
 	}
 }
 

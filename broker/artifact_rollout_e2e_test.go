@@ -208,3 +208,33 @@ func TestArtifactRolloutDeviceRefusesAnImageWhoseSignatureFails(t *testing.T) {
 		t.Fatalf("%d devices installed the badly signed image", got)
 	}
 }
+
+// Signed end to end: the server checks the signature at upload, desired
+// state carries it (ota_signature), and devices holding the same public key
+// verify it before they install.
+func TestArtifactRolloutSignedImageVerifiedByDevices(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keyFile := writePublicKey(t, &key.PublicKey)
+	srv := brokertest.Start(t, func(o *broker.Options) { o.Artifacts.PublicKeyFile = keyFile })
+	img := randomImage(t, 64_000)
+	sum := sha256.Sum256(img)
+	sig, _ := ecdsa.SignASN1(rand.Reader, key, sum[:])
+	b64 := base64.StdEncoding.EncodeToString(sig)
+	want(t, push(t, srv, img, "2.0.0", map[string]string{"X-Umbra-Signature": b64}), 201, "signed upload")
+	fl := startSimFleetWith(t, srv, 3, 3, func(c *sim.Config) { c.Download = true; c.SigningKey = &key.PublicKey })
+	spec := `{"name":"fw","target":"*","artifact":"esp32@2.0.0","start":true,"failureCondition":"shadow.reported.ota_status:failed",
+		"waves":[{"name":"all","percent":100}]}`
+	rid := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", spec, 201), "id").String()
+	if done := waitRolloutState(t, srv, rid, "completed", "halted"); done.Get("state").String() != "completed" {
+		t.Fatalf("rollout %s: %s", done.Get("state"), done.Get("events"))
+	}
+	for _, thing := range fl.ids {
+		rep := gjson.Get(httpGet(t, srv.HTTPURL()+"/things/"+thing+"/shadow", 200), "state.reported")
+		if rep.Get("firmware_version").String() != "2.0.0" || rep.Get("ota_signature").String() != b64 {
+			t.Errorf("%s reported %s", thing, rep)
+		}
+	}
+	if st := fl.Stats(); st.DownloadsVerified != 3 {
+		t.Fatalf("sim stats %+v", st)
+	}
+}

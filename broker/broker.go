@@ -28,6 +28,7 @@ import (
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/system"
 
+	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/internal/events"
@@ -61,6 +62,8 @@ type Broker struct {
 	rollouts *rollout.Engine
 	jobs     *awsjobs.Service
 	events   events.Hub
+	// artifacts is the firmware store (artifacts.go).
+	artifacts *artifact.Service
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -195,8 +198,12 @@ func (b *Broker) addHooks() error {
 	if err := b.openJobs(); err != nil {
 		return fmt.Errorf("jobs: %w", err)
 	}
+	if err := b.openArtifacts(); err != nil {
+		return err
+	}
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Executions: b.jobs,
+		Artifacts:  rolloutArtifacts{b},
 		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {

@@ -136,6 +136,8 @@ type Options struct {
 	// HTTP hardens the HTTP listener: timeouts, header size, connections
 	// per address.
 	HTTP HTTPOptions
+	// Artifacts configures the firmware artifact store (artifacts.go).
+	Artifacts ArtifactOptions
 }
 
 // withDefaults returns a copy with every zero field set to its default.

@@ -50,23 +50,6 @@ func jobsDevice(t *testing.T, srv *brokertest.Server, id string, faulty bool) {
 	}()
 }
 
-func waitRolloutState(t *testing.T, srv *brokertest.Server, id string, states ...string) string {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		v := httpGet(t, srv.HTTPURL()+"/api/rollouts/"+id, 200)
-		for _, s := range states {
-			if gjson.Get(v, "state").String() == s {
-				return v
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rollout %s not %v within 20 s: %s", id, states, v)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation: the loop checks the condition
-	}
-}
-
 func jobsRolloutSpec(target string) string {
 	return `{"name":"ota via jobs","target":"` + target + `","start":true,
  "jobDocument":{"operation":"ota","firmware":{"version":"3.0.0","url":"https://fw.example/3.0.bin"}},
@@ -88,7 +71,7 @@ func TestRolloutThroughJobDocument(t *testing.T) {
 		}
 	}
 	id := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", jobsRolloutSpec("attributes.fleet:jr"), 201), "id").String()
-	v := waitRolloutState(t, srv, id, "halted", "completed")
+	v := waitRolloutState(t, srv, id, "halted", "completed").Raw
 	if gjson.Get(v, "state").String() != "halted" || !strings.Contains(gjson.Get(v, "reason").String(), "wave early") {
 		t.Fatalf("want halted in wave early: %s", v)
 	}
@@ -131,7 +114,7 @@ func TestRolloutThroughJobDocument(t *testing.T) {
 		jobsDevice(t, srv, th, false)
 	}
 	id2 := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", jobsRolloutSpec("attributes.fleet:ok"), 201), "id").String()
-	v = waitRolloutState(t, srv, id2, "completed", "halted")
+	v = waitRolloutState(t, srv, id2, "completed", "halted").Raw
 	if gjson.Get(v, "state").String() != "completed" || gjson.Get(v, "totals.succeeded").Int() != 3 {
 		t.Fatalf("healthy fleet: %s", v)
 	}
@@ -164,7 +147,7 @@ func TestSimJobsAPIDevicesRunJobRollout(t *testing.T) {
  "waves":[{"name":"canary","query":"attributes.deployment_ring:canary"},{"name":"rest","percent":100}]}`
 	}
 	id := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", spec("2.0.0"), 201), "id").String()
-	v := waitRolloutState(t, srv, id, "completed", "halted")
+	v := waitRolloutState(t, srv, id, "completed", "halted").Raw
 	if gjson.Get(v, "state").String() != "completed" || gjson.Get(v, "totals.succeeded").Int() != 6 {
 		t.Fatalf("rollout 2.0.0: %s", v)
 	}
@@ -176,7 +159,7 @@ func TestSimJobsAPIDevicesRunJobRollout(t *testing.T) {
 	}
 
 	id = gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", spec("9.9"), 201), "id").String()
-	v = waitRolloutState(t, srv, id, "completed", "halted")
+	v = waitRolloutState(t, srv, id, "completed", "halted").Raw
 	if gjson.Get(v, "state").String() != "halted" || !strings.Contains(gjson.Get(v, "reason").String(), "wave canary") ||
 		!strings.Contains(gjson.Get(v, "reason").String(), "image verification failed") {
 		t.Fatalf("rollout 9.9: %s", v)

@@ -94,6 +94,13 @@ var clientGroups = []*group{
 		v("rollback", "ID", "restore the previous desired values", rolloutAction("rollback")),
 		v("approve", "ID [--wave N]", "approve a wave that waits for approval", rolloutAction("approve")),
 	}},
+	{name: "artifacts", aliases: []string{"artifact"}, summary: "firmware images served to devices", verbs: []verb{
+		v("push", "FILE --version V --type T [--signature SIGFILE]", "upload a firmware image (SHA-256 checked, signature verified when a key is configured)", artifactsPush),
+		v("ls", "", "list artifacts", artifactsLs, "list"),
+		v("get", "ID|TYPE@VERSION", "show an artifact", artifactsGet),
+		v("rm", "ID|TYPE@VERSION", "delete an artifact no rollout references", artifactsRm, "delete"),
+		v("url", "ID|TYPE@VERSION --thing THING", "print a device's download URL", artifactsURL),
+	}},
 }
 
 // withWatch is a "watch" verb: the given verb with --watch, so that every

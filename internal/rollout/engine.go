@@ -54,6 +54,9 @@ type Config struct {
 	// running a job (default 512): each write waits for its group commit,
 	// so throughput comes from many writes sharing each fsync.
 	Workers int
+	// Artifacts, when set, lets rollouts and jobs reference stored
+	// firmware artifacts.
+	Artifacts Artifacts
 }
 
 // Errors.
@@ -104,6 +107,13 @@ func newID(prefix string) string {
 
 // Create records a rollout without starting it.
 func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+	if len(s.JobDocument) > 0 && s.Artifact != "" {
+		return View{}, &FieldError{"artifact", errArtifactWithDocument}
+	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return View{}, err
+	}
 	p, err := validate(s)
 	if err != nil {
 		return View{}, err
@@ -154,6 +164,13 @@ func (r *Rollout) seed() string {
 // seed is the spec's (plan.seed) or a new one; creating the rollout with
 // the returned plan token freezes the same waves.
 func (e *Engine) Preview(s Spec) (PreviewResult, error) {
+	if len(s.JobDocument) > 0 && s.Artifact != "" {
+		return PreviewResult{}, &FieldError{"artifact", errArtifactWithDocument}
+	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return PreviewResult{}, err
+	}
 	p, err := validate(s)
 	if err != nil {
 		return PreviewResult{}, err

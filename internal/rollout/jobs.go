@@ -32,6 +32,10 @@ type JobSpec struct {
 	// object, at most 32 KB), which the device reads and reports through
 	// the Jobs device MQTT API ($aws/things/{thing}/jobs/...).
 	Document json.RawMessage `json:"document,omitempty"`
+	// Artifact, as in a rollout Spec: each thing gets its own ota_url and
+	// the image's target_version, ota_sha256, ota_size (ota_signature).
+	// Not with Document.
+	Artifact string `json:"artifact,omitempty"`
 	// Condition a thing must meet to receive the patch, e.g.
 	// shadow.reported.firmware_version>=2.0.0. Others are ineligible.
 	Condition string `json:"condition,omitempty"`
@@ -114,6 +118,13 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 	if (s.Target == "") == (s.Group == "") {
 		return JobView{}, &FieldError{"target", "give a target query or a group (one of them)"}
 	}
+	if len(s.Document) > 0 && s.Artifact != "" {
+		return JobView{}, &FieldError{"artifact", errArtifactWithDocument}
+	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return JobView{}, err
+	}
 	switch {
 	case len(s.Document) > 0 && len(s.Patch) > 0:
 		return JobView{}, &FieldError{"document", "give a patch (desired state) or a job document, not both"}
@@ -125,7 +136,7 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 			return JobView{}, &FieldError{"document", strings.TrimPrefix(err.Error(), awsjobs.ErrDocument.Error()+": ")}
 		}
 	case !gjson.ValidBytes(s.Patch) || !gjson.ParseBytes(s.Patch).IsObject() || len(gjson.ParseBytes(s.Patch).Map()) == 0:
-		return JobView{}, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values (or give a job document)"}
+		return JobView{}, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values (or give an artifact or a job document)"}
 	}
 	if s.Shadow != "" && !shadow.ValidShadowName(s.Shadow) {
 		return JobView{}, &FieldError{"shadow", fmt.Sprintf("invalid shadow name %q", s.Shadow)}
@@ -175,7 +186,6 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 		err      string
 	}
 	results := make([]result, len(batch))
-	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, j.Spec.Patch)
 	var wg sync.WaitGroup
 	work := make(chan int)
 	for range min(e.cfg.Workers, len(batch)) {
@@ -195,6 +205,7 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 					}
 					continue
 				}
+				payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, e.devicePatch(j.Spec.Patch, j.Spec.Artifact, th))
 				resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
 					Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
 				if resp.Err != nil {

@@ -43,6 +43,12 @@ type Spec struct {
 	// apply as with desired state. Halting, cancelling or rolling back
 	// cancels the executions still QUEUED.
 	JobDocument json.RawMessage `json:"jobDocument,omitempty"`
+	// Artifact references a stored firmware image (id, id prefix or
+	// type@version) instead of a raw URL: each device's desired state gets
+	// its own download URL (ota_url) and the image's target_version,
+	// ota_sha256, ota_size (and ota_signature). Stored as the id. Not with
+	// JobDocument.
+	Artifact string `json:"artifact,omitempty"`
 	// Success is a query a device must match to count as updated; default
 	// shadow.reported.firmware_version:<patch.target_version>.
 	Success string `json:"successCondition,omitempty"`

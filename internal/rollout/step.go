@@ -458,7 +458,8 @@ func (e *Engine) notifyDevice(ctx context.Context, r *Rollout, d *Device, now ti
 		return
 	}
 	d.Previous = map[string]json.RawMessage{}
-	gjson.ParseBytes(r.Spec.Patch).ForEach(func(k, _ gjson.Result) bool {
+	patch := e.devicePatch(r.Spec.Patch, r.Spec.Artifact, d.Thing)
+	gjson.ParseBytes(patch).ForEach(func(k, _ gjson.Result) bool {
 		// Exactly what desired held: a key absent from desired is recorded
 		// as null, which rollback writes to remove it again. A reported
 		// value is never a desired one (it may be a version that failed).
@@ -471,7 +472,7 @@ func (e *Engine) notifyDevice(ctx context.Context, r *Rollout, d *Device, now ti
 		return true
 	})
 	d.Baseline = counters(r.Spec.Health.IncreaseOf, gjson.GetBytes(doc, "state.reported"))
-	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, r.Spec.Patch)
+	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, patch)
 	resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: ref, Op: shadow.OpUpdate, Payload: payload, Origin: shadow.OriginInternal, Principal: "rollout:" + r.ID})
 	if resp.Err != nil {
 		d.State, d.Reason, d.FinishedAt = DevFailed, "notify: "+resp.Err.Message, now.UnixMilli()

@@ -149,6 +149,10 @@ func (b *Broker) mochiOptions() *mqtt.Options {
 	if o.MaxClients > 0 {
 		caps.MaximumClients = int64(o.MaxClients)
 	}
+	caps.TopicAliasMaximum = TopicAliasMaximum
+	// Acks do not repeat the publish's user properties: legal, but it breaks
+	// Eclipse Paho's test client and wastes bytes on constrained links.
+	caps.Compatibilities.NoInheritedPropertiesOnAck = true
 	return &mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true,
@@ -192,7 +196,8 @@ func (b *Broker) addHooks() error {
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
+		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}

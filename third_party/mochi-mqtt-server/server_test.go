@@ -1664,17 +1664,17 @@ func TestServerProcessPublishACLCheckDeny(t *testing.T) {
 			name:             "v4_QOS1",
 			protocolVersion:  4,
 			pk:               *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet,
-			expectErr:        packets.ErrNotAuthorized,
+			expectErr:        ErrPublishNotAuthorized, // UMBRA PATCH 6: no DISCONNECT; the read loop closes
 			expectReponse:    nil,
-			expectDisconnect: true,
+			expectDisconnect: false,
 		},
 		{
 			name:             "v4_QOS2",
 			protocolVersion:  4,
 			pk:               *packets.TPacketData[packets.Publish].Get(packets.TPublishQos2).Packet,
-			expectErr:        packets.ErrNotAuthorized,
+			expectErr:        ErrPublishNotAuthorized, // UMBRA PATCH 6: no DISCONNECT; the read loop closes
 			expectReponse:    nil,
-			expectDisconnect: true,
+			expectDisconnect: false,
 		},
 		{
 			name:             "v5_QOS0",

@@ -215,3 +215,82 @@ func TestOutboundQueueThatNeverEmptiesStaysSmall(t *testing.T) {
 	_, ok := q.pop()
 	require.False(t, ok)
 }
+
+// UMBRA PATCH 9: a queued message that was never written is first delivered
+// with DUP=0 [MQTT-3.3.1-1]; upstream set DUP on every resend. One written
+// before (the stored copy says so) is resent with DUP=1, and after this
+// delivery the stored copy says so too. Messages go out in Sequence order.
+func TestResendInflightFirstDeliveryNotDup(t *testing.T) {
+	cl, r, w := newTestClient()
+	cl.State.Inflight.maximumSendQuota = 0 // no Receive Maximum limit here
+	queued := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
+	queued.PacketID = 7
+	sent := queued
+	sent.PacketID = 3
+	sent.FixedHeader.Dup = true
+	cl.State.Inflight.Set(queued) // Sequence 1: first in delivery order
+	cl.State.Inflight.Set(sent)   // Sequence 2
+
+	type got struct {
+		id  uint16
+		dup bool
+	}
+	out := make(chan got, 2)
+	go func() {
+		br := bufio.NewReader(r)
+		for i := 0; i < 2; i++ {
+			fh := new(packets.FixedHeader)
+			b, err := br.ReadByte()
+			if err != nil {
+				close(out)
+				return
+			}
+			_ = fh.Decode(b)
+			fh.Remaining, _, _ = packets.DecodeLength(br)
+			body := make([]byte, fh.Remaining)
+			_, _ = io.ReadFull(br, body)
+			pk := packets.Packet{FixedHeader: *fh, ProtocolVersion: 4}
+			_ = pk.PublishDecode(body)
+			out <- got{pk.PacketID, fh.Dup}
+		}
+		close(out)
+	}()
+	require.NoError(t, cl.ResendInflightMessages(true))
+	require.Equal(t, got{7, false}, <-out)
+	require.Equal(t, got{3, true}, <-out)
+	_ = w.Close()
+	stored, ok := cl.State.Inflight.Get(7)
+	require.True(t, ok)
+	require.True(t, stored.FixedHeader.Dup, "a later resend of the delivered message must carry DUP")
+}
+
+// UMBRA PATCH 10: an MQTT 5 client whose packet exceeds the Maximum Packet
+// Size is told why, DISCONNECT 0x95, before the connection closes; upstream
+// closed without a word. A 3.1.1 client is not sent a DISCONNECT.
+func TestPacketTooLargeDisconnect(t *testing.T) {
+	for _, v5 := range []bool{true, false} {
+		s := newServer()
+		s.Options.Capabilities.MaximumPacketSize = 64
+		cl, r, w := newTestClient()
+		if v5 {
+			cl.Properties.ProtocolVersion = 5
+		} else {
+			cl.Properties.ProtocolVersion = 4
+		}
+		done := make(chan []byte)
+		go func() {
+			buf, _ := io.ReadAll(r)
+			done <- buf
+		}()
+		s.detachClient(cl, "", packets.ErrPacketTooLarge)
+		_ = w.Close()
+		buf := <-done
+		if v5 {
+			require.GreaterOrEqual(t, len(buf), 3)
+			require.Equal(t, byte(packets.Disconnect<<4), buf[0])
+			require.Equal(t, packets.ErrPacketTooLarge.Code, buf[2])
+		} else {
+			require.Empty(t, buf)
+		}
+	}
+}

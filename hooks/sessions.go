@@ -214,9 +214,16 @@ func (h *Sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 // OnQosComplete deletes a message whose delivery flow finished. The end of
 // a QoS 2 flow the client started (its PUBREL) is durable before Mochi sends
 // PUBCOMP: a stale PUBREC record would refuse the client's next publish
-// that reuses the packet id.
+// that reuses the packet id. So are the copies of that publish queued for
+// persistent subscribers (staged while Mochi routed it, before it read the
+// PUBREL), also when the publisher's own session is not persistent: once
+// the publisher has its PUBCOMP it will never send the message again, so a
+// kill -9 must not lose it.
 func (h *Sessions) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if ephemeral(cl) {
+		if pk.FixedHeader.Type == packets.Pubrel {
+			h.flush(cl)
+		}
 		return
 	}
 	h.store.Stage(h.buckets.Inflight, inflightKey(cl.ID, pk.PacketID), nil)

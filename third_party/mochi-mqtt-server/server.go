@@ -599,8 +599,15 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
-		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+		// UMBRA PATCH 12: a disconnected MQTT 5 session whose Session Expiry
+		// Interval is 0 (or absent, which means 0) ended when its network
+		// connection closed [MQTT-3.1.2-23]; upstream kept it until the next
+		// once-a-second expiry sweep, so a quick reconnect was handed the old
+		// session.
+		ended := existing.Properties.ProtocolVersion == 5 &&
+			existing.Properties.Props.SessionExpiryInterval == 0 && existing.StopTime() > 0
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                            // [MQTT-3.1.4-3]
+		if pk.Connect.Clean || ended || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
@@ -1134,17 +1141,6 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 	}
 
-	if cl.Properties.Props.TopicAliasMaximum > 0 {
-		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-		if out.Properties.TopicAlias > 0 {
-			out.Properties.TopicAliasFlag = true
-			if aliasExists {
-				out.TopicName = ""
-			}
-		}
-	}
-
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
@@ -1198,6 +1194,23 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 
 	if cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
+	}
+
+	// UMBRA PATCH 13: the topic alias is chosen here, for the copy about to
+	// be written, no longer before the message entered the in-flight store.
+	// Upstream stored (and Umbra persisted) QoS 1/2 messages with the alias
+	// and an empty topic name, so a message resent on a new connection,
+	// where aliases start afresh [MQTT-3.3.2-7], named no topic; and a
+	// message held for Receive Maximum set up an alias the client never saw.
+	if cl.Properties.Props.TopicAliasMaximum > 0 {
+		var aliasExists bool
+		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
+		if out.Properties.TopicAlias > 0 {
+			out.Properties.TopicAliasFlag = true
+			if aliasExists {
+				out.TopicName = ""
+			}
+		}
 	}
 
 	if !cl.enqueue(&out) {
@@ -1810,11 +1823,27 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		expire := s.Options.Capabilities.MaximumSessionExpiryInterval
-		if client.Properties.ProtocolVersion == 5 && client.Properties.Props.SessionExpiryIntervalFlag {
+		if client.Properties.ProtocolVersion == 5 {
+			// UMBRA PATCH 12: an absent Session Expiry Interval means 0, the
+			// session ends with the connection [MQTT-3.1.2-23] (3.1.2.11.2);
+			// upstream gave such a session the server's maximum.
 			expire = client.Properties.Props.SessionExpiryInterval
 		}
 
 		if disconnected+int64(expire) < dt {
+			// UMBRA PATCH 11: a will still waiting for its delay is published
+			// now: the server publishes it when the Will Delay Interval has
+			// passed or the session ends, whichever happens first [MQTT-3.1.3-9]
+			// (3.1.3.2.2). Upstream dropped it with the session.
+			if pk, ok := s.loop.willDelayed.Get(id); ok {
+				s.loop.willDelayed.Delete(id)
+				s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
+				if pk.FixedHeader.Retain {
+					s.retainMessage(client, pk)
+				}
+				client.Properties.Will = Will{} // [MQTT-3.1.2-10]
+				s.hooks.OnWillSent(client, pk)
+			}
 			s.hooks.OnClientExpired(client)
 			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 		}

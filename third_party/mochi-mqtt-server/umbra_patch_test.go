@@ -294,3 +294,46 @@ func TestPacketTooLargeDisconnect(t *testing.T) {
 		}
 	}
 }
+
+// UMBRA PATCH 11: a will waiting for its Will Delay Interval is published
+// when the session ends first [MQTT-3.1.3-9]; upstream dropped it with the
+// expired session.
+func TestWillSentWhenSessionExpiresBeforeDelay(t *testing.T) {
+	s := newServer()
+	n := time.Now().Unix()
+	cl, _, _ := newTestClient()
+	cl.ID = "sleeper"
+	cl.State.disconnected = n - 10
+	cl.State.cancelOpen()
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.SessionExpiryInterval = 5
+	cl.Properties.Props.SessionExpiryIntervalFlag = true
+	s.Clients.Add(cl)
+	s.loop.willDelayed.Add(cl.ID, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   "wills/sleeper", Payload: []byte("gone"),
+		Expiry: n + 3600, Origin: cl.ID,
+	})
+
+	watcher, r, w := newTestClient()
+	watcher.ID = "watcher"
+	s.Clients.Add(watcher)
+	s.Topics.Subscribe(watcher.ID, packets.Subscription{Filter: "wills/#"})
+
+	got := make(chan string, 1)
+	go func() {
+		got <- readPublish(t, bufio.NewReader(r))
+	}()
+	s.clearExpiredClients(n)
+	select {
+	case topic := <-got:
+		require.Equal(t, "wills/sleeper", topic)
+	case <-time.After(5 * time.Second):
+		require.Fail(t, "the delayed will was not published when the session expired")
+	}
+	_ = w.Close()
+	_, ok := s.loop.willDelayed.Get(cl.ID)
+	require.False(t, ok)
+	_, ok = s.Clients.Get(cl.ID)
+	require.False(t, ok)
+}

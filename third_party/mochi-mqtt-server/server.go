@@ -1834,7 +1834,8 @@ func (s *Server) clearExpiredClients(dt int64) {
 			// UMBRA PATCH 11: a will still waiting for its delay is published
 			// now: the server publishes it when the Will Delay Interval has
 			// passed or the session ends, whichever happens first [MQTT-3.1.3-9]
-			// (3.1.3.2.2). Upstream published it only when the delay ran out.
+			// (3.1.3.2.2). Upstream (which caps the delay at the expiry the client
+			// asked for, not the server-capped one) published it when the delay ran out.
 			if pk, ok := s.loop.willDelayed.Get(id); ok {
 				s.loop.willDelayed.Delete(id)
 				s.publishToSubscribers(pk) // [MQTT-3.1.2-8]

@@ -296,8 +296,9 @@ func TestPacketTooLargeDisconnect(t *testing.T) {
 }
 
 // UMBRA PATCH 11: a will waiting for its Will Delay Interval is published
-// when the session ends first [MQTT-3.1.3-9]; upstream published it only
-// when the delay ran out.
+// when the session ends first [MQTT-3.1.3-9]; upstream (which caps the delay
+// at the expiry the client asked for, not the server-capped one) published
+// it only when the delay ran out.
 func TestWillSentWhenSessionExpiresBeforeDelay(t *testing.T) {
 	s := newServer()
 	n := time.Now().Unix()

@@ -361,7 +361,7 @@ func TestServerTopicAliases(t *testing.T) {
 		return func(p *packets.Packet) { p.Properties.TopicAliasMaximum = n }
 	}
 	topics := []string{"ta/1", "ta/2", "ta/3", "ta/1", "ta/2", "ta/3", "ta/1"}
-	receive := func(c *rawClient, max uint16, aliases map[uint16]string) (used int) {
+	receive := func(t *testing.T, c *rawClient, max uint16, aliases map[uint16]string) (used int) {
 		t.Helper()
 		for i, want := range topics {
 			pk := c.nextPublish()
@@ -395,7 +395,7 @@ func TestServerTopicAliases(t *testing.T) {
 			for i, topic := range topics {
 				watcher.Publish(topic, 1, false, fmt.Sprint("m", i))
 			}
-			if used := receive(c, max, map[uint16]string{}); max > 0 && used == 0 {
+			if used := receive(t, c, max, map[uint16]string{}); max > 0 && used == 0 {
 				t.Fatal("no alias used although the client allows them")
 			}
 			// Queued while away: after reconnecting, every message must be
@@ -405,7 +405,7 @@ func TestServerTopicAliases(t *testing.T) {
 				watcher.Publish(topic, 1, false, fmt.Sprint("m", i))
 			}
 			c, _ = rawConnect(t, addr, nil, 5, id, false, sessionExpiry(600), aliasMax(max))
-			receive(c, max, map[uint16]string{})
+			receive(t, c, max, map[uint16]string{})
 		})
 	}
 }

@@ -599,15 +599,8 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		// UMBRA PATCH 12: a disconnected MQTT 5 session whose Session Expiry
-		// Interval is 0 (or absent, which means 0) ended when its network
-		// connection closed [MQTT-3.1.2-23]; upstream kept it until the next
-		// once-a-second expiry sweep, so a quick reconnect was handed the old
-		// session.
-		ended := existing.Properties.ProtocolVersion == 5 &&
-			existing.Properties.Props.SessionExpiryInterval == 0 && existing.StopTime() > 0
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                            // [MQTT-3.1.4-3]
-		if pk.Connect.Clean || ended || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
+		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
@@ -1196,7 +1189,7 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
-	// UMBRA PATCH 13: the topic alias is chosen here, for the copy about to
+	// UMBRA PATCH 12: the topic alias is chosen here, for the copy about to
 	// be written, no longer before the message entered the in-flight store.
 	// Upstream stored (and Umbra persisted) QoS 1/2 messages with the alias
 	// and an empty topic name, so a message resent on a new connection,
@@ -1823,10 +1816,7 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		expire := s.Options.Capabilities.MaximumSessionExpiryInterval
-		if client.Properties.ProtocolVersion == 5 {
-			// UMBRA PATCH 12: an absent Session Expiry Interval means 0, the
-			// session ends with the connection [MQTT-3.1.2-23] (3.1.2.11.2);
-			// upstream gave such a session the server's maximum.
+		if client.Properties.ProtocolVersion == 5 && client.Properties.Props.SessionExpiryIntervalFlag {
 			expire = client.Properties.Props.SessionExpiryInterval
 		}
 

@@ -338,34 +338,3 @@ func TestWillSentWhenSessionExpiresBeforeDelay(t *testing.T) {
 	_, ok = s.Clients.Get(cl.ID)
 	require.False(t, ok)
 }
-
-// UMBRA PATCH 12: an MQTT 5 session with Session Expiry Interval 0 (or
-// none, which means 0) ended with its connection [MQTT-3.1.2-23]: a
-// reconnect does not inherit it, and the sweep ends it at once. Upstream
-// handed it to a reconnect within the sweep's second, and kept a session
-// without the property for the server's maximum.
-func TestSessionExpiryZeroEndsWithTheConnection(t *testing.T) {
-	for _, flag := range []bool{true, false} {
-		s := newServer()
-		old, _, _ := newTestClient()
-		old.ID = "zero"
-		old.Properties.ProtocolVersion = 5
-		old.Properties.Props.SessionExpiryInterval = 0
-		old.Properties.Props.SessionExpiryIntervalFlag = flag
-		old.State.Subscriptions.Add("a/b", packets.Subscription{Filter: "a/b"})
-		old.Stop(packets.CodeDisconnect)
-		s.Clients.Add(old)
-
-		cl, _, _ := newTestClient()
-		cl.ID = "zero"
-		cl.Properties.ProtocolVersion = 5
-		present := s.inheritClientSession(packets.Packet{ProtocolVersion: 5}, cl)
-		require.False(t, present, "flag %v: session inherited", flag)
-		require.Equal(t, 0, cl.State.Subscriptions.Len())
-
-		s.Clients.Add(old)
-		s.clearExpiredClients(old.StopTime() + 1)
-		_, ok := s.Clients.Get("zero")
-		require.False(t, ok, "flag %v: sweep kept the session", flag)
-	}
-}

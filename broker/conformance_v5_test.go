@@ -108,14 +108,20 @@ func TestSessionExpiry(t *testing.T) {
 		}
 	})
 	t.Run("expires", func(t *testing.T) {
-		wills := watcher.Subscribe("se/will/expiring", 1)
-		c, _ := rawConnect(t, addr, nil, 5, "se-expiring", false, sessionExpiry(1), will("se/will/expiring", 3600))
+		// A broker whose maximum is 1 s: the client asks for an hour and is
+		// told 1 s; its will's delay is an hour. The will is published when
+		// the session ends [MQTT-3.1.3-9], the sign that it has expired.
+		srv := brokertest.Start(t, func(o *broker.Options) { o.SessionExpiry = time.Second })
+		addr := hostPort(srv.MQTTURL())
+		wills := mt.Connect(t, srv.MQTTURL(), "se-watcher").Subscribe("se/will/expiring", 1)
+		c, ack := rawConnect(t, addr, nil, 5, "se-expiring", false, sessionExpiry(3600), will("se/will/expiring", 3600))
+		if ack.Properties.SessionExpiryInterval != 1 {
+			t.Fatalf("CONNACK Session Expiry Interval %d, want the broker's 1", ack.Properties.SessionExpiryInterval)
+		}
 		c.subscribe(1, "se/expiring", 1)
 		c.close()
-		// The will's delay is an hour; it is published when the session
-		// ends, which is the sign that the session has expired.
 		mt.Next(t, wills)
-		_, ack := rawConnect(t, addr, nil, 5, "se-expiring", false, sessionExpiry(600))
+		_, ack = rawConnect(t, addr, nil, 5, "se-expiring", false, sessionExpiry(600))
 		if ack.SessionPresent {
 			t.Fatal("session present after its expiry")
 		}

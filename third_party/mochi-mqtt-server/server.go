@@ -599,8 +599,16 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
-		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+		// UMBRA PATCH 13: a disconnected MQTT 5 session whose Session Expiry
+		// Interval is 0 (or absent, which means 0) ended when its network
+		// connection closed [MQTT-3.1.2-23]. detachClient deletes it, but
+		// only after the OnDisconnect hooks have run: a client reconnecting
+		// in between (a device told of its disconnect, or just quick) was
+		// handed the old session, session present.
+		ended := existing.Properties.ProtocolVersion == 5 &&
+			existing.Properties.Props.SessionExpiryInterval == 0 && existing.StopTime() > 0
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                            // [MQTT-3.1.4-3]
+		if pk.Connect.Clean || ended || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
@@ -1821,11 +1829,15 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
+			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 			// UMBRA PATCH 11: a will still waiting for its delay is published
 			// now: the server publishes it when the Will Delay Interval has
 			// passed or the session ends, whichever happens first [MQTT-3.1.3-9]
-			// (3.1.3.2.2). Upstream (which caps the delay at the expiry the client
-			// asked for, not the server-capped one) published it when the delay ran out.
+			// (3.1.3.2.2). Upstream caps the delay at the expiry the client
+			// asked for, but the session can end sooner (the server's maximum
+			// is lower); the will then waited for the rest of its delay. The
+			// session is deleted first, so whoever acts on the will finds it
+			// gone.
 			if pk, ok := s.loop.willDelayed.Get(id); ok {
 				s.loop.willDelayed.Delete(id)
 				s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
@@ -1836,7 +1848,6 @@ func (s *Server) clearExpiredClients(dt int64) {
 				s.hooks.OnWillSent(client, pk)
 			}
 			s.hooks.OnClientExpired(client)
-			s.Clients.Delete(id) // [MQTT-4.1.0-2]
 		}
 	}
 }

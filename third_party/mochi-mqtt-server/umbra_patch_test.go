@@ -338,3 +338,28 @@ func TestWillSentWhenSessionExpiresBeforeDelay(t *testing.T) {
 	_, ok = s.Clients.Get(cl.ID)
 	require.False(t, ok)
 }
+
+// UMBRA PATCH 13: an MQTT 5 session with Session Expiry Interval 0 (or
+// none, which means 0) ended with its connection [MQTT-3.1.2-23]. Between
+// the client's Stop and detachClient's delete (the OnDisconnect hooks run in
+// between) a reconnect must not inherit it; upstream handed it over.
+func TestSessionExpiryZeroNotInheritedAfterStop(t *testing.T) {
+	for _, flag := range []bool{true, false} {
+		s := newServer()
+		old, _, _ := newTestClient()
+		old.ID = "zero"
+		old.Properties.ProtocolVersion = 5
+		old.Properties.Props.SessionExpiryInterval = 0
+		old.Properties.Props.SessionExpiryIntervalFlag = flag
+		old.State.Subscriptions.Add("a/b", packets.Subscription{Filter: "a/b"})
+		old.Stop(packets.CodeDisconnect) // stopped, not yet deleted
+		s.Clients.Add(old)
+
+		cl, _, _ := newTestClient()
+		cl.ID = "zero"
+		cl.Properties.ProtocolVersion = 5
+		present := s.inheritClientSession(packets.Packet{ProtocolVersion: 5}, cl)
+		require.False(t, present, "flag %v: session inherited", flag)
+		require.Equal(t, 0, cl.State.Subscriptions.Len())
+	}
+}

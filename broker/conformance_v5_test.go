@@ -81,6 +81,7 @@ func TestSessionExpiry(t *testing.T) {
 			c.subscribe(1, "se/"+id, 1)
 			goOffline(t, watcher, c, id)
 			watcher.Publish("se/"+id, 1, false, "not for a dead session")
+			routed(watcher)
 			c, ack := rawConnect(t, addr, nil, 5, id, false, sessionExpiry(600))
 			if ack.SessionPresent {
 				t.Fatal("CONNACK session present: the session outlived its connection")
@@ -93,6 +94,7 @@ func TestSessionExpiry(t *testing.T) {
 		c.subscribe(1, "se/kept", 1)
 		goOffline(t, watcher, c, "se-kept")
 		watcher.Publish("se/kept", 1, false, "queued")
+		routed(watcher)
 		c, ack := rawConnect(t, addr, nil, 5, "se-kept", false, sessionExpiry(600))
 		if !ack.SessionPresent {
 			t.Fatal("session not present")
@@ -370,7 +372,11 @@ func TestServerTopicAliases(t *testing.T) {
 	receive := func(t *testing.T, c *rawClient, max uint16, aliases map[uint16]string) (used int) {
 		t.Helper()
 		for i, want := range topics {
-			pk := c.nextPublish()
+			pk, err := c.read(mt.Wait)
+			if err != nil || pk.FixedHeader.Type != packets.Publish {
+				t.Fatalf("message %d (%s): got %s, %v", i, want, packets.PacketNames[pk.FixedHeader.Type], err)
+			}
+			c.ack(packets.Puback, pk.PacketID)
 			a := pk.Properties.TopicAlias
 			if max == 0 && (a != 0 || pk.Properties.TopicAliasFlag) {
 				t.Fatalf("message %d: alias %d sent to a client whose Topic Alias Maximum is 0", i, a)
@@ -401,6 +407,7 @@ func TestServerTopicAliases(t *testing.T) {
 			for i, topic := range topics {
 				watcher.Publish(topic, 1, false, fmt.Sprint("m", i))
 			}
+			t.Log("online")
 			if used := receive(t, c, max, map[uint16]string{}); max > 0 && used == 0 {
 				t.Fatal("no alias used although the client allows them")
 			}
@@ -410,7 +417,9 @@ func TestServerTopicAliases(t *testing.T) {
 			for i, topic := range topics {
 				watcher.Publish(topic, 1, false, fmt.Sprint("m", i))
 			}
+			routed(watcher)
 			c, _ = rawConnect(t, addr, nil, 5, id, false, sessionExpiry(600), aliasMax(max))
+			t.Log("after reconnect")
 			receive(t, c, max, map[uint16]string{})
 		})
 	}

@@ -167,6 +167,7 @@ func (b *Broker) mochiOptions() *mqtt.Options {
 	if o.MaxClients > 0 {
 		caps.MaximumClients = int64(o.MaxClients)
 	}
+	caps.TopicAliasMaximum = TopicAliasMaximum
 	return &mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true,
@@ -221,7 +222,8 @@ func (b *Broker) addHooks() error {
 	})
 	b.wireAccess(sessions)
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
+		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
 	if err != nil {
 		return err

@@ -1,12 +1,15 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 
 	"sync"
@@ -97,6 +100,10 @@ type Config struct {
 	OnRevoked func(thing string)
 	// OnConnectivity, when set, is told every connectivity change.
 	OnConnectivity func(clientID string, c Connectivity)
+	// SnapshotPath, when set, is the file of the index snapshot: Open
+	// loads the index from it when it matches the store (and rebuilds it
+	// from the store otherwise); SaveSnapshot writes it.
+	SnapshotPath string
 }
 
 // Registry is the fleet directory and index.
@@ -105,14 +112,18 @@ type Registry struct {
 	ix    *index
 	locks keyed.Mutex[string]
 
+	source string // where Open got the index (IndexSource)
+
 	mu     sync.RWMutex // guards the maps below
 	types  map[string]ThingType
 	groups map[string]*compiledGroup
 	conn   map[string]Connectivity
 }
 
-// Open loads the registry from the store and builds the fleet index,
-// including every stored shadow. Every thing starts disconnected.
+// Open loads the registry from the store and the fleet index from its
+// snapshot (Config.SnapshotPath) when that matches the store, or else
+// builds the index from every thing and every stored shadow. Every thing
+// starts disconnected.
 func Open(cfg Config) (*Registry, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -127,8 +138,12 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: registration policy %q: want auto or strict", cfg.Policy)
 	}
 	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}}
-	members := map[string][]string{} // thing → static groups
+	var txid uint64
+	haveTx := false
 	err := cfg.Store.ViewKV(func(kv KV) error {
+		if t, ok := kv.(TxIDer); ok {
+			txid, haveTx = t.TxID(), true
+		}
 		if err := kv.ForEach(bucketTypes, "", func(_ string, v []byte) error {
 			var t ThingType
 			if err := json.Unmarshal(v, &t); err != nil {
@@ -157,13 +172,6 @@ func Open(cfg Config) (*Registry, error) {
 		}); err != nil {
 			return fmt.Errorf("groups: %w", err)
 		}
-		if err := kv.ForEach(bucketMembers, "", func(k string, _ []byte) error {
-			g, th, _ := cutNUL(k)
-			members[th] = append(members[th], g)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("group members: %w", err)
-		}
 		if err := kv.ForEach(bucketConn, "", func(k string, v []byte) error {
 			var c Connectivity
 			if json.Unmarshal(v, &c) == nil {
@@ -176,32 +184,138 @@ func Open(cfg Config) (*Registry, error) {
 		}); err != nil {
 			return fmt.Errorf("connectivity: %w", err)
 		}
-		return kv.ForEach(bucketThings, "", func(_ string, v []byte) error {
-			var t Thing
-			if err := json.Unmarshal(v, &t); err != nil {
-				return err
-			}
-			r.ix.register(t.Name, true)
-			r.ix.set(t.Name, "registry", r.thingValues(t, members[t.Name]))
-			return nil
-		})
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("registry: load: %w", err)
 	}
-	for name, c := range r.conn {
-		r.ix.set(name, "connectivity", connValues(c))
-	}
-	if cfg.Shadows != nil {
-		err := cfg.Shadows.ForEachShadow(func(ref shadow.Ref, doc []byte) error {
-			r.ix.set(ref.Thing, shadowSource(ref.Name), shadowValues(ref.Name, doc))
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("registry: index shadows: %w", err)
+	start := time.Now()
+	switch {
+	case cfg.SnapshotPath == "":
+		r.source = "rebuilt: no snapshot file configured"
+	case !haveTx:
+		r.source = "rebuilt: the store does not report transaction ids"
+	default:
+		ix, err := loadSnapshot(cfg.SnapshotPath, txid)
+		switch {
+		case err == nil:
+			r.ix, r.source = ix, "snapshot"
+		case errors.Is(err, fs.ErrNotExist):
+			r.source = "rebuilt: no snapshot at " + cfg.SnapshotPath
+		default:
+			r.source = "rebuilt: snapshot " + cfg.SnapshotPath + ": " + err.Error()
 		}
 	}
+	if r.source != "snapshot" {
+		if err := r.rebuild(); err != nil {
+			return nil, err
+		}
+	}
+	for name, c := range r.conn {
+		r.ix.set(name, sourceConnectivity, connValues(c))
+	}
+	cfg.Logger.Info("fleet index ready", "from", r.source, "things", r.ix.registered.GetCardinality(), "took", time.Since(start).Round(time.Millisecond))
 	return r, nil
+}
+
+// loadBatch is how many records a rebuild decodes in parallel at a time.
+const loadBatch = 4096
+
+// parallel runs fn(i) for i in [0, n) on every core.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// rebuild builds the index from the store: every thing (in name order, so
+// that ids are in name order) and every stored shadow, decoding and
+// parsing a batch of records on every core at a time.
+func (r *Registry) rebuild() error {
+	members := map[string][]string{} // thing → static groups
+	var raw [][]byte
+	things := make([]Thing, loadBatch)
+	vals := make([][]fieldValue, loadBatch)
+	flush := func() error {
+		errs := make([]error, len(raw))
+		parallel(len(raw), func(i int) {
+			things[i] = Thing{}
+			if errs[i] = json.Unmarshal(raw[i], &things[i]); errs[i] == nil {
+				vals[i] = r.thingValues(things[i], members[things[i].Name])
+			}
+		})
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		r.ix.mu.Lock()
+		for i := range raw {
+			t := &things[i]
+			id, ok := uint32(len(r.ix.names)), r.ix.appendSorted(t.Name)
+			if !ok {
+				id = r.ix.id(t.Name)
+			}
+			r.ix.registered.Add(id)
+			r.ix.setLocked(t.Name, "registry", vals[i])
+		}
+		r.ix.mu.Unlock()
+		raw = raw[:0]
+		return nil
+	}
+	err := r.cfg.Store.ViewKV(func(kv KV) error {
+		if err := kv.ForEach(bucketMembers, "", func(k string, _ []byte) error {
+			g, th, _ := cutNUL(k)
+			members[th] = append(members[th], g)
+			return nil
+		}); err != nil {
+			return fmt.Errorf("group members: %w", err)
+		}
+		if err := kv.ForEach(bucketThings, "", func(_ string, v []byte) error {
+			raw = append(raw, v)
+			if len(raw) == loadBatch {
+				return flush()
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		return flush()
+	})
+	if err != nil {
+		return fmt.Errorf("registry: load: %w", err)
+	}
+	if r.cfg.Shadows == nil {
+		return nil
+	}
+	var refs []shadow.Ref
+	var docs [][]byte
+	flushShadows := func() {
+		parallel(len(docs), func(i int) { vals[i] = shadowValues(refs[i].Name, docs[i]) })
+		r.ix.mu.Lock()
+		for i, ref := range refs {
+			r.ix.setLocked(ref.Thing, shadowSource(ref.Name), vals[i])
+		}
+		r.ix.mu.Unlock()
+		refs, docs = refs[:0], docs[:0]
+	}
+	err = r.cfg.Shadows.ForEachShadow(func(ref shadow.Ref, doc []byte) error {
+		refs, docs = append(refs, ref), append(docs, bytes.Clone(doc))
+		if len(docs) == loadBatch {
+			flushShadows()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: index shadows: %w", err)
+	}
+	flushShadows()
+	return nil
 }
 
 func cutNUL(s string) (a, b string, ok bool) {

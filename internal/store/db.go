@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,14 +124,16 @@ func Open(dir string, opts Options) (db *DB, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		return migrate(tx)
-	})
+	// Write only when there is something to create: a transaction at
+	// every open would change the transaction id that the registry's index
+	// snapshot is checked against (registry.Config.SnapshotPath).
+	ready := false
+	if err := b.View(func(tx *bolt.Tx) error { ready = initialised(tx); return nil }); err != nil {
+		return nil, fmt.Errorf("store: initialise %s: %w", path, err)
+	}
+	if !ready {
+		err = b.Update(initialise)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: initialise %s: %w", path, err) // the deferred func closes b
 	}
@@ -175,4 +178,26 @@ func (db *DB) Close() error {
 	db.closeMu.Unlock()
 	<-db.done
 	return db.bolt.Close()
+}
+
+// initialise creates the buckets and records or checks the schema.
+func initialise(tx *bolt.Tx) error {
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return migrate(tx)
+}
+
+// initialised reports whether initialise would change nothing: every
+// bucket exists and the schema record is one this code reads.
+func initialised(tx *bolt.Tx) bool {
+	for _, name := range allBuckets {
+		if tx.Bucket(name) == nil {
+			return false
+		}
+	}
+	v := tx.Bucket(bucketMeta).Get(keySchema)
+	return len(v) == 8 && binary.BigEndian.Uint64(v) <= schemaVersion
 }

@@ -106,7 +106,8 @@ func (t kvTx) ForEachFrom(bucket, start string, fn func(key string, value []byte
 	return nil
 }
 
-// TxID is the id of the last committed transaction this one sees. Every
-// commit increments it, so a value derived from the store (the registry's
-// index snapshot) can say which state it was derived from.
-func (t kvTx) TxID() uint64 { return uint64(t.tx.ID()) }
+// TxID is the id of the last committed transaction this one sees (not
+// counting a clean Close's own). Every commit increments it, so a value
+// derived from the store (the registry's index snapshot) can say which
+// state it was derived from.
+func (t kvTx) TxID() uint64 { return txID(t.tx) }

@@ -438,7 +438,11 @@ func (ix *index) page(ids *roaring.Bitmap, after string, limit int) []string {
 	}
 	extra := []string(*h)
 	sort.Strings(extra)
-	out := make([]string, 0, limit+1)
+	n := len(base) + len(extra) // at most limit+1 of them are kept (limit may be MaxInt)
+	if limit < n {
+		n = limit + 1
+	}
+	out := make([]string, 0, n)
 	for len(out) <= limit && (len(base) > 0 || len(extra) > 0) {
 		if len(extra) == 0 || (len(base) > 0 && base[0] < extra[0]) {
 			out, base = append(out, base[0]), base[1:]

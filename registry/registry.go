@@ -138,12 +138,10 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: registration policy %q: want auto or strict", cfg.Policy)
 	}
 	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}}
-	var txid uint64
+	var state storeState
 	haveTx := false
 	err := cfg.Store.ViewKV(func(kv KV) error {
-		if t, ok := kv.(TxIDer); ok {
-			txid, haveTx = t.TxID(), true
-		}
+		state, haveTx = stateOf(kv)
 		if err := kv.ForEach(bucketTypes, "", func(_ string, v []byte) error {
 			var t ThingType
 			if err := json.Unmarshal(v, &t); err != nil {
@@ -196,7 +194,7 @@ func Open(cfg Config) (*Registry, error) {
 	case !haveTx:
 		r.source = "rebuilt: the store does not report transaction ids"
 	default:
-		ix, err := loadSnapshot(cfg.SnapshotPath, txid)
+		ix, err := loadSnapshot(cfg.SnapshotPath, state)
 		switch {
 		case err == nil:
 			r.ix, r.source = ix, "snapshot"

@@ -23,8 +23,9 @@ import (
 // store that committed anything since (or a snapshot that is missing,
 // damaged or of another format) means a rebuild from the store.
 //
-// Layout (little-endian): magic "UMBRAIX" and a format byte, the
-// transaction id (8 bytes), six sections each preceded by its length (8
+// Layout (little-endian): magic "UMBRAIX" and a format byte, the store
+// state (transaction id and the root pages of the things and group
+// members buckets, 8 bytes each), six sections each preceded by its length (8
 // bytes), and a CRC-32C of everything before it (4 bytes). Things are
 // numbered in name order; connectivity is left out (it is loaded from its
 // own records, see Open).
@@ -39,29 +40,48 @@ import (
 //	records:    total(4), then per thing its length(4) and that many ids(4)
 const snapshotMagic = "UMBRAIX\x01"
 
-// TxIDer is what the registry needs of a store transaction to tag the
-// snapshot: the id of the last committed transaction (store.KV has it).
-type TxIDer interface{ TxID() uint64 }
+// Versioned is what the registry needs of a store transaction to tag the
+// snapshot (store.KV has it): the id of the last committed transaction
+// that changed data, and the root page of a bucket (0 for none), which
+// with the id tells one file's history from another's (a compacted copy
+// or another server's file may reach the same id).
+type Versioned interface {
+	TxID() uint64
+	BucketRoot(bucket string) uint64
+}
+
+// storeState is the store state a snapshot was taken at.
+type storeState struct{ txid, things, members uint64 }
+
+func stateOf(kv KV) (storeState, bool) {
+	v, ok := kv.(Versioned)
+	if !ok {
+		return storeState{}, false
+	}
+	return storeState{v.TxID(), v.BucketRoot(bucketThings), v.BucketRoot(bucketMembers)}, true
+}
+
+func (s storeState) String() string {
+	return fmt.Sprintf("transaction %d (roots %d, %d)", s.txid, s.things, s.members)
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // errStale is a snapshot of another store state.
 var errStale = errors.New("stale")
 
-// storeTxID returns the store's last committed transaction id.
-func (r *Registry) storeTxID() (uint64, error) {
-	var id uint64
+// storeState returns the store's state.
+func (r *Registry) storeState() (storeState, error) {
+	var st storeState
 	ok := false
 	err := r.cfg.Store.ViewKV(func(kv KV) error {
-		if t, is := kv.(TxIDer); is {
-			id, ok = t.TxID(), true
-		}
+		st, ok = stateOf(kv)
 		return nil
 	})
 	if err == nil && !ok {
 		err = errors.New("the store does not report transaction ids")
 	}
-	return id, err
+	return st, err
 }
 
 // SaveSnapshot writes the fleet index to Config.SnapshotPath (nothing when
@@ -76,12 +96,12 @@ func (r *Registry) SaveSnapshot(ctx context.Context) error {
 	if err := r.cfg.Store.Flush(ctx); err != nil {
 		return fmt.Errorf("registry: snapshot: %w", err)
 	}
-	txid, err := r.storeTxID()
+	st, err := r.storeState()
 	if err != nil {
 		return fmt.Errorf("registry: snapshot: %w", err)
 	}
 	r.ix.mu.RLock()
-	data := r.ix.encode(txid)
+	data := r.ix.encode(st)
 	r.ix.mu.RUnlock()
 	if err := writeFileAtomic(r.cfg.SnapshotPath, data); err != nil {
 		return fmt.Errorf("registry: snapshot: %w", err)
@@ -122,7 +142,7 @@ func writeFileAtomic(path string, data []byte) error {
 
 // encode writes the index (read lock held), numbering things in name order
 // and leaving out connectivity and the things only it knew.
-func (ix *index) encode(txid uint64) []byte {
+func (ix *index) encode(st storeState) []byte {
 	connSID, hasConn := ix.sourceIDs[sourceConnectivity]
 	// Segments without connectivity, per old id (nil: leave the thing out).
 	keep := func(id uint32) []uint32 {
@@ -213,7 +233,9 @@ func (ix *index) encode(txid uint64) []byte {
 
 	var b bytes.Buffer
 	b.WriteString(snapshotMagic)
-	b.Write(binary.LittleEndian.AppendUint64(nil, txid))
+	for _, v := range []uint64{st.txid, st.things, st.members} {
+		b.Write(binary.LittleEndian.AppendUint64(nil, v))
+	}
 	section := func(write func(w *bytes.Buffer)) {
 		var s bytes.Buffer
 		write(&s)
@@ -319,23 +341,26 @@ func (r *reader) text() []byte {
 }
 
 // loadSnapshot reads the snapshot at path if it is intact and was taken
-// at store transaction txid. Its sections are decoded in parallel.
-func loadSnapshot(path string, txid uint64) (*index, error) {
+// at store state st. Its sections are decoded in parallel.
+func loadSnapshot(path string, st storeState) (*index, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	if len(data) < len(snapshotMagic)+8+4 || string(data[:len(snapshotMagic)]) != snapshotMagic {
+	const header = len(snapshotMagic) + 3*8
+	if len(data) < header+4 || string(data[:len(snapshotMagic)]) != snapshotMagic {
 		return nil, errors.New("not an index snapshot of this format")
 	}
 	body, sum := data[:len(data)-4], binary.LittleEndian.Uint32(data[len(data)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
 		return nil, errors.New("checksum mismatch (damaged file)")
 	}
-	if got := binary.LittleEndian.Uint64(body[len(snapshotMagic):]); got != txid {
-		return nil, fmt.Errorf("%w: taken at store transaction %d, the store is at %d", errStale, got, txid)
+	h := body[len(snapshotMagic):]
+	taken := storeState{binary.LittleEndian.Uint64(h), binary.LittleEndian.Uint64(h[8:]), binary.LittleEndian.Uint64(h[16:])}
+	if taken != st {
+		return nil, fmt.Errorf("%w: taken at %s, the store is at %s", errStale, taken, st)
 	}
-	rest := body[len(snapshotMagic)+8:]
+	rest := body[header:]
 	var sec [6][]byte
 	for i := range sec {
 		if len(rest) < 8 {

@@ -30,6 +30,9 @@ import (
 //
 //	UMBRA_FLEET_DIR=/tmp/umbra-fleet-1m go test ./broker -run TestFleetColdStart -count=1 -v -timeout 30m
 //
+// With UMBRA_FLEET_CONNECTIVITY=1 (and another directory) every thing
+// also has a connectivity record, as in a fleet that has been online.
+//
 // Run it twice: the first start after the fleet was written finds no index
 // snapshot (or a stale one) and rebuilds; its shutdown writes the snapshot
 // the second start loads.
@@ -45,7 +48,8 @@ func TestFleetColdStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if wrote, err := fleetfixture.Ensure(dir, n, t.Logf); err != nil {
+	conn := os.Getenv("UMBRA_FLEET_CONNECTIVITY") == "1"
+	if wrote, err := fleetfixture.Ensure(dir, n, conn, t.Logf); err != nil {
 		t.Fatal(err)
 	} else if wrote {
 		t.Logf("generated the fleet; run again to measure a start on a quiet heap")

@@ -6,6 +6,7 @@ package fleetfixture
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,15 +35,22 @@ func Ring(j int) string {
 }
 
 // doneFile marks a directory whose fleet was written completely.
-func doneFile(dir string, n int) string {
-	return filepath.Join(dir, "fleet-"+strconv.Itoa(n)+".done")
+func doneFile(dir string, n int, conn bool) string {
+	name := "fleet-" + strconv.Itoa(n)
+	if conn {
+		name += "-connectivity"
+	}
+	return filepath.Join(dir, name+".done")
 }
 
 // Ensure writes a fleet of n things into dir unless a complete one of
 // that size is already there (so that a fleet generated once into /tmp can
-// be reused by later runs). It reports whether it wrote.
-func Ensure(dir string, n int, logf func(string, ...any)) (wrote bool, err error) {
-	if _, err := os.Stat(doneFile(dir, n)); err == nil {
+// be reused by later runs). With conn, every thing also has a
+// connectivity record (it connected three times and lost its last
+// connection), as a fleet that has been online has. It reports whether it
+// wrote.
+func Ensure(dir string, n int, conn bool, logf func(string, ...any)) (wrote bool, err error) {
+	if _, err := os.Stat(doneFile(dir, n, conn)); err == nil {
 		return false, nil
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -51,7 +59,45 @@ func Ensure(dir string, n int, logf func(string, ...any)) (wrote bool, err error
 	if err := Write(dir, n, logf); err != nil {
 		return false, err
 	}
-	return true, os.WriteFile(doneFile(dir, n), nil, 0o600)
+	if conn {
+		if err := WriteConnectivity(dir, n); err != nil {
+			return false, err
+		}
+	}
+	return true, os.WriteFile(doneFile(dir, n, conn), nil, 0o600)
+}
+
+// WriteConnectivity gives each of the n things a connectivity record as
+// the registry writes it (bucket reg_connectivity, JSON), with a distinct
+// timestamp each.
+func WriteConnectivity(dir string, n int) error {
+	db, err := store.Open(dir, store.Options{NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	const batch = 20_000
+	for i := 0; i < n; i += batch {
+		err := db.UpdateKV(context.Background(), func(kv store.KV) error {
+			for j := i; j < min(i+batch, n); j++ {
+				ts := int64(1_800_000_000_000 + j*37)
+				c := registry.Connectivity{Timestamp: ts, LastConnect: ts - 60_000, LastDisconnect: ts, DisconnectReason: "CONNECTION_LOST",
+					ClientAddress: fmt.Sprintf("10.%d.%d.%d:%d", j>>16&255, j>>8&255, j&255, 40000+j%20000), ProtocolVersion: 4, Version: 3}
+				b, err := json.Marshal(c)
+				if err != nil {
+					return err
+				}
+				if err := kv.Put("reg_connectivity", Name(j), b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return db.Close()
 }
 
 // Write writes n things (attributes location ×8 values, customer_id ×500,

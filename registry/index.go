@@ -373,6 +373,18 @@ func (ix *index) thingNameTerm(t *query.Term) *roaring.Bitmap {
 		return ix.registered.Clone()
 	}
 	out := roaring.New()
+	// Thing names are ASCII (ValidName), and an ASCII literal equals an
+	// ASCII name exactly when they differ at most in the case of letters:
+	// look up each case variant of the literal (a few letters: a few
+	// lookups) instead of comparing every name.
+	if t.Op == query.OpEq && isASCII(t.Value) && letters(t.Value) <= maxCaseVariantLetters {
+		for _, v := range caseVariants(t.Value) {
+			if id, ok := ix.lookup(v); ok && ix.registered.Contains(id) && t.MatchValue(str(v)) {
+				out.Add(id)
+			}
+		}
+		return out
+	}
 	// An ASCII literal equals an ASCII name only at the same length.
 	asciiEq := t.Op == query.OpEq && isASCII(t.Value)
 	it := ix.registered.Iterator()
@@ -384,6 +396,43 @@ func (ix *index) thingNameTerm(t *query.Term) *roaring.Bitmap {
 		}
 		if t.MatchValue(str(name)) {
 			out.Add(id)
+		}
+	}
+	return out
+}
+
+// maxCaseVariantLetters bounds the case variants of a thingName literal
+// looked up one by one (2^10 lookups); longer ones compare every name.
+const maxCaseVariantLetters = 10
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+func letters(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if isLetter(s[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+// caseVariants lists every spelling of ASCII s with its letters in either case.
+func caseVariants(s string) []string {
+	out := []string{""}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isLetter(c) {
+			for j := range out {
+				out[j] += string(c)
+			}
+			continue
+		}
+		lo, up := c|0x20, c&^0x20
+		n := len(out)
+		for j := range n {
+			out = append(out, out[j]+string(up))
+			out[j] += string(lo)
 		}
 	}
 	return out

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -388,6 +389,22 @@ func (rf *randFleet) check(n int, label string) string {
 			}
 		}
 		fmt.Fprintf(&out, "%s => %v\n", qs, got)
+	}
+	// Every registered name, as written and in other cases (an exact
+	// lookup in the index, not a comparison of every name).
+	for _, name := range names {
+		for _, v := range []string{name, strings.ToUpper(name), strings.ToLower(name)} {
+			q := query.MustParse("thingName:" + strconv.Quote(v))
+			var want []string
+			for _, n := range names {
+				if q.Match(recs[n]) {
+					want = append(want, n)
+				}
+			}
+			if got := rf.reg.Search(q, "", 100).Things; !slices.Equal(got, want) {
+				rf.t.Fatalf("%s: Search(%s) = %v, reference %v", label, q.Source, got, want)
+			}
+		}
 	}
 	for _, name := range names {
 		got := rf.reg.ThingGroups(name)

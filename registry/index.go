@@ -122,9 +122,7 @@ type fieldValue struct {
 // its thingName (see index.thingNameTerm).
 const fieldThingName = "thingName"
 
-// sourceConnectivity is the source a snapshot leaves out: connectivity is
-// loaded from its own records at start (where a connection that was open
-// becomes a server-initiated disconnect).
+// sourceConnectivity is the source of a client's connectivity values.
 const sourceConnectivity = "connectivity"
 
 func newIndex() *index {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/RoaringBitmap/roaring/v2"
+
 	"github.com/umbra-iot/umbra/internal/keyed"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
@@ -117,7 +119,7 @@ type Registry struct {
 	mu     sync.RWMutex // guards the maps below
 	types  map[string]ThingType
 	groups map[string]*compiledGroup
-	conn   map[string]Connectivity
+	conn   map[string]Connectivity // recorded since Open; the rest is read from the store (connLocked)
 }
 
 // Open loads the registry from the store and the fleet index from its
@@ -170,18 +172,6 @@ func Open(cfg Config) (*Registry, error) {
 		}); err != nil {
 			return fmt.Errorf("groups: %w", err)
 		}
-		if err := kv.ForEach(bucketConn, "", func(k string, v []byte) error {
-			var c Connectivity
-			if json.Unmarshal(v, &c) == nil {
-				if c.Connected { // the broker restarted under it
-					c.Connected, c.DisconnectReason = false, "SERVER_INITIATED_DISCONNECT"
-				}
-				r.conn[k] = c
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("connectivity: %w", err)
-		}
 		return nil
 	})
 	if err != nil {
@@ -208,12 +198,108 @@ func Open(cfg Config) (*Registry, error) {
 		if err := r.rebuild(); err != nil {
 			return nil, err
 		}
-	}
-	for name, c := range r.conn {
-		r.ix.set(name, sourceConnectivity, connValues(c))
+	} else if err := r.disconnectAtStart(); err != nil {
+		return nil, err
 	}
 	cfg.Logger.Info("fleet index ready", "from", r.source, "things", r.ix.registered.GetCardinality(), "took", time.Since(start).Round(time.Millisecond))
 	return r, nil
+}
+
+// atStart is a stored connectivity as Open finds it: a connection still
+// open in the store ended with the restart.
+func atStart(c Connectivity) Connectivity {
+	if c.Connected {
+		c.Connected, c.DisconnectReason = false, "SERVER_INITIATED_DISCONNECT"
+	}
+	return c
+}
+
+// indexConnectivity indexes every stored connectivity record (a rebuild),
+// decoding a batch on every core at a time. The records themselves are
+// read again when asked for (connLocked), not kept.
+func (r *Registry) indexConnectivity(vals [][]fieldValue) error {
+	var keys []string
+	var raw [][]byte
+	flush := func() {
+		parallel(len(raw), func(i int) {
+			var c Connectivity
+			vals[i] = nil
+			if json.Unmarshal(raw[i], &c) == nil {
+				vals[i] = connValues(atStart(c))
+			}
+		})
+		r.ix.mu.Lock()
+		for i, k := range keys {
+			if vals[i] != nil {
+				r.ix.setLocked(k, sourceConnectivity, vals[i])
+			}
+		}
+		r.ix.mu.Unlock()
+		keys, raw = keys[:0], raw[:0]
+	}
+	err := r.cfg.Store.ViewKV(func(kv KV) error {
+		return kv.ForEach(bucketConn, "", func(k string, v []byte) error {
+			keys, raw = append(keys, k), append(raw, v)
+			if len(raw) == loadBatch {
+				flush()
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("registry: connectivity: %w", err)
+	}
+	flush()
+	return nil
+}
+
+// disconnectAtStart turns the connections a snapshot has as open (it was
+// taken while they were: normally none, as a shutdown ends them first)
+// into ended ones, as a rebuild does.
+func (r *Registry) disconnectAtStart() error {
+	f := r.ix.field("connectivity.connected")
+	if f == nil {
+		return nil
+	}
+	vid, ok := f.values[normKey(boolean(true))]
+	if !ok {
+		return nil
+	}
+	var names []string
+	ids := roaring.New()
+	r.ix.vals[vid].orInto(ids)
+	for it := ids.Iterator(); it.HasNext(); {
+		names = append(names, r.ix.names[it.Next()])
+	}
+	for _, name := range names {
+		r.mu.Lock()
+		c, ok := r.connLocked(name)
+		r.mu.Unlock()
+		if ok {
+			r.ix.set(name, sourceConnectivity, connValues(c))
+		} else {
+			r.ix.set(name, sourceConnectivity, nil)
+		}
+	}
+	return nil
+}
+
+// connLocked returns a client's connectivity (r.mu held): the one recorded
+// since Open, or else the stored one as Open found it. Records are read
+// from the store when asked for rather than all kept in memory.
+func (r *Registry) connLocked(clientID string) (Connectivity, bool) {
+	if c, ok := r.conn[clientID]; ok {
+		return c, true
+	}
+	var c Connectivity
+	ok := false
+	_ = r.cfg.Store.ViewKV(func(kv KV) error {
+		if v := kv.Get(bucketConn, clientID); v != nil && json.Unmarshal(v, &c) == nil {
+			ok = true
+		}
+		return nil
+	})
+	return atStart(c), ok
 }
 
 // loadBatch is how many records a rebuild decodes in parallel at a time.
@@ -287,6 +373,9 @@ func (r *Registry) rebuild() error {
 	})
 	if err != nil {
 		return fmt.Errorf("registry: load: %w", err)
+	}
+	if err := r.indexConnectivity(vals); err != nil {
+		return err
 	}
 	if r.cfg.Shadows == nil {
 		return nil

@@ -19,16 +19,18 @@ import (
 
 // The index snapshot is the fleet index written to a file at shutdown
 // (SaveSnapshot) and read at start instead of decoding every thing and
-// parsing every shadow. It is tagged with the store's transaction id: a
-// store that committed anything since (or a snapshot that is missing,
+// parsing every shadow (and reading every connectivity record). It is
+// tagged with the store's state (Versioned): a store that committed
+// anything since (or a snapshot that is missing,
 // damaged or of another format) means a rebuild from the store.
 //
 // Layout (little-endian): magic "UMBRAIX" and a format byte, the store
 // state (transaction id and the root pages of the things and group
 // members buckets, 8 bytes each), six sections each preceded by its length (8
 // bytes), and a CRC-32C of everything before it (4 bytes). Things are
-// numbered in name order; connectivity is left out (it is loaded from its
-// own records, see Open).
+// numbered in name order. Connectivity is in it as the index had it; a
+// connection it has as open becomes an ended one at Open
+// (disconnectAtStart), as a rebuild makes it.
 //
 //	names:      count(4), then per thing uvarint length + name
 //	registered: roaring bitmap (portable format)
@@ -140,25 +142,9 @@ func writeFileAtomic(path string, data []byte) error {
 	return nil
 }
 
-// encode writes the index (read lock held), numbering things in name order
-// and leaving out connectivity and the things only it knew.
+// encode writes the index (read lock held), numbering things in name order.
 func (ix *index) encode(st storeState) []byte {
-	connSID, hasConn := ix.sourceIDs[sourceConnectivity]
-	// Segments without connectivity, per old id (nil: leave the thing out).
-	keep := func(id uint32) []uint32 {
-		rec := ix.recs[id]
-		if !hasConn {
-			return rec
-		}
-		for i := 0; i+1 < len(rec); {
-			n := int(rec[i+1])
-			if rec[i] == connSID {
-				return append(slices.Clip(rec[:i]), rec[i+2+n:]...)
-			}
-			i += 2 + n
-		}
-		return rec
-	}
+	keep := func(id uint32) []uint32 { return ix.recs[id] }
 	live := func(id uint32) bool {
 		if id < ix.sorted && ix.dead.Contains(id) || ix.names[id] == "" {
 			return false

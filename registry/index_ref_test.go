@@ -351,8 +351,15 @@ func (rf *randFleet) check(n int, label string) string {
 	saved := rf.rng
 	rf.rng = qrng
 	defer func() { rf.rng = saved }()
-	for range n {
-		qs := rf.query(0)
+	fixed := []string{"connectivity.connected:true", "connectivity.connected:false", "connectivity.disconnectReason:SERVER_INITIATED_DISCONNECT",
+		"connectivity.timestamp:*", "shadow.hasDelta:true", "shadow.deltaAgeSeconds>600", "thingGroupNames:eu", "thingGroupNames:eu-old", "*"}
+	for i := range n + len(fixed) {
+		qs := ""
+		if i < len(fixed) {
+			qs = fixed[i]
+		} else {
+			qs = rf.query(0)
+		}
 		q, err := query.Parse(qs)
 		if err != nil {
 			continue // a literal of the wrong type for a typed field
@@ -461,30 +468,31 @@ func TestIndexMatchesAReferenceEvaluation(t *testing.T) {
 			for range 400 {
 				rf.step()
 			}
-			live := rf.check(150, "live")
+			rf.check(150, "live")
 
+			// Devices still connected when the snapshot is written are
+			// disconnected at the next start (as in a rebuild): the answers
+			// are compared with the reference, not with the live ones.
 			rf.close(true)
 			rf.open()
 			if src := rf.reg.IndexSource(); src != "snapshot" {
 				t.Fatalf("after a clean close the index came from %q, want the snapshot", src)
 			}
-			if got := rf.check(150, "from snapshot"); got != live {
-				t.Fatalf("answers differ after loading the snapshot:\n%s\nwant\n%s", got, live)
-			}
+			rf.check(150, "from snapshot")
 
 			// Live changes on a loaded index, then a snapshot of that.
 			for range 200 {
 				rf.step()
 			}
-			changed := rf.check(150, "changed after load")
+			rf.check(150, "changed after load")
 			rf.close(true)
 			rf.open()
 			if src := rf.reg.IndexSource(); src != "snapshot" {
 				t.Fatalf("second snapshot: index from %q", src)
 			}
-			if got := rf.check(150, "second snapshot"); got != changed {
-				t.Fatalf("answers differ after the second snapshot")
-			}
+			// Nobody is connected from here on: every way of opening the
+			// same store answers the same.
+			changed := rf.check(150, "second snapshot")
 
 			// Missing snapshot: rebuilt from the store.
 			rf.close(true)

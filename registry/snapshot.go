@@ -40,7 +40,7 @@ import (
 //	            n(4), and the one thing id(4) if n == 1, else a roaring
 //	            bitmap preceded by its length(4)
 //	records:    total(4), then per thing its length(4) and that many ids(4)
-const snapshotMagic = "UMBRAIX\x01"
+const snapshotMagic = "UMBRAIX\x02"
 
 // Versioned is what the registry needs of a store transaction to tag the
 // snapshot (store.KV has it): the id of the last committed transaction

@@ -433,6 +433,7 @@ func (ix *index) decodeValues(sources, fields, values []byte) error {
 		return errors.New("values: bad count")
 	}
 	ix.vals = make([]fvalue, n)
+	perField := make([]int, len(ix.fields))
 	for vid := range ix.vals {
 		v := &ix.vals[vid]
 		v.field = r.u32()
@@ -442,6 +443,7 @@ func (ix *index) decodeValues(sources, fields, values []byte) error {
 		if r.err != nil || int(v.field) >= len(ix.fields) || kind[0] > byte(query.Bool) || v.n == 0 {
 			return errors.New("values: malformed")
 		}
+		perField[v.field]++
 		v.v = query.Value{Kind: query.Kind(kind[0]), S: string(s)}
 		if v.n == 1 {
 			v.one = r.u32()
@@ -458,15 +460,29 @@ func (ix *index) decodeValues(sources, fields, values []byte) error {
 				return errors.New("values: count mismatch")
 			}
 		}
-		f := ix.fields[v.field]
-		key := normKey(v.v)
-		if _, dup := f.values[key]; dup {
-			return errors.New("values: duplicate")
-		}
-		f.values[key] = uint32(vid)
 	}
 	if r.err != nil || len(r.b) != 0 {
 		return errors.New("values: malformed")
+	}
+	// The lookup keys (parsing numbers, folding case) on every core, then
+	// maps made at their final size.
+	keys := make([]string, n)
+	const chunk = 16384
+	parallel((len(keys)+chunk-1)/chunk, func(c int) {
+		for i := c * chunk; i < min((c+1)*chunk, len(keys)); i++ {
+			keys[i] = normKey(ix.vals[i].v)
+		}
+	})
+	for fid, f := range ix.fields {
+		f.values = make(map[string]uint32, perField[fid])
+	}
+	for vid, key := range keys {
+		ix.fields[ix.vals[vid].field].values[key] = uint32(vid)
+	}
+	for fid, f := range ix.fields {
+		if len(f.values) != perField[fid] {
+			return errors.New("values: duplicate")
+		}
 	}
 	return nil
 }

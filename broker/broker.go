@@ -29,7 +29,9 @@ import (
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/system"
 
+	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/internal/events"
 	"github.com/umbra-iot/umbra/internal/hooks"
 	"github.com/umbra-iot/umbra/internal/rollout"
@@ -59,7 +61,10 @@ type Broker struct {
 	shadows  *shadow.Service
 	registry *registry.Registry
 	rollouts *rollout.Engine
+	jobs     *awsjobs.Service
 	events   events.Hub
+	// artifacts is the firmware store (artifacts.go).
+	artifacts *artifact.Service
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -74,7 +79,7 @@ type Broker struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	httpDone     chan struct{}
-	rolloutsDone chan struct{} // closed when the rollout engine's loop has returned
+	loopsDone    chan struct{} // closed when the rollout and jobs loops have returned
 
 	streams     chan struct{} // closed when shutdown starts: ends event streams
 	stopStreams func()
@@ -164,6 +169,7 @@ func (b *Broker) mochiOptions() *mqtt.Options {
 	if o.MaxClients > 0 {
 		caps.MaximumClients = int64(o.MaxClients)
 	}
+	caps.TopicAliasMaximum = TopicAliasMaximum
 	return &mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true,
@@ -193,8 +199,16 @@ func (b *Broker) addHooks() error {
 	}
 	b.access.Admit = b.admit
 	b.shadows = b.newShadowService()
+	if err := b.openJobs(); err != nil {
+		return fmt.Errorf("jobs: %w", err)
+	}
+	if err := b.openArtifacts(); err != nil {
+		return err
+	}
 	b.rollouts, err = rollout.Open(rollout.Config{
-		Fleet: b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Executions: b.jobs,
+		Artifacts:  rolloutArtifacts{b},
+		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
@@ -203,18 +217,22 @@ func (b *Broker) addHooks() error {
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
 	}
-	b.rolloutsDone = make(chan struct{})
+	b.loopsDone = make(chan struct{})
+	var loops sync.WaitGroup
+	loops.Go(func() { b.rollouts.Run(b.ctx, b.opts.RolloutInterval) })
+	loops.Go(func() { b.jobs.Run(b.ctx, b.opts.RolloutInterval) })
 	go func() {
-		defer close(b.rolloutsDone)
-		b.rollouts.Run(b.ctx, b.opts.RolloutInterval)
+		loops.Wait()
+		close(b.loopsDone)
 	}()
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
-	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
+	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
+		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
 	if err != nil {
 		return err

@@ -13,18 +13,18 @@ import (
 const IndexSnapshotFile = "registry.index"
 
 // saveIndex writes the fleet index snapshot once nothing writes any more:
-// after connections and HTTP requests have ended and the rollout engine's
-// loop has returned (a change committed but not yet indexed would be
+// after connections and HTTP requests have ended and the rollout and jobs
+// loops have returned (a change committed but not yet indexed would be
 // missing from it). A failure only costs the next start a rebuild.
 func (b *Broker) saveIndex(ctx context.Context) {
 	if b.registry == nil {
 		return
 	}
-	if b.rolloutsDone != nil {
+	if b.loopsDone != nil {
 		select {
-		case <-b.rolloutsDone:
+		case <-b.loopsDone:
 		case <-ctx.Done():
-			b.log.Warn("fleet index snapshot not written: the rollout engine did not stop in time")
+			b.log.Warn("fleet index snapshot not written: the rollout and jobs loops did not stop in time")
 			return
 		}
 	}

@@ -19,6 +19,10 @@ func (b *Broker) routes(mux *http.ServeMux) {
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
 	(&api.RegistryAPI{Registry: b.registry, Shadows: b.shadows, Guard: guard}).Register(mux)
 	(&api.RolloutAPI{Engine: b.rollouts, Guard: guard}).Register(mux)
+	deny, _ := auth.ParseDenyList(b.opts.Auth.DeniedCertificates) // validated in New
+	(&api.ArtifactAPI{Artifacts: b.artifacts, Guard: guard, URL: rolloutArtifacts{b}.URL,
+		ReadTimeout: off(b.opts.HTTP.ReadTimeout), WriteTimeout: off(b.opts.HTTP.WriteTimeout),
+		Served: newArtifactMetrics(b.metrics.reg).served, ClientCert: b.deviceCert(deny)}).Register(mux)
 	(&api.StreamAPI{Hub: &b.events, Registry: b.registry, Guard: guard, Stop: b.streams, WriteTimeout: off(b.opts.HTTP.WriteTimeout)}).Register(mux)
 	mux.HandleFunc("GET /openapi.json", api.OpenAPI)
 	mux.Handle("GET /metrics", guard.Require(auth.RoleViewer, b.metricsHandler().ServeHTTP))

@@ -151,23 +151,73 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		return nil, UnreachableError{fmt.Errorf("cannot reach %s: %v", c.base, errors.Unwrap(err))}
 	}
 	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		e := &Error{Status: resp.StatusCode}
-		var doc struct {
-			Message string `json:"message"`
-			Field   string `json:"field"`
-		}
-		if json.Unmarshal(b, &doc) == nil && doc.Message != "" {
-			e.Message, e.Field = doc.Message, doc.Field
-		} else if s := strings.TrimSpace(string(b)); s != "" && len(s) < 200 {
-			e.Message = s
-		} else {
-			e.Message = strings.ToLower(http.StatusText(resp.StatusCode))
-		}
-		return nil, e
+		return nil, errorOf(resp)
 	}
 	return resp, nil
+}
+
+// errorOf reads a non-2xx answer into an *Error (and closes its body).
+func errorOf(resp *http.Response) *Error {
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	e := &Error{Status: resp.StatusCode}
+	var doc struct {
+		Message string `json:"message"`
+		Field   string `json:"field"`
+	}
+	if json.Unmarshal(b, &doc) == nil && doc.Message != "" {
+		e.Message, e.Field = doc.Message, doc.Field
+	} else if s := strings.TrimSpace(string(b)); s != "" && len(s) < 200 {
+		e.Message = s
+	} else {
+		e.Message = strings.ToLower(http.StatusText(resp.StatusCode))
+	}
+	return e
+}
+
+// Upload streams body (size bytes, -1 if unknown) as an
+// application/octet-stream request with the given extra headers, and
+// decodes the JSON answer into v. The body is never held in memory.
+func (c *Client) Upload(ctx context.Context, method, path string, query url.Values, body io.Reader, size int64, header map[string]string, v any) ([]byte, error) {
+	u := c.base + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = size
+	req.Header.Set("Content-Type", "application/octet-stream")
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", c.userAgent)
+	for k, val := range header {
+		req.Header.Set(k, val)
+	}
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, UnreachableError{fmt.Errorf("cannot reach %s: %v", c.base, errors.Unwrap(err))}
+	}
+	if resp.StatusCode >= 300 {
+		return nil, errorOf(resp)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, UnreachableError{fmt.Errorf("reading the answer of %s: %v", c.base, err)}
+	}
+	if v != nil && len(b) > 0 {
+		if err := json.Unmarshal(b, v); err != nil {
+			return nil, fmt.Errorf("unexpected answer from %s%s: %v", c.base, path, err)
+		}
+	}
+	return b, nil
 }
 
 // Call sends a request and returns the body of the 2xx answer; when v is

@@ -74,10 +74,11 @@ var clientGroups = []*group{
 		v("remove", "GROUP THING ...", "remove things from a static group", groupsMember("DELETE")),
 	}},
 	{name: "jobs", aliases: []string{"job"}, summary: "bulk configuration jobs", verbs: []verb{
-		v("create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON) [--condition Q] [--rate N]", "write desired state to many things", jobsCreate),
+		v("create", "NAME (--target Q | --group G) (--set k=v ... | --patch JSON | --document FILE) [--condition Q] [--rate N]", "write desired state to many things, or queue an AWS IoT Jobs document for them", jobsCreate),
 		v("ls", "", "list jobs", jobsLs, "list"),
 		v("get", "ID [--watch [--until applied|converged]]", "show a job's progress", jobsGet),
-		v("cancel", "ID", "cancel a running job", jobsCancel),
+		v("cancel", "ID [--force]", "cancel a running job (--force: also IN_PROGRESS job executions)", jobsCancel),
+		v("executions", "ID", "list a job document's (or a rollout's) AWS IoT Jobs executions", jobsExecutions),
 		v("watch", "ID [--until applied|converged]", "follow a job's progress until it is done (= get --watch)", withWatch(jobsGet)),
 	}},
 	{name: "rollouts", aliases: []string{"rollout"}, summary: "phased rollouts", verbs: []verb{
@@ -92,6 +93,13 @@ var clientGroups = []*group{
 		v("cancel", "ID", "cancel a rollout", rolloutAction("cancel")),
 		v("rollback", "ID", "restore the previous desired values", rolloutAction("rollback")),
 		v("approve", "ID [--wave N]", "approve a wave that waits for approval", rolloutAction("approve")),
+	}},
+	{name: "artifacts", aliases: []string{"artifact"}, summary: "firmware images served to devices", verbs: []verb{
+		v("push", "FILE --version V --type T [--signature SIGFILE]", "upload a firmware image (SHA-256 checked, signature verified when a key is configured)", artifactsPush),
+		v("ls", "", "list artifacts", artifactsLs, "list"),
+		v("get", "ID|TYPE@VERSION", "show an artifact", artifactsGet),
+		v("rm", "ID|TYPE@VERSION", "delete an artifact no rollout references", artifactsRm, "delete"),
+		v("url", "ID|TYPE@VERSION --thing THING", "print a device's download URL", artifactsURL),
 	}},
 }
 

@@ -15,8 +15,9 @@ type jobJSON struct {
 		Target string `json:"target"`
 		Group  string `json:"group"`
 	} `json:"spec"`
-	State    string `json:"state"`
-	Progress struct {
+	State      string         `json:"state"`
+	Executions map[string]int `json:"executions"`
+	Progress   struct {
 		Targeted, Applied, Converged, Pending, Ineligible, Remaining, Failed int
 	} `json:"progress"`
 	Errors []string `json:"errors"`
@@ -50,7 +51,8 @@ func printJob(c *cli, raw []byte) error {
 }
 
 func jobsCreate(c *cli, cmd string, args []string) error {
-	fs := c.flagSet(cmd, "NAME (--target Q | --group G) (--set k=v ... | --patch JSON)", "Create a bulk configuration job: write a desired patch to every targeted thing.")
+	fs := c.flagSet(cmd, "NAME (--target Q | --group G) (--set k=v ... | --patch JSON | --document FILE)", "Create a bulk configuration job: write a desired patch to every targeted thing, or (--document) queue an AWS IoT Jobs execution of a job document for each, which devices run through the Jobs MQTT API.")
+	document := fs.String("document", "", "AWS IoT Jobs job document: a file holding a JSON object (- for stdin)")
 	target := fs.String("target", "", "fleet query selecting the things")
 	grp := fs.String("group", "", "or a group")
 	patch := fs.String("patch", "", "desired patch as a JSON object")
@@ -68,6 +70,27 @@ func jobsCreate(c *cli, cmd string, args []string) error {
 	}
 	var p json.RawMessage
 	switch {
+	case *document != "" && (*patch != "" || len(set) > 0):
+		return usageError{fmt.Errorf("%s: give --document or --patch/--set, not both", cmd)}
+	case *document != "":
+		doc, err := readSpec(cmd+" --document", *document)
+		if err != nil {
+			return err
+		}
+		body := map[string]any{"name": pos[0], "document": json.RawMessage(doc)}
+		for k, v := range map[string]string{"target": *target, "group": *grp, "condition": *cond} {
+			if v != "" {
+				body[k] = v
+			}
+		}
+		if *rate > 0 {
+			body["ratePerSecond"] = *rate
+		}
+		raw, err := c.request("POST", "/api/jobs", nil, body)
+		if err != nil {
+			return err
+		}
+		return printJob(c, raw)
 	case *patch != "" && len(set) > 0:
 		return usageError{fmt.Errorf("%s: give --patch or --set, not both", cmd)}
 	case *patch != "":
@@ -159,7 +182,10 @@ func jobsGet(c *cli, cmd string, args []string) error {
 				j.ID, j.State, progressBar(p.Applied+p.Ineligible+p.Failed, p.Targeted, 20), p.Applied, p.Targeted-p.Ineligible, p.Converged, p.Pending, p.Ineligible, p.Failed)
 		}
 		done := j.State != "running"
-		if *until == "converged" {
+		switch {
+		case *until == "converged" && j.Executions != nil:
+			done = done && p.Pending == 0 // every execution ended
+		case *until == "converged":
 			done = done && p.Converged == p.Applied
 		}
 		if done {
@@ -186,12 +212,17 @@ func progressBar(done, total, width int) string {
 }
 
 func jobsCancel(c *cli, cmd string, args []string) error {
-	fs := c.flagSet(cmd, "ID", "Cancel a running job.")
+	fs := c.flagSet(cmd, "ID [--force]", "Cancel a running job. For a job document, QUEUED executions become CANCELED; --force cancels IN_PROGRESS ones too.")
+	force := fs.Bool("force", false, "job documents: also cancel IN_PROGRESS executions")
 	pos, err := c.parse(fs, args, 1, 1, "ID")
 	if err != nil {
 		return err
 	}
-	raw, err := c.request("POST", "/api/jobs/"+url.PathEscape(pos[0])+"/cancel", nil, nil)
+	var q url.Values
+	if *force {
+		q = url.Values{"force": {"true"}}
+	}
+	raw, err := c.request("POST", "/api/jobs/"+url.PathEscape(pos[0])+"/cancel", q, nil)
 	if err != nil {
 		return err
 	}

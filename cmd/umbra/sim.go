@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/sim"
 )
 
@@ -134,7 +136,10 @@ func parseSim(args []string, stderr io.Writer, env []string) (*simOptions, error
 	fs.Float64Var(&c.ConnectRate, "connect-rate", 0, "new connections per second (0: as fast as possible)")
 	sources := fs.String("source-addrs", "", "local addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (default: automatic beyond 20k devices on loopback)")
 	dur(&c.OTADuration, "ota-duration", sim.DefaultOTADuration, "how long a firmware download takes")
+	fs.BoolVar(&c.Download, "download", false, "download real images: an http(s) ota_url is fetched (Range resumes a dropped download), checked against ota_size and ota_sha256, then installed")
+	signingKey := fs.String("signing-key", "", "PEM public key (ECDSA P-256 or Ed25519): with --download, install only images whose ota_signature verifies with it")
 	dur(&c.RebootDelay, "reboot-delay", sim.DefaultRebootDelay, "how long a reboot keeps a device offline")
+	fs.BoolVar(&c.JobsAPI, "jobs-api", false, "devices take updates through the AWS IoT Jobs API (notify-next, start-next, IN_PROGRESS with progress, SUCCEEDED/FAILED per the faults) besides desired state")
 	dur(&c.LowPower.Period, "low-power", 0, "low-power mode: sleep this long between wakes (0: always connected)")
 	dur(&c.LowPower.Awake, "awake", sim.DefaultAwake, "low-power mode: longest a wake lasts")
 	fs.Int64Var(&c.Seed, "seed", 0, "varies which devices the faults hit")
@@ -236,6 +241,19 @@ func parseSim(args []string, stderr io.Writer, env []string) (*simOptions, error
 			return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
 		}
 		c.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	if *signingKey != "" {
+		pem, err := os.ReadFile(*signingKey)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if c.SigningKey, err = artifact.ParsePublicKey(pem); err != nil {
+			return nil, usageError{fmt.Errorf("--signing-key %s: %v", *signingKey, err)}
+		}
+	}
+	if c.Download && c.TLS != nil {
+		// Firmware over HTTPS from the same server: trust the same CA.
+		c.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLS.Clone()}}
 	}
 	if *certDir != "" {
 		dir := *certDir
@@ -347,6 +365,10 @@ func simCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []
 			"OTA %d started / %d succeeded / %d failed, %d reboots, %d crashes, %d gone, %d wakes, %d keys acted on, %d ignored\n",
 			s.Elapsed.Round(time.Millisecond), s.Connects, s.ConnectErrors, s.ConnectionsLost, s.Reports, s.Deltas, s.Gets, s.Telemetry,
 			s.OTAStarted, s.OTASucceeded, s.OTAFailed, s.Reboots, s.Crashes, s.Gone, s.Wakes, s.Acted, s.Ignored)
+		if c.Download {
+			fmt.Fprintf(stdout, "umbra sim: downloads: %d requests (%d resumed), %d bytes, %d images verified\n",
+				s.DownloadRequests, s.DownloadResumes, s.DownloadBytes, s.DownloadsVerified)
+		}
 	}
 	if startErr != nil && ctx.Err() == nil && runCtx.Err() == nil {
 		return startErr

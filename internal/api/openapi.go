@@ -111,14 +111,34 @@ var oaRoutes = []oaRoute{
 	{method: "POST", path: "/api/rollouts/{id}/cancel", tag: "rollouts", summary: "Cancel a rollout (notified devices keep the patch)", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/rollback", tag: "rollouts", summary: "Restore the previous desired values on notified devices", role: "operator", status: 200, result: "Rollout", errs: []int{404, 409}},
 	{method: "POST", path: "/api/rollouts/{id}/approve", tag: "rollouts", summary: "Approve a wave that requires approval", role: "operator", query: []oaParam{{name: "wave", typ: "integer", desc: "wave index (default: the current wave)"}}, status: 200, result: "Rollout", errs: []int{400, 404, 409}},
-	{method: "POST", path: "/api/jobs", tag: "jobs", summary: "Create a bulk configuration job (writes desired state)", role: "operator", body: "JobSpec", status: 201, result: "Job", errs: []int{400}},
+	{method: "POST", path: "/api/jobs", tag: "jobs", summary: "Create a bulk configuration job (writes desired state, or queues an AWS IoT Jobs execution of a job document)", role: "operator", body: "JobSpec", status: 201, result: "Job", errs: []int{400}},
 	{method: "GET", path: "/api/jobs", tag: "jobs", summary: "List jobs", role: "viewer", status: 200, result: "JobList"},
 	{method: "GET", path: "/api/jobs/{id}", tag: "jobs", summary: "Get a job and its progress", role: "viewer", status: 200, result: "Job", errs: []int{404}},
-	{method: "POST", path: "/api/jobs/{id}/cancel", tag: "jobs", summary: "Cancel a running job", role: "operator", status: 200, result: "Job", errs: []int{404, 409}},
+	{method: "POST", path: "/api/jobs/{id}/cancel", tag: "jobs", summary: "Cancel a running job (a job document: its QUEUED executions become CANCELED; with force=true its IN_PROGRESS ones too)", role: "operator",
+		query: []oaParam{{name: "force", typ: "boolean", desc: "job documents: cancel IN_PROGRESS executions too"}}, status: 200, result: "Job", errs: []int{400, 404, 409}},
+	{method: "GET", path: "/api/jobs/{id}/executions", tag: "jobs", summary: "The AWS IoT Jobs executions of a job document (or of a rollout delivered through one), by thing", role: "viewer", status: 200, result: "JobExecutionList", errs: []int{404}},
+
+	// Firmware artifacts.
+	{method: "POST", path: "/api/artifacts", tag: "artifacts", summary: "Upload a firmware image: the body is the image (Content-Type: application/octet-stream), streamed to disk; X-Umbra-SHA256 (hex) declares its digest, X-Umbra-Signature (base64) its signature over the digest (required when a signing key is configured). 201 stored, 200 the same image and version were already stored; 400 bad version/type, digest or signature mismatch; 409 the version is another image", role: "operator", query: []oaParam{
+		{name: "version", typ: "string", desc: "firmware version, e.g. 1.2.0", required: true}, {name: "type", typ: "string", desc: "device type, e.g. esp32", required: true}},
+		status: 201, result: "Artifact", errs: []int{400, 409, 413}},
+	{method: "GET", path: "/api/artifacts", tag: "artifacts", summary: "List firmware artifacts, newest first", role: "viewer", status: 200, result: "ArtifactList"},
+	{method: "GET", path: "/api/artifacts/{id}", tag: "artifacts", summary: "Get an artifact by id, id prefix (8+ digits) or type@version", role: "viewer", status: 200, result: "Artifact", errs: []int{404}},
+	{method: "DELETE", path: "/api/artifacts/{id}", tag: "artifacts", summary: "Delete an artifact (409 while a rollout or running job references it)", role: "operator", status: 204, errs: []int{404, 409}},
+	{method: "GET", path: "/api/artifacts/{id}/content", tag: "artifacts", summary: "Download the image (Range, If-Range, ETag = SHA-256, If-None-Match)", role: "viewer", status: 200, result: "Text", media: "application/octet-stream", errs: []int{304, 404, 416}},
+	{method: "GET", path: "/api/artifacts/{id}/signature", tag: "artifacts", summary: "The image's signature (raw bytes; X-Umbra-Signature-Algorithm names the algorithm); 404 when unsigned", role: "viewer", status: 200, result: "Text", media: "application/octet-stream", errs: []int{404}},
+	{method: "POST", path: "/api/artifacts/{id}/url", tag: "artifacts", summary: "A device's download URL (with its short-lived token), as rollouts write it into desired ota_url", role: "operator", query: []oaParam{
+		{name: "thing", typ: "string", desc: "the device the URL is for", required: true}}, status: 200, result: "DownloadURL", errs: []int{400, 404}},
+	{method: "GET", path: "/firmware/{id}", tag: "artifacts", summary: "Device download, authorised by the token in the URL or, on the HTTPS listener, the device's client certificate (no API key): Range (206, 416), If-Range, ETag, If-None-Match (304); 403 JSON for a missing, expired or foreign token", query: []oaParam{
+		{name: "thing", typ: "string", desc: "the device", required: true}, {name: "expires", typ: "integer", desc: "Unix time the token expires", required: true}, {name: "token", typ: "string", desc: "HMAC token", required: true}},
+		status: 200, result: "Text", media: "application/octet-stream", errs: []int{304, 403, 404, 416}},
+	{method: "GET", path: "/firmware/{id}/signature", tag: "artifacts", summary: "The image's signature for a device, with the same token as its download", query: []oaParam{
+		{name: "thing", typ: "string", desc: "the device", required: true}, {name: "expires", typ: "integer", desc: "Unix time the token expires", required: true}, {name: "token", typ: "string", desc: "HMAC token", required: true}},
+		status: 200, result: "Text", media: "application/octet-stream", errs: []int{403, 404}},
 
 	// Live events.
 	{method: "GET", path: "/api/whoami", tag: "operations", summary: "The caller's API key name and role", role: "viewer", status: 200, result: "WhoAmI", errs: []int{401}},
-	{method: "GET", path: "/api/events", tag: "events", summary: "Server-sent events: shadow, connectivity, rollout and job changes", role: "viewer", query: []oaParam{qThing,
+	{method: "GET", path: "/api/events", tag: "events", summary: "Server-sent events: shadow, connectivity, rollout and job changes (job: an AWS IoT Jobs execution changed; data.execution)", role: "viewer", query: []oaParam{qThing,
 		{name: "group", typ: "string", desc: "only things in this group"}, {name: "query", typ: "string", desc: "only things matching this fleet query"},
 		{name: "types", typ: "string", desc: "comma-separated: shadow, connectivity, rollout, job"}},
 		status: 200, result: "Text", media: "text/event-stream", errs: []int{400, 404}},
@@ -128,11 +148,11 @@ var pathParams = map[string]string{
 	"thing": "thing name (1-128 characters of a-z A-Z 0-9 : _ -)",
 	"type":  "thing type name",
 	"group": "group name",
-	"id":    "rollout or job id",
+	"id":    "rollout, job or artifact id",
 }
 
 var statusText = map[int]string{
-	302: "redirect", 400: "bad request: the message (and field) name the problem", 401: "missing or unknown API key",
+	302: "redirect", 304: "not modified (If-None-Match)", 416: "range not satisfiable", 400: "bad request: the message (and field) name the problem", 401: "missing or unknown API key",
 	403: "the API key's role does not allow this", 404: "not found", 409: "conflict (exists, in use, version or state)",
 	413: "payload too large", 429: "rate limited", 503: "unavailable",
 }
@@ -209,6 +229,13 @@ func OpenAPIDocument() map[string]any {
 			}
 			resp[itoa(c)] = map[string]any{"description": statusText[c],
 				"content": map[string]any{media: map[string]any{"schema": oaRef(schema)}}}
+			if c == 304 {
+				resp[itoa(c)] = map[string]any{"description": statusText[c]} // no body
+			}
+		}
+		if strings.Contains(r.summary, "Range") && r.media == "application/octet-stream" {
+			resp["206"] = map[string]any{"description": "the requested range (Content-Range)",
+				"content": map[string]any{r.media: map[string]any{"schema": oaRef("Text")}}}
 		}
 		op["responses"] = resp
 		if r.role != "" {

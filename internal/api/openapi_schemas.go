@@ -106,9 +106,11 @@ const openapiComponents = `{
    "deviceTimeout": {"type": "string", "example": "1h"}, "minFinished": {"type": "integer"},
    "successThreshold": {"type": "number"}, "failureThreshold": {"type": "number"},
    "bakeTime": {"type": "string", "example": "10m"}, "requireApproval": {"type": "boolean"}}},
-  "RolloutSpec": {"type": "object", "required": ["name", "target", "patch", "waves"], "additionalProperties": false, "properties": {
+  "RolloutSpec": {"type": "object", "required": ["name", "target", "waves"], "additionalProperties": false, "properties": {
    "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query"}, "shadow": {"type": "string"},
-   "patch": {"type": "object", "additionalProperties": true, "description": "desired patch"},
+   "artifact": {"type": "string", "description": "a stored firmware artifact (id, id prefix or type@version) instead of a URL: each device gets its own ota_url and target_version, ota_sha256, ota_size (ota_signature); patch is then optional"},
+   "patch": {"type": "object", "additionalProperties": true, "description": "desired patch (or give jobDocument)"},
+   "jobDocument": {"type": "object", "additionalProperties": true, "description": "deliver through the AWS IoT Jobs device API instead of desired state: each notified device gets a QUEUED execution of this job document (job id = rollout id); SUCCEEDED passes, FAILED/REJECTED fail, TIMED_OUT times out"},
    "successCondition": {"type": "string"}, "failureCondition": {"type": "string"},
    "health": {"type": "object", "properties": {"offlineWindow": {"type": "string"}, "errorCondition": {"type": "string"},
     "increaseOf": {"type": "array", "items": {"type": "string"}}}},
@@ -150,9 +152,10 @@ const openapiComponents = `{
    "installed": {"type": "boolean", "description": "matched the success condition when last seen"},
    "notifiedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}, "succeededAt": {"type": "integer"}, "rolledBack": {"type": "boolean"}}},
   "DeviceList": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}}}},
-  "JobSpec": {"type": "object", "required": ["name", "patch"], "additionalProperties": false, "properties": {
-   "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query (or group)"}, "group": {"type": "string"},
-   "shadow": {"type": "string"}, "patch": {"type": "object", "additionalProperties": true},
+  "JobSpec": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
+   "name": {"type": "string"}, "artifact": {"type": "string", "description": "as in a rollout spec; patch (required otherwise) is then optional"}, "target": {"type": "string", "description": "fleet query (or group)"}, "group": {"type": "string"},
+   "shadow": {"type": "string"}, "patch": {"type": "object", "additionalProperties": true, "description": "desired values to write (or give document)"},
+   "document": {"type": "object", "additionalProperties": true, "description": "an AWS IoT Jobs job document (at most 32 KB): each eligible thing gets a QUEUED execution, read and reported over $aws/things/{thing}/jobs/..."},
    "condition": {"type": "string"}, "ratePerSecond": {"type": "integer"}}},
   "Job": {"type": "object", "properties": {
    "id": {"type": "string"}, "spec": {"$ref": "#/components/schemas/JobSpec"},
@@ -160,7 +163,23 @@ const openapiComponents = `{
    "createdAt": {"type": "integer"}, "updatedAt": {"type": "integer"},
    "progress": {"type": "object", "properties": {"targeted": {"type": "integer"}, "applied": {"type": "integer"}, "converged": {"type": "integer"},
     "pending": {"type": "integer"}, "ineligible": {"type": "integer"}, "remaining": {"type": "integer"}, "failed": {"type": "integer"}}},
+   "executions": {"type": "object", "description": "a job document's executions counted by status", "additionalProperties": {"type": "integer"}},
    "ineligibleThings": {"type": "array", "items": {"type": "string"}}, "errors": {"type": "array", "items": {"type": "string"}}}},
-  "JobList": {"type": "object", "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}
+  "JobExecution": {"type": "object", "properties": {
+   "jobId": {"type": "string"}, "thingName": {"type": "string"},
+   "status": {"type": "string", "enum": ["QUEUED", "IN_PROGRESS", "SUCCEEDED", "FAILED", "TIMED_OUT", "REJECTED", "REMOVED", "CANCELED"]},
+   "statusDetails": {"type": "object", "additionalProperties": {"type": "string"}},
+   "queuedAt": {"type": "integer", "description": "Unix ms"}, "startedAt": {"type": "integer"}, "lastUpdatedAt": {"type": "integer"},
+   "versionNumber": {"type": "integer"}, "executionNumber": {"type": "integer"}, "stepDeadline": {"type": "integer", "description": "Unix ms when the step timer expires"}}},
+  "JobExecutionList": {"type": "object", "properties": {"executions": {"type": "array", "items": {"$ref": "#/components/schemas/JobExecution"}}}},
+  "JobList": {"type": "object", "properties": {"jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}},
+  "Artifact": {"type": "object", "properties": {
+   "id": {"type": "string", "description": "hex SHA-256 of the content"}, "sha256": {"type": "string"}, "size": {"type": "integer"},
+   "version": {"type": "string"}, "type": {"type": "string", "description": "device type, e.g. esp32"},
+   "uploadedAt": {"type": "integer", "description": "Unix ms"}, "uploader": {"type": "string"},
+   "signature": {"type": "string", "format": "byte", "description": "base64; signs the SHA-256 digest"},
+   "signatureAlgorithm": {"type": "string", "enum": ["ecdsa-p256", "ed25519"], "description": "set when verified with the configured key"}}},
+  "ArtifactList": {"type": "object", "properties": {"artifacts": {"type": "array", "items": {"$ref": "#/components/schemas/Artifact"}}}},
+  "DownloadURL": {"type": "object", "properties": {"url": {"type": "string"}, "artifact": {"$ref": "#/components/schemas/Artifact"}}}
  }
 }`

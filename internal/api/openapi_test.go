@@ -218,6 +218,20 @@ func TestEveryDocumentedRouteAnswers(t *testing.T) {
 	_ = json.Unmarshal([]byte(mustDo("POST", "/api/rollouts", `{"name":"r","target":"*","patch":{"target_version":"1.1"},"waves":[{"name":"all","percent":100}]}`, 201)), &ro)
 	_ = json.Unmarshal([]byte(mustDo("POST", "/api/jobs", `{"name":"j","target":"*","patch":{"interval":5}}`, 201)), &job)
 	params := map[string]string{"{thing}": "dev-1", "{type}": "sensor", "{group}": "g1"}
+	// A signed (unchecked: no key configured) firmware artifact.
+	up, _ := http.NewRequest("POST", base+"/api/artifacts?type=esp32&version=1.0.0", strings.NewReader("firmware image"))
+	up.Header.Set("Content-Type", "application/octet-stream")
+	up.Header.Set("X-Umbra-Signature", "c2lnbmF0dXJl")
+	upResp, err := c.Do(up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var art struct{ ID string }
+	_ = json.NewDecoder(upResp.Body).Decode(&art)
+	upResp.Body.Close()
+	if upResp.StatusCode != 201 {
+		t.Fatalf("artifact upload: %d", upResp.StatusCode)
+	}
 
 	type call struct{ method, path string }
 	var calls []call
@@ -245,6 +259,9 @@ func TestEveryDocumentedRouteAnswers(t *testing.T) {
 		id := ro.ID
 		if strings.HasPrefix(p, "/api/jobs/") {
 			id = job.ID
+		}
+		if strings.HasPrefix(p, "/api/artifacts/") || strings.HasPrefix(p, "/firmware/") {
+			id = art.ID
 		}
 		p = strings.ReplaceAll(p, "{id}", id)
 		if strings.Contains(p, "{") {

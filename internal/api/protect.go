@@ -100,5 +100,9 @@ func contentTypeProblem(r *http.Request) string {
 	if mt == "application/octet-stream" && strings.HasPrefix(r.URL.Path, "/things/") {
 		return ""
 	}
+	// Firmware uploads are the image's bytes (same preflight argument).
+	if mt == "application/octet-stream" && r.URL.Path == "/api/artifacts" {
+		return ""
+	}
 	return fmt.Sprintf("Unsupported Media Type: Content-Type %q; the API takes 'Content-Type: application/json'", mt)
 }

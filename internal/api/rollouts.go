@@ -33,6 +33,7 @@ func (a *RolloutAPI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/jobs", g.Require(auth.RoleViewer, a.listJobs))
 	mux.HandleFunc("GET /api/jobs/{id}", g.Require(auth.RoleViewer, a.getJob))
 	mux.HandleFunc("POST /api/jobs/{id}/cancel", g.Require(auth.RoleOperator, a.cancelJob))
+	a.registerJobDocuments(mux)
 }
 
 func rolloutErr(w http.ResponseWriter, err error) {
@@ -199,7 +200,11 @@ func (a *RolloutAPI) getJob(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *RolloutAPI) cancelJob(w http.ResponseWriter, r *http.Request) {
-	v, err := a.Engine.CancelJob(r.Context(), r.PathValue("id"))
+	force, ok := forceParam(w, r)
+	if !ok {
+		return
+	}
+	v, err := a.Engine.AbortJob(r.Context(), r.PathValue("id"), force)
 	if err != nil {
 		rolloutErr(w, fmt.Errorf("job %q: %w", r.PathValue("id"), err))
 		return

@@ -135,11 +135,16 @@ func plainLevel(s string) bool { return s != "" && !strings.ContainsAny(s, "/+#\
 const DeviceNamespace = "things/"
 
 // devicePublish: a device publishes only its own shadow requests
-// ($aws/things/{own}/shadow[/name/{n}]/{get,update,delete}) and its own
+// ($aws/things/{own}/shadow[/name/{n}]/{get,update,delete}), its own AWS IoT
+// Jobs requests ($aws/things/{own}/jobs/{get,start-next,{jobId}/get,
+// {jobId}/update}) and its own
 // application topics (things/{own}/...). Never a reply topic.
 func devicePublish(thing, topic string) bool {
 	if rest, ok := strings.CutPrefix(topic, DeviceNamespace+thing+"/"); ok {
 		return rest != ""
+	}
+	if rest, ok := strings.CutPrefix(topic, "$aws/things/"+thing+"/jobs/"); ok {
+		return deviceJobsRequest(rest)
 	}
 	rest, ok := strings.CutPrefix(topic, "$aws/things/"+thing+"/shadow/")
 	if !ok {
@@ -163,4 +168,14 @@ func deviceReceive(thing, filter string) bool {
 		return false
 	}
 	return Covers("$aws/things/"+thing+"/#", filter) || Covers(DeviceNamespace+thing+"/#", filter)
+}
+
+// deviceJobsRequest: the part after $aws/things/{own}/jobs/ of a jobs
+// request (never a reply or notification topic).
+func deviceJobsRequest(rest string) bool {
+	job, op, two := strings.Cut(rest, "/")
+	if !two {
+		return rest == "get" || rest == "start-next"
+	}
+	return job != "" && !strings.ContainsAny(job, "+#") && (op == "get" || op == "update")
 }

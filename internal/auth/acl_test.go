@@ -179,3 +179,50 @@ func TestAuthenticatorDevicesAndServices(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A device publishes its own AWS IoT Jobs requests, never a reply or
+// notification topic, nor another thing's requests; it may subscribe to
+// its own jobs replies and notifications only.
+func TestDeviceJobsTopics(t *testing.T) {
+	p := mustPolicy(t, nil, nil)
+	d := Identity{Kind: Device, Name: "d1", ClientID: "d1"}
+	for topic, want := range map[string]bool{
+		"$aws/things/d1/jobs/get":                    true,
+		"$aws/things/d1/jobs/start-next":             true,
+		"$aws/things/d1/jobs/job-1/get":              true,
+		"$aws/things/d1/jobs/$next/get":              true,
+		"$aws/things/d1/jobs/job-1/update":           true,
+		"$aws/things/d1/jobs/get/accepted":           false,
+		"$aws/things/d1/jobs/start-next/rejected":    false,
+		"$aws/things/d1/jobs/job-1/update/accepted":  false,
+		"$aws/things/d1/jobs/notify":                 false,
+		"$aws/things/d1/jobs/notify-next":            false,
+		"$aws/things/d1/jobs//update":                false,
+		"$aws/things/d1/jobs/job-1/delete":           false,
+		"$aws/things/d2/jobs/get":                    false,
+		"$aws/things/d2/jobs/job-1/update":           false,
+		"$aws/things/d1x/jobs/start-next":            false,
+		"$aws/things/d1/jobs/job-1/extra/get":        false,
+		"$aws/things/d1/jobs/start-next/extra":       false,
+		"$aws/things/d1/jobs":                        false,
+		"$aws/things/d1/jobs/":                       false,
+		"$aws/things/d1/jobs/job-1/update/rejected":  false,
+		"$aws/things/d1/jobs/job-1/get/accepted/xyz": false,
+	} {
+		if got := p.CanPublish(d, topic); got != want {
+			t.Errorf("device d1 publish %q = %v, want %v", topic, got, want)
+		}
+	}
+	for filter, want := range map[string]bool{
+		"$aws/things/d1/jobs/notify-next":       true,
+		"$aws/things/d1/jobs/notify":            true,
+		"$aws/things/d1/jobs/+/update/accepted": true,
+		"$aws/things/d1/jobs/#":                 true,
+		"$aws/things/d2/jobs/notify-next":       false,
+		"$aws/things/+/jobs/notify-next":        false,
+	} {
+		if got := p.CanReceive(d, filter); got != want {
+			t.Errorf("device d1 subscribe %q = %v, want %v", filter, got, want)
+		}
+	}
+}

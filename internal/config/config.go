@@ -39,6 +39,18 @@ type File struct {
 	Registry Registry `yaml:"registry"`
 	Log      Log      `yaml:"log"`
 	Quotas   Quotas   `yaml:"quotas"`
+	// Artifacts configures the firmware artifact store.
+	Artifacts Artifacts `yaml:"artifacts"`
+}
+
+// Artifacts configures firmware artifacts (broker.ArtifactOptions).
+type Artifacts struct {
+	// PublicURL is the base of the download URLs devices get.
+	PublicURL string `yaml:"public_url"`
+	// PublicKeyFile: PEM ECDSA P-256 or Ed25519 key uploads must be signed with.
+	PublicKeyFile string        `yaml:"public_key_file"`
+	TokenTTL      time.Duration `yaml:"token_ttl"`
+	MaxSize       int           `yaml:"max_size"`
 }
 
 // Quotas bound the memory and disk one client can take (0: default,
@@ -339,6 +351,10 @@ func (f File) Options() broker.Options {
 		Quotas: broker.QuotaOptions{
 			RetainedMessages: f.Quotas.RetainedMessages, RetainedBytes: int64(f.Quotas.RetainedBytes),
 			InflightBytes: int64(f.Quotas.InflightBytes), Subscriptions: f.Quotas.Subscriptions,
+		},
+		Artifacts: broker.ArtifactOptions{
+			PublicURL: f.Artifacts.PublicURL, PublicKeyFile: f.Artifacts.PublicKeyFile,
+			TokenTTL: f.Artifacts.TokenTTL, MaxSize: int64(f.Artifacts.MaxSize),
 		},
 	}
 }

@@ -47,10 +47,16 @@ type Config struct {
 	Logger    *slog.Logger
 	// OnEvent, when set, sees every rollout event (the live stream).
 	OnEvent func(rolloutID string, ev Event)
+	// Executions, when set, delivers jobs and rollouts that carry a job
+	// document through the AWS IoT Jobs device API (awsjobs.Service).
+	Executions Executions
 	// Workers bounds concurrent shadow writes when notifying devices or
 	// running a job (default 512): each write waits for its group commit,
 	// so throughput comes from many writes sharing each fsync.
 	Workers int
+	// Artifacts, when set, lets rollouts and jobs reference stored
+	// firmware artifacts.
+	Artifacts Artifacts
 }
 
 // Errors.
@@ -101,6 +107,13 @@ func newID(prefix string) string {
 
 // Create records a rollout without starting it.
 func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+	if len(s.JobDocument) > 0 && s.Artifact != "" {
+		return View{}, &FieldError{"artifact", errArtifactWithDocument}
+	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return View{}, err
+	}
 	p, err := validate(s)
 	if err != nil {
 		return View{}, err
@@ -151,6 +164,13 @@ func (r *Rollout) seed() string {
 // seed is the spec's (plan.seed) or a new one; creating the rollout with
 // the returned plan token freezes the same waves.
 func (e *Engine) Preview(s Spec) (PreviewResult, error) {
+	if len(s.JobDocument) > 0 && s.Artifact != "" {
+		return PreviewResult{}, &FieldError{"artifact", errArtifactWithDocument}
+	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return PreviewResult{}, err
+	}
 	p, err := validate(s)
 	if err != nil {
 		return PreviewResult{}, err
@@ -259,6 +279,14 @@ func (e *Engine) Start(ctx context.Context, id string) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
+	if r.parsed.jobMode {
+		if e.cfg.Executions == nil {
+			return View{}, &FieldError{"jobDocument", "job documents are not available on this server"}
+		}
+		if err := e.cfg.Executions.PutJob(ctx, r.ID, r.Spec.JobDocument); err != nil {
+			return View{}, err
+		}
+	}
 	r.order = order
 	for w, things := range r.order {
 		for _, th := range things {
@@ -359,6 +387,7 @@ func (e *Engine) Cancel(ctx context.Context, id string) (View, error) {
 			return fmt.Errorf("%w: rollout is already %s", ErrState, r.State)
 		}
 		r.skipPending()
+		e.endDelivery(ctx, r)
 		r.State = StateCancelled
 		r.event(now.UnixMilli(), "cancelled", r.Wave, "", "")
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
@@ -25,7 +26,16 @@ type JobSpec struct {
 	Target string          `json:"target,omitempty"` // fleet query
 	Group  string          `json:"group,omitempty"`  // or a group
 	Shadow string          `json:"shadow,omitempty"`
-	Patch  json.RawMessage `json:"patch"`
+	Patch  json.RawMessage `json:"patch,omitempty"`
+	// Document, instead of Patch, makes this an AWS IoT Jobs job: each
+	// eligible thing gets a QUEUED execution of this job document (a JSON
+	// object, at most 32 KB), which the device reads and reports through
+	// the Jobs device MQTT API ($aws/things/{thing}/jobs/...).
+	Document json.RawMessage `json:"document,omitempty"`
+	// Artifact, as in a rollout Spec: each thing gets its own ota_url and
+	// the image's target_version, ota_sha256, ota_size (ota_signature).
+	// Not with Document.
+	Artifact string `json:"artifact,omitempty"`
 	// Condition a thing must meet to receive the patch, e.g.
 	// shadow.reported.firmware_version>=2.0.0. Others are ineligible.
 	Condition string `json:"condition,omitempty"`
@@ -71,7 +81,10 @@ func (j *Job) compile() error {
 	return nil
 }
 
-// JobProgress counts a job's things.
+// JobProgress counts a job's things. For a job document, Applied counts
+// queued executions, Converged SUCCEEDED ones, Pending those QUEUED or
+// IN_PROGRESS and Failed those FAILED, REJECTED or TIMED_OUT (plus things
+// that could not be queued).
 type JobProgress struct {
 	Targeted   int `json:"targeted"`
 	Applied    int `json:"applied"`    // desired written
@@ -84,14 +97,16 @@ type JobProgress struct {
 
 // JobView is a job as the API shows it.
 type JobView struct {
-	ID         string      `json:"id"`
-	Spec       JobSpec     `json:"spec"`
-	State      JobState    `json:"state"`
-	CreatedAt  int64       `json:"createdAt"`
-	UpdatedAt  int64       `json:"updatedAt"`
-	Progress   JobProgress `json:"progress"`
-	Ineligible []string    `json:"ineligibleThings,omitempty"`
-	Errors     []string    `json:"errors,omitempty"`
+	ID        string      `json:"id"`
+	Spec      JobSpec     `json:"spec"`
+	State     JobState    `json:"state"`
+	CreatedAt int64       `json:"createdAt"`
+	UpdatedAt int64       `json:"updatedAt"`
+	Progress  JobProgress `json:"progress"`
+	// Executions counts a job document's executions by AWS status.
+	Executions map[awsjobs.Status]int `json:"executions,omitempty"`
+	Ineligible []string               `json:"ineligibleThings,omitempty"`
+	Errors     []string               `json:"errors,omitempty"`
 }
 
 // CreateJob resolves the job's targets and starts writing at once (the
@@ -103,8 +118,25 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 	if (s.Target == "") == (s.Group == "") {
 		return JobView{}, &FieldError{"target", "give a target query or a group (one of them)"}
 	}
-	if !gjson.ValidBytes(s.Patch) || !gjson.ParseBytes(s.Patch).IsObject() || len(gjson.ParseBytes(s.Patch).Map()) == 0 {
-		return JobView{}, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values"}
+	if len(s.Document) > 0 && s.Artifact != "" {
+		return JobView{}, &FieldError{"artifact", errArtifactWithDocument}
+	}
+	var err error
+	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+		return JobView{}, err
+	}
+	switch {
+	case len(s.Document) > 0 && len(s.Patch) > 0:
+		return JobView{}, &FieldError{"document", "give a patch (desired state) or a job document, not both"}
+	case len(s.Document) > 0:
+		if e.cfg.Executions == nil {
+			return JobView{}, &FieldError{"document", "job documents are not available on this server"}
+		}
+		if err := awsjobs.CheckDocument(s.Document); err != nil {
+			return JobView{}, &FieldError{"document", strings.TrimPrefix(err.Error(), awsjobs.ErrDocument.Error()+": ")}
+		}
+	case !gjson.ValidBytes(s.Patch) || !gjson.ParseBytes(s.Patch).IsObject() || len(gjson.ParseBytes(s.Patch).Map()) == 0:
+		return JobView{}, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values (or give an artifact or a job document)"}
 	}
 	if s.Shadow != "" && !shadow.ValidShadowName(s.Shadow) {
 		return JobView{}, &FieldError{"shadow", fmt.Sprintf("invalid shadow name %q", s.Shadow)}
@@ -126,6 +158,11 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 		return JobView{}, err
 	}
 	j.Targets = e.cfg.Fleet.Search(tq, "", 1<<31-1).Things
+	if len(s.Document) > 0 {
+		if err := e.cfg.Executions.PutJob(ctx, j.ID, s.Document); err != nil {
+			return JobView{}, err
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.jobs[j.ID] = j
@@ -149,7 +186,6 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 		err      string
 	}
 	results := make([]result, len(batch))
-	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, j.Spec.Patch)
 	var wg sync.WaitGroup
 	work := make(chan int)
 	for range min(e.cfg.Workers, len(batch)) {
@@ -163,6 +199,13 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 					continue
 				}
 				results[i].eligible = true
+				if len(j.Spec.Document) > 0 {
+					if _, err := e.cfg.Executions.Queue(ctx, j.ID, th); err != nil {
+						results[i].err = th + ": " + err.Error()
+					}
+					continue
+				}
+				payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, e.devicePatch(j.Spec.Patch, j.Spec.Artifact, th))
 				resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
 					Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
 				if resp.Err != nil {
@@ -235,6 +278,9 @@ func (e *Engine) jobView(j *Job) JobView {
 		}
 		p.Converged++
 	}
+	if len(j.Spec.Document) > 0 {
+		return e.documentJobView(j, p)
+	}
 	v := JobView{ID: j.ID, Spec: j.Spec, State: j.State, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Progress: p, Errors: j.Errors}
 	v.Ineligible = j.Ineligible
 	return v
@@ -267,16 +313,86 @@ func (e *Engine) Jobs() []JobView {
 
 // CancelJob stops a running job; things already written keep the patch.
 func (e *Engine) CancelJob(ctx context.Context, id string) (JobView, error) {
+	return e.AbortJob(ctx, id, false)
+}
+
+// AbortJob cancels a job: no further thing is written or queued. For a
+// job document, as AWS's CancelJob: QUEUED executions become CANCELED, and
+// with force IN_PROGRESS ones too (their devices' later updates are
+// rejected with TerminalStateReached); a job document whose executions are
+// all queued (completed) can still be cancelled, and a cancelled one
+// cancelled again with force.
+func (e *Engine) AbortJob(ctx context.Context, id string, force bool) (JobView, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	j, ok := e.jobs[id]
 	if !ok {
 		return JobView{}, ErrNotFound
 	}
-	if j.State != JobRunning {
+	doc := len(j.Spec.Document) > 0
+	if j.State != JobRunning && !(doc && (j.State == JobCompleted || j.State == JobCancelled && force)) {
 		return JobView{}, fmt.Errorf("%w: job is %s", ErrState, j.State)
+	}
+	if !doc && force {
+		return JobView{}, &FieldError{"force", "force applies to job documents only"}
+	}
+	if doc {
+		n, err := e.cfg.Executions.Cancel(ctx, j.ID, force)
+		if err != nil {
+			return JobView{}, err
+		}
+		if e.cfg.OnEvent != nil {
+			e.cfg.OnEvent(j.ID, Event{Time: e.cfg.Clock().UnixMilli(), Type: "job_cancelled", Message: fmt.Sprintf("%d executions canceled", n)})
+		}
 	}
 	j.State = JobCancelled
 	j.UpdatedAt = e.cfg.Clock().UnixMilli()
 	return e.jobView(j), e.saveJob(ctx, j)
+}
+
+// documentJobView counts a job document's executions.
+func (e *Engine) documentJobView(j *Job, p JobProgress) JobView {
+	v := JobView{ID: j.ID, Spec: j.Spec, State: j.State, CreatedAt: j.CreatedAt, UpdatedAt: j.UpdatedAt, Errors: j.Errors, Ineligible: j.Ineligible}
+	execs, err := e.cfg.Executions.Executions(j.ID)
+	if err != nil {
+		v.Errors = append(v.Errors, "reading executions: "+err.Error())
+	}
+	v.Executions = map[awsjobs.Status]int{}
+	p.Applied, p.Converged, p.Pending = len(execs), 0, 0
+	for _, x := range execs {
+		v.Executions[x.Status]++
+		switch {
+		case x.Status == awsjobs.Succeeded:
+			p.Converged++
+		case !x.Status.Terminal():
+			p.Pending++
+		case x.Status.Failure():
+			p.Failed++
+		}
+	}
+	v.Progress = p
+	return v
+}
+
+// JobExecutions lists the executions of a job document, or of a rollout
+// delivered through one, by thing.
+func (e *Engine) JobExecutions(id string) ([]awsjobs.Execution, error) {
+	e.mu.Lock()
+	j, ok := e.jobs[id]
+	var r *Rollout
+	if !ok {
+		r, ok = e.rollouts[id]
+	}
+	e.mu.Unlock()
+	if !ok {
+		return nil, ErrNotFound
+	}
+	if j != nil && len(j.Spec.Document) == 0 || r != nil && !r.parsed.jobMode || e.cfg.Executions == nil {
+		return []awsjobs.Execution{}, nil
+	}
+	out, err := e.cfg.Executions.Executions(id)
+	if out == nil {
+		out = []awsjobs.Execution{}
+	}
+	return out, err
 }

@@ -33,7 +33,22 @@ type Spec struct {
 	Name   string          `json:"name"`
 	Target string          `json:"target"`           // fleet query selecting the devices
 	Shadow string          `json:"shadow,omitempty"` // named shadow; "" is the classic one
-	Patch  json.RawMessage `json:"patch"`            // desired patch, an object
+	Patch  json.RawMessage `json:"patch,omitempty"`  // desired patch, an object
+	// JobDocument, instead of Patch, delivers the rollout through the AWS
+	// IoT Jobs device API: each notified device gets a QUEUED execution of
+	// this job document (job id = the rollout id). A device succeeds when its
+	// execution is SUCCEEDED (and matches successCondition, when given); an
+	// execution FAILED or REJECTED fails it, TIMED_OUT times it out (gate
+	// "jobExecution", with the statusDetails as the value); the health gates
+	// apply as with desired state. Halting, cancelling or rolling back
+	// cancels the executions still QUEUED.
+	JobDocument json.RawMessage `json:"jobDocument,omitempty"`
+	// Artifact references a stored firmware image (id, id prefix or
+	// type@version) instead of a raw URL: each device's desired state gets
+	// its own download URL (ota_url) and the image's target_version,
+	// ota_sha256, ota_size (and ota_signature). Stored as the id. Not with
+	// JobDocument.
+	Artifact string `json:"artifact,omitempty"`
 	// Success is a query a device must match to count as updated; default
 	// shadow.reported.firmware_version:<patch.target_version>.
 	Success string `json:"successCondition,omitempty"`
@@ -247,6 +262,8 @@ type parsedSpec struct {
 	target, success, failure, healthErr *query.Query
 	waves                               []*query.Query
 	successText                         string
+	// jobMode: delivered through a job document (Spec.JobDocument).
+	jobMode bool
 }
 
 func (r *Rollout) successCondition() string { return r.parsed.successText }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -40,11 +41,24 @@ func validate(s Spec) (parsedSpec, error) {
 	if s.Shadow != "" && !shadow.ValidShadowName(s.Shadow) {
 		errs = append(errs, &FieldError{"shadow", fmt.Sprintf("invalid shadow name %q", s.Shadow)})
 	}
-	if !gjson.ValidBytes(s.Patch) || !gjson.ParseBytes(s.Patch).IsObject() || len(gjson.ParseBytes(s.Patch).Map()) == 0 {
-		errs = append(errs, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values"})
+	jobMode := len(s.JobDocument) > 0
+	switch {
+	case jobMode && len(s.Patch) > 0:
+		errs = append(errs, &FieldError{"jobDocument", "give a patch (desired state) or a jobDocument, not both"})
+	case jobMode:
+		if err := awsjobs.CheckDocument(s.JobDocument); err != nil {
+			errs = append(errs, &FieldError{"jobDocument", strings.TrimPrefix(err.Error(), awsjobs.ErrDocument.Error()+": ")})
+		}
+	case !gjson.ValidBytes(s.Patch) || !gjson.ParseBytes(s.Patch).IsObject() || len(gjson.ParseBytes(s.Patch).Map()) == 0:
+		errs = append(errs, &FieldError{"patch", "the patch must be a non-empty JSON object of desired values (or give a jobDocument)"})
 	}
 	success := s.Success
-	if success == "" {
+	if jobMode {
+		p.jobMode = true
+		if success == "" {
+			p.successText = "job execution SUCCEEDED"
+		}
+	} else if success == "" {
 		tv := gjson.GetBytes(s.Patch, "target_version")
 		if !tv.Exists() {
 			errs = append(errs, &FieldError{"successCondition", "required when the patch has no target_version"})
@@ -53,7 +67,9 @@ func validate(s Spec) (parsedSpec, error) {
 		}
 	}
 	p.success = parse("successCondition", success)
-	p.successText = success
+	if success != "" {
+		p.successText = success
+	}
 	p.failure = parse("failureCondition", s.Failure)
 	p.healthErr = parse("health.errorCondition", s.Health.ErrorCondition)
 	if len(s.Waves) == 0 {

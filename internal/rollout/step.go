@@ -56,6 +56,7 @@ func (e *Engine) stepRollout(ctx context.Context, r *Rollout, now time.Time, cha
 			return
 		}
 		r.skipPending()
+		e.endDelivery(ctx, r)
 		r.State = StateHalted
 		r.event(now.UnixMilli(), "halted", r.Wave, "", reason)
 		return
@@ -67,6 +68,7 @@ func (e *Engine) stepRollout(ctx context.Context, r *Rollout, now time.Time, cha
 			if !ok {
 				r.Reason = why
 				r.skipPending()
+				e.endDelivery(ctx, r)
 				r.State = StateHalted
 				r.event(now.UnixMilli(), "halted", r.Wave, "", why)
 				return
@@ -116,6 +118,10 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 				d.Baseline = counters(r.Spec.Health.IncreaseOf, reported)
 				r.dirty[th] = true
 				r.event(now.UnixMilli(), "device_succeeded", d.Wave, th, "")
+				continue
+			}
+			if st, v, failed := e.executionFailed(r, th); failed && !succeeded {
+				fail(st, "jobExecution", v, "job execution "+v)
 				continue
 			}
 			if r.parsed.failure != nil && e.cfg.Fleet.MatchThing(r.parsed.failure, th) {
@@ -182,7 +188,11 @@ func (e *Engine) observe(ctx context.Context, r *Rollout, th string, d *Device) 
 		d.OTA = ota
 		r.dirty[th] = true
 	}
-	matches = e.cfg.Fleet.MatchThing(r.parsed.success, th)
+	if r.parsed.jobMode {
+		matches = e.observeExecution(r, th, d)
+	} else {
+		matches = e.cfg.Fleet.MatchThing(r.parsed.success, th)
+	}
 	if matches != d.Installed {
 		d.Installed = matches
 		r.dirty[th] = true
@@ -209,6 +219,12 @@ func (e *Engine) settle(ctx context.Context, r *Rollout, now time.Time, changed 
 			*st, d.FinishedAt, d.SucceededAt = DevSucceeded, now.UnixMilli(), now.UnixMilli()
 			r.dirty[th] = true
 			r.event(now.UnixMilli(), "device_succeeded", d.Wave, th, "after the rollout ended")
+		case (*st == DevNotified || *st == DevInProgress) && r.parsed.jobMode && e.executionFailedNow(r, th):
+			status, v, _ := e.executionFailed(r, th)
+			*st, d.Reason, d.FinishedAt = status, "job execution "+v, now.UnixMilli()
+			d.Failure = &Failure{Gate: "jobExecution", Value: v, Time: now.UnixMilli()}
+			r.dirty[th] = true
+			r.event(now.UnixMilli(), "device_"+string(status), d.Wave, th, d.Reason+" (after the rollout ended)")
 		case (*st == DevNotified || *st == DevInProgress) && r.parsed.failure != nil && e.cfg.Fleet.MatchThing(r.parsed.failure, th):
 			v := conditionValues(r.Spec.Failure, reported)
 			*st, d.Reason, d.FinishedAt = DevFailed, "failure condition: "+v, now.UnixMilli()
@@ -431,8 +447,19 @@ func (e *Engine) notify(ctx context.Context, r *Rollout, now time.Time) {
 func (e *Engine) notifyDevice(ctx context.Context, r *Rollout, d *Device, now time.Time) {
 	ref := shadow.Ref{Thing: d.Thing, Name: r.Spec.Shadow}
 	doc := e.get(ctx, ref)
+	if r.parsed.jobMode {
+		d.Baseline = counters(r.Spec.Health.IncreaseOf, gjson.GetBytes(doc, "state.reported"))
+		if _, err := e.cfg.Executions.Queue(ctx, r.ID, d.Thing); err != nil {
+			d.State, d.Reason, d.FinishedAt = DevFailed, "notify: "+err.Error(), now.UnixMilli()
+			d.Failure = &Failure{Gate: "notify", Value: err.Error(), Time: now.UnixMilli()}
+			return
+		}
+		d.State, d.NotifiedAt = DevNotified, now.UnixMilli()
+		return
+	}
 	d.Previous = map[string]json.RawMessage{}
-	gjson.ParseBytes(r.Spec.Patch).ForEach(func(k, _ gjson.Result) bool {
+	patch := e.devicePatch(r.Spec.Patch, r.Spec.Artifact, d.Thing)
+	gjson.ParseBytes(patch).ForEach(func(k, _ gjson.Result) bool {
 		// Exactly what desired held: a key absent from desired is recorded
 		// as null, which rollback writes to remove it again. A reported
 		// value is never a desired one (it may be a version that failed).
@@ -445,7 +472,7 @@ func (e *Engine) notifyDevice(ctx context.Context, r *Rollout, d *Device, now ti
 		return true
 	})
 	d.Baseline = counters(r.Spec.Health.IncreaseOf, gjson.GetBytes(doc, "state.reported"))
-	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, r.Spec.Patch)
+	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, patch)
 	resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: ref, Op: shadow.OpUpdate, Payload: payload, Origin: shadow.OriginInternal, Principal: "rollout:" + r.ID})
 	if resp.Err != nil {
 		d.State, d.Reason, d.FinishedAt = DevFailed, "notify: "+resp.Err.Message, now.UnixMilli()
@@ -467,6 +494,7 @@ func (e *Engine) get(ctx context.Context, ref shadow.Ref) []byte {
 // RollbackPatch over them) on every touched device.
 func (e *Engine) rollback(ctx context.Context, r *Rollout, now time.Time, why string) {
 	r.skipPending()
+	e.endDelivery(ctx, r)
 	restored, failed, installed := 0, 0, 0
 	for th, d := range r.devices {
 		if d.NotifiedAt == 0 || d.RolledBack {

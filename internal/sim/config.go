@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -103,6 +104,25 @@ type Config struct {
 	// keeps a device offline (default 2s).
 	OTADuration time.Duration
 	RebootDelay time.Duration
+	// Download makes devices download real images: a desired ota_url that
+	// is an http(s) URL is fetched (Range requests resume a dropped
+	// download), its size and SHA-256 checked against ota_size and
+	// ota_sha256 and, with SigningKey, its ota_signature; only an image
+	// that verifies is installed, otherwise ota_status failed with the
+	// reason in ota_error. OTADuration is then unused.
+	Download bool
+	// HTTPClient downloads images (default http.DefaultClient).
+	HTTPClient *http.Client
+	// SigningKey, when set (an *ecdsa.PublicKey on P-256 or an
+	// ed25519.PublicKey), is the key images must be signed with.
+	SigningKey any
+
+	// JobsAPI makes the devices take updates through the AWS IoT Jobs
+	// device API instead of desired state (see jobs.go): they subscribe to
+	// notify-next, start the next job, report IN_PROGRESS with progress in
+	// statusDetails, and end it SUCCEEDED (after rebooting into the new
+	// firmware) or FAILED, per the faults.
+	JobsAPI bool
 
 	// LowPower, when Period > 0, runs the seed's battery loop: wake,
 	// connect, /get, act on the delta, report, telemetry, disconnect, sleep

@@ -42,6 +42,7 @@ type device struct {
 	telemetry   *time.Timer
 	crashTimer  *time.Timer
 	ota         otaState
+	job         jobState // Jobs-API mode: the execution being downloaded
 	crashLoop   bool
 	gone        bool
 	lastTok     paho.Token
@@ -63,11 +64,15 @@ func (w *wake) finish() {
 }
 
 type otaState struct {
-	gen       int // which download a progress timer belongs to
-	active    bool
-	target    string
-	url       string
-	progress  int
+	gen      int // which download a progress timer belongs to
+	active   bool
+	target   string
+	url      string
+	progress int
+	// The image desired state describes (real downloads check them).
+	sha256    string
+	size      int64
+	sig       []byte
 	failed    string // a version whose update failed: not retried
 	succeeded bool   // report the success at the next boot
 }
@@ -138,6 +143,10 @@ func (d *device) onConnect(c paho.Client) {
 		return
 	}
 	filters := map[string]byte{d.topic("update/delta"): 1, d.topic("get/+"): 1}
+	if d.f.cfg.JobsAPI {
+		filters[d.jobsTopic("notify-next")] = 1
+		filters[d.jobsTopic("start-next/+")] = 1
+	}
 	tok := c.SubscribeMultiple(filters, nil)
 	if !tok.WaitTimeout(d.f.cfg.ConnectTimeout) || tok.Error() != nil {
 		d.f.stats.subscribeErrors.Add(1)
@@ -167,6 +176,10 @@ func (d *device) onConnect(c paho.Client) {
 	// change made while the device was off is in the /get answer's delta.
 	d.f.stats.gets.Add(1)
 	d.lastTok = c.Publish(d.topic("get"), 1, false, []byte("{}"))
+	if d.f.cfg.JobsAPI {
+		// After a boot or a reconnection, pick up (or finish) pending work.
+		d.lastTok = c.Publish(d.jobsTopic("start-next"), 1, false, []byte(`{"statusDetails":{"progress":"0"}}`))
+	}
 }
 
 func (d *device) onLost(_ paho.Client, _ error) {
@@ -192,6 +205,10 @@ func (d *device) onMessage(_ paho.Client, m paho.Message) {
 		return
 	}
 	t := m.Topic()
+	if d.f.cfg.JobsAPI && strings.HasPrefix(t, d.jobsTopic("")) {
+		d.onJobsMessage(t, m.Payload())
+		return
+	}
 	switch {
 	case strings.HasSuffix(t, "/update/delta"):
 		var msg struct {
@@ -267,7 +284,7 @@ func (d *device) apply(state map[string]json.RawMessage, version int64, endWake 
 			if d.online && d.f.cfg.LowPower.Period == 0 {
 				d.scheduleTelemetry(false)
 			}
-		case "ota_url", "target_version":
+		case "ota_url", "target_version", "ota_sha256", "ota_size", "ota_signature":
 			// handled below, together
 		default:
 			minV, known := d.f.cfg.Features[k]
@@ -283,12 +300,14 @@ func (d *device) apply(state map[string]json.RawMessage, version int64, endWake 
 		}
 	}
 	d.f.stats.acted.Add(int64(len(rep)))
+	d.imageOf(state)
 	target, hasTarget := jsonString(state["target_version"])
 	url, hasURL := jsonString(state["ota_url"])
 	switch {
 	case hasTarget && target == d.fw:
 		// Already running it: report it so the request converges.
 		rep["target_version"] = target
+		d.reportImage(rep)
 		if hasURL {
 			rep["ota_url"] = url
 			d.ota.url = url
@@ -363,12 +382,14 @@ func (d *device) reportBoot() {
 		rep["ota_url"] = d.ota.url
 		rep["ota_status"] = "succeeded"
 		rep["ota_progress"] = 100
+		d.reportImage(rep)
 		d.f.stats.otaSucceeded.Add(1)
 	}
 	d.report(rep)
 }
 
-// startOTA begins a download (the seed's exercise 2).
+// startOTA begins a download (the seed's exercise 2): a real one from an
+// http(s) ota_url when Config.Download is set, a simulated one otherwise.
 func (d *device) startOTA(target string, rep map[string]any) {
 	d.ota.gen++
 	gen := d.ota.gen
@@ -376,6 +397,10 @@ func (d *device) startOTA(target string, rep map[string]any) {
 	d.f.stats.otaStarted.Add(1)
 	rep["ota_status"] = "downloading"
 	rep["ota_progress"] = 0
+	if d.f.cfg.Download && isHTTP(d.ota.url) {
+		d.startDownload(gen, target)
+		return
+	}
 	step := d.f.cfg.OTADuration / 4
 	if d.slow > 0 {
 		step *= 4
@@ -392,13 +417,7 @@ func (d *device) startOTA(target string, rep map[string]any) {
 		}
 		d.ota.progress += 25
 		if d.ota.progress >= 50 && d.f.faultHits(FailUpdate, d.id, target) {
-			d.ota.active = false
-			d.ota.failed = target
-			d.persistLocked()
-			d.f.stats.otaFailed.Add(1)
-			d.report(map[string]any{"ota_status": "failed", "ota_progress": d.ota.progress,
-				"ota_error": "image verification failed", "ota_failed_version": target})
-			d.wakeDone(true)
+			d.otaFailedLocked(target, "image verification failed")
 			return
 		}
 		if d.ota.progress < 100 {
@@ -406,22 +425,37 @@ func (d *device) startOTA(target string, rep map[string]any) {
 			time.AfterFunc(step, next)
 			return
 		}
-		// Downloaded: install (switch the boot partition) and reboot into
-		// the new firmware; the seed's keys report each step.
-		d.report(map[string]any{"ota_status": "installing", "ota_progress": 100})
-		d.report(map[string]any{"ota_status": "rebooting", "ota_progress": 100})
-		d.ota.active = false
-		d.ota.succeeded = true
-		d.fw = target
-		d.updated = true
-		d.crashLoop = d.f.faultHits(CrashLoop, d.id, target)
-		if d.f.faultHits(NeverReturn, d.id, target) {
-			d.gone = true
-		}
-		d.persistLocked()
-		d.rebootLocked("software")
+		d.installLocked(target)
 	}
 	time.AfterFunc(step, next)
+}
+
+// otaFailedLocked ends an update that failed: reported, not retried.
+func (d *device) otaFailedLocked(target, msg string) {
+	d.ota.active = false
+	d.ota.failed = target
+	d.persistLocked()
+	d.f.stats.otaFailed.Add(1)
+	d.report(map[string]any{"ota_status": "failed", "ota_progress": d.ota.progress,
+		"ota_error": msg, "ota_failed_version": target})
+	d.wakeDone(true)
+}
+
+// installLocked installs a downloaded image (switches the boot partition)
+// and reboots into it; the seed's keys report each step.
+func (d *device) installLocked(target string) {
+	d.report(map[string]any{"ota_status": "installing", "ota_progress": 100})
+	d.report(map[string]any{"ota_status": "rebooting", "ota_progress": 100})
+	d.ota.active = false
+	d.ota.succeeded = true
+	d.fw = target
+	d.updated = true
+	d.crashLoop = d.f.faultHits(CrashLoop, d.id, target)
+	if d.f.faultHits(NeverReturn, d.id, target) {
+		d.gone = true
+	}
+	d.persistLocked()
+	d.rebootLocked("software")
 }
 
 // rebootLocked disconnects and, unless the device never returns, boots
@@ -434,6 +468,7 @@ func (d *device) rebootLocked(reason string) {
 	}
 	d.resetReason = reason
 	d.bootPending = true
+	d.job.active = false // a reboot aborts a Jobs-API download too
 	if d.ota.active {
 		// A crash (or any reboot) during a download aborts it; the device
 		// starts it again when the delta asks after the boot.

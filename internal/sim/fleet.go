@@ -453,8 +453,10 @@ type counters struct {
 	reports, deltas, gets, telemetry    atomic.Int64
 	acted, ignored                      atomic.Int64
 	otaStarted, otaSucceeded, otaFailed atomic.Int64
-	reboots, crashes, gone              atomic.Int64
-	wakes, wakeTimeouts                 atomic.Int64
+	// Real downloads (download.go).
+	downloadRequests, downloadResumes, downloadBytes, downloadsVerified atomic.Int64
+	reboots, crashes, gone                                              atomic.Int64
+	wakes, wakeTimeouts                                                 atomic.Int64
 }
 
 // Stats is a snapshot of what the fleet has done.
@@ -482,6 +484,13 @@ type Stats struct {
 	Wakes           int64 `json:"wakes"`
 	WakeTimeouts    int64 `json:"wake_timeouts"`
 	BadMessages     int64 `json:"bad_messages"`
+	// Real downloads (Config.Download): HTTP requests made, of which
+	// resumes after a dropped connection, bytes received, images whose
+	// size, SHA-256 (and signature) verified.
+	DownloadRequests  int64 `json:"download_requests,omitempty"`
+	DownloadResumes   int64 `json:"download_resumes,omitempty"`
+	DownloadBytes     int64 `json:"download_bytes,omitempty"`
+	DownloadsVerified int64 `json:"downloads_verified,omitempty"`
 	// ConnectPhase is how long Start took to make every first attempt (0
 	// while it runs).
 	ConnectPhase time.Duration `json:"connect_phase_ns"`
@@ -500,6 +509,8 @@ func (f *Fleet) Stats() Stats {
 		OTAStarted: s.otaStarted.Load(), OTASucceeded: s.otaSucceeded.Load(), OTAFailed: s.otaFailed.Load(),
 		Reboots: s.reboots.Load(), Crashes: s.crashes.Load(), Gone: s.gone.Load(),
 		Wakes: s.wakes.Load(), WakeTimeouts: s.wakeTimeouts.Load(), BadMessages: s.badMessages.Load(),
+		DownloadRequests: s.downloadRequests.Load(), DownloadResumes: s.downloadResumes.Load(),
+		DownloadBytes: s.downloadBytes.Load(), DownloadsVerified: s.downloadsVerified.Load(),
 	}
 	if t0 := s.startedAt.Load(); t0 != 0 {
 		st.Elapsed = time.Since(time.Unix(0, t0))

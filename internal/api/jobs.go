@@ -1,0 +1,38 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/umbra-iot/umbra/internal/auth"
+)
+
+// registerJobDocuments adds the AWS IoT Jobs routes of job documents.
+func (a *RolloutAPI) registerJobDocuments(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/jobs/{id}/executions", a.Guard.Require(auth.RoleViewer, a.jobExecutions))
+}
+
+func (a *RolloutAPI) jobExecutions(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	execs, err := a.Engine.JobExecutions(id)
+	if err != nil {
+		rolloutErr(w, fmt.Errorf("job %q: %w", id, err))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"executions": execs})
+}
+
+// forceParam reads the optional force=true|false query parameter.
+func forceParam(w http.ResponseWriter, r *http.Request) (bool, bool) {
+	raw := r.URL.Query().Get("force")
+	if raw == "" {
+		return false, true
+	}
+	v, err := strconv.ParseBool(raw)
+	if err != nil {
+		fail(w, 400, "force", "force %q: want true or false", raw)
+		return false, false
+	}
+	return v, true
+}

@@ -21,6 +21,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,7 @@ type Broker struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	httpDone     chan struct{}
+	loopsDone    chan struct{} // closed when the rollout and jobs loops have returned
 
 	streams     chan struct{} // closed when shutdown starts: ends event streams
 	stopStreams func()
@@ -188,6 +190,7 @@ func (b *Broker) addHooks() error {
 	b.registry, err = registry.Open(registry.Config{
 		Store: storeadapt.KV{DB: b.db}, Shadows: storeadapt.ShadowSource{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, RecreateDeleted: b.opts.RecreateDeletedThings, Logger: b.log.With("component", "registry"),
+		SnapshotPath:   filepath.Join(b.opts.DataDir, IndexSnapshotFile),
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
 		OnRevoked:      b.endRevoked,
 	})
@@ -214,8 +217,14 @@ func (b *Broker) addHooks() error {
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
 	}
-	go b.rollouts.Run(b.ctx, b.opts.RolloutInterval)
-	go b.jobs.Run(b.ctx, b.opts.RolloutInterval)
+	b.loopsDone = make(chan struct{})
+	var loops sync.WaitGroup
+	loops.Go(func() { b.rollouts.Run(b.ctx, b.opts.RolloutInterval) })
+	loops.Go(func() { b.jobs.Run(b.ctx, b.opts.RolloutInterval) })
+	go func() {
+		loops.Wait()
+		close(b.loopsDone)
+	}()
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
@@ -390,6 +399,7 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mqtt shutdown: %w", ctx.Err()))
 	}
 	b.cancel()
+	b.saveIndex(ctx)
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -83,7 +83,7 @@ func (r *Registry) Connected(s Session) Live {
 	_, _ = rand.Read(sid[:])
 	session := hex.EncodeToString(sid[:])
 	r.mu.Lock()
-	c := r.conn[s.ClientID]
+	c, _ := r.connLocked(s.ClientID)
 	c.Connected, c.Timestamp, c.LastConnect = true, now, now
 	c.DisconnectReason, c.ClientAddress, c.ProtocolVersion = "", s.Address, s.ProtocolVersion
 	c.Version++
@@ -107,7 +107,7 @@ func (r *Registry) Connected(s Session) Live {
 func (r *Registry) Disconnected(s Session, l Live, reason string) {
 	now := r.cfg.Clock().UnixMilli()
 	r.mu.Lock()
-	c := r.conn[s.ClientID]
+	c, _ := r.connLocked(s.ClientID)
 	current := c.Version == l.Version
 	if current {
 		c.Connected, c.Timestamp, c.LastDisconnect, c.DisconnectReason = false, now, now, reason
@@ -141,8 +141,7 @@ func (r *Registry) persistConn(clientID string, c Connectivity) {
 func (r *Registry) Connectivity(clientID string) (Connectivity, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	c, ok := r.conn[clientID]
-	return c, ok
+	return r.connLocked(clientID)
 }
 
 func (r *Registry) publish(kind string, ev lifecycle) {

@@ -229,6 +229,9 @@ func (db *DB) commit(batch []*commitReq) {
 			}
 			return nil
 		})
+		if err == nil && db.unsafeOneSync {
+			err = db.bolt.Sync()
+		}
 		if err == nil {
 			if db.opts.OnCommit != nil {
 				db.opts.OnCommit(time.Since(start), len(batch)+len(staged))

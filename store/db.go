@@ -77,6 +77,10 @@ type DB struct {
 	flushes []chan error                          // Flush callers waiting for the next transaction
 
 	done chan struct{}
+
+	// unsafeOneSync (benchmarks only, with bbolt's NoSync) replaces bbolt's
+	// two fdatasyncs per commit by one after it: not crash safe.
+	unsafeOneSync bool
 }
 
 // Open opens (creating if needed) the database in dir and starts the committer.

@@ -106,3 +106,25 @@ func TestHistoryGolden(t *testing.T) {
 		t.Errorf("after 150 versions, before 144: %q", got)
 	}
 }
+
+// /update/documents is built only for subscribers: a wildcard or a shared
+// subscription still receives it, including one made after earlier updates
+// went unobserved.
+func TestDocumentsReachWildcardAndSharedSubscribers(t *testing.T) {
+	srv := brokertest.Start(t, noRateLimit)
+	dev := mt.Connect(t, srv.MQTTURL(), "docdev")
+	acc := dev.Subscribe("$aws/things/docdev/shadow/update/accepted", 1)
+	dev.Publish("$aws/things/docdev/shadow/update", 1, false, `{"state":{"reported":{"n":1}}}`)
+	mt.Next(t, acc)
+
+	wild := mt.Connect(t, srv.MQTTURL(), "watch-wild").Subscribe("$aws/things/+/shadow/update/documents", 1)
+	shared := mt.Connect(t, srv.MQTTURL(), "watch-shared").Subscribe("$share/g/$aws/things/docdev/shadow/#", 1)
+	dev.Publish("$aws/things/docdev/shadow/update", 1, false, `{"state":{"reported":{"n":2}}}`)
+	mt.Next(t, acc)
+	for name, ch := range map[string]<-chan mt.Message{"wildcard": wild, "shared": shared} {
+		m := mt.NextOn(t, ch, "$aws/things/docdev/shadow/update/documents")
+		if gjson.GetBytes(m.Payload, "previous.state.reported.n").Int() != 1 || gjson.GetBytes(m.Payload, "current.state.reported.n").Int() != 2 {
+			t.Errorf("%s subscriber: documents %s", name, m.Payload)
+		}
+	}
+}

@@ -159,6 +159,11 @@ func rawObject(doc []byte, r gjson.Result) []byte {
 // DocDelta is the current delta of a stored document (desired values that
 // differ from reported, spec §3.5), nil when empty or when doc is unreadable.
 func DocDelta(doc []byte) []byte {
+	// Most devices only report: with no desired state there is no delta,
+	// and finding that out needs no parse (gjson scans without allocating).
+	if desired := gjson.GetBytes(doc, "state.desired"); !desired.IsObject() || emptyObject(desired.Raw) {
+		return nil
+	}
 	d, ok := loadDocument(doc)
 	if !ok {
 		return nil
@@ -168,4 +173,18 @@ func DocDelta(doc []byte) []byte {
 		return nil
 	}
 	return appendNode(nil, delta)
+}
+
+// emptyObject reports whether raw is a JSON object with no members.
+func emptyObject(raw string) bool {
+	for _, c := range raw[1:] {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		case '}':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
 }

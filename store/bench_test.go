@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,16 @@ func BenchmarkCommitSync(b *testing.B) {
 	}
 }
 
+// BenchmarkCommitBatchCap: the same load (1,000 writers, history on) with
+// the committer's batch capped at different sizes.
+func BenchmarkCommitBatchCap(b *testing.B) {
+	for _, maxBatch := range []int{64, 256, 1024, 4096} {
+		b.Run(fmt.Sprintf("maxBatch=%d", maxBatch), func(b *testing.B) {
+			benchShadowCommit(b, Options{MaxBatch: maxBatch}, true, 1000, nil)
+		})
+	}
+}
+
 func benchShadowCommit(b *testing.B, opts Options, history bool, writers int, adjust func(*DB)) {
 	const shadows, versions = 1000, 100
 	var commits atomic.Int64
@@ -93,6 +104,7 @@ func benchShadowCommit(b *testing.B, opts Options, history bool, writers int, ad
 	commits.Store(0)
 	b.ResetTimer()
 	var wg sync.WaitGroup
+	lat := make([][]time.Duration, writers)
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
 		go func() {
@@ -109,10 +121,12 @@ func benchShadowCommit(b *testing.B, opts Options, history bool, writers int, ad
 				if history {
 					sw.History, sw.HistoryKind, sw.HistoryLimit = benchEntry, HistoryUpdate, versions
 				}
+				start := time.Now()
 				if err := db.CommitShadow(context.Background(), sw); err != nil {
 					b.Error(err)
 					return
 				}
+				lat[w] = append(lat[w], time.Since(start))
 			}
 		}()
 	}
@@ -120,6 +134,12 @@ func benchShadowCommit(b *testing.B, opts Options, history bool, writers int, ad
 	b.StopTimer()
 	b.ReportMetric(float64(txWrites(db)-pages0)/float64(b.N), "pages/op")
 	b.ReportMetric(float64(commits.Load())/float64(b.N), "commits/op")
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	if len(all) > 0 {
+		b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	}
 }
 
 func txWrites(db *DB) int64 {

@@ -20,7 +20,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "umbra bench — %s, broker %s, %d CPUs, %.1f GiB, %s\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Broker, r.Machine.CPUs, float64(r.Machine.MemBytes)/(1<<30), r.Machine.Go)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tvariant\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tsrv cpu\tsrv rss\tcommits/s\twrites/commit\t")
+	fmt.Fprintln(tw, "scenario\tvariant\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tsrv cpu\tsrv rss\tcommits/s\twrites/commit\tcommit ms\tshadow ms\t")
 	for _, x := range r.Results {
 		commits := "-"
 		perCommit, commitMs, shadowMs := "-", "-", "-"
@@ -39,8 +39,21 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w)
 	if r.ShadowVsRaw > 0 {
-		fmt.Fprintf(w, "\nshadow-update (max) ÷ raw QoS 1 throughput: %.2f\n", r.ShadowVsRaw)
+		fmt.Fprintf(w, "durable shadow updates ÷ raw QoS 1 round trips (max rate, same server): %.2f\n", r.ShadowVsRaw)
+	}
+	if r.HistoryOnVsOff > 0 {
+		fmt.Fprintf(w, "shadow updates with history ÷ without (max rate): %.2f\n", r.HistoryOnVsOff)
+	}
+	for _, x := range r.Results {
+		if x.Scenario == ShadowUpdate {
+			fmt.Fprintf(w, "shadow-update %s: %.0f/s, p50 %.2f ms, p99 %.2f ms", x.Variant, x.PerSec, x.Latency.P50, x.Latency.P99)
+			if x.Rejected > 0 {
+				fmt.Fprintf(w, ", %d REJECTED", x.Rejected)
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	for _, x := range r.Results {
 		if x.Scenario == Connections && x.Ops > 0 {

@@ -146,6 +146,15 @@ func DocState(doc []byte) (desired, reported []byte) {
 	return rawObject(doc, state.Get("desired")), rawObject(doc, state.Get("reported"))
 }
 
+// storedSection is the stored text of a top-level section of a stored
+// document, as loadDocument keeps it ({} when absent).
+func storedSection(doc []byte, name string) []byte {
+	if raw := rawObject(doc, gjson.GetBytes(doc, name)); raw != nil {
+		return raw
+	}
+	return []byte("{}")
+}
+
 func rawObject(doc []byte, r gjson.Result) []byte {
 	if !r.IsObject() {
 		return nil

@@ -151,6 +151,13 @@ func Open(dir string, opts Options) (db *DB, err error) {
 	return db, nil
 }
 
+// PagesWritten is how many pages this process's write transactions have
+// written to the file (bbolt's page writes, meta pages included).
+func (db *DB) PagesWritten() int64 {
+	st := db.bolt.Stats()
+	return st.TxStats.GetWrite()
+}
+
 // Path is the database file.
 func (db *DB) Path() string { return db.path }
 

@@ -95,7 +95,7 @@ func benchShadowCommit(b *testing.B, opts Options, history bool, writers int, ad
 			}
 			for v := int64(1); v <= versions; v++ {
 				w := ShadowWrite{Key: k, Version: v, History: benchEntry, HistoryKind: HistoryUpdate, HistoryLimit: versions}
-				if err := putHistory(tx.Bucket(bucketHistory), k.bytes(), w); err != nil {
+				if err := appendHistory(tx, k.bytes(), w); err != nil {
 					return err
 				}
 			}

@@ -241,6 +241,10 @@ func (db *DB) commit(batch []*commitReq) {
 					return errWriteFailed
 				}
 			}
+			if len(batch) > 0 {
+				// History past its limit goes a little with every batch.
+				return trimHistoryLog(tx, &db.trimAt, 2*len(batch)+32)
+			}
 			return nil
 		})
 		if err == nil && db.unsafeOneSync {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,6 +79,10 @@ type DB struct {
 
 	done chan struct{}
 
+	// trimAt is where the committer's history trimming goes on (committer
+	// goroutine only; nil: the start of the log).
+	trimAt []byte
+
 	// unsafeOneSync (benchmarks only, with bbolt's NoSync) replaces bbolt's
 	// two fdatasyncs per commit by one after it: not crash safe.
 	unsafeOneSync bool
@@ -128,7 +133,7 @@ func Open(dir string, opts Options) (db *DB, err error) {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	err = b.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
+		for _, name := range slices.Concat(allBuckets, laterBuckets) {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
@@ -22,7 +23,12 @@ func storedHistory(t *testing.T, db *DB, k ShadowKey) int {
 				n++
 			}
 		}
-		return nil
+		return tx.Bucket(bucketHistoryLog).ForEach(func(_, v []byte) error {
+			if rec, ok := parseRecord(v); ok && bytes.Equal(rec.key, k.bytes()) {
+				n++
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -94,5 +100,94 @@ func TestHistoryBoundedAndExactAcrossReopenAndLimitChange(t *testing.T) {
 	}
 	if got, _ := db.ShadowHistory(k, 500, 0); versions(got) != "499u" {
 		t.Fatalf("after the limit fell to 3, before 500: %s", versions(got))
+	}
+}
+
+// A file written before the history log keeps entries per shadow; they are
+// read from there, and the shadow's next write carries the ones it keeps
+// into the log (a new incarnation drops them).
+func TestHistoryOfTheOlderLayoutIsReadAndCarriedOver(t *testing.T) {
+	db := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	a, b := ShadowKey{Thing: "a"}, ShadowKey{Thing: "b", Name: "n"}
+	err := db.bolt.Update(func(tx *bolt.Tx) error {
+		for _, k := range []ShadowKey{a, b} {
+			for v := uint64(3); v <= 7; v++ {
+				key := binary.BigEndian.AppendUint64(historyPrefix(k.bytes()), v)
+				if err := tx.Bucket(bucketHistory).Put(append(key, HistoryUpdate), fmt.Appendf(nil, "old%d", v)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.ShadowHistory(a, 0, 0); versions(got) != "7u 6u 5u 4u 3u" || string(got[0].Entry) != "old7" {
+		t.Fatalf("older layout: %s", versions(got))
+	}
+	if got, _ := db.ShadowHistory(a, 6, 2); versions(got) != "5u 4u" {
+		t.Fatalf("older layout, before 6: %s", versions(got))
+	}
+	w := ShadowWrite{Key: a, Doc: []byte(`{}`), Version: 8, History: []byte("new8"), HistoryKind: HistoryUpdate, HistoryLimit: 4}
+	if err := db.CommitShadow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := db.ShadowHistory(a, 0, 0)
+	if versions(got) != "8u 7u 6u 5u" || string(got[0].Entry) != "new8" || string(got[1].Entry) != "old7" {
+		t.Fatalf("carried over with a limit of 4: %s", versions(got))
+	}
+	w = ShadowWrite{Key: b, Doc: []byte(`{}`), Version: 1, History: []byte("again"), HistoryKind: HistoryUpdate, HistoryLimit: 4}
+	if err := db.CommitShadow(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := db.ShadowHistory(b, 0, 0); versions(got) != "1u" {
+		t.Fatalf("new incarnation: %s", versions(got))
+	}
+	// Nothing is left in the older layout.
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHistory).ForEach(func(k, _ []byte) error {
+			if k[len(k)-1] != 0xff {
+				t.Errorf("older-layout key %q left", k)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Trimming keeps the log near what the limits keep, whatever the mix of
+// shadows, restarts and deletes.
+func TestHistoryLogTrimKeepsItBounded(t *testing.T) {
+	db := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	keys := []ShadowKey{{Thing: "x"}, {Thing: "y"}, {Thing: "y", Name: "z"}}
+	ver := map[ShadowKey]int64{}
+	for i := range 600 {
+		k := keys[i%len(keys)]
+		ver[k]++
+		if i%97 == 0 {
+			ver[k] = 1 // a new incarnation
+		}
+		w := ShadowWrite{Key: k, Doc: []byte(`{}`), Version: ver[k], History: []byte("e"), HistoryKind: HistoryUpdate, HistoryLimit: 5}
+		if err := db.CommitShadow(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := 0
+	for _, k := range keys {
+		n := storedHistory(t, db, k)
+		total += n
+		got, _ := db.ShadowHistory(k, 0, 0)
+		want := min(ver[k], 5)
+		if int64(len(got)) != want || got[0].Version != ver[k] {
+			t.Errorf("%v: %s, want the newest %d up to %d", k, versions(got), want, ver[k])
+		}
+	}
+	if total > 3*5+2*32+32 {
+		t.Errorf("%d records in the log for 3 shadows keeping 5 each", total)
 	}
 }

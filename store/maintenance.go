@@ -425,7 +425,7 @@ func salvageNames(src *bolt.DB, rep *SalvageReport) (names [][]byte) {
 	}()
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("the list of buckets (%v): trying Umbra's own buckets one by one; other buckets (registry, rollouts) may be lost", err))
-		return allBuckets
+		return slices.Concat(allBuckets, laterBuckets)
 	}
 	return names
 }

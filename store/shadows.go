@@ -89,68 +89,17 @@ func (db *DB) CommitShadow(ctx context.Context, w ShadowWrite) error {
 		if w.History == nil {
 			return nil
 		}
-		return putHistory(tx.Bucket(bucketHistory), key, w)
+		return appendHistory(tx, key, w)
 	})
 }
 
 func historyPrefix(key []byte) []byte { return append(append([]byte{}, key...), 0) }
 
-// historyLimitKey is the key of a shadow's retention record: the history
-// limit of its latest write (8 bytes, big endian). It sorts after every
-// entry of the shadow (entry keys continue the prefix with a version whose
-// first byte is below 0xff), so it shares a leaf page with the newest
-// entries, which an update writes anyway.
+// historyLimitKey is the key of a shadow's head record in bucketHistory
+// (historylog.go). It sorts after the shadow's entries of the per-shadow
+// layout (their keys continue the prefix with a version whose first byte is
+// below 0xff).
 func historyLimitKey(prefix []byte) []byte { return append(bytes.Clone(prefix), 0xff) }
-
-// historySlack is how many versions past its limit a shadow's history may
-// keep on disk before they are deleted, all in one go: trimming a run of
-// adjacent keys once per slack updates dirties about one page, where a
-// delete per update dirtied the page of the oldest entry every time. Reads
-// never return them (ShadowHistory applies the limit).
-func historySlack(limit int) uint64 { return uint64(min(max(limit/4, 4), 64)) }
-
-func putHistory(b *bolt.Bucket, key []byte, w ShadowWrite) error {
-	prefix := historyPrefix(key)
-	// A version sequence starting afresh (first write, or after a tombstone
-	// expired) must not interleave with entries of an earlier incarnation.
-	var floor uint64
-	dropAll := w.Version == 1 && w.HistoryKind == HistoryUpdate
-	if w.HistoryLimit > 0 && w.Version > int64(w.HistoryLimit) {
-		floor = uint64(w.Version) - uint64(w.HistoryLimit)
-	}
-	if dropAll || floor > 0 {
-		c := b.Cursor()
-		k, _ := c.Seek(prefix)
-		// Versions at or below floor are hidden from reads; delete them once
-		// slack of them have accumulated (or all, for a new incarnation).
-		if k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+9 &&
-			(dropAll || binary.BigEndian.Uint64(k[len(prefix):])+historySlack(w.HistoryLimit) <= floor) {
-			for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Seek(prefix) {
-				if len(k) != len(prefix)+9 || (!dropAll && binary.BigEndian.Uint64(k[len(prefix):]) > floor) {
-					break
-				}
-				if err := c.Delete(); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	lk := historyLimitKey(prefix)
-	if old := b.Get(lk); w.HistoryLimit > 0 {
-		if len(old) != 8 || binary.BigEndian.Uint64(old) != uint64(w.HistoryLimit) {
-			if err := b.Put(lk, binary.BigEndian.AppendUint64(nil, uint64(w.HistoryLimit))); err != nil {
-				return err
-			}
-		}
-	} else if old != nil {
-		if err := b.Delete(lk); err != nil {
-			return err
-		}
-	}
-	hk := binary.BigEndian.AppendUint64(prefix, uint64(w.Version))
-	hk = append(hk, w.HistoryKind)
-	return b.Put(hk, w.History)
-}
 
 // HistoryRecord is one stored history entry.
 type HistoryRecord struct {
@@ -160,35 +109,19 @@ type HistoryRecord struct {
 }
 
 // ShadowHistory returns up to limit entries, newest first, with a version
-// below before (0 = from the newest). Only the versions the shadow's latest
-// write kept (its HistoryLimit, counted back from the newest entry) are
-// returned; older ones may still be stored until they are trimmed.
+// below before (0 = from the newest): those the shadow's latest write kept
+// (its HistoryLimit, counted back from the newest entry).
 func (db *DB) ShadowHistory(k ShadowKey, before int64, limit int) ([]HistoryRecord, error) {
 	prefix := historyPrefix(k.bytes())
 	var out []HistoryRecord
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketHistory)
-		c := b.Cursor()
-		// The newest entry and the retention limit give the oldest version
-		// still visible.
-		var floor uint64
-		lk := historyLimitKey(prefix)
-		if lim := b.Get(lk); len(lim) == 8 && binary.BigEndian.Uint64(lim) > 0 {
-			key, _ := c.Seek(lk)
-			if key == nil {
-				key, _ = c.Last()
-			} else {
-				key, _ = c.Prev()
-			}
-			for ; key != nil && bytes.HasPrefix(key, prefix); key, _ = c.Prev() {
-				if len(key) == len(prefix)+9 {
-					if newest, keep := binary.BigEndian.Uint64(key[len(prefix):]), binary.BigEndian.Uint64(lim); newest > keep {
-						floor = newest - keep
-					}
-					break
-				}
-			}
+		hb := tx.Bucket(bucketHistory)
+		if h, ok := readHead(hb.Get(historyLimitKey(prefix))); ok {
+			out = chainHistory(hb, tx.Bucket(bucketHistoryLog), h, before, limit)
+			return nil
 		}
+		// Not written since the log: the per-shadow layout.
+		c := hb.Cursor()
 		// Position on the first key past the wanted range, then step back.
 		var bound []byte
 		if before > 0 {
@@ -207,12 +140,8 @@ func (db *DB) ShadowHistory(k ShadowKey, before int64, limit int) ([]HistoryReco
 			if len(key) != len(prefix)+9 {
 				continue
 			}
-			v := binary.BigEndian.Uint64(key[len(prefix):])
-			if v <= floor {
-				break
-			}
 			out = append(out, HistoryRecord{
-				Version: int64(v),
+				Version: int64(binary.BigEndian.Uint64(key[len(prefix):])),
 				Kind:    key[len(key)-1],
 				Entry:   bytes.Clone(val),
 			})

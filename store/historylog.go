@@ -11,7 +11,7 @@ import (
 // under a global sequence number, so the entries of one group commit go to
 // the same last pages whatever shadows they belong to. Each record points to
 // the previous record of its shadow; the shadow's head record (in
-// bucketHistory, under historyLimitKey) names its newest record, its newest
+// bucketHistory, under historyHeadKey) names its newest record, its newest
 // version, its retention limit and the first record of its current
 // incarnation. Reads walk the chain from the head; records past the limit
 // or of an earlier incarnation are deleted in batches by trimHistoryLog.
@@ -94,7 +94,7 @@ func appendHistory(tx *bolt.Tx, key []byte, w ShadowWrite) error {
 	hb, lb := tx.Bucket(bucketHistory), tx.Bucket(bucketHistoryLog)
 	lb.FillPercent = 1 // only ever appended to: fill each page
 	prefix := historyPrefix(key)
-	hk := historyLimitKey(prefix)
+	hk := historyHeadKey(prefix)
 	// A version sequence starting afresh (first write, or after a tombstone
 	// expired) must not show entries of an earlier incarnation.
 	restart := w.Version == 1 && w.HistoryKind == HistoryUpdate
@@ -182,7 +182,7 @@ func trimHistoryLog(tx *bolt.Tx, pos *[]byte, budget int) error {
 		if !ok {
 			continue // not ours to judge
 		}
-		h, ok := readHead(hb.Get(historyLimitKey(historyPrefix(rec.key))))
+		h, ok := readHead(hb.Get(historyHeadKey(historyPrefix(rec.key))))
 		if seq := binary.BigEndian.Uint64(k); !ok || seq < h.start || rec.version <= h.floor() {
 			dead = append(dead, bytes.Clone(k))
 		}

@@ -95,11 +95,11 @@ func (db *DB) CommitShadow(ctx context.Context, w ShadowWrite) error {
 
 func historyPrefix(key []byte) []byte { return append(append([]byte{}, key...), 0) }
 
-// historyLimitKey is the key of a shadow's head record in bucketHistory
+// historyHeadKey is the key of a shadow's head record in bucketHistory
 // (historylog.go). It sorts after the shadow's entries of the per-shadow
 // layout (their keys continue the prefix with a version whose first byte is
 // below 0xff).
-func historyLimitKey(prefix []byte) []byte { return append(bytes.Clone(prefix), 0xff) }
+func historyHeadKey(prefix []byte) []byte { return append(bytes.Clone(prefix), 0xff) }
 
 // HistoryRecord is one stored history entry.
 type HistoryRecord struct {
@@ -116,7 +116,7 @@ func (db *DB) ShadowHistory(k ShadowKey, before int64, limit int) ([]HistoryReco
 	var out []HistoryRecord
 	err := db.bolt.View(func(tx *bolt.Tx) error {
 		hb := tx.Bucket(bucketHistory)
-		if h, ok := readHead(hb.Get(historyLimitKey(prefix))); ok {
+		if h, ok := readHead(hb.Get(historyHeadKey(prefix))); ok {
 			out = chainHistory(hb, tx.Bucket(bucketHistoryLog), h, before, limit)
 			return nil
 		}

@@ -191,3 +191,29 @@ func TestHistoryLogTrimKeepsItBounded(t *testing.T) {
 		t.Errorf("%d records in the log for 3 shadows keeping 5 each", total)
 	}
 }
+
+// A copy of the file that lost the log's sequence number (as a salvage
+// that copies keys only would) does not overwrite kept entries.
+func TestHistoryLogSequenceSurvivesALostBucketSequence(t *testing.T) {
+	db := open(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	k := ShadowKey{Thing: "s"}
+	write := func(v int64) {
+		t.Helper()
+		w := ShadowWrite{Key: k, Doc: []byte(`{}`), Version: v, History: fmt.Appendf(nil, "e%d", v), HistoryKind: HistoryUpdate, HistoryLimit: 10}
+		if err := db.CommitShadow(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for v := int64(1); v <= 3; v++ {
+		write(v)
+	}
+	if err := db.bolt.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketHistoryLog).SetSequence(0) }); err != nil {
+		t.Fatal(err)
+	}
+	write(4)
+	got, _ := db.ShadowHistory(k, 0, 0)
+	if versions(got) != "4u 3u 2u 1u" || string(got[3].Entry) != "e1" {
+		t.Fatalf("after the sequence was lost: %s", versions(got))
+	}
+}

@@ -88,6 +88,18 @@ func (r logRecord) bytes() []byte {
 
 func seqKey(seq uint64) []byte { return binary.BigEndian.AppendUint64(nil, seq) }
 
+// nextSeq is the log's next sequence number: past the bucket's sequence and
+// past its last key, so that a copy of the file that lost the bucket's
+// sequence (a salvage) never reuses the key of a kept entry.
+func nextSeq(lb *bolt.Bucket) (uint64, error) {
+	seq := lb.Sequence()
+	if k, _ := lb.Cursor().Last(); len(k) == 8 {
+		seq = max(seq, binary.BigEndian.Uint64(k))
+	}
+	seq++
+	return seq, lb.SetSequence(seq)
+}
+
 // appendHistory appends w's history entry to the log and moves the shadow's
 // head to it.
 func appendHistory(tx *bolt.Tx, key []byte, w ShadowWrite) error {
@@ -105,7 +117,7 @@ func appendHistory(tx *bolt.Tx, key []byte, w ShadowWrite) error {
 			return err
 		}
 	}
-	seq, err := lb.NextSequence()
+	seq, err := nextSeq(lb)
 	if err != nil {
 		return err
 	}
@@ -140,7 +152,7 @@ func carryLegacy(hb, lb *bolt.Bucket, prefix, key []byte, restart bool, w Shadow
 		if restart || version <= floor {
 			continue
 		}
-		seq, err := lb.NextSequence()
+		seq, err := nextSeq(lb)
 		if err != nil {
 			return h, err
 		}

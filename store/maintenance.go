@@ -457,6 +457,9 @@ func salvageBucket(src, dst *bolt.DB, name []byte) (copied int, lost string) {
 				if err != nil {
 					return err
 				}
+				if err := db.SetSequence(max(db.Sequence(), b.Sequence())); err != nil {
+					return err
+				}
 				// A panic reading src ends the loop, not the transaction:
 				// what was copied before it is committed.
 				defer func() {

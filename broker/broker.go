@@ -125,6 +125,7 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	}
 	b.metrics = newMetrics(b.info, b.dbSize)
 	b.metrics.reg.MustRegister(fleetCollector{b})
+	b.metrics.reg.MustRegister(storePagesCounter(b))
 	b.startEdge()
 	b.db, err = store.Open(b.opts.DataDir, store.Options{
 		NoSync:      b.opts.UnsafeNoSync,

@@ -214,7 +214,7 @@ func (s *Service) startNext(ctx context.Context, thing string, f fields, now tim
 		}
 		s.announce(thing, all, after, true, now)
 	}
-	w := ex.wire(s.Document(ex.JobID))
+	w := ex.wire(s.deviceDocument(ex.JobID, thing))
 	return executionReply{&w}, nil
 }
 
@@ -256,7 +256,7 @@ func (s *Service) describe(thing, jobID string, f fields, _ time.Time) (any, *Re
 	}
 	var doc json.RawMessage
 	if withDoc {
-		doc = s.Document(ex.JobID)
+		doc = s.deviceDocument(ex.JobID, thing)
 	}
 	w := ex.wire(doc)
 	return executionReply{&w}, nil
@@ -347,7 +347,7 @@ func (s *Service) update(ctx context.Context, thing, jobID string, f fields, now
 		out.ExecutionState = ex.state()
 	}
 	if withDoc {
-		out.JobDocument = s.Document(jobID)
+		out.JobDocument = s.deviceDocument(jobID, thing)
 	}
 	return out, nil
 }

@@ -70,7 +70,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	docs      map[string]json.RawMessage
-	templated map[string]bool // jobs whose document has ${umbra:...} placeholders
+	templated map[string]bool  // jobs whose document has ${umbra:...} placeholders
 	deadlines map[string]int64 // thing 0x00 jobId → step deadline (ms)
 	limiters  map[string]*rate.Limiter
 }

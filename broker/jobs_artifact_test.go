@@ -19,6 +19,7 @@ import (
 	"github.com/umbra-iot/umbra/brokertest"
 	"github.com/umbra-iot/umbra/internal/fakeclock"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
+	"github.com/umbra-iot/umbra/internal/sim"
 )
 
 const artifactDoc = `{"operation":"ota","firmware":{"version":"${umbra:artifact.version}","url":"${umbra:artifact.url}",` +
@@ -221,5 +222,49 @@ func TestJobDocumentArtifactValidation(t *testing.T) {
 	// Nothing was created.
 	if n := len(gjson.Get(httpGet(t, base+"/api/jobs", 200), "jobs").Array()); n != 0 {
 		t.Fatalf("%d jobs created", n)
+	}
+}
+
+// Simulated Jobs-API devices (umbra sim --jobs-api) download the image a
+// job document names with its url and sha256 (here the placeholders of a
+// rollout that names an artifact) for real, verify it, reboot into it and
+// report SUCCEEDED; an image whose SHA-256 does not match the document's
+// ends FAILED with the reason.
+func TestSimJobsAPIDevicesDownloadArtifact(t *testing.T) {
+	srv := brokertest.Start(t, func(o *broker.Options) { o.RolloutInterval = 20 * time.Millisecond })
+	img := randomImage(t, 300_000)
+	id := push(t, srv, img, "2.0.0", nil).json("id").String()
+	fl := startSimFleetWith(t, srv, 4, 2, func(c *sim.Config) { c.JobsAPI = true })
+	doc := strings.ReplaceAll(artifactDoc, `"${aws:keep-me}"`, `"x"`)
+	rid := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/rollouts", `{"name":"fw 2.0.0","target":"thingName:sim-*","artifact":"esp32@2.0.0","start":true,
+ "jobDocument":`+doc+`,"waves":[{"name":"canary","query":"attributes.deployment_ring:canary"},{"name":"rest","percent":100}]}`, 201), "id").String()
+	if v := waitRolloutState(t, srv, rid, "completed", "halted"); v.Get("state").String() != "completed" || v.Get("totals.succeeded").Int() != 4 {
+		t.Fatalf("rollout: %s", v.Raw)
+	}
+	waitCount(t, srv, "shadow.reported.firmware_version:2.0.0", 4)
+	st := fl.Stats()
+	if st.DownloadsVerified != 4 || st.DownloadBytes < 4*int64(len(img)) {
+		t.Fatalf("sim stats: %d downloads verified, %d bytes; want 4 and at least %d", st.DownloadsVerified, st.DownloadBytes, 4*len(img))
+	}
+
+	// A document whose sha256 is not the image's: the device refuses it.
+	bad := `{"firmware":{"version":"3.0.0","url":"${umbra:artifact.url}","size":"${umbra:artifact.size}","sha256":"` + strings.Repeat("0", 64) + `"}}`
+	jid := gjson.Get(httpDo(t, "POST", srv.HTTPURL()+"/api/jobs", `{"name":"bad","target":"thingName:sim-0001","artifact":"`+id+`","document":`+bad+`}`, 201), "id").String()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ex := gjson.Get(httpGet(t, srv.HTTPURL()+"/api/jobs/"+jid+"/executions", 200), "executions.0")
+		if ex.Get("status").String() == "FAILED" {
+			if r := ex.Get("statusDetails.reason").String(); !strings.Contains(r, "firmware 3.0.0: sha256 mismatch") {
+				t.Fatalf("FAILED reason %q", r)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("execution: %s", ex.Raw)
+		}
+		<-time.After(20 * time.Millisecond)
+	}
+	if n := fl.Stats().DownloadsVerified; n != 4 {
+		t.Fatalf("%d downloads verified after the bad one, want 4", n)
 	}
 }

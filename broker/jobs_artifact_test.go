@@ -58,6 +58,16 @@ func checkDoc(t *testing.T, thing string, doc gjson.Result, img []byte) string {
 	return u
 }
 
+// rawURL checks the URL is written plainly in the payload: a device's
+// JSON parser that does not decode escapes (coreJSON, as the AWS OTA
+// library uses) must read "&", not "\u0026".
+func rawURL(t *testing.T, thing string, payload []byte) {
+	t.Helper()
+	if !strings.Contains(string(payload), "?thing="+thing+"&expires=") || strings.Contains(string(payload), `\u0026`) {
+		t.Fatalf("%s: the URL is escaped in the payload: %s", thing, payload)
+	}
+}
+
 // run takes the device through notify-next, start-next and {jobId}/get,
 // downloads the image with its own URL and reports SUCCEEDED; it returns
 // the URL it downloaded with.
@@ -69,6 +79,7 @@ func (d *jobsArtifactDevice) run(t *testing.T, srv *brokertest.Server, thing str
 		t.Fatalf("%s notify-next: %s", thing, n.Payload)
 	}
 	checkDoc(t, thing, ex.Get("jobDocument"), img)
+	rawURL(t, thing, n.Payload)
 	job := ex.Get("jobId").String()
 	d.c.Publish(d.p+"/start-next", 1, false, `{"clientToken":"s1"}`)
 	m := mt.Next(t, d.start)
@@ -76,9 +87,11 @@ func (d *jobsArtifactDevice) run(t *testing.T, srv *brokertest.Server, thing str
 		t.Fatalf("%s start-next: %s %s", thing, m.Topic, m.Payload)
 	}
 	u := checkDoc(t, thing, gjson.GetBytes(m.Payload, "execution.jobDocument"), img)
+	rawURL(t, thing, m.Payload)
 	d.c.Publish(d.p+"/"+job+"/get", 1, false, `{"includeJobDocument":true}`)
 	m = mt.Next(t, d.get)
 	checkDoc(t, thing, gjson.GetBytes(m.Payload, "execution.jobDocument"), img)
+	rawURL(t, thing, m.Payload)
 
 	// The real download with the URL the device got.
 	a := artifactReq(t, "GET", srv.HTTPURL()+u[strings.Index(u, "/firmware/"):], nil, nil)

@@ -1,6 +1,7 @@
 package awsjobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -95,7 +96,7 @@ func (s *Service) Handle(ctx context.Context, t Topic, payload []byte) ([]byte, 
 		if e.State != nil {
 			r.ExecutionState = e.State.state()
 		}
-		b, _ := json.Marshal(r)
+		b := marshal(r)
 		return b, e
 	}
 	switch {
@@ -132,15 +133,27 @@ func (s *Service) Handle(ctx context.Context, t Topic, payload []byte) ([]byte, 
 	if e != nil {
 		return fail(e)
 	}
-	b, _ := json.Marshal(withToken(out, token, now))
+	b := marshal(withToken(out, token, now))
 	return b, nil
+}
+
+// marshal encodes a payload without HTML escaping: a download URL's "&"
+// stays "&" for device JSON parsers that do not decode escapes.
+func marshal(v any) []byte {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	_ = e.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // withToken adds timestamp and clientToken to a reply object.
 func withToken(v any, token string, now time.Time) map[string]any {
-	b, _ := json.Marshal(v)
+	b := marshal(v)
 	var m map[string]any
-	_ = json.Unmarshal(b, &m)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // a job document's numbers as written
+	_ = dec.Decode(&m)
 	if m == nil {
 		m = map[string]any{}
 	}

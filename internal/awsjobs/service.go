@@ -304,7 +304,7 @@ func (s *Service) announce(thing string, before, after []Execution, listChanged 
 			jobs[e.Status] = append(jobs[e.Status], e.summary())
 			n++
 		}
-		b, _ := json.Marshal(struct {
+		b := marshal(struct {
 			Timestamp int64                    `json:"timestamp"`
 			Jobs      map[Status][]wireSummary `json:"jobs"`
 		}{ts, jobs})
@@ -322,7 +322,7 @@ func (s *Service) announce(thing string, before, after []Execution, listChanged 
 		w := ha.wire(s.deviceDocument(ha.JobID, thing))
 		msg.Execution = &w
 	}
-	b, _ := json.Marshal(msg)
+	b := marshal(msg)
 	s.publish(TopicPrefix+thing+"/jobs/notify-next", b)
 }
 

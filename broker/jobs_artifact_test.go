@@ -169,7 +169,8 @@ func TestJobDocumentArtifactPlaceholdersPerDevice(t *testing.T) {
 }
 
 // Each read mints a fresh token: a device that reads its document after
-// the first URL expired still gets a URL that works.
+// the first URL expired (and the server restarted) still gets a URL that
+// works.
 func TestJobDocumentArtifactURLMintedAtRead(t *testing.T) {
 	clock := fakeclock.New(time.Now())
 	srv := brokertest.Start(t, func(o *broker.Options) {
@@ -184,6 +185,10 @@ func TestJobDocumentArtifactURLMintedAtRead(t *testing.T) {
 	first := checkDoc(t, "late-1", gjson.GetBytes(mt.Next(t, d.notify).Payload, "execution.jobDocument"), img)
 	clock.Add(2 * time.Hour)
 	want(t, artifactReq(t, "GET", srv.HTTPURL()+first[strings.Index(first, "/firmware/"):], nil, nil), 403, "the URL of the notification, expired")
+	// After a restart the job still knows its artifact.
+	d.c.Disconnect(50)
+	srv = srv.Restart(t)
+	d = newJobsArtifactDevice(t, srv, "late-1")
 	d.c.Publish(d.p+"/start-next", 1, false, `{}`)
 	u := checkDoc(t, "late-1", gjson.GetBytes(mt.Next(t, d.start).Payload, "execution.jobDocument"), img)
 	if u == first {

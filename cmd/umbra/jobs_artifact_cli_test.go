@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -52,4 +53,19 @@ func TestCLIJobDocumentWithArtifact(t *testing.T) {
 		t.Fatalf("download %s: %v %v", u, err, got)
 	}
 	got.Body.Close()
+
+	// --artifact alone: desired-state delivery.
+	r.ok("jobs", "create", "fw-desired", "--target", "thingName:cli-fw-1", "--artifact", "esp32@1.0.1")
+	sh, err := http.Get(srv.HTTPURL() + "/things/cli-fw-1/shadow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Body.Close()
+	var shadow struct {
+		State struct{ Desired map[string]any }
+	}
+	if err := json.NewDecoder(sh.Body).Decode(&shadow); err != nil || shadow.State.Desired["target_version"] != "1.0.1" ||
+		!strings.Contains(fmt.Sprint(shadow.State.Desired["ota_url"]), "thing=cli-fw-1&") {
+		t.Fatalf("desired after jobs create --artifact: %v %+v", err, shadow)
+	}
 }

@@ -369,22 +369,5 @@ func TestArtifactJobWritesPerDeviceURLsThatSurviveARestart(t *testing.T) {
 	}
 }
 
-// An artifact reference is delivered through desired state; with a job
-// document the request is refused naming the artifact field, not turned
-// into the confusing "patch or document, not both" of the generated patch.
-func TestArtifactWithJobDocumentRefused(t *testing.T) {
-	srv := brokertest.Start(t)
-	base := srv.HTTPURL()
-	push(t, srv, randomImage(t, 1000), "1.2.0", nil)
-	hdr := map[string]string{"Content-Type": "application/json"}
-	for path, body := range map[string]string{
-		"/api/jobs":     `{"name":"j","target":"*","artifact":"esp32@1.2.0","document":{"operation":"ota"}}`,
-		"/api/rollouts": `{"name":"r","target":"*","artifact":"esp32@1.2.0","jobDocument":{"operation":"ota"},"waves":[{"name":"all","percent":100}]}`,
-	} {
-		a := artifactReq(t, "POST", base+path, []byte(body), hdr)
-		want(t, a, 400, path)
-		if a.json("field").String() != "artifact" || !strings.Contains(a.json("message").String(), "job document") {
-			t.Fatalf("%s: %s", path, a.body)
-		}
-	}
-}
+// An artifact with a job document: see jobs_artifact_test.go (placeholders
+// substituted per device).

@@ -24,6 +24,14 @@ func (b *Broker) openJobs() error {
 			}
 		},
 	}
+	// A job document's artifact placeholders: each device reads its own
+	// download URL, minted when it reads the document.
+	cfg.Artifact = func(jobID, thing string) (awsjobs.ArtifactValues, bool) {
+		if b.rollouts == nil {
+			return awsjobs.ArtifactValues{}, false
+		}
+		return b.rollouts.ArtifactValues(jobID, thing)
+	}
 	if b.opts.Limits.ShadowRate > 0 {
 		cfg.Rate, cfg.Burst = rate.Limit(b.opts.Limits.ShadowRate), b.opts.Limits.ShadowBurst
 		if cfg.Burst == 0 {

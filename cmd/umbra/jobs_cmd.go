@@ -51,7 +51,7 @@ func printJob(c *cli, raw []byte) error {
 }
 
 func jobsCreate(c *cli, cmd string, args []string) error {
-	fs := c.flagSet(cmd, "NAME (--target Q | --group G) (--set k=v ... | --patch JSON | --document FILE)", "Create a bulk configuration job: write a desired patch to every targeted thing, or (--document) queue an AWS IoT Jobs execution of a job document for each, which devices run through the Jobs MQTT API.")
+	fs := c.flagSet(cmd, "NAME (--target Q | --group G) (--set k=v ... | --patch JSON | --document FILE) [--artifact REF]", "Create a bulk configuration job: write a desired patch to every targeted thing, or (--document) queue an AWS IoT Jobs execution of a job document for each, which devices run through the Jobs MQTT API.")
 	document := fs.String("document", "", "AWS IoT Jobs job document: a file holding a JSON object (- for stdin)")
 	target := fs.String("target", "", "fleet query selecting the things")
 	grp := fs.String("group", "", "or a group")
@@ -61,6 +61,7 @@ func jobsCreate(c *cli, cmd string, args []string) error {
 	cond := fs.String("condition", "", "query a thing must match to be patched")
 	rate := fs.Int("rate", 0, "things written per second (0: unlimited)")
 	shadowName := fs.String("shadow", "", "named shadow (default: classic)")
+	artifact := fs.String("artifact", "", "a stored firmware artifact (type@version, id or id prefix): each thing gets its own ota_url and the image's fields in desired state (--set/--patch then optional); with --document, the document refers to it with ${umbra:artifact.url}, .sha256, .size, .version, .signature placeholders, replaced per device")
 	pos, err := c.parse(fs, args, 1, 1, "NAME")
 	if err != nil {
 		return err
@@ -78,7 +79,7 @@ func jobsCreate(c *cli, cmd string, args []string) error {
 			return err
 		}
 		body := map[string]any{"name": pos[0], "document": json.RawMessage(doc)}
-		for k, v := range map[string]string{"target": *target, "group": *grp, "condition": *cond} {
+		for k, v := range map[string]string{"target": *target, "group": *grp, "condition": *cond, "artifact": *artifact} {
 			if v != "" {
 				body[k] = v
 			}
@@ -105,11 +106,16 @@ func jobsCreate(c *cli, cmd string, args []string) error {
 			return err
 		}
 		p, _ = json.Marshal(m)
+	case *artifact != "":
+		// The artifact's fields are the patch.
 	default:
 		return usageError{fmt.Errorf("%s: nothing to write: give --set k=v or --patch JSON", cmd)}
 	}
-	body := map[string]any{"name": pos[0], "patch": p}
-	for k, v := range map[string]string{"target": *target, "group": *grp, "condition": *cond, "shadow": *shadowName} {
+	body := map[string]any{"name": pos[0]}
+	if p != nil {
+		body["patch"] = p
+	}
+	for k, v := range map[string]string{"target": *target, "group": *grp, "condition": *cond, "shadow": *shadowName, "artifact": *artifact} {
 		if v != "" {
 			body[k] = v
 		}

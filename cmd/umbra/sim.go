@@ -137,9 +137,9 @@ func parseSim(args []string, stderr io.Writer, env []string) (*simOptions, error
 	sources := fs.String("source-addrs", "", "local addresses to connect from, e.g. 127.0.0.2-127.0.0.9 (default: automatic beyond 20k devices on loopback)")
 	dur(&c.OTADuration, "ota-duration", sim.DefaultOTADuration, "how long a firmware download takes")
 	fs.BoolVar(&c.Download, "download", false, "download real images: an http(s) ota_url is fetched (Range resumes a dropped download), checked against ota_size and ota_sha256, then installed")
-	signingKey := fs.String("signing-key", "", "PEM public key (ECDSA P-256 or Ed25519): with --download, install only images whose ota_signature verifies with it")
+	signingKey := fs.String("signing-key", "", "PEM public key (ECDSA P-256 or Ed25519): with --download (or --jobs-api downloads), install only images whose ota_signature verifies with it")
 	dur(&c.RebootDelay, "reboot-delay", sim.DefaultRebootDelay, "how long a reboot keeps a device offline")
-	fs.BoolVar(&c.JobsAPI, "jobs-api", false, "devices take updates through the AWS IoT Jobs API (notify-next, start-next, IN_PROGRESS with progress, SUCCEEDED/FAILED per the faults) besides desired state")
+	fs.BoolVar(&c.JobsAPI, "jobs-api", false, "devices take updates through the AWS IoT Jobs API (notify-next, start-next, IN_PROGRESS with progress, SUCCEEDED/FAILED per the faults) besides desired state; a job document with an http(s) url and sha256 is downloaded and verified for real")
 	dur(&c.LowPower.Period, "low-power", 0, "low-power mode: sleep this long between wakes (0: always connected)")
 	dur(&c.LowPower.Awake, "awake", sim.DefaultAwake, "low-power mode: longest a wake lasts")
 	fs.Int64Var(&c.Seed, "seed", 0, "varies which devices the faults hit")
@@ -251,7 +251,7 @@ func parseSim(args []string, stderr io.Writer, env []string) (*simOptions, error
 			return nil, usageError{fmt.Errorf("--signing-key %s: %v", *signingKey, err)}
 		}
 	}
-	if c.Download && c.TLS != nil {
+	if (c.Download || c.JobsAPI) && c.TLS != nil {
 		// Firmware over HTTPS from the same server: trust the same CA.
 		c.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLS.Clone()}}
 	}

@@ -124,7 +124,7 @@ var oaRoutes = []oaRoute{
 		status: 201, result: "Artifact", errs: []int{400, 409, 413}},
 	{method: "GET", path: "/api/artifacts", tag: "artifacts", summary: "List firmware artifacts, newest first", role: "viewer", status: 200, result: "ArtifactList"},
 	{method: "GET", path: "/api/artifacts/{id}", tag: "artifacts", summary: "Get an artifact by id, id prefix (8+ digits) or type@version", role: "viewer", status: 200, result: "Artifact", errs: []int{404}},
-	{method: "DELETE", path: "/api/artifacts/{id}", tag: "artifacts", summary: "Delete an artifact (409 while a rollout or running job references it)", role: "operator", status: 204, errs: []int{404, 409}},
+	{method: "DELETE", path: "/api/artifacts/{id}", tag: "artifacts", summary: "Delete an artifact (409 while a rollout or running job references it, or a job document with executions still QUEUED or IN_PROGRESS)", role: "operator", status: 204, errs: []int{404, 409}},
 	{method: "GET", path: "/api/artifacts/{id}/content", tag: "artifacts", summary: "Download the image (Range, If-Range, ETag = SHA-256, If-None-Match)", role: "viewer", status: 200, result: "Text", media: "application/octet-stream", errs: []int{304, 404, 416}},
 	{method: "GET", path: "/api/artifacts/{id}/signature", tag: "artifacts", summary: "The image's signature (raw bytes; X-Umbra-Signature-Algorithm names the algorithm); 404 when unsigned", role: "viewer", status: 200, result: "Text", media: "application/octet-stream", errs: []int{404}},
 	{method: "POST", path: "/api/artifacts/{id}/url", tag: "artifacts", summary: "A device's download URL (with its short-lived token), as rollouts write it into desired ota_url", role: "operator", query: []oaParam{

@@ -108,9 +108,9 @@ const openapiComponents = `{
    "bakeTime": {"type": "string", "example": "10m"}, "requireApproval": {"type": "boolean"}}},
   "RolloutSpec": {"type": "object", "required": ["name", "target", "waves"], "additionalProperties": false, "properties": {
    "name": {"type": "string"}, "target": {"type": "string", "description": "fleet query"}, "shadow": {"type": "string"},
-   "artifact": {"type": "string", "description": "a stored firmware artifact (id, id prefix or type@version) instead of a URL: each device gets its own ota_url and target_version, ota_sha256, ota_size (ota_signature); patch is then optional"},
+   "artifact": {"type": "string", "description": "a stored firmware artifact (id, id prefix or type@version) instead of a URL: each device gets its own ota_url and target_version, ota_sha256, ota_size (ota_signature); patch is then optional. With jobDocument, the document refers to it with placeholders (see jobDocument)"},
    "patch": {"type": "object", "additionalProperties": true, "description": "desired patch (or give jobDocument)"},
-   "jobDocument": {"type": "object", "additionalProperties": true, "description": "deliver through the AWS IoT Jobs device API instead of desired state: each notified device gets a QUEUED execution of this job document (job id = rollout id); SUCCEEDED passes, FAILED/REJECTED fail, TIMED_OUT times out"},
+   "jobDocument": {"type": "object", "additionalProperties": true, "description": "deliver through the AWS IoT Jobs device API instead of desired state: each notified device gets a QUEUED execution of this job document (job id = rollout id); SUCCEEDED passes, FAILED/REJECTED fail, TIMED_OUT times out. With artifact, string values may contain ${umbra:artifact.url}, ${umbra:artifact.sha256}, ${umbra:artifact.size}, ${umbra:artifact.version} and ${umbra:artifact.signature} (signed artifacts), replaced per device each time the device receives the document (the URL with a token minted then; size is a JSON number when it is the whole string); stored and shown with the placeholders. 400: a placeholder without artifact (field artifact), an unknown placeholder or one in a key, or an artifact the document does not refer to"},
    "successCondition": {"type": "string"}, "failureCondition": {"type": "string"},
    "health": {"type": "object", "properties": {"offlineWindow": {"type": "string"}, "errorCondition": {"type": "string"},
     "increaseOf": {"type": "array", "items": {"type": "string"}}}},
@@ -153,9 +153,9 @@ const openapiComponents = `{
    "notifiedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}, "succeededAt": {"type": "integer"}, "rolledBack": {"type": "boolean"}}},
   "DeviceList": {"type": "object", "properties": {"devices": {"type": "array", "items": {"$ref": "#/components/schemas/Device"}}}},
   "JobSpec": {"type": "object", "required": ["name"], "additionalProperties": false, "properties": {
-   "name": {"type": "string"}, "artifact": {"type": "string", "description": "as in a rollout spec; patch (required otherwise) is then optional"}, "target": {"type": "string", "description": "fleet query (or group)"}, "group": {"type": "string"},
+   "name": {"type": "string"}, "artifact": {"type": "string", "description": "as in a rollout spec; patch (required otherwise) is then optional; with document, the document refers to it with placeholders"}, "target": {"type": "string", "description": "fleet query (or group)"}, "group": {"type": "string"},
    "shadow": {"type": "string"}, "patch": {"type": "object", "additionalProperties": true, "description": "desired values to write (or give document)"},
-   "document": {"type": "object", "additionalProperties": true, "description": "an AWS IoT Jobs job document (at most 32 KB): each eligible thing gets a QUEUED execution, read and reported over $aws/things/{thing}/jobs/..."},
+   "document": {"type": "object", "additionalProperties": true, "description": "an AWS IoT Jobs job document (at most 32 KB): each eligible thing gets a QUEUED execution, read and reported over $aws/things/{thing}/jobs/... With artifact, it refers to the image with ${umbra:artifact.url}, .sha256, .size, .version, .signature placeholders, replaced per device as in a rollout's jobDocument"},
    "condition": {"type": "string"}, "ratePerSecond": {"type": "integer"}}},
   "Job": {"type": "object", "properties": {
    "id": {"type": "string"}, "spec": {"$ref": "#/components/schemas/JobSpec"},

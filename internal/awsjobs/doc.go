@@ -16,6 +16,12 @@
 // jobId → the job document. Every change is committed before its reply and
 // before its notifications are published, as shadows are.
 //
+// A job document may refer to a firmware artifact with ${umbra:artifact.url},
+// .sha256, .size, .version and .signature placeholders: every document a
+// device receives (start-next, {jobId}/get, update with includeJobDocument,
+// notify-next) has them replaced by its own values (Config.Artifact), the
+// download URL minted at that moment; see RenderDocument.
+//
 // Choices where AWS leaves room:
 //   - Timestamps on the MQTT API (timestamp, queuedAt, startedAt,
 //     lastUpdatedAt) are epoch seconds, as the developer guide states for

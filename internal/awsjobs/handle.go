@@ -1,6 +1,7 @@
 package awsjobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -95,7 +96,7 @@ func (s *Service) Handle(ctx context.Context, t Topic, payload []byte) ([]byte, 
 		if e.State != nil {
 			r.ExecutionState = e.State.state()
 		}
-		b, _ := json.Marshal(r)
+		b := marshal(r)
 		return b, e
 	}
 	switch {
@@ -132,15 +133,27 @@ func (s *Service) Handle(ctx context.Context, t Topic, payload []byte) ([]byte, 
 	if e != nil {
 		return fail(e)
 	}
-	b, _ := json.Marshal(withToken(out, token, now))
+	b := marshal(withToken(out, token, now))
 	return b, nil
+}
+
+// marshal encodes a payload without HTML escaping: a download URL's "&"
+// stays "&" for device JSON parsers that do not decode escapes.
+func marshal(v any) []byte {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	_ = e.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // withToken adds timestamp and clientToken to a reply object.
 func withToken(v any, token string, now time.Time) map[string]any {
-	b, _ := json.Marshal(v)
+	b := marshal(v)
 	var m map[string]any
-	_ = json.Unmarshal(b, &m)
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber() // a job document's numbers as written
+	_ = dec.Decode(&m)
 	if m == nil {
 		m = map[string]any{}
 	}
@@ -214,7 +227,7 @@ func (s *Service) startNext(ctx context.Context, thing string, f fields, now tim
 		}
 		s.announce(thing, all, after, true, now)
 	}
-	w := ex.wire(s.Document(ex.JobID))
+	w := ex.wire(s.deviceDocument(ex.JobID, thing))
 	return executionReply{&w}, nil
 }
 
@@ -256,7 +269,7 @@ func (s *Service) describe(thing, jobID string, f fields, _ time.Time) (any, *Re
 	}
 	var doc json.RawMessage
 	if withDoc {
-		doc = s.Document(ex.JobID)
+		doc = s.deviceDocument(ex.JobID, thing)
 	}
 	w := ex.wire(doc)
 	return executionReply{&w}, nil
@@ -347,7 +360,7 @@ func (s *Service) update(ctx context.Context, thing, jobID string, f fields, now
 		out.ExecutionState = ex.state()
 	}
 	if withDoc {
-		out.JobDocument = s.Document(jobID)
+		out.JobDocument = s.deviceDocument(jobID, thing)
 	}
 	return out, nil
 }

@@ -56,6 +56,11 @@ type Config struct {
 	// Rate 0 is unlimited.
 	Rate  rate.Limit
 	Burst int
+	// Artifact, when set, gives thing's values for the artifact
+	// placeholders (${umbra:artifact.url}, ...) of jobID's document, or
+	// false when the job names no artifact (or it is gone): the document
+	// is then sent as stored. See RenderDocument.
+	Artifact func(jobID, thing string) (ArtifactValues, bool)
 }
 
 // Service runs job executions and the device MQTT API.
@@ -65,6 +70,7 @@ type Service struct {
 
 	mu        sync.Mutex
 	docs      map[string]json.RawMessage
+	templated map[string]bool  // jobs whose document has ${umbra:...} placeholders
 	deadlines map[string]int64 // thing 0x00 jobId → step deadline (ms)
 	limiters  map[string]*rate.Limiter
 }
@@ -83,10 +89,11 @@ func Open(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, docs: map[string]json.RawMessage{}, deadlines: map[string]int64{}, limiters: map[string]*rate.Limiter{}}
+	s := &Service{cfg: cfg, docs: map[string]json.RawMessage{}, templated: map[string]bool{}, deadlines: map[string]int64{}, limiters: map[string]*rate.Limiter{}}
 	err := cfg.Store.ViewKV(func(kv registry.KV) error {
 		if err := kv.ForEach(bucketDocuments, "", func(k string, v []byte) error {
 			s.docs[k] = json.RawMessage(v)
+			s.templated[k] = hasPlaceholders(v)
 			return nil
 		}); err != nil {
 			return err
@@ -133,6 +140,7 @@ func (s *Service) PutJob(ctx context.Context, jobID string, doc json.RawMessage)
 	}
 	s.mu.Lock()
 	s.docs[jobID] = doc
+	s.templated[jobID] = hasPlaceholders(doc)
 	s.mu.Unlock()
 	return nil
 }
@@ -162,6 +170,34 @@ func (s *Service) Document(jobID string) json.RawMessage {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.docs[jobID]
+}
+
+// hasPlaceholders reports whether doc uses a known placeholder.
+func hasPlaceholders(doc []byte) bool {
+	names, err := Placeholders(doc)
+	return err == nil && len(names) > 0
+}
+
+// deviceDocument is jobID's document as thing receives it: its artifact
+// placeholders replaced by thing's values (a download URL minted now).
+func (s *Service) deviceDocument(jobID, thing string) json.RawMessage {
+	s.mu.Lock()
+	doc, templated := s.docs[jobID], s.templated[jobID]
+	s.mu.Unlock()
+	if !templated || s.cfg.Artifact == nil {
+		return doc
+	}
+	v, ok := s.cfg.Artifact(jobID, thing)
+	if !ok {
+		s.cfg.Logger.Warn("job document placeholders left unsubstituted: no artifact", "job", jobID, "thing", thing)
+		return doc
+	}
+	out, err := RenderDocument(doc, v)
+	if err != nil {
+		s.cfg.Logger.Error("render job document", "job", jobID, "thing", thing, "error", err)
+		return doc
+	}
+	return out
 }
 
 // executions reads every execution of thing.
@@ -268,7 +304,7 @@ func (s *Service) announce(thing string, before, after []Execution, listChanged 
 			jobs[e.Status] = append(jobs[e.Status], e.summary())
 			n++
 		}
-		b, _ := json.Marshal(struct {
+		b := marshal(struct {
 			Timestamp int64                    `json:"timestamp"`
 			Jobs      map[Status][]wireSummary `json:"jobs"`
 		}{ts, jobs})
@@ -283,10 +319,10 @@ func (s *Service) announce(thing string, before, after []Execution, listChanged 
 		Execution *wireExecution `json:"execution,omitempty"`
 	}{Timestamp: ts}
 	if ha != nil {
-		w := ha.wire(s.Document(ha.JobID))
+		w := ha.wire(s.deviceDocument(ha.JobID, thing))
 		msg.Execution = &w
 	}
-	b, _ := json.Marshal(msg)
+	b := marshal(msg)
 	s.publish(TopicPrefix+thing+"/jobs/notify-next", b)
 }
 

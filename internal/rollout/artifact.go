@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/umbra-iot/umbra/internal/awsjobs"
 )
 
 // Artifacts resolves the firmware artifacts rollouts and jobs may
@@ -25,12 +29,6 @@ type Artifacts interface {
 // withArtifact resolves spec's artifact reference: the canonical id
 // replaces the reference and the artifact's fields join the patch (a patch
 // key that contradicts the artifact is refused).
-// errArtifactWithDocument refuses an artifact reference together with a job
-// document: the artifact's per-device URL is written into desired state,
-// which a job-document delivery does not use. Put the image's URL (umbra
-// artifacts url) in the job document instead.
-const errArtifactWithDocument = "an artifact is delivered through desired state; with a job document, put the image's download URL (umbra artifacts url) in the document instead"
-
 func (e *Engine) withArtifact(ref string, patch json.RawMessage) (string, json.RawMessage, error) {
 	if ref == "" {
 		return ref, patch, nil
@@ -70,6 +68,79 @@ func (e *Engine) withArtifact(ref string, patch json.RawMessage) (string, json.R
 	return id, out, nil
 }
 
+// documentArtifact checks a job document's artifact placeholders
+// (${umbra:artifact.url}, ...; see awsjobs.RenderDocument) against the
+// spec's artifact reference and returns the artifact's id ("" without
+// one). field names the document in errors ("document" or "jobDocument").
+// A document that is not a JSON object is left to the document check.
+func (e *Engine) documentArtifact(field string, doc json.RawMessage, ref string) (string, error) {
+	if awsjobs.CheckDocument(doc) != nil {
+		return ref, nil
+	}
+	names, err := awsjobs.Placeholders(doc)
+	if err != nil {
+		return "", &FieldError{field, err.Error()}
+	}
+	if ref == "" {
+		if len(names) > 0 {
+			return "", &FieldError{"artifact", fmt.Sprintf("the %s uses %s%s}; give the artifact it refers to (\"artifact\": \"esp32@1.2.0\")",
+				field, awsjobs.PlaceholderPrefix, names[0])}
+		}
+		return "", nil
+	}
+	if e.cfg.Artifacts == nil {
+		return "", &FieldError{"artifact", "this server has no artifact store"}
+	}
+	id, fields, err := e.cfg.Artifacts.Resolve(ref)
+	if err != nil {
+		return "", &FieldError{"artifact", err.Error()}
+	}
+	if len(names) == 0 {
+		return "", &FieldError{field, fmt.Sprintf("the %s does not refer to artifact %s: a job document is the same for every device, so put placeholders where the image belongs, e.g. {\"url\": \"%s%s}\", \"sha256\": \"%s%s}\"}; each device reads its own download URL (placeholders: %s)",
+			field, ref, awsjobs.PlaceholderPrefix, awsjobs.PlaceURL, awsjobs.PlaceholderPrefix, awsjobs.PlaceSHA256, strings.Join(placeholderList(), ", "))}
+	}
+	if _, signed := fields["ota_signature"]; !signed && slices.Contains(names, awsjobs.PlaceSignature) {
+		return "", &FieldError{field, fmt.Sprintf("artifact %s is not signed; remove %s%s}", id, awsjobs.PlaceholderPrefix, awsjobs.PlaceSignature)}
+	}
+	return id, nil
+}
+
+func placeholderList() []string {
+	var out []string
+	for _, n := range []string{awsjobs.PlaceURL, awsjobs.PlaceSHA256, awsjobs.PlaceSize, awsjobs.PlaceVersion, awsjobs.PlaceSignature} {
+		out = append(out, awsjobs.PlaceholderPrefix+n+"}")
+	}
+	return out
+}
+
+// ArtifactValues are thing's values for the artifact placeholders of job
+// jobID's document (a job document or a rollout delivered through one):
+// a download URL minted now, with its own token, and the image's fields.
+// It is false when the job names no artifact or the artifact is gone. It
+// never takes the engine's lock (executions are queued while it is held).
+func (e *Engine) ArtifactValues(jobID, thing string) (awsjobs.ArtifactValues, bool) {
+	v, ok := e.docArtifacts.Load(jobID)
+	if !ok || e.cfg.Artifacts == nil {
+		return awsjobs.ArtifactValues{}, false
+	}
+	id := v.(string)
+	_, f, err := e.cfg.Artifacts.Resolve(id)
+	if err != nil {
+		return awsjobs.ArtifactValues{}, false
+	}
+	out := awsjobs.ArtifactValues{URL: e.cfg.Artifacts.URL(id, thing)}
+	out.SHA256, _ = f["ota_sha256"].(string)
+	out.Version, _ = f["target_version"].(string)
+	out.Signature, _ = f["ota_signature"].(string)
+	switch n := f["ota_size"].(type) {
+	case int64:
+		out.Size = n
+	case int:
+		out.Size = int64(n)
+	}
+	return out, true
+}
+
 func jsonEqual(a, b []byte) bool {
 	var x, y any
 	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
@@ -99,7 +170,9 @@ func (e *Engine) devicePatch(patch json.RawMessage, artifactID, thing string) js
 
 // ArtifactRefs names the rollouts (not yet completed, cancelled or rolled
 // back: a halted one may resume) and running jobs that reference artifact
-// id: what artifact deletion must wait for.
+// id, and the job documents (of jobs and rollouts) that reference it with
+// executions still QUEUED or IN_PROGRESS (their devices will read the
+// document, with its download URL): what artifact deletion must wait for.
 func (e *Engine) ArtifactRefs(id string) []string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -108,17 +181,45 @@ func (e *Engine) ArtifactRefs(id string) []string {
 		if r.Spec.Artifact != id {
 			continue
 		}
-		switch r.State {
-		case StateCompleted, StateCancelled, StateRolledBack:
+		if r.State == StateCompleted || r.State == StateCancelled || r.State == StateRolledBack {
+			// A job-delivered rollout's executions still pending (in
+			// progress after a cancel) read the document, and its URL.
+			if n := e.pendingExecutions(r.parsed.jobMode, r.ID); n > 0 {
+				out = append(out, fmt.Sprintf("rollout %s (%s, %s, %d job executions pending)", r.ID, r.Spec.Name, r.State, n))
+			}
 			continue
 		}
 		out = append(out, fmt.Sprintf("rollout %s (%s, %s)", r.ID, r.Spec.Name, r.State))
 	}
 	for _, j := range e.jobs {
-		if j.Spec.Artifact == id && j.State == JobRunning {
+		if j.Spec.Artifact != id {
+			continue
+		}
+		if j.State == JobRunning {
 			out = append(out, fmt.Sprintf("job %s (%s, running)", j.ID, j.Spec.Name))
+		} else if n := e.pendingExecutions(len(j.Spec.Document) > 0, j.ID); n > 0 {
+			out = append(out, fmt.Sprintf("job %s (%s, %s, %d job executions pending)", j.ID, j.Spec.Name, j.State, n))
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// pendingExecutions counts a job document's QUEUED and IN_PROGRESS
+// executions (0 when it is not delivered through one).
+func (e *Engine) pendingExecutions(document bool, jobID string) int {
+	if !document || e.cfg.Executions == nil {
+		return 0
+	}
+	execs, err := e.cfg.Executions.Executions(jobID)
+	if err != nil {
+		return 1 // cannot tell: keep the artifact
+	}
+	n := 0
+	for _, x := range execs {
+		if !x.Status.Terminal() {
+			n++
+		}
+	}
+	return n
 }

@@ -79,6 +79,11 @@ type Engine struct {
 	// step (holding mu) writes shadows.
 	changedMu sync.Mutex
 	changed   map[string]bool // things whose shadow changed since the last step
+
+	// docArtifacts maps a job document's job id (a job's, or a
+	// job-delivered rollout's) to the artifact id its placeholders refer
+	// to; read without mu (ArtifactValues runs while mu queues executions).
+	docArtifacts sync.Map
 }
 
 // Open loads persisted rollouts and jobs.
@@ -107,11 +112,13 @@ func newID(prefix string) string {
 
 // Create records a rollout without starting it.
 func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
-	if len(s.JobDocument) > 0 && s.Artifact != "" {
-		return View{}, &FieldError{"artifact", errArtifactWithDocument}
-	}
 	var err error
-	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+	if len(s.JobDocument) > 0 {
+		s.Artifact, err = e.documentArtifact("jobDocument", s.JobDocument, s.Artifact)
+	} else {
+		s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch)
+	}
+	if err != nil {
 		return View{}, err
 	}
 	p, err := validate(s)
@@ -131,6 +138,9 @@ func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
 		return View{}, err
 	}
 	e.rollouts[r.ID] = r
+	if len(s.JobDocument) > 0 && s.Artifact != "" {
+		e.docArtifacts.Store(r.ID, s.Artifact)
+	}
 	e.announce(r, r.Events[len(r.Events)-1])
 	r.unannounced = nil
 	return r.view(), nil
@@ -164,11 +174,13 @@ func (r *Rollout) seed() string {
 // seed is the spec's (plan.seed) or a new one; creating the rollout with
 // the returned plan token freezes the same waves.
 func (e *Engine) Preview(s Spec) (PreviewResult, error) {
-	if len(s.JobDocument) > 0 && s.Artifact != "" {
-		return PreviewResult{}, &FieldError{"artifact", errArtifactWithDocument}
-	}
 	var err error
-	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+	if len(s.JobDocument) > 0 {
+		s.Artifact, err = e.documentArtifact("jobDocument", s.JobDocument, s.Artifact)
+	} else {
+		s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch)
+	}
+	if err != nil {
 		return PreviewResult{}, err
 	}
 	p, err := validate(s)

@@ -34,7 +34,9 @@ type JobSpec struct {
 	Document json.RawMessage `json:"document,omitempty"`
 	// Artifact, as in a rollout Spec: each thing gets its own ota_url and
 	// the image's target_version, ota_sha256, ota_size (ota_signature).
-	// Not with Document.
+	// With Document, the document must refer to it with placeholders
+	// (${umbra:artifact.url}, ...), replaced per device when it reads the
+	// document (see awsjobs.RenderDocument).
 	Artifact string `json:"artifact,omitempty"`
 	// Condition a thing must meet to receive the patch, e.g.
 	// shadow.reported.firmware_version>=2.0.0. Others are ineligible.
@@ -118,11 +120,13 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 	if (s.Target == "") == (s.Group == "") {
 		return JobView{}, &FieldError{"target", "give a target query or a group (one of them)"}
 	}
-	if len(s.Document) > 0 && s.Artifact != "" {
-		return JobView{}, &FieldError{"artifact", errArtifactWithDocument}
-	}
 	var err error
-	if s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch); err != nil {
+	if len(s.Document) > 0 {
+		s.Artifact, err = e.documentArtifact("document", s.Document, s.Artifact)
+	} else {
+		s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch)
+	}
+	if err != nil {
 		return JobView{}, err
 	}
 	switch {
@@ -159,6 +163,9 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 	}
 	j.Targets = e.cfg.Fleet.Search(tq, "", 1<<31-1).Things
 	if len(s.Document) > 0 {
+		if s.Artifact != "" {
+			e.docArtifacts.Store(j.ID, s.Artifact)
+		}
 		if err := e.cfg.Executions.PutJob(ctx, j.ID, s.Document); err != nil {
 			return JobView{}, err
 		}

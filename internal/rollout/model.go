@@ -46,8 +46,11 @@ type Spec struct {
 	// Artifact references a stored firmware image (id, id prefix or
 	// type@version) instead of a raw URL: each device's desired state gets
 	// its own download URL (ota_url) and the image's target_version,
-	// ota_sha256, ota_size (and ota_signature). Stored as the id. Not with
-	// JobDocument.
+	// ota_sha256, ota_size (and ota_signature). Stored as the id. With
+	// JobDocument, the document refers to the image with placeholders
+	// (${umbra:artifact.url}, .sha256, .size, .version, .signature) that
+	// each device reads replaced by its own values, the URL minted when it
+	// reads the document (see awsjobs.RenderDocument).
 	Artifact string `json:"artifact,omitempty"`
 	// Success is a query a device must match to count as updated; default
 	// shadow.reported.firmware_version:<patch.target_version>.

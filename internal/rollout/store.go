@@ -104,6 +104,9 @@ func (e *Engine) load() error {
 				}
 			}
 			e.rollouts[id] = r
+			if p.jobMode && r.Spec.Artifact != "" {
+				e.docArtifacts.Store(id, r.Spec.Artifact)
+			}
 			return nil
 		})
 		if err != nil {
@@ -118,6 +121,9 @@ func (e *Engine) load() error {
 				return fmt.Errorf("job %s: %w", id, err)
 			}
 			e.jobs[id] = j
+			if len(j.Spec.Document) > 0 && j.Spec.Artifact != "" {
+				e.docArtifacts.Store(id, j.Spec.Artifact)
+			}
 			return nil
 		})
 	})

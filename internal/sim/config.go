@@ -121,7 +121,9 @@ type Config struct {
 	// device API instead of desired state (see jobs.go): they subscribe to
 	// notify-next, start the next job, report IN_PROGRESS with progress in
 	// statusDetails, and end it SUCCEEDED (after rebooting into the new
-	// firmware) or FAILED, per the faults.
+	// firmware) or FAILED, per the faults. A job document that carries the
+	// image's http(s) url and sha256 is downloaded and verified for real,
+	// as with Download.
 	JobsAPI bool
 
 	// LowPower, when Period > 0, runs the seed's battery loop: wake,

@@ -43,9 +43,10 @@ type downloadError struct{ msg string }
 
 func (e *downloadError) Error() string { return e.msg }
 
-// fetch downloads img, calling progress with the bytes received so far; it
-// returns the SHA-256 digest of the whole image.
-func (d *device) fetch(img image, gen int, progress func(got, total int64)) ([]byte, int64, error) {
+// fetch downloads img, calling progress with the bytes received so far,
+// until alive reports false; it returns the SHA-256 digest of the whole
+// image.
+func (d *device) fetch(img image, alive func() bool, progress func(got, total int64)) ([]byte, int64, error) {
 	client := d.f.cfg.HTTPClient
 	if client == nil {
 		client = http.DefaultClient
@@ -58,7 +59,7 @@ func (d *device) fetch(img image, gen int, progress func(got, total int64)) ([]b
 	)
 	var lastErr error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if d.f.stopped.Load() || !d.otaCurrent(gen) {
+		if d.f.stopped.Load() || !alive() {
 			return nil, got, errAborted
 		}
 		if attempt > 0 {
@@ -218,7 +219,7 @@ func (d *device) startDownload(gen int, target string) {
 	img := image{url: d.ota.url, sha256: d.ota.sha256, size: d.ota.size, sig: d.ota.sig}
 	go func() {
 		last := 0
-		digest, size, err := d.fetch(img, gen, func(got, total int64) {
+		digest, size, err := d.fetch(img, func() bool { return d.otaCurrent(gen) }, func(got, total int64) {
 			if total <= 0 {
 				return
 			}

@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +25,16 @@ import (
 //     returns the same IN_PROGRESS execution: running the version, the
 //     device reports SUCCEEDED;
 //   - a job document without a version (or for the running version) is
-//     done at once: SUCCEEDED.
+//     done at once: SUCCEEDED;
+//   - a job document that also carries the image's http(s) "url" and
+//     "sha256" (in "firmware" or at the top level, with "size" and
+//     "signature" when known: what a rollout or job that names an artifact
+//     delivers with ${umbra:artifact.*} placeholders) is downloaded for
+//     real, as with --download: Range requests resume a dropped
+//     connection, IN_PROGRESS progress is the percent of bytes received at
+//     each quarter, and only an image whose size, SHA-256 (and signature,
+//     with the signing key) verify is installed; otherwise the execution
+//     ends FAILED with the reason ("firmware 2.0.0: sha256 mismatch: ...").
 //
 // The shadow loop (reported state, deltas) keeps running beside it.
 
@@ -60,23 +71,45 @@ func (d *device) onJobsMessage(topic string, payload []byte) {
 		if msg.Execution == nil {
 			return
 		}
-		d.runJob(msg.Execution.JobID, jobVersion(msg.Execution.JobDocument))
+		target, img := jobImage(msg.Execution.JobDocument)
+		d.runJob(msg.Execution.JobID, target, img)
 	}
 }
 
-// jobVersion is the firmware version a job document asks for ("" none).
-func jobVersion(doc json.RawMessage) string {
+// jobFirmware is what a job document may say about the firmware.
+type jobFirmware struct {
+	Version   string          `json:"version"`
+	URL       string          `json:"url"`
+	SHA256    string          `json:"sha256"`
+	Size      json.RawMessage `json:"size"` // a number, or its digits in a string
+	Signature string          `json:"signature"`
+}
+
+// jobImage is the firmware version a job document asks for ("" none) and
+// the image to download (url "" when the document does not carry an
+// http(s) url and a sha256: the download is simulated).
+func jobImage(doc json.RawMessage) (string, image) {
 	var v struct {
-		Version  string `json:"version"`
-		Firmware struct {
-			Version string `json:"version"`
-		} `json:"firmware"`
+		jobFirmware
+		Firmware jobFirmware `json:"firmware"`
 	}
 	_ = json.Unmarshal(doc, &v)
-	if v.Firmware.Version != "" {
-		return v.Firmware.Version
+	fw := v.jobFirmware
+	if v.Firmware.Version != "" || v.Firmware.URL != "" {
+		fw = v.Firmware
 	}
-	return v.Version
+	if !isHTTP(fw.URL) || fw.SHA256 == "" {
+		return fw.Version, image{}
+	}
+	img := image{url: fw.URL, sha256: fw.SHA256}
+	size := strings.Trim(string(fw.Size), `"`)
+	if n, err := strconv.ParseInt(size, 10, 64); err == nil {
+		img.size = n
+	}
+	if b, err := base64.StdEncoding.DecodeString(fw.Signature); err == nil && len(b) > 0 {
+		img.sig = b
+	}
+	return fw.Version, img
 }
 
 func (d *device) updateJob(job string, status string, details map[string]string) {
@@ -89,7 +122,7 @@ func (d *device) updateJob(job string, status string, details map[string]string)
 }
 
 // runJob runs (or finishes, after the update's reboot) an execution.
-func (d *device) runJob(job, target string) {
+func (d *device) runJob(job, target string, img image) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.job.active && d.job.id == job {
@@ -105,6 +138,10 @@ func (d *device) runJob(job, target string) {
 	}
 	d.job = jobState{id: job, active: true}
 	d.f.stats.otaStarted.Add(1)
+	if img.url != "" {
+		d.downloadJob(job, target, img)
+		return
+	}
 	step := d.f.cfg.OTADuration / 4
 	if d.slow > 0 {
 		step *= 4
@@ -132,17 +169,85 @@ func (d *device) runJob(job, target string) {
 			time.AfterFunc(step, next)
 			return
 		}
-		d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": "100", "step": "rebooting"})
-		d.job.active = false // d.job.id stays: the success after the reboot is counted
-		d.fw = target
-		d.updated = true
-		d.crashLoop = d.f.faultHits(CrashLoop, d.id, target)
-		if d.f.faultHits(NeverReturn, d.id, target) {
-			d.gone = true
-		}
-		d.persistLocked()
-		d.rebootLocked("software")
+		d.installJobLocked(job, target)
 	}
 	d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": "0", "step": "download"})
 	time.AfterFunc(step, next)
+}
+
+// installJobLocked installs target and reboots; after the reboot,
+// start-next returns the execution still IN_PROGRESS and the device, now
+// running target, reports SUCCEEDED.
+func (d *device) installJobLocked(job, target string) {
+	d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": "100", "step": "rebooting"})
+	d.job.active = false // d.job.id stays: the success after the reboot is counted
+	d.fw = target
+	d.updated = true
+	d.crashLoop = d.f.faultHits(CrashLoop, d.id, target)
+	if d.f.faultHits(NeverReturn, d.id, target) {
+		d.gone = true
+	}
+	d.persistLocked()
+	d.rebootLocked("software")
+}
+
+// failJobLocked ends a job's update FAILED with reason.
+func (d *device) failJobLocked(job, target string, progress int, reason string) {
+	d.job = jobState{}
+	d.f.stats.otaFailed.Add(1)
+	if len(reason) > 1000 { // statusDetails values are at most 1024 characters
+		reason = reason[:1000]
+	}
+	d.updateJob(job, "FAILED", map[string]string{"progress": strconv.Itoa(progress), "reason": reason, "version": target})
+}
+
+// downloadJob downloads a job document's image for real (d.mu held), then
+// verifies and installs it.
+func (d *device) downloadJob(job, target string, img image) {
+	d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": "0", "step": "download"})
+	alive := func() bool {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return d.job.active && d.job.id == job
+	}
+	go func() {
+		last := 0
+		digest, size, err := d.fetch(img, alive, func(got, total int64) {
+			if total <= 0 {
+				return
+			}
+			if q := int(got*100/total) / 25 * 25; q > last && q < 100 {
+				last = q
+				d.mu.Lock()
+				if d.job.active && d.job.id == job {
+					d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": strconv.Itoa(q), "step": "download"})
+				}
+				d.mu.Unlock()
+			}
+		})
+		if err == nil {
+			err = d.f.verify(img, digest, size)
+		}
+		if d.f.stopped.Load() {
+			return
+		}
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if !d.job.active || d.job.id != job {
+			return // aborted by a reboot
+		}
+		switch {
+		case errors.Is(err, errAborted):
+			return
+		case err != nil:
+			d.failJobLocked(job, target, last, "firmware "+target+": "+err.Error())
+			return
+		}
+		d.f.stats.downloadsVerified.Add(1)
+		if d.f.faultHits(FailUpdate, d.id, target) {
+			d.failJobLocked(job, target, 100, "image verification failed")
+			return
+		}
+		d.installJobLocked(job, target)
+	}()
 }

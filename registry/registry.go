@@ -109,6 +109,9 @@ type Registry struct {
 	types  map[string]ThingType
 	groups map[string]*compiledGroup
 	conn   map[string]Connectivity
+	// reserved: per client id, the highest version Reserve handed out
+	// while it is above the current connection's
+	reserved map[string]int64
 }
 
 // Open loads the registry from the store and builds the fleet index,
@@ -126,7 +129,7 @@ func Open(cfg Config) (*Registry, error) {
 	if cfg.Policy != PolicyAuto && cfg.Policy != PolicyStrict {
 		return nil, fmt.Errorf("registry: registration policy %q: want auto or strict", cfg.Policy)
 	}
-	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}}
+	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}, reserved: map[string]int64{}}
 	members := map[string][]string{} // thing → static groups
 	err := cfg.Store.ViewKV(func(kv KV) error {
 		if err := kv.ForEach(bucketTypes, "", func(_ string, v []byte) error {

@@ -21,6 +21,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,7 @@ type Broker struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	httpDone     chan struct{}
+	loopsDone    chan struct{} // closed when the rollout and jobs loops have returned
 
 	streams     chan struct{} // closed when shutdown starts: ends event streams
 	stopStreams func()
@@ -123,6 +125,7 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	}
 	b.metrics = newMetrics(b.info, b.dbSize)
 	b.metrics.reg.MustRegister(fleetCollector{b})
+	b.metrics.reg.MustRegister(storePagesCounter(b))
 	b.startEdge()
 	b.db, err = store.Open(b.opts.DataDir, store.Options{
 		NoSync:      b.opts.UnsafeNoSync,
@@ -167,6 +170,7 @@ func (b *Broker) mochiOptions() *mqtt.Options {
 	if o.MaxClients > 0 {
 		caps.MaximumClients = int64(o.MaxClients)
 	}
+	caps.TopicAliasMaximum = TopicAliasMaximum
 	return &mqtt.Options{
 		Capabilities:             caps,
 		InlineClient:             true,
@@ -187,6 +191,7 @@ func (b *Broker) addHooks() error {
 	b.registry, err = registry.Open(registry.Config{
 		Store: storeadapt.KV{DB: b.db}, Shadows: storeadapt.ShadowSource{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, RecreateDeleted: b.opts.RecreateDeletedThings, Logger: b.log.With("component", "registry"),
+		SnapshotPath:   filepath.Join(b.opts.DataDir, IndexSnapshotFile),
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
 		OnRevoked:      b.endRevoked,
 	})
@@ -213,15 +218,22 @@ func (b *Broker) addHooks() error {
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
 	}
-	go b.rollouts.Run(b.ctx, b.opts.RolloutInterval)
-	go b.jobs.Run(b.ctx, b.opts.RolloutInterval)
+	b.loopsDone = make(chan struct{})
+	var loops sync.WaitGroup
+	loops.Go(func() { b.rollouts.Run(b.ctx, b.opts.RolloutInterval) })
+	loops.Go(func() { b.jobs.Run(b.ctx, b.opts.RolloutInterval) })
+	go func() {
+		loops.Wait()
+		close(b.loopsDone)
+	}()
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
 	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
+		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
 	if err != nil {
 		return err
@@ -388,6 +400,7 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mqtt shutdown: %w", ctx.Err()))
 	}
 	b.cancel()
+	b.saveIndex(ctx)
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, err)
 	}

@@ -138,7 +138,28 @@ type Options struct {
 	HTTP HTTPOptions
 	// Artifacts configures the firmware artifact store (artifacts.go).
 	Artifacts ArtifactOptions
+	// MaxKeepAlive, when > 0, caps the keep alive an MQTT 5 client may ask
+	// for: one asking for more, or for none (0), is given this value in the
+	// CONNACK's Server Keep Alive and held to it. MQTT 3.1.1 has no way to
+	// tell a client, so 3.1.1 clients keep what they asked for. Default 0:
+	// no cap.
+	MaxKeepAlive time.Duration
+	// DeniedPublishBackoff is the first back-off for a client whose publish
+	// was denied and whose connection was therefore closed (MQTT 3.1.1,
+	// which has no PUBACK reason code): its next CONNACK is held back this
+	// long, doubling with each further offence up to a minute, so a device
+	// that replays the denied publish after every reconnect cannot loop at
+	// full speed. Default 1s; negative disables.
+	DeniedPublishBackoff time.Duration
 }
+
+// DefaultDeniedPublishBackoff is Options.DeniedPublishBackoff's default.
+const DefaultDeniedPublishBackoff = time.Second
+
+// TopicAliasMaximum is the highest topic alias an MQTT 5 client may use
+// towards Umbra (announced in CONNACK; a higher one ends the connection
+// with DISCONNECT 0x94). Eight, as AWS IoT Core.
+const TopicAliasMaximum = 8
 
 // withDefaults returns a copy with every zero field set to its default.
 func (o Options) withDefaults() Options {
@@ -159,6 +180,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxPacketSize == 0 {
 		o.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if o.DeniedPublishBackoff == 0 {
+		o.DeniedPublishBackoff = DefaultDeniedPublishBackoff
 	}
 	if o.ClientQueue == 0 {
 		o.ClientQueue = DefaultClientQueue

@@ -22,6 +22,13 @@ func (p mqttPublisher) Publish(topic string, payload []byte) error {
 	return p.s.Publish(topic, payload, false, 1)
 }
 
+// HasSubscribers implements shadow.SubscriberChecker with a read of Mochi's
+// topic index (as the publish itself would do it).
+func (p mqttPublisher) HasSubscribers(topic string) bool {
+	subs := p.s.Topics.Subscribers(topic)
+	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+}
+
 // shadowLister serves the read-only shadow listings from the store.
 type shadowLister struct{ db *store.DB }
 

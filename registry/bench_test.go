@@ -3,11 +3,13 @@ package registry_test
 import (
 	"context"
 	"flag"
-	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/fleetfixture"
 	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
@@ -31,74 +33,17 @@ func benchFleet(b *testing.B) string {
 			b.Fatal(err)
 		}
 		benchDir = dir
-		// Writing the fixture is not what is measured: skip fsync for it.
-		db, err := store.Open(dir, store.Options{NoSync: true})
-		if err != nil {
-			b.Fatal(err)
-		}
-		reg, err := registry.Open(registry.Config{Store: storeadapt.KV{DB: db}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		start := time.Now()
-		n := *benchThings
-		const batch = 10_000
-		ctx := context.Background()
-		for i := 0; i < n; i += batch {
-			var things []registry.NewThing
-			for j := i; j < min(i+batch, n); j++ {
-				things = append(things, registry.NewThing{Name: fmt.Sprintf("esp32-%07d", j), Attributes: map[string]string{
-					"location": fmt.Sprintf("factory-%c", 'A'+j%8), "customer_id": fmt.Sprintf("cust-%d", j%500),
-					"hardware_rev": string(rune('A' + j%4)), "deployment_ring": ring(j),
-				}})
-			}
-			if _, err := reg.CreateThings(ctx, things); err != nil {
-				b.Fatal(err)
-			}
-		}
-		var wg sync.WaitGroup
-		work := make(chan int, 1024)
-		for range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := range work {
-					fw := []string{"2.1.3", "2.1.4", "2.2.0", "1.9.7"}[j%4]
-					doc := fmt.Appendf(nil, `{"state":{"reported":{"firmware_version":%q,"battery":%d,"led_is_on":%v,"location":"factory-%c"}},"metadata":{"reported":{"firmware_version":{"timestamp":1800000000},"battery":{"timestamp":1800000000},"led_is_on":{"timestamp":1800000000},"location":{"timestamp":1800000000}}},"version":1,"timestamp":1800000000}`,
-						fw, j%101, j%2 == 0, 'A'+j%8)
-					if err := db.CommitShadow(ctx, store.ShadowWrite{Key: store.ShadowKey{Thing: fmt.Sprintf("esp32-%07d", j)}, Doc: doc, Version: 1, Time: time.Unix(1800000000, 0)}); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			}()
-		}
-		for j := range n {
-			work <- j
-		}
-		close(work)
-		wg.Wait()
-		b.Logf("wrote %d things with shadows in %s", n, time.Since(start).Round(time.Millisecond))
-		if err := db.Close(); err != nil {
+		if err := fleetfixture.Write(dir, *benchThings, b.Logf); err != nil {
 			b.Fatal(err)
 		}
 	})
 	return benchDir
 }
 
-func ring(j int) string {
-	switch {
-	case j%100 == 0:
-		return "canary"
-	case j%10 == 1:
-		return "early_adopters"
-	}
-	return "general"
-}
-
 var (
-	regOnce  sync.Once
-	benchReg *registry.Registry
+	regOnce    sync.Once
+	benchReg   *registry.Registry
+	benchStore storeadapt.KV
 )
 
 // benchRegistry opens the fleet once and measures start-up (index build).
@@ -109,8 +54,9 @@ func benchRegistry(b *testing.B) *registry.Registry {
 		if err != nil {
 			b.Fatal(err)
 		}
+		benchStore = storeadapt.KV{DB: db}
 		start := time.Now()
-		benchReg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}})
+		benchReg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}, SnapshotPath: filepath.Join(dir, "registry.index")})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -129,6 +75,36 @@ func BenchmarkRegistryStartup(b *testing.B) {
 	}
 	b.ReportMetric(benchLoad.Seconds(), "s-startup")
 	b.ReportMetric(float64(*benchThings), "things")
+}
+
+// BenchmarkRegistrySnapshot writes the index snapshot of the fleet and
+// reports how long writing it took and how long opening the registry from
+// it takes (what a start after a clean shutdown costs).
+func BenchmarkRegistrySnapshot(b *testing.B) {
+	reg := benchRegistry(b)
+	dir := benchFleet(b)
+	start := time.Now()
+	if err := reg.SaveSnapshot(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	save := time.Since(start)
+	fi, err := os.Stat(filepath.Join(dir, "registry.index"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		// The benchmark registry holds the store open: read through it.
+		r, err := registry.Open(registry.Config{Store: benchStore, SnapshotPath: filepath.Join(dir, "registry.index")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if r.IndexSource() != "snapshot" {
+			b.Fatalf("index from %s", r.IndexSource())
+		}
+	}
+	b.ReportMetric(save.Seconds(), "s-save")
+	b.ReportMetric(float64(fi.Size())/(1<<20), "MiB-file")
 }
 
 func BenchmarkRegistryQuery(b *testing.B) {

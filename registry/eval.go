@@ -61,18 +61,21 @@ func (e *evaluator) term(t *query.Term) *roaring.Bitmap {
 	if strings.HasSuffix(t.Field, "."+deltaAgeSuffix) {
 		return e.deltaAge(t)
 	}
+	if t.Field == fieldThingName {
+		return e.ix.thingNameTerm(t)
+	}
 	out := roaring.New()
 	if t.Field == fieldGroups {
 		out.Or(e.dynamicGroups(t))
 	}
-	f := e.ix.fields[t.Field]
+	f := e.ix.field(t.Field)
 	if f == nil {
 		return out
 	}
 	switch t.Op {
 	case query.OpExists:
-		for _, v := range f.values {
-			v.orInto(out)
+		for _, vid := range f.values {
+			e.ix.vals[vid].orInto(out)
 		}
 		return out
 	case query.OpEq:
@@ -83,15 +86,15 @@ func (e *evaluator) term(t *query.Term) *roaring.Bitmap {
 		seen := map[string]bool{}
 		for _, c := range cands {
 			k := normKey(c)
-			if v := f.values[k]; v != nil && !seen[k] && t.MatchValue(v.v) {
+			if vid, ok := f.values[k]; ok && !seen[k] && t.MatchValue(e.ix.vals[vid].v) {
 				seen[k] = true
-				v.orInto(out)
+				e.ix.vals[vid].orInto(out)
 			}
 		}
 		return out
 	}
-	for _, v := range f.values {
-		if t.MatchValue(v.v) {
+	for _, vid := range f.values {
+		if v := &e.ix.vals[vid]; t.MatchValue(v.v) {
 			v.orInto(out)
 		}
 	}
@@ -102,12 +105,13 @@ func (e *evaluator) term(t *query.Term) *roaring.Bitmap {
 // time of the oldest pending desired change.
 func (e *evaluator) deltaAge(t *query.Term) *roaring.Bitmap {
 	out := roaring.New()
-	f := e.ix.fields[strings.TrimSuffix(t.Field, deltaAgeSuffix)+deltaSinceField]
+	f := e.ix.field(strings.TrimSuffix(t.Field, deltaAgeSuffix) + deltaSinceField)
 	if f == nil {
 		return out
 	}
 	now := e.now.Unix()
-	for _, v := range f.values {
+	for _, vid := range f.values {
+		v := &e.ix.vals[vid]
 		since, err := strconv.ParseInt(v.v.S, 10, 64)
 		if err != nil {
 			continue

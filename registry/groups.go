@@ -188,7 +188,7 @@ func (r *Registry) reindexThing(name string) {
 func (r *Registry) ThingGroups(name string) []string {
 	r.ix.mu.RLock()
 	defer r.ix.mu.RUnlock()
-	id, ok := r.ix.ids[name]
+	id, ok := r.ix.lookup(name)
 	if !ok {
 		return nil
 	}

@@ -89,7 +89,8 @@ func (r *Registry) Connected(s Session) Live {
 func (r *Registry) Reserve(clientID string) int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	v := max(r.reserved[clientID], r.conn[clientID].Version) + 1
+	c, _ := r.connLocked(clientID)
+	v := max(r.reserved[clientID], c.Version) + 1
 	r.reserved[clientID] = v
 	return v
 }
@@ -113,7 +114,7 @@ func (r *Registry) ConnectedAs(s Session, version int64, current bool) Live {
 	unlock := r.locks.Lock(connLock(s.ClientID))
 	defer unlock()
 	r.mu.Lock()
-	c := r.conn[s.ClientID]
+	c, _ := r.connLocked(s.ClientID)
 	if current {
 		if version <= c.Version {
 			version = max(r.reserved[s.ClientID], c.Version) + 1
@@ -156,7 +157,7 @@ func (r *Registry) Disconnected(s Session, l Live, reason string) {
 	unlock := r.locks.Lock(connLock(s.ClientID))
 	defer unlock()
 	r.mu.Lock()
-	c := r.conn[s.ClientID]
+	c, _ := r.connLocked(s.ClientID)
 	current := c.Version == l.Version
 	if current {
 		c.Connected, c.Timestamp, c.LastDisconnect, c.DisconnectReason = false, now, now, reason
@@ -192,8 +193,7 @@ func (r *Registry) persistConn(clientID string, c Connectivity) {
 func (r *Registry) Connectivity(clientID string) (Connectivity, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	c, ok := r.conn[clientID]
-	return c, ok
+	return r.connLocked(clientID)
 }
 
 func (r *Registry) publish(kind string, ev lifecycle) {

@@ -1,16 +1,21 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"runtime"
 	"slices"
 
 	"sync"
 	"time"
+
+	"github.com/RoaringBitmap/roaring/v2"
 
 	"github.com/umbra-iot/umbra/internal/keyed"
 	"github.com/umbra-iot/umbra/registry/query"
@@ -97,6 +102,10 @@ type Config struct {
 	OnRevoked func(thing string)
 	// OnConnectivity, when set, is told every connectivity change.
 	OnConnectivity func(clientID string, c Connectivity)
+	// SnapshotPath, when set, is the file of the index snapshot: Open
+	// loads the index from it when it matches the store (and rebuilds it
+	// from the store otherwise); SaveSnapshot writes it.
+	SnapshotPath string
 }
 
 // Registry is the fleet directory and index.
@@ -105,17 +114,21 @@ type Registry struct {
 	ix    *index
 	locks keyed.Mutex[string]
 
+	source string // where Open got the index (IndexSource)
+
 	mu     sync.RWMutex // guards the maps below
 	types  map[string]ThingType
 	groups map[string]*compiledGroup
-	conn   map[string]Connectivity
+	conn   map[string]Connectivity // recorded since Open; the rest is read from the store (connLocked)
 	// reserved: per client id, the highest version Reserve handed out
 	// while it is above the current connection's
 	reserved map[string]int64
 }
 
-// Open loads the registry from the store and builds the fleet index,
-// including every stored shadow. Every thing starts disconnected.
+// Open loads the registry from the store and the fleet index from its
+// snapshot (Config.SnapshotPath) when that matches the store, or else
+// builds the index from every thing and every stored shadow. Every thing
+// starts disconnected.
 func Open(cfg Config) (*Registry, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -130,8 +143,10 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: registration policy %q: want auto or strict", cfg.Policy)
 	}
 	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}, reserved: map[string]int64{}}
-	members := map[string][]string{} // thing → static groups
+	var state storeState
+	haveTx := false
 	err := cfg.Store.ViewKV(func(kv KV) error {
+		state, haveTx = stateOf(kv)
 		if err := kv.ForEach(bucketTypes, "", func(_ string, v []byte) error {
 			var t ThingType
 			if err := json.Unmarshal(v, &t); err != nil {
@@ -160,6 +175,187 @@ func Open(cfg Config) (*Registry, error) {
 		}); err != nil {
 			return fmt.Errorf("groups: %w", err)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: load: %w", err)
+	}
+	start := time.Now()
+	switch {
+	case cfg.SnapshotPath == "":
+		r.source = "rebuilt: no snapshot file configured"
+	case !haveTx:
+		r.source = "rebuilt: the store does not report transaction ids"
+	default:
+		ix, err := loadSnapshot(cfg.SnapshotPath, state)
+		switch {
+		case err == nil:
+			r.ix, r.source = ix, "snapshot"
+		case errors.Is(err, fs.ErrNotExist):
+			r.source = "rebuilt: no snapshot at " + cfg.SnapshotPath
+		default:
+			r.source = "rebuilt: snapshot " + cfg.SnapshotPath + ": " + err.Error()
+		}
+	}
+	if r.source != "snapshot" {
+		if err := r.rebuild(); err != nil {
+			return nil, err
+		}
+	} else if err := r.disconnectAtStart(); err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("fleet index ready", "from", r.source, "things", r.ix.registered.GetCardinality(), "took", time.Since(start).Round(time.Millisecond))
+	return r, nil
+}
+
+// atStart is a stored connectivity as Open finds it: a connection still
+// open in the store ended with the restart.
+func atStart(c Connectivity) Connectivity {
+	if c.Connected {
+		c.Connected, c.DisconnectReason = false, "SERVER_INITIATED_DISCONNECT"
+	}
+	return c
+}
+
+// indexConnectivity indexes every stored connectivity record (a rebuild),
+// decoding a batch on every core at a time. The records themselves are
+// read again when asked for (connLocked), not kept.
+func (r *Registry) indexConnectivity(vals [][]fieldValue) error {
+	var keys []string
+	var raw [][]byte
+	flush := func() {
+		parallel(len(raw), func(i int) {
+			var c Connectivity
+			vals[i] = nil
+			if json.Unmarshal(raw[i], &c) == nil {
+				vals[i] = connValues(atStart(c))
+			}
+		})
+		r.ix.mu.Lock()
+		for i, k := range keys {
+			if vals[i] != nil {
+				r.ix.setLocked(k, sourceConnectivity, vals[i])
+			}
+		}
+		r.ix.mu.Unlock()
+		keys, raw = keys[:0], raw[:0]
+	}
+	err := r.cfg.Store.ViewKV(func(kv KV) error {
+		return kv.ForEach(bucketConn, "", func(k string, v []byte) error {
+			keys, raw = append(keys, k), append(raw, v)
+			if len(raw) == loadBatch {
+				flush()
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("registry: connectivity: %w", err)
+	}
+	flush()
+	return nil
+}
+
+// disconnectAtStart turns the connections a snapshot has as open (it was
+// taken while they were: normally none, as a shutdown ends them first)
+// into ended ones, as a rebuild does.
+func (r *Registry) disconnectAtStart() error {
+	f := r.ix.field("connectivity.connected")
+	if f == nil {
+		return nil
+	}
+	vid, ok := f.values[normKey(boolean(true))]
+	if !ok {
+		return nil
+	}
+	var names []string
+	ids := roaring.New()
+	r.ix.vals[vid].orInto(ids)
+	for it := ids.Iterator(); it.HasNext(); {
+		names = append(names, r.ix.names[it.Next()])
+	}
+	for _, name := range names {
+		r.mu.Lock()
+		c, ok := r.connLocked(name)
+		r.mu.Unlock()
+		if ok {
+			r.ix.set(name, sourceConnectivity, connValues(c))
+		} else {
+			r.ix.set(name, sourceConnectivity, nil)
+		}
+	}
+	return nil
+}
+
+// connLocked returns a client's connectivity (r.mu held): the one recorded
+// since Open, or else the stored one as Open found it. Records are read
+// from the store when asked for rather than all kept in memory.
+func (r *Registry) connLocked(clientID string) (Connectivity, bool) {
+	if c, ok := r.conn[clientID]; ok {
+		return c, true
+	}
+	var c Connectivity
+	ok := false
+	_ = r.cfg.Store.ViewKV(func(kv KV) error {
+		if v := kv.Get(bucketConn, clientID); v != nil && json.Unmarshal(v, &c) == nil {
+			ok = true
+		}
+		return nil
+	})
+	return atStart(c), ok
+}
+
+// loadBatch is how many records a rebuild decodes in parallel at a time.
+const loadBatch = 4096
+
+// parallel runs fn(i) for i in [0, n) on every core.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// rebuild builds the index from the store: every thing (in name order, so
+// that ids are in name order) and every stored shadow, decoding and
+// parsing a batch of records on every core at a time.
+func (r *Registry) rebuild() error {
+	members := map[string][]string{} // thing → static groups
+	var raw [][]byte
+	things := make([]Thing, loadBatch)
+	vals := make([][]fieldValue, loadBatch)
+	flush := func() error {
+		errs := make([]error, len(raw))
+		parallel(len(raw), func(i int) {
+			things[i] = Thing{}
+			if errs[i] = json.Unmarshal(raw[i], &things[i]); errs[i] == nil {
+				vals[i] = r.thingValues(things[i], members[things[i].Name])
+			}
+		})
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+		r.ix.mu.Lock()
+		for i := range raw {
+			t := &things[i]
+			id, ok := uint32(len(r.ix.names)), r.ix.appendSorted(t.Name)
+			if !ok {
+				id = r.ix.id(t.Name)
+			}
+			r.ix.registered.Add(id)
+			r.ix.setLocked(t.Name, "registry", vals[i])
+		}
+		r.ix.mu.Unlock()
+		raw = raw[:0]
+		return nil
+	}
+	err := r.cfg.Store.ViewKV(func(kv KV) error {
 		if err := kv.ForEach(bucketMembers, "", func(k string, _ []byte) error {
 			g, th, _ := cutNUL(k)
 			members[th] = append(members[th], g)
@@ -167,44 +363,49 @@ func Open(cfg Config) (*Registry, error) {
 		}); err != nil {
 			return fmt.Errorf("group members: %w", err)
 		}
-		if err := kv.ForEach(bucketConn, "", func(k string, v []byte) error {
-			var c Connectivity
-			if json.Unmarshal(v, &c) == nil {
-				if c.Connected { // the broker restarted under it
-					c.Connected, c.DisconnectReason = false, "SERVER_INITIATED_DISCONNECT"
-				}
-				r.conn[k] = c
+		if err := kv.ForEach(bucketThings, "", func(_ string, v []byte) error {
+			raw = append(raw, v)
+			if len(raw) == loadBatch {
+				return flush()
 			}
 			return nil
 		}); err != nil {
-			return fmt.Errorf("connectivity: %w", err)
+			return err
 		}
-		return kv.ForEach(bucketThings, "", func(_ string, v []byte) error {
-			var t Thing
-			if err := json.Unmarshal(v, &t); err != nil {
-				return err
-			}
-			r.ix.register(t.Name, true)
-			r.ix.set(t.Name, "registry", r.thingValues(t, members[t.Name]))
-			return nil
-		})
+		return flush()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("registry: load: %w", err)
+		return fmt.Errorf("registry: load: %w", err)
 	}
-	for name, c := range r.conn {
-		r.ix.set(name, "connectivity", connValues(c))
+	if err := r.indexConnectivity(vals); err != nil {
+		return err
 	}
-	if cfg.Shadows != nil {
-		err := cfg.Shadows.ForEachShadow(func(ref shadow.Ref, doc []byte) error {
-			r.ix.set(ref.Thing, shadowSource(ref.Name), shadowValues(ref.Name, doc))
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("registry: index shadows: %w", err)
+	if r.cfg.Shadows == nil {
+		return nil
+	}
+	var refs []shadow.Ref
+	var docs [][]byte
+	flushShadows := func() {
+		parallel(len(docs), func(i int) { vals[i] = shadowValues(refs[i].Name, docs[i]) })
+		r.ix.mu.Lock()
+		for i, ref := range refs {
+			r.ix.setLocked(ref.Thing, shadowSource(ref.Name), vals[i])
 		}
+		r.ix.mu.Unlock()
+		refs, docs = refs[:0], docs[:0]
 	}
-	return r, nil
+	err = r.cfg.Shadows.ForEachShadow(func(ref shadow.Ref, doc []byte) error {
+		refs, docs = append(refs, ref), append(docs, bytes.Clone(doc))
+		if len(docs) == loadBatch {
+			flushShadows()
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: index shadows: %w", err)
+	}
+	flushShadows()
+	return nil
 }
 
 func cutNUL(s string) (a, b string, ok bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -356,5 +357,28 @@ func TestConnectivityHistoryKeepsTheLastTransitions(t *testing.T) {
 	}
 	if h, _ := g.reg.ConnectivityHistory(ctx, "flappy"); len(h) != 0 {
 		t.Fatalf("history after the thing was deleted: %+v", h)
+	}
+}
+
+// A caller that wants every match asks for a page as large as an int
+// (the job engine does): the page holds what matches, things added since
+// the index was loaded included.
+func TestSearchWithTheLargestLimit(t *testing.T) {
+	dir := t.TempDir()
+	c := fakeclock.New(time.Unix(1_800_000_000, 0))
+	f := open(t, dir, registry.PolicyAuto, c)
+	f.thing("b", nil)
+	f.thing("d", nil)
+	if err := f.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f = open(t, dir, registry.PolicyAuto, c)
+	f.thing("a", nil)
+	f.thing("c", nil)
+	for _, limit := range []int{math.MaxInt, math.MaxInt32} {
+		res := f.reg.Search(query.MustParse("*"), "", limit)
+		if fmt.Sprint(res.Things) != "[a b c d]" || res.NextToken != "" || res.Total != 4 {
+			t.Fatalf("limit %d: %+v", limit, res)
+		}
 	}
 }

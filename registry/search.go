@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"container/heap"
 	"sort"
 	"strconv"
 
@@ -43,44 +42,18 @@ func (r *Registry) Search(q *query.Query, after string, limit int) SearchResult 
 	defer r.ix.mu.RUnlock()
 	ids := r.match(q)
 	res := SearchResult{Total: ids.GetCardinality()}
-	// Keep the limit+1 smallest names after `after` in a max-heap: a first
-	// page of 100 out of a million matches costs n·log(101), not a sort.
-	h := &nameHeap{}
-	it := ids.Iterator()
-	for it.HasNext() {
-		n := r.ix.names[it.Next()]
-		if n <= after {
-			continue
-		}
-		if h.Len() <= limit {
-			heap.Push(h, n)
-		} else if n < (*h)[0] {
-			(*h)[0] = n
-			heap.Fix(h, 0)
-		}
+	if limit <= 0 {
+		return res
 	}
-	names := []string(*h)
-	sort.Strings(names)
+	// Names in the sorted range come in id order: a first page of 100 out
+	// of a million matches walks 101 ids, not the million.
+	names := r.ix.page(ids, after, limit)
 	if len(names) > limit {
 		names = names[:limit]
 		res.NextToken = names[len(names)-1]
 	}
 	res.Things = names
 	return res
-}
-
-// nameHeap is a max-heap of names.
-type nameHeap []string
-
-func (h nameHeap) Len() int           { return len(h) }
-func (h nameHeap) Less(i, j int) bool { return h[i] > h[j] }
-func (h nameHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *nameHeap) Push(x any)        { *h = append(*h, x.(string)) }
-func (h *nameHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
 }
 
 // Count returns how many registered things match q.
@@ -105,14 +78,20 @@ func (r *Registry) Buckets(q *query.Query, field string, max int) (buckets []Buc
 	defer r.ix.mu.RUnlock()
 	ids := r.match(q)
 	total = ids.GetCardinality()
-	f := r.ix.fields[field]
-	if f == nil {
-		return nil, total
-	}
-	for _, v := range f.values {
-		if n := v.andCardinality(ids); n > 0 {
-			buckets = append(buckets, Bucket{Value: v.v.S, Count: n})
+	if field == fieldThingName {
+		it := ids.Iterator()
+		for it.HasNext() {
+			buckets = append(buckets, Bucket{Value: r.ix.names[it.Next()], Count: 1})
 		}
+	} else if f := r.ix.field(field); f != nil {
+		for _, vid := range f.values {
+			v := &r.ix.vals[vid]
+			if n := v.andCardinality(ids); n > 0 {
+				buckets = append(buckets, Bucket{Value: v.v.S, Count: n})
+			}
+		}
+	} else {
+		return nil, total
 	}
 	sort.Slice(buckets, func(i, j int) bool {
 		if buckets[i].Count != buckets[j].Count {
@@ -144,7 +123,7 @@ func (r *Registry) Members(group, after string, limit int) (SearchResult, error)
 func (r *Registry) MatchThing(q *query.Query, name string) bool {
 	r.ix.mu.RLock()
 	defer r.ix.mu.RUnlock()
-	id, ok := r.ix.ids[name]
+	id, ok := r.ix.lookup(name)
 	if !ok || !r.ix.registered.Contains(id) {
 		return false
 	}
@@ -160,7 +139,7 @@ func (r *Registry) MatchThing(q *query.Query, name string) bool {
 func (r *Registry) MatchThingShadow(q *query.Query, name, shadowName string, doc []byte) bool {
 	r.ix.mu.RLock()
 	defer r.ix.mu.RUnlock()
-	id, ok := r.ix.ids[name]
+	id, ok := r.ix.lookup(name)
 	if !ok || !r.ix.registered.Contains(id) {
 		return false
 	}

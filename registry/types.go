@@ -98,12 +98,12 @@ func (r *Registry) DeleteType(ctx context.Context, name string) error {
 func (r *Registry) countField(field, value string) (uint64, error) {
 	r.ix.mu.RLock()
 	defer r.ix.mu.RUnlock()
-	f := r.ix.fields[field]
+	f := r.ix.field(field)
 	if f == nil {
 		return 0, nil
 	}
-	if v := f.values[normKey(str(value))]; v != nil {
-		return v.andCardinality(r.ix.registered), nil
+	if vid, ok := f.values[normKey(str(value))]; ok {
+		return r.ix.vals[vid].andCardinality(r.ix.registered), nil
 	}
 	return 0, nil
 }

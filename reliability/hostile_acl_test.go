@@ -127,23 +127,24 @@ func TestHostileOtherThingsShadows(t *testing.T) {
 		name string
 		run  func(t *testing.T)
 	}{
-		// MQTT 3.1.1 has no PUBACK code for a refusal: the client is
-		// disconnected. Mochi sends a DISCONNECT packet first, which 3.1.1
-		// defines only from client to server; recorded as it is.
+		// MQTT 3.1.1 has no PUBACK code for a refusal: the connection is
+		// closed, with no packet first (3.1.1 defines DISCONNECT only from
+		// client to server; upstream Mochi sent one, fork patch 6). Each
+		// offence also delays the offender's next CONNACK (hooks.Protocol).
 		{"QoS 1 update of another thing's shadow: disconnected, no PUBACK", func(t *testing.T) {
 			c := asA(t)
 			_, _ = c.Write(publishPacket(other+"/update", []byte(`{"state":{"reported":{"owner":"acl-a"}}}`), 1, 1))
-			expectClosed(t, c, "e0 ")
+			expectClosed(t, c)
 		}},
 		{"QoS 1 delete of another thing's named shadow: disconnected", func(t *testing.T) {
 			c := asA(t)
 			_, _ = c.Write(publishPacket(other+"/name/cfg/delete", []byte(`{}`), 1, 1))
-			expectClosed(t, c, "e0 ")
+			expectClosed(t, c)
 		}},
 		{"QoS 1 get of another thing's shadow: disconnected", func(t *testing.T) {
 			c := asA(t)
 			_, _ = c.Write(publishPacket(other+"/get", []byte(`{}`), 1, 1))
-			expectClosed(t, c, "e0 ")
+			expectClosed(t, c)
 		}},
 		{"QoS 0 update of another thing's shadow: dropped silently", func(t *testing.T) {
 			c := asA(t)

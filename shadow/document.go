@@ -146,6 +146,15 @@ func DocState(doc []byte) (desired, reported []byte) {
 	return rawObject(doc, state.Get("desired")), rawObject(doc, state.Get("reported"))
 }
 
+// storedSection is the stored text of a top-level section of a stored
+// document, as loadDocument keeps it ({} when absent).
+func storedSection(doc []byte, name string) []byte {
+	if raw := rawObject(doc, gjson.GetBytes(doc, name)); raw != nil {
+		return raw
+	}
+	return []byte("{}")
+}
+
 func rawObject(doc []byte, r gjson.Result) []byte {
 	if !r.IsObject() {
 		return nil
@@ -159,6 +168,11 @@ func rawObject(doc []byte, r gjson.Result) []byte {
 // DocDelta is the current delta of a stored document (desired values that
 // differ from reported, spec §3.5), nil when empty or when doc is unreadable.
 func DocDelta(doc []byte) []byte {
+	// Most devices only report: with no desired state there is no delta,
+	// and finding that out needs no parse (gjson scans without allocating).
+	if desired := gjson.GetBytes(doc, "state.desired"); !desired.IsObject() || emptyObject(desired.Raw) {
+		return nil
+	}
 	d, ok := loadDocument(doc)
 	if !ok {
 		return nil
@@ -168,4 +182,18 @@ func DocDelta(doc []byte) []byte {
 		return nil
 	}
 	return appendNode(nil, delta)
+}
+
+// emptyObject reports whether raw is a JSON object with no members.
+func emptyObject(raw string) bool {
+	for _, c := range raw[1:] {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		case '}':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
 }

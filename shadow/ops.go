@@ -19,6 +19,38 @@ type UpdateResult struct {
 	Accepted  []byte // /update/accepted: the request's state, its metadata, version, timestamp[, clientToken]
 	Delta     []byte // /update/delta, nil when the resulting delta is empty
 	Documents []byte // /update/documents: previous (null on creation) and current snapshots
+
+	docs documentsParts // what documents() builds Documents from
+}
+
+// documentsParts is what /update/documents is made of, kept so that it is
+// built only when someone subscribes to it.
+type documentsParts struct {
+	prevDoc          []byte
+	exists, hasToken bool
+	prevVersion, ts  int64
+	snapshotLen      int
+	token            string
+}
+
+// documents builds the /update/documents payload: previous (null on
+// creation) and current snapshots.
+func (res *UpdateResult) documents() []byte {
+	p := &res.docs
+	w := newObj(make([]byte, 0, len(p.prevDoc)+len(res.Doc)+96))
+	w.key("previous")
+	if p.exists {
+		// The stored text as loaded: the update did not touch it.
+		prev := document{stateText: storedSection(p.prevDoc, "state"), metadataText: storedSection(p.prevDoc, "metadata")}
+		w.buf = prev.storedSnapshot(w.buf, p.prevVersion)
+	} else {
+		w.buf = append(w.buf, "null"...)
+	}
+	w.raw("current", res.Doc[:p.snapshotLen])
+	w.buf = append(w.buf, '}')
+	w.int("timestamp", p.ts)
+	w.token(p.token, p.hasToken)
+	return w.close()
 }
 
 // Update applies a parsed request to the current state (spec §3.6 steps 11-12):
@@ -35,6 +67,12 @@ type UpdateResult struct {
 // aws-iot-device-sdk v1 sends on its next update. Anything else is 400
 // Invalid version.
 func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateResult, *Error) {
+	return update(cur, req, now, o, true)
+}
+
+// update is Update; documents false leaves res.Documents nil (nobody
+// subscribes to /update/documents, so it is not built).
+func update(cur Current, req *UpdateRequest, now time.Time, o Options, documents bool) (UpdateResult, *Error) {
 	if req == nil {
 		return UpdateResult{}, ErrInternal
 	}
@@ -106,18 +144,13 @@ func Update(cur Current, req *UpdateRequest, now time.Time, o Options) (UpdateRe
 		res.Delta = w.close()
 	}
 
-	w = newObj(make([]byte, 0, len(cur.Doc)+len(res.Doc)+96))
-	w.key("previous")
-	if exists {
-		w.buf = d.storedSnapshot(w.buf, prevVersion) // stored text: the edits above did not touch it
-	} else {
-		w.buf = append(w.buf, "null"...)
+	// /update/documents: built now for Update's callers, on demand for the
+	// service (which publishes it only when someone subscribes).
+	res.docs = documentsParts{prevDoc: cur.Doc, exists: exists, prevVersion: prevVersion, snapshotLen: snapshotLen,
+		ts: ts, token: req.ClientToken, hasToken: req.HasToken}
+	if documents {
+		res.Documents = res.documents()
 	}
-	w.raw("current", doc[:snapshotLen])
-	w.buf = append(w.buf, '}')
-	w.int("timestamp", ts)
-	w.token(req.ClientToken, req.HasToken)
-	res.Documents = w.close()
 	return res, nil
 }
 

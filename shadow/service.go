@@ -33,6 +33,14 @@ type Publisher interface {
 	Publish(topic string, payload []byte) error
 }
 
+// SubscriberChecker is an optional Publisher interface: HasSubscribers
+// reports whether a publish on topic would reach anyone now. The service
+// then builds /update/documents only when it would (most fleets never
+// subscribe to it). A Publisher without it gets every reply.
+type SubscriberChecker interface {
+	HasSubscribers(topic string) bool
+}
+
 // Origin says through which face a request arrived. It decides which
 // replies are published: MQTT requests are answered on MQTT topics (rejected
 // included); HTTP requests get their answer in the HTTP response, and their
@@ -174,7 +182,7 @@ func (s *Service) update(ctx context.Context, req Request) Response {
 		return s.internal(req, "load", err, token, hasToken)
 	}
 	now := s.cfg.Clock()
-	res, uerr := Update(cur, parsed, now, s.opts)
+	res, uerr := update(cur, parsed, now, s.opts, false)
 	if uerr != nil {
 		return s.reject(req, uerr, token, hasToken)
 	}
@@ -187,7 +195,11 @@ func (s *Service) update(ctx context.Context, req Request) Response {
 	if res.Delta != nil {
 		s.publish(req.Ref.Topic(OpUpdate, SuffixDelta), res.Delta)
 	}
-	s.publish(req.Ref.Topic(OpUpdate, SuffixDocuments), res.Documents)
+	// Asked after the commit: a subscriber that has its SUBACK before the
+	// change is accepted gets the documents.
+	if docsTopic := req.Ref.Topic(OpUpdate, SuffixDocuments); s.subscribed(docsTopic) {
+		s.publish(docsTopic, res.documents())
+	}
 	s.emit(req, ch)
 	return Response{Payload: res.Accepted, Version: res.Version}
 }
@@ -277,6 +289,17 @@ func (s *Service) reject(req Request, err *Error, token string, hasToken bool) R
 func (s *Service) internal(req Request, what string, err error, token string, hasToken bool) Response {
 	s.cfg.Logger.Error("shadow "+what+" failed", "shadow", req.Ref.String(), "op", string(req.Op), "error", err)
 	return s.reject(req, &Error{Code: 500, Message: "Internal service failure"}, token, hasToken)
+}
+
+// subscribed reports whether a publish on topic may reach a subscriber.
+func (s *Service) subscribed(topic string) bool {
+	if s.cfg.Publisher == nil {
+		return false
+	}
+	if c, ok := s.cfg.Publisher.(SubscriberChecker); ok {
+		return c.HasSubscribers(topic)
+	}
+	return true
 }
 
 func (s *Service) publish(topic string, payload []byte) {

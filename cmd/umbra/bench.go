@@ -48,6 +48,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	noSync := fs.Bool("unsafe-no-sync", false, "in-process broker without fsync (analysis only: shows what durability costs)")
 	history := fs.Int("history-versions", 0, "in-process broker's shadow history per shadow (analysis: -1 keeps none; 0: the default)")
 	ephemeral := fs.Bool("ephemeral-sessions", false, "in-process broker without MQTT session persistence (analysis only)")
+	fs.BoolVar(&o.CompareHistory, "compare-history", false, "in-process: also run shadow-update (max rate) on a second broker keeping no history, and report history on ÷ off")
 	jsonOut := fs.String("json", "", "also write the report as JSON to this file (- for stdout; the table then goes to stderr)")
 	quiet := fs.Bool("quiet", false, "no progress lines")
 	fs.Usage = func() {

@@ -124,9 +124,13 @@ func TestREADMERehearsal(t *testing.T) {
 	if len(touched) > 0 {
 		t.Errorf("%d devices outside the canary were asked for 2.0.0: %v", len(touched), touched)
 	}
-	// Every canary installed 2.0.0, panicked, and was rolled back to the
-	// rollbackPatch: it runs 1.0.0 again (the block waited for that) and
-	// its desired target_version is 1.0.0 or, once it converged, absent.
+	// The canaries that installed 2.0.0 panicked, and every canary was
+	// rolled back to the rollbackPatch: it runs 1.0.0 again (the block
+	// waited for that) and its desired target_version is 1.0.0 or, once it
+	// converged, absent. A canary still installing when the others' panics
+	// halted the wave (a slow machine) never ran 2.0.0 at all; that is the
+	// halt working, so it is allowed as long as some canary panicked.
+	panicked := 0
 	for _, id := range canary {
 		desired, reported := shadowOf(t, srv, id)
 		if tv, ok := desired["target_version"]; ok && tv != "1.0.0" {
@@ -136,9 +140,16 @@ func TestREADMERehearsal(t *testing.T) {
 			t.Errorf("%s: reported %v after the rollback, want firmware 1.0.0", id, reported)
 		}
 		h := historyOf(t, srv, id)
-		if !strings.Contains(h, `"reset_reason":"panic"`) || !strings.Contains(h, `"firmware_version":"2.0.0"`) {
-			t.Errorf("%s never ran 2.0.0 and panicked: %v", id, reported)
+		ran := strings.Contains(h, `"firmware_version":"2.0.0"`)
+		if ran && !strings.Contains(h, `"reset_reason":"panic"`) {
+			t.Errorf("%s ran 2.0.0 without the panic the fault injects: %v", id, reported)
 		}
+		if ran {
+			panicked++
+		}
+	}
+	if panicked == 0 {
+		t.Errorf("no canary ran 2.0.0 and panicked, yet the rollout halted")
 	}
 	// The watch's last frame: halted in the canary, rolled back, later
 	// waves never reached.

@@ -27,6 +27,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -114,7 +115,15 @@ type Options struct {
 	Progress io.Writer
 	// BrokerOptions adjusts the in-process broker's options.
 	BrokerOptions func(*broker.Options)
+	// CompareHistory (in-process only) also runs the closed-loop
+	// shadow-update on a second broker that keeps no shadow history, right
+	// after the first, and reports their ratio.
+	CompareHistory bool
 }
+
+// ErrRejected is returned (wrapped) by Run when a broker rejected shadow
+// updates: the figures then do not measure accepted updates.
+var ErrRejected = errors.New("shadow updates were rejected")
 
 func (o Options) withDefaults() Options {
 	if len(o.Scenarios) == 0 {
@@ -162,8 +171,11 @@ type Report struct {
 	Notes  []string `json:"notes"`
 	// ShadowVsRaw is shadow-update throughput (max rate) ÷ raw throughput,
 	// both from this run (0 when either did not run).
-	ShadowVsRaw float64  `json:"shadow_vs_raw,omitempty"`
-	Results     []Result `json:"results"`
+	ShadowVsRaw float64 `json:"shadow_vs_raw,omitempty"`
+	// HistoryOnVsOff is shadow-update throughput (max rate) with history
+	// kept ÷ the same on a broker that keeps none (Options.CompareHistory).
+	HistoryOnVsOff float64  `json:"history_on_vs_off,omitempty"`
+	Results        []Result `json:"results"`
 }
 
 // Machine describes where the run happened.
@@ -176,11 +188,15 @@ type Machine struct {
 
 // Result is one scenario (or one variant of it).
 type Result struct {
-	Scenario string  `json:"scenario"`
-	Variant  string  `json:"variant,omitempty"`
-	Clients  int     `json:"clients"`
-	Ops      int64   `json:"ops"`
-	Errors   int64   `json:"errors"`
+	Scenario string `json:"scenario"`
+	Variant  string `json:"variant,omitempty"`
+	Clients  int    `json:"clients"`
+	Ops      int64  `json:"ops"`
+	Errors   int64  `json:"errors"`
+	// Rejected is how many shadow updates were answered on /rejected,
+	// warm-up included (also counted in Errors when measured). Any makes
+	// Run return an error.
+	Rejected int64   `json:"rejected"`
 	Seconds  float64 `json:"seconds"`
 	PerSec   float64 `json:"ops_per_sec"`
 	// TargetRate is the offered rate of an open-loop variant.
@@ -242,6 +258,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	defer stop()
 	r.setupDialers()
 
+	if o.CompareHistory && o.Target != "" {
+		return nil, errors.New("bench: --compare-history needs the in-process broker (no --target)")
+	}
 	var raw, shadowMax float64
 	for _, s := range o.Scenarios {
 		var res []Result
@@ -257,6 +276,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			if err == nil && len(res) > 0 {
 				shadowMax = res[0].PerSec
 			}
+			if err == nil && o.CompareHistory {
+				var off Result
+				off, err = r.historyOff(ctx)
+				res = append(res, off)
+				if err == nil && off.PerSec > 0 {
+					r.report.HistoryOnVsOff = shadowMax / off.PerSec
+				}
+			}
 		case DeltaFanout:
 			res, err = r.runFanout(ctx)
 		case Connections:
@@ -264,13 +291,56 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		}
 		r.report.Results = append(r.report.Results, res...)
 		if err != nil {
-			return r.report, fmt.Errorf("bench %s: %w", s, err)
+			return r.report, errors.Join(fmt.Errorf("bench %s: %w", s, err), r.rejected())
 		}
 	}
 	if raw > 0 && shadowMax > 0 {
 		r.report.ShadowVsRaw = shadowMax / raw
 	}
-	return r.report, nil
+	return r.report, r.rejected()
+}
+
+// rejected is ErrRejected with the counts, or nil when none was rejected.
+func (r *runner) rejected() error {
+	var n int64
+	var where []string
+	for _, x := range r.report.Results {
+		if x.Rejected > 0 {
+			n += x.Rejected
+			where = append(where, fmt.Sprintf("%d in %s %s", x.Rejected, x.Scenario, x.Variant))
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("bench: %d %w (%s)", n, ErrRejected, strings.Join(where, ", "))
+}
+
+// historyOff runs the closed-loop shadow-update on a second in-process
+// broker that keeps no shadow history, then restores the first.
+func (r *runner) historyOff(ctx context.Context) (Result, error) {
+	saved := *r
+	defer func() {
+		report := r.report
+		*r = saved
+		r.report = report
+	}()
+	user := r.opts.BrokerOptions
+	r.opts.BrokerOptions = func(bo *broker.Options) {
+		if user != nil {
+			user(bo)
+		}
+		bo.HistoryVersions = -1
+	}
+	r.opts.DataDir = "" // a fresh temporary directory
+	stop, err := r.startBroker(ctx)
+	if err != nil {
+		return Result{Scenario: ShadowUpdate, Variant: "max rate, history off"}, err
+	}
+	defer stop()
+	res, err := r.closedLoop(ctx, true)
+	res.Variant = "max rate, history off"
+	return res, err
 }
 
 func (r *runner) startBroker(ctx context.Context) (stop func(), err error) {

@@ -20,10 +20,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "umbra bench — %s, broker %s, %d CPUs, %.1f GiB, %s\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Broker, r.Machine.CPUs, float64(r.Machine.MemBytes)/(1<<30), r.Machine.Go)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tvariant\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tsrv cpu\tsrv rss\tcommits/s\twrites/commit\t")
+	fmt.Fprintln(tw, "scenario\tvariant\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tsrv cpu\tsrv rss\tcommits/s\twrites/commit\tpages/op\tcommit ms\tshadow ms\t")
 	for _, x := range r.Results {
 		commits := "-"
-		perCommit, commitMs, shadowMs := "-", "-", "-"
+		perCommit, commitMs, shadowMs, pages := "-", "-", "-", "-"
 		if x.Server.ShadowMs > 0 {
 			shadowMs = fmt.Sprintf("%.2f", x.Server.ShadowMs)
 		}
@@ -31,16 +31,32 @@ func (r *Report) WriteTable(w io.Writer) error {
 			commits = fmt.Sprintf("%.0f", float64(x.Server.Commits)/x.Seconds)
 			perCommit = fmt.Sprintf("%.1f", x.Server.WritesPerCommit)
 			commitMs = fmt.Sprintf("%.2f", x.Server.CommitMs)
+			if x.Server.Pages > 0 && x.Ops > 0 {
+				pages = fmt.Sprintf("%.2f", float64(x.Server.Pages)/float64(x.Ops))
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.2f\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			x.Scenario, x.Variant, x.Clients, x.Ops, x.PerSec, x.Latency.P50, x.Latency.P90, x.Latency.P99, x.Latency.Max,
-			x.Errors, x.Server.CPUCores, bytesString(x.Server.RSS), commits, perCommit, commitMs, shadowMs)
+			x.Errors, x.Server.CPUCores, bytesString(x.Server.RSS), commits, perCommit, pages, commitMs, shadowMs)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintln(w)
 	if r.ShadowVsRaw > 0 {
-		fmt.Fprintf(w, "\nshadow-update (max) ÷ raw QoS 1 throughput: %.2f\n", r.ShadowVsRaw)
+		fmt.Fprintf(w, "durable shadow updates ÷ raw QoS 1 round trips (max rate, same server): %.2f\n", r.ShadowVsRaw)
+	}
+	if r.HistoryOnVsOff > 0 {
+		fmt.Fprintf(w, "shadow updates with history ÷ without (max rate): %.2f\n", r.HistoryOnVsOff)
+	}
+	for _, x := range r.Results {
+		if x.Scenario == ShadowUpdate {
+			fmt.Fprintf(w, "shadow-update %s: %.0f/s, p50 %.2f ms, p99 %.2f ms", x.Variant, x.PerSec, x.Latency.P50, x.Latency.P99)
+			if x.Rejected > 0 {
+				fmt.Fprintf(w, ", %d REJECTED", x.Rejected)
+			}
+			fmt.Fprintln(w)
+		}
 	}
 	for _, x := range r.Results {
 		if x.Scenario == Connections && x.Ops > 0 {

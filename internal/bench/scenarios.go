@@ -184,7 +184,7 @@ func (r *runner) closedLoop(ctx context.Context, shadowMode bool) (Result, error
 	defer disconnectAll(clients)
 
 	hist := newHistogram()
-	var ops, errs atomic.Int64
+	var ops, errs, rejected atomic.Int64
 	p := r.newPhase()
 	r.progress("%s: %s warm-up, %s measured", name, r.opts.Warmup, r.opts.Duration)
 	var wg sync.WaitGroup
@@ -204,6 +204,9 @@ func (r *runner) closedLoop(ctx context.Context, shadowMode bool) (Result, error
 				timer.Reset(r.opts.Timeout)
 				select {
 				case ok := <-replies[i]:
+					if !ok {
+						rejected.Add(1) // warm-up included: any rejection fails the run
+					}
 					if t0.Before(p.measure) {
 						continue
 					}
@@ -233,7 +236,7 @@ func (r *runner) closedLoop(ctx context.Context, shadowMode bool) (Result, error
 		return Result{Scenario: name}, err
 	}
 	res := Result{
-		Scenario: name, Variant: variant, Clients: n, Ops: ops.Load(), Errors: errs.Load(),
+		Scenario: name, Variant: variant, Clients: n, Ops: ops.Load(), Errors: errs.Load(), Rejected: rejected.Load(),
 		Seconds: r.opts.Duration.Seconds(), Latency: hist.latency(), Server: between(a, b),
 	}
 	res.PerSec = float64(res.Ops) / res.Seconds
@@ -262,7 +265,7 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 		pending[i] = &pend{m: map[string]time.Time{}}
 	}
 	hist := newHistogram()
-	var ops, errs, outstanding atomic.Int64
+	var ops, errs, outstanding, rejected atomic.Int64
 	var p phase
 	id := func(i int) string { return "bench-rate-" + strconv.Itoa(i) }
 	handler := func(i int) paho.MessageHandler {
@@ -278,10 +281,14 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 				return
 			}
 			outstanding.Add(-1)
+			isRejected := strings.HasSuffix(m.Topic(), "/rejected")
+			if isRejected {
+				rejected.Add(1) // warm-up included: any rejection fails the run
+			}
 			if intended.Before(p.measure) || !intended.Before(p.end) {
 				return
 			}
-			if strings.HasSuffix(m.Topic(), "/rejected") {
+			if isRejected {
 				errs.Add(1)
 				return
 			}
@@ -352,7 +359,7 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 	}
 	tick.Stop()
 	res := Result{
-		Scenario: name, Variant: variant, Clients: n, Ops: ops.Load(), Errors: errs.Load() + outstanding.Load(),
+		Scenario: name, Variant: variant, Clients: n, Ops: ops.Load(), Errors: errs.Load() + outstanding.Load(), Rejected: rejected.Load(),
 		Seconds: r.opts.Duration.Seconds(), TargetRate: rate, Latency: hist.latency(), Server: between(a, b),
 	}
 	res.PerSec = float64(res.Ops) / res.Seconds

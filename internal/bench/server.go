@@ -33,6 +33,9 @@ type Server struct {
 	Commits         int64   `json:"commits,omitempty"`
 	WritesPerCommit float64 `json:"writes_per_commit,omitempty"`
 	CommitMs        float64 `json:"commit_ms,omitempty"`
+	// Pages is the database pages those commits wrote (0 when the broker
+	// does not export umbra_store_pages_written_total).
+	Pages int64 `json:"pages,omitempty"`
 	// ShadowMs is the broker's mean time per shadow request, from receipt
 	// to replies published (waiting for the group commit included).
 	ShadowMs float64 `json:"shadow_request_ms,omitempty"`
@@ -44,7 +47,7 @@ type sample struct {
 	cpu                           float64 // seconds
 	rss, heap, stacks, goroutines int64
 	commits, commitWrites         float64
-	commitSeconds                 float64
+	commitSeconds, pages          float64
 	shadowCount, shadowSeconds    float64
 }
 
@@ -92,6 +95,7 @@ func (p *probe) sample(ctx context.Context) (sample, error) {
 	s.commits = prom["umbra_store_commit_writes_count"]
 	s.commitWrites = prom["umbra_store_commit_writes_sum"]
 	s.commitSeconds = prom["umbra_store_commit_seconds_sum"]
+	s.pages = prom["umbra_store_pages_written_total"]
 	s.shadowCount = prom["umbra_shadow_request_seconds_count"]
 	s.shadowSeconds = prom["umbra_shadow_request_seconds_sum"]
 	return s, nil
@@ -181,6 +185,7 @@ func between(a, b sample) Server {
 		s.Commits = int64(n)
 		s.WritesPerCommit = (b.commitWrites - a.commitWrites) / n
 		s.CommitMs = (b.commitSeconds - a.commitSeconds) / n * 1000
+		s.Pages = int64(b.pages - a.pages)
 	}
 	if n := b.shadowCount - a.shadowCount; n > 0 {
 		s.ShadowMs = (b.shadowSeconds - a.shadowSeconds) / n * 1000

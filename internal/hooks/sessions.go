@@ -2,9 +2,11 @@ package hooks
 
 import (
 	"bytes"
+	"context"
 	"encoding"
 	"encoding/binary"
 	"log/slog"
+	"time"
 
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
@@ -19,6 +21,8 @@ type SessionStore interface {
 	Stage(bucket []byte, key string, value encoding.BinaryMarshaler)
 	StageDeletePrefix(bucket []byte, prefix string)
 	Scan(bucket []byte, fn func(key, value []byte) error) error
+	// Flush returns once everything staged before the call is durable.
+	Flush(ctx context.Context) error
 }
 
 // SessionBuckets names the buckets the session hook writes.
@@ -188,21 +192,57 @@ func (h *Sessions) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) 
 // OnRetainedExpired deletes an expired retained message.
 func (h *Sessions) OnRetainedExpired(topic string) { h.store.Stage(h.buckets.Retained, topic, nil) }
 
-// OnQosPublish records a QoS 1/2 message queued or in flight to a client.
+// OnQosPublish records a QoS 1/2 message queued or in flight to a client,
+// or the state of a QoS 2 flow (PUBREC: the client's publish was received;
+// PUBREL: the client received the server's).
+//
+// The QoS 2 states are what exactly-once rests on, so they are made durable
+// before Mochi sends the acknowledgement that the client will act on: a
+// restart then resumes the flow (PUBREL again, never the PUBLISH). A QoS 1
+// message stays write-behind: redelivering it is allowed.
 func (h *Sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
 	if ephemeral(cl) {
 		return
 	}
 	key := inflightKey(cl.ID, pk.PacketID)
 	h.put(h.buckets.Inflight, key, message(pk, cl.ID, storage.InflightKey, key, sent))
+	if t := pk.FixedHeader.Type; t == packets.Pubrec || t == packets.Pubrel {
+		h.flush(cl)
+	}
 }
 
-// OnQosComplete deletes a message whose delivery flow finished.
+// OnQosComplete deletes a message whose delivery flow finished. The end of
+// a QoS 2 flow the client started (its PUBREL) is durable before Mochi sends
+// PUBCOMP: a stale PUBREC record would refuse the client's next publish
+// that reuses the packet id. So are the copies of that publish queued for
+// persistent subscribers (staged while Mochi routed it, before it read the
+// PUBREL), also when the publisher's own session is not persistent: once
+// the publisher has its PUBCOMP it will never send the message again, so a
+// kill -9 must not lose it.
 func (h *Sessions) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 	if ephemeral(cl) {
+		if pk.FixedHeader.Type == packets.Pubrel {
+			h.flush(cl)
+		}
 		return
 	}
 	h.store.Stage(h.buckets.Inflight, inflightKey(cl.ID, pk.PacketID), nil)
+	if pk.FixedHeader.Type == packets.Pubrel {
+		h.flush(cl)
+	}
+}
+
+// flushTimeout bounds how long a QoS 2 acknowledgement waits for the disk.
+const flushTimeout = 10 * time.Second
+
+func (h *Sessions) flush(cl *mqtt.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	if err := h.store.Flush(ctx); err != nil {
+		// The acknowledgement still goes out (withholding it would stall the
+		// client for good); the state is written with the next commit.
+		h.Log.Warn("QoS 2 state not durable before its acknowledgement", slog.String("client", cl.ID), slog.Any("error", err))
+	}
 }
 
 // OnQosDropped deletes a message Mochi gave up on.
@@ -221,6 +261,7 @@ func message(pk packets.Packet, client, kind, id string, sent int64) *storage.Me
 		Sent:        sent,
 		Created:     pk.Created,
 		PacketID:    pk.PacketID,
+		Sequence:    pk.Sequence,
 		Properties: storage.MessageProperties{
 			PayloadFormat:          props.PayloadFormat,
 			PayloadFormatFlag:      props.PayloadFormatFlag,

@@ -13,7 +13,8 @@ var (
 	bucketMeta       = []byte("meta")
 	bucketShadows    = []byte("shadows")        // refKey → stored document
 	bucketTombstones = []byte("tombstones")     // refKey → version(8) deletedAt(8)
-	bucketHistory    = []byte("history")        // refKey 0x00 version(8) seq(1) → history entry
+	bucketHistory    = []byte("history")        // refKey 0x00 0xff → head record; before the log also refKey 0x00 version(8) kind(1) → entry
+	bucketHistoryLog = []byte("history_log")    // sequence(8) → history record (historylog.go)
 	bucketSecrets    = []byte("device_secrets") // thing → bcrypt hash
 
 	// MQTT session state (write-behind).
@@ -21,6 +22,10 @@ var (
 	BucketSubscriptions = []byte("mqtt_subscriptions") // client id 0x00 filter → subscription
 	BucketRetained      = []byte("mqtt_retained")      // topic → message
 	BucketInflight      = []byte("mqtt_inflight")      // client id 0x00 packet id(2) → message
+
+	// laterBuckets are created by Open in files that predate them; a check
+	// of a file not opened since does not require them.
+	laterBuckets = [][]byte{bucketHistoryLog}
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketShadows, bucketTombstones, bucketHistory, bucketSecrets,

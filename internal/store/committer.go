@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -25,22 +26,35 @@ type stageKey struct{ bucket, key string }
 // the transaction it is given. An error returned by fn fails only this
 // Commit; the other writes of the batch are committed without it.
 func (db *DB) Commit(ctx context.Context, fn func(tx *bolt.Tx) error) error {
-	r := &commitReq{fn: fn, done: make(chan error, 1)}
+	r := reqPool.Get().(*commitReq)
+	r.fn = fn
 	db.closeMu.RLock()
 	if db.closed {
 		db.closeMu.RUnlock()
+		r.release()
 		return ErrClosed
 	}
 	select {
 	case db.reqs <- r:
 	case <-ctx.Done():
 		db.closeMu.RUnlock()
+		r.release()
 		return ctx.Err()
 	}
 	db.closeMu.RUnlock()
 	// Once queued, the write will happen; wait for it regardless of ctx so
 	// the caller never reports failure for a write that became durable.
-	return <-r.done
+	err := <-r.done
+	r.release() // the committer sends exactly once and forgets r
+	return err
+}
+
+// reqPool recycles requests and their channels: one of each per write.
+var reqPool = sync.Pool{New: func() any { return &commitReq{done: make(chan error, 1)} }}
+
+func (r *commitReq) release() {
+	r.fn = nil
+	reqPool.Put(r)
 }
 
 // Bytes is a staged value that is already encoded.
@@ -227,17 +241,26 @@ func (db *DB) commit(batch []*commitReq) {
 					return errWriteFailed
 				}
 			}
+			if len(batch) > 0 {
+				// History past its limit goes a little with every batch.
+				return trimHistoryLog(tx, &db.trimAt, 2*len(batch)+32)
+			}
 			return nil
 		})
+		if err == nil && db.unsafeOneSync {
+			err = db.bolt.Sync()
+		}
 		if err == nil {
-			if db.opts.OnCommit != nil {
-				db.opts.OnCommit(time.Since(start), len(batch)+len(staged))
-			}
+			// Waiters first: each is readied straight onto this P's run
+			// queue; the metrics callback can wait.
 			for _, r := range batch {
 				r.done <- nil
 			}
 			for _, ch := range flushes {
 				ch <- nil
+			}
+			if db.opts.OnCommit != nil {
+				db.opts.OnCommit(time.Since(start), len(batch)+len(staged))
 			}
 			return
 		}

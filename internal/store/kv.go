@@ -105,3 +105,18 @@ func (t kvTx) ForEachFrom(bucket, start string, fn func(key string, value []byte
 	}
 	return nil
 }
+
+// TxID is the id of the last committed transaction this one sees (not
+// counting a clean Close's own). Every commit increments it, so a value
+// derived from the store (the registry's index snapshot) can say which
+// state it was derived from.
+func (t kvTx) TxID() uint64 { return txID(t.tx) }
+
+// BucketRoot is the root page of a bucket (0 when it does not exist or is
+// small enough to live inline in its parent).
+func (t kvTx) BucketRoot(bucket string) uint64 {
+	if b := t.tx.Bucket([]byte(bucket)); b != nil {
+		return uint64(b.Root())
+	}
+	return 0
+}

@@ -425,7 +425,7 @@ func salvageNames(src *bolt.DB, rep *SalvageReport) (names [][]byte) {
 	}()
 	if err != nil {
 		rep.Lost = append(rep.Lost, fmt.Sprintf("the list of buckets (%v): trying Umbra's own buckets one by one; other buckets (registry, rollouts) may be lost", err))
-		return allBuckets
+		return slices.Concat(allBuckets, laterBuckets)
 	}
 	return names
 }
@@ -455,6 +455,9 @@ func salvageBucket(src, dst *bolt.DB, name []byte) (copied int, lost string) {
 			err = dst.Update(func(dtx *bolt.Tx) error {
 				db, err := dtx.CreateBucketIfNotExists(name)
 				if err != nil {
+					return err
+				}
+				if err := db.SetSequence(max(db.Sequence(), b.Sequence())); err != nil {
 					return err
 				}
 				// A panic reading src ends the loop, not the transaction:

@@ -89,39 +89,17 @@ func (db *DB) CommitShadow(ctx context.Context, w ShadowWrite) error {
 		if w.History == nil {
 			return nil
 		}
-		return putHistory(tx.Bucket(bucketHistory), key, w)
+		return appendHistory(tx, key, w)
 	})
 }
 
 func historyPrefix(key []byte) []byte { return append(append([]byte{}, key...), 0) }
 
-func putHistory(b *bolt.Bucket, key []byte, w ShadowWrite) error {
-	prefix := historyPrefix(key)
-	// A version sequence starting afresh (first write, or after a tombstone
-	// expired) must not interleave with entries of an earlier incarnation.
-	var drop func(v uint64) bool
-	switch {
-	case w.Version == 1 && w.HistoryKind == HistoryUpdate:
-		drop = func(uint64) bool { return true }
-	case w.HistoryLimit > 0 && w.Version > int64(w.HistoryLimit):
-		floor := uint64(w.Version) - uint64(w.HistoryLimit)
-		drop = func(v uint64) bool { return v <= floor }
-	}
-	if drop != nil {
-		c := b.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if len(k) != len(prefix)+9 || !drop(binary.BigEndian.Uint64(k[len(prefix):])) {
-				break
-			}
-			if err := c.Delete(); err != nil {
-				return err
-			}
-		}
-	}
-	hk := binary.BigEndian.AppendUint64(prefix, uint64(w.Version))
-	hk = append(hk, w.HistoryKind)
-	return b.Put(hk, w.History)
-}
+// historyHeadKey is the key of a shadow's head record in bucketHistory
+// (historylog.go). It sorts after the shadow's entries of the per-shadow
+// layout (their keys continue the prefix with a version whose first byte is
+// below 0xff).
+func historyHeadKey(prefix []byte) []byte { return append(bytes.Clone(prefix), 0xff) }
 
 // HistoryRecord is one stored history entry.
 type HistoryRecord struct {
@@ -131,12 +109,19 @@ type HistoryRecord struct {
 }
 
 // ShadowHistory returns up to limit entries, newest first, with a version
-// below before (0 = from the newest).
+// below before (0 = from the newest): those the shadow's latest write kept
+// (its HistoryLimit, counted back from the newest entry).
 func (db *DB) ShadowHistory(k ShadowKey, before int64, limit int) ([]HistoryRecord, error) {
 	prefix := historyPrefix(k.bytes())
 	var out []HistoryRecord
 	err := db.bolt.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketHistory).Cursor()
+		hb := tx.Bucket(bucketHistory)
+		if h, ok := readHead(hb.Get(historyHeadKey(prefix))); ok {
+			out = chainHistory(hb, tx.Bucket(bucketHistoryLog), h, before, limit)
+			return nil
+		}
+		// Not written since the log: the per-shadow layout.
+		c := hb.Cursor()
 		// Position on the first key past the wanted range, then step back.
 		var bound []byte
 		if before > 0 {

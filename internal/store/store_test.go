@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -233,4 +235,77 @@ func TestListNamedShadowsPagesAndSkipsClassic(t *testing.T) {
 	if names, _, _ = db.ListNamedShadows("nobody", "", 10); len(names) != 0 {
 		t.Fatalf("unknown thing: %v", names)
 	}
+}
+
+// A clean Close writes bbolt's free list in a transaction of its own that
+// does not change the transaction id the data is known by (TxID), so an
+// index snapshot taken before Close still matches after Open; any write
+// since changes it.
+func TestCleanCloseKeepsTheTransactionID(t *testing.T) {
+	dir := t.TempDir()
+	txid := func(db *DB) uint64 {
+		var id uint64
+		if err := db.ViewKV(func(kv KV) error { id = kv.(interface{ TxID() uint64 }).TxID(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	db, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.UpdateKV(context.Background(), func(kv KV) error { return kv.Put("b", "k", []byte("v")) }); err != nil {
+		t.Fatal(err)
+	}
+	before := txid(db)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // and again after a close with no write at all
+		if db, err = Open(dir, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := txid(db); got != before {
+			t.Fatalf("after a clean close and open the transaction id is %d, was %d", got, before)
+		}
+		if !freelistSynced(t, db.Path()) {
+			t.Fatal("bbolt's free list was not written at close: the open walked the file to rebuild it")
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if db, err = Open(dir, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.UpdateKV(context.Background(), func(kv KV) error { return kv.Put("b", "k", []byte("w")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := txid(db); got == before {
+		t.Fatalf("a write did not change the transaction id (%d)", got)
+	}
+}
+
+// freelistSynced reads bbolt's newer meta page from the file: its free
+// list page id is not the "no free list" marker.
+func freelistSynced(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// page header 16 bytes; meta: magic 4, version 4, pageSize 4, flags 4,
+	// root bucket 16, freelist 8, pgid 8, txid 8.
+	pageSize := int(binary.LittleEndian.Uint32(b[24:]))
+	meta := func(p int) (freelist, txid uint64) {
+		m := b[p*pageSize+16:]
+		return binary.LittleEndian.Uint64(m[32:]), binary.LittleEndian.Uint64(m[48:])
+	}
+	f0, t0 := meta(0)
+	f1, t1 := meta(1)
+	if t1 > t0 {
+		f0 = f1
+	}
+	return f0 != ^uint64(0)
 }

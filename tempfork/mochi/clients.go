@@ -458,12 +458,37 @@ func (cl *Client) ResendInflightMessages(force bool) error {
 		return nil
 	}
 
+	// UMBRA PATCH 7 and 9: in delivery order (GetAll sorts by Sequence);
+	// PUBLISH with DUP only if it was written before (the stored copy says
+	// so; upstream set DUP on every resend, first deliveries of queued
+	// messages included); and within the client's Receive Maximum: what does
+	// not fit is held, to be released as acknowledgements return quota
+	// (upstream sent everything at once).
+	limited := atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
 	for _, tk := range cl.State.Inflight.GetAll(false) {
 		if tk.FixedHeader.Type == packets.Publish {
-			tk.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			if limited && atomic.LoadInt32(&cl.State.Inflight.sendQuota) <= 0 {
+				if tk.Expiry >= 0 {
+					tk.Expiry = -1
+					cl.State.Inflight.Set(tk)
+				}
+				continue
+			}
+			if tk.Expiry < 0 { // held before: give it back its expiry
+				tk.Expiry = 0
+				if exp := minimum(cl.ops.options.Capabilities.MaximumMessageExpiryInterval, int64(tk.Properties.MessageExpiryInterval)); exp > 0 {
+					tk.Expiry = tk.Created + exp
+				}
+			}
+			cl.State.Inflight.DecreaseSendQuota()
+			stored := tk
+			stored.FixedHeader.Dup = true // [MQTT-3.3.1-1] [MQTT-3.3.1-3]
+			cl.State.Inflight.Set(stored)
+			cl.ops.hooks.OnQosPublish(cl, stored, stored.Created, 0)
+		} else {
+			cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		}
 
-		cl.ops.hooks.OnQosPublish(cl, tk, tk.Created, 0)
 		err := cl.WritePacket(tk)
 		if err != nil {
 			return err

@@ -20,6 +20,7 @@ type Inflight struct {
 	sendQuota           int32                     // remaining outbound qos quota for flow control
 	maximumReceiveQuota int32                     // maximum allowed receive quota
 	maximumSendQuota    int32                     // maximum allowed send quota
+	sequence            uint64                    // UMBRA PATCH 9: the last Sequence given to a packet
 }
 
 // NewInflights returns a new instance of an Inflight packets map.
@@ -30,13 +31,60 @@ func NewInflights() *Inflight {
 }
 
 // Set adds or updates an inflight packet by packet id.
+//
+// UMBRA PATCH 9: a packet without a Sequence keeps the one of the packet it
+// replaces (a PUBREL replacing its PUBLISH) or, when new, gets the next one;
+// a packet with one (restored from storage) moves the counter past it.
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
 	defer i.Unlock()
 
-	_, ok := i.internal[m.PacketID]
+	old, ok := i.internal[m.PacketID]
+	switch {
+	case m.Sequence == 0 && ok:
+		m.Sequence = old.Sequence
+	case m.Sequence == 0:
+		i.sequence++
+		m.Sequence = i.sequence
+	case m.Sequence > i.sequence:
+		i.sequence = m.Sequence
+	}
 	i.internal[m.PacketID] = m
 	return !ok
+}
+
+// NextSequence reserves the next Sequence, for a caller that needs to know
+// it before Set (to persist the packet as stored). UMBRA PATCH 9.
+func (i *Inflight) NextSequence() uint64 {
+	i.Lock()
+	defer i.Unlock()
+	i.sequence++
+	return i.sequence
+}
+
+// TakeImmediate returns the first (lowest Sequence) packet held back for
+// lack of send quota and, under the same lock, stores it as sent: Expiry
+// set to expiry(pk), DUP set for any later resend. Two goroutines can
+// therefore never release the same packet. UMBRA PATCH 7.
+func (i *Inflight) TakeImmediate(expiry func(packets.Packet) int64) (packets.Packet, bool) {
+	i.Lock()
+	defer i.Unlock()
+
+	var next packets.Packet
+	found := false
+	for _, v := range i.internal {
+		if v.Expiry < 0 && (!found || v.Sequence < next.Sequence) {
+			next, found = v, true
+		}
+	}
+	if !found {
+		return next, false
+	}
+	next.Expiry = expiry(next)
+	stored := next
+	stored.FixedHeader.Dup = true
+	i.internal[next.PacketID] = stored
+	return next, true
 }
 
 // Get returns an inflight packet by packet id.
@@ -67,6 +115,7 @@ func (i *Inflight) Clone() *Inflight {
 	for k, v := range i.internal {
 		c.internal[k] = v
 	}
+	c.sequence = i.sequence // UMBRA PATCH 9
 	return c
 }
 
@@ -82,8 +131,11 @@ func (i *Inflight) GetAll(immediate bool) []packets.Packet {
 		}
 	}
 
+	// UMBRA PATCH 9: in the order the packets entered the store (upstream
+	// sorted by uint16(Created): whole seconds, so one second's messages came
+	// out in map order, and wrapping every 18 hours).
 	sort.Slice(m, func(i, j int) bool {
-		return uint16(m[i].Created) < uint16(m[j].Created)
+		return m[i].Sequence < m[j].Sequence
 	})
 
 	return m

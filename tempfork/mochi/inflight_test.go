@@ -41,18 +41,72 @@ func TestInflightGetAllAndImmediate(t *testing.T) {
 	cl.State.Inflight.Set(packets.Packet{PacketID: 4, Created: 4, Expiry: -1})
 	cl.State.Inflight.Set(packets.Packet{PacketID: 5, Created: 5})
 
+	// UMBRA PATCH 9: Set numbers packets in the order they enter the store.
 	require.Equal(t, []packets.Packet{
-		{PacketID: 1, Created: 1},
-		{PacketID: 2, Created: 2},
-		{PacketID: 3, Created: 3, Expiry: -1},
-		{PacketID: 4, Created: 4, Expiry: -1},
-		{PacketID: 5, Created: 5},
+		{PacketID: 1, Created: 1, Sequence: 1},
+		{PacketID: 2, Created: 2, Sequence: 2},
+		{PacketID: 3, Created: 3, Expiry: -1, Sequence: 3},
+		{PacketID: 4, Created: 4, Expiry: -1, Sequence: 4},
+		{PacketID: 5, Created: 5, Sequence: 5},
 	}, cl.State.Inflight.GetAll(false))
 
 	require.Equal(t, []packets.Packet{
-		{PacketID: 3, Created: 3, Expiry: -1},
-		{PacketID: 4, Created: 4, Expiry: -1},
+		{PacketID: 3, Created: 3, Expiry: -1, Sequence: 3},
+		{PacketID: 4, Created: 4, Expiry: -1, Sequence: 4},
 	}, cl.State.Inflight.GetAll(true))
+}
+
+// UMBRA PATCH 9: GetAll returns packets in the order they entered the store,
+// not by uint16(Created): same-second packets used to come out in map order,
+// and Created wraps in uint16 every ~18 hours.
+func TestInflightGetAllOrderedBySequence(t *testing.T) {
+	cl, _, _ := newTestClient()
+	ids := []uint16{9, 3, 7, 1, 8, 2, 6, 4, 5}
+	for _, id := range ids {
+		cl.State.Inflight.Set(packets.Packet{PacketID: id, Created: 1700000000})
+	}
+	cl.State.Inflight.Set(packets.Packet{PacketID: 10, Created: 65536}) // uint16(Created) == 0
+	got := []uint16{}
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		got = append(got, pk.PacketID)
+	}
+	require.Equal(t, append(ids, 10), got)
+
+	// A packet replacing another (PUBREL for its PUBLISH) keeps its place;
+	// one restored with a Sequence moves the counter past it.
+	cl.State.Inflight.Set(packets.Packet{PacketID: 9, FixedHeader: packets.FixedHeader{Type: packets.Pubrel}})
+	pk, ok := cl.State.Inflight.Get(9)
+	require.True(t, ok)
+	require.Equal(t, uint64(1), pk.Sequence)
+	cl.State.Inflight.Set(packets.Packet{PacketID: 11, Sequence: 100})
+	require.Equal(t, uint64(101), cl.State.Inflight.NextSequence())
+}
+
+// UMBRA PATCH 7: TakeImmediate releases the held packet with the lowest
+// Sequence, once: it is stored as sent (expiry restored, DUP for a resend).
+func TestInflightTakeImmediate(t *testing.T) {
+	cl, _, _ := newTestClient()
+	cl.State.Inflight.Set(packets.Packet{PacketID: 1, Created: 1})
+	cl.State.Inflight.Set(packets.Packet{PacketID: 2, Created: 2, Expiry: -1})
+	cl.State.Inflight.Set(packets.Packet{PacketID: 3, Created: 3, Expiry: -1})
+	expiry := func(pk packets.Packet) int64 { return pk.Created + 100 }
+
+	pk, ok := cl.State.Inflight.TakeImmediate(expiry)
+	require.True(t, ok)
+	require.Equal(t, uint16(2), pk.PacketID)
+	require.Equal(t, int64(102), pk.Expiry)
+	require.False(t, pk.FixedHeader.Dup)
+	stored, ok := cl.State.Inflight.Get(2)
+	require.True(t, ok)
+	require.True(t, stored.FixedHeader.Dup)
+	require.Equal(t, int64(102), stored.Expiry)
+
+	pk, ok = cl.State.Inflight.TakeImmediate(expiry)
+	require.True(t, ok)
+	require.Equal(t, uint16(3), pk.PacketID)
+	_, ok = cl.State.Inflight.TakeImmediate(expiry)
+	require.False(t, ok)
+	require.Equal(t, 3, cl.State.Inflight.Len())
 }
 
 func TestInflightLen(t *testing.T) {
@@ -182,14 +236,14 @@ func TestNextImmediate(t *testing.T) {
 
 	pk, ok := cl.State.Inflight.NextImmediate()
 	require.True(t, ok)
-	require.Equal(t, packets.Packet{PacketID: 3, Created: 3, Expiry: -1}, pk)
+	require.Equal(t, packets.Packet{PacketID: 3, Created: 3, Expiry: -1, Sequence: 3}, pk) // UMBRA PATCH 9
 
 	r := cl.State.Inflight.Delete(3)
 	require.True(t, r)
 
 	pk, ok = cl.State.Inflight.NextImmediate()
 	require.True(t, ok)
-	require.Equal(t, packets.Packet{PacketID: 4, Created: 4, Expiry: -1}, pk)
+	require.Equal(t, packets.Packet{PacketID: 4, Created: 4, Expiry: -1, Sequence: 4}, pk) // UMBRA PATCH 9
 
 	r = cl.State.Inflight.Delete(4)
 	require.True(t, r)

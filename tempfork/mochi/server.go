@@ -509,6 +509,12 @@ func (s *Server) connectClient(cl *Client, listener string) (counted bool, err e
 //go:noinline
 func (s *Server) detachClient(cl *Client, listener string, err error) {
 	if err != nil {
+		if cl.Properties.ProtocolVersion == 5 && errors.Is(err, packets.ErrPacketTooLarge) && !cl.Closed() {
+			// UMBRA PATCH 10: say why before closing [MQTT-3.2.2-15]; upstream
+			// closed without a word. Not for 3.1.1, which has no DISCONNECT
+			// from the server.
+			_ = s.DisconnectClient(cl, packets.ErrPacketTooLarge)
+		}
 		s.sendLWT(cl)
 		cl.Stop(err)
 	} else {
@@ -593,8 +599,16 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
-		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
+		// UMBRA PATCH 13: a disconnected MQTT 5 session whose Session Expiry
+		// Interval is 0 (or absent, which means 0) ended when its network
+		// connection closed [MQTT-3.1.2-23]. detachClient deletes it, but
+		// only after the OnDisconnect hooks have run: a client reconnecting
+		// in between (a device told of its disconnect, or just quick) was
+		// handed the old session, session present.
+		ended := existing.Properties.ProtocolVersion == 5 &&
+			existing.Properties.Props.SessionExpiryInterval == 0 && existing.StopTime() > 0
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                            // [MQTT-3.1.4-3]
+		if pk.Connect.Clean || ended || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
 			existing.State.isTakenOver.Store(true) // only set isTakenOver after unsubscribe has occurred
@@ -635,6 +649,11 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	return false // [MQTT-3.2.2-2]
 }
 
+// ErrPublishNotAuthorized is the stop cause of an MQTT 3.1.1 client whose
+// QoS 1 or 2 publish was refused by the ACL: its connection is closed, since
+// 3.1.1 can carry no refusal. UMBRA PATCH 6.
+var ErrPublishNotAuthorized = packets.Code{Code: packets.ErrNotAuthorized.Code, Reason: "publish not authorized"}
+
 // SendConnack returns a Connack packet to a client.
 func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, properties *packets.Properties) error {
 	if properties == nil {
@@ -672,6 +691,13 @@ func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, prop
 		properties.MaximumQos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 		properties.MaximumQosFlag = true
 	}
+
+	// UMBRA PATCH 10: announce the limits the server enforces. Without
+	// Maximum Packet Size a client cannot know its publish will be refused;
+	// without Topic Alias Maximum the client's maximum is 0 and any alias it
+	// sends is a protocol error [MQTT-3.2.2-17], yet upstream accepted them.
+	properties.MaximumPacketSize = s.Options.Capabilities.MaximumPacketSize // 0: not sent
+	properties.TopicAliasMaximum = s.Options.Capabilities.TopicAliasMaximum // 0: not sent
 
 	if cl.Properties.Props.AssignedClientID != "" {
 		properties.AssignedClientID = cl.Properties.Props.AssignedClientID // [MQTT-3.1.3-7] [MQTT-3.2.2-16]
@@ -748,18 +774,43 @@ func (s *Server) processPacket(cl *Client, pk packets.Packet) error {
 		return err
 	}
 
-	if cl.State.Inflight.Len() > 0 && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
-		next, ok := cl.State.Inflight.NextImmediate()
-		if ok {
-			_ = cl.WritePacket(next)
-			if ok := cl.State.Inflight.Delete(next.PacketID); ok {
-				atomic.AddInt64(&s.Info.Inflight, -1)
-			}
-			cl.State.Inflight.DecreaseSendQuota()
-		}
-	}
+	s.releaseHeld(cl)
 
 	return nil
+}
+
+// releaseHeld sends messages held back by the client's Receive Maximum
+// while it has send quota.
+//
+// UMBRA PATCH 7: upstream wrote the first held message and then deleted it
+// from the in-flight store, so its PUBACK found nothing, returned no quota
+// (delivery stalled) and the message was never redelivered (lost on
+// reconnect). The message now stays in flight, as sent, until acknowledged;
+// its expiry, overwritten by the hold marker, is restored.
+func (s *Server) releaseHeld(cl *Client) {
+	for cl.Net.Conn != nil && !cl.Closed() && atomic.LoadInt32(&cl.State.Inflight.sendQuota) > 0 {
+		next, ok := cl.State.Inflight.TakeImmediate(s.messageExpiry)
+		if !ok {
+			return
+		}
+		cl.State.Inflight.DecreaseSendQuota()
+		stored := next
+		stored.FixedHeader.Dup = true
+		s.hooks.OnQosPublish(cl, stored, stored.Created, 0)
+		if !cl.enqueue(&next) { // behind what is already queued; if dropped, resent on reconnect
+			return
+		}
+	}
+}
+
+// messageExpiry is the expiry time of a message created at pk.Created, as
+// publishToSubscribers computes it. UMBRA PATCH 7.
+func (s *Server) messageExpiry(pk packets.Packet) int64 {
+	if expiry := minimum(s.Options.Capabilities.MaximumMessageExpiryInterval,
+		int64(pk.Properties.MessageExpiryInterval)); expiry > 0 {
+		return pk.Created + expiry
+	}
+	return 0
 }
 
 // processConnect processes a Connect packet. The packet cannot be used to establish
@@ -902,7 +953,13 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		}
 
 		if cl.Properties.ProtocolVersion != 5 {
-			return s.DisconnectClient(cl, packets.ErrNotAuthorized)
+			// UMBRA PATCH 6: MQTT 3.1.1 has no server-to-client DISCONNECT
+			// (upstream sent one, 0xE0): close the connection, as AWS IoT does
+			// on a policy violation. The error ends the client's read loop,
+			// which closes the connection, after OnPacketProcessed has seen
+			// it; its distinct value lets a hook tell this from other
+			// refusals (Umbra backs off the offender).
+			return ErrPublishNotAuthorized
 		}
 
 		ackType := packets.Puback
@@ -1085,17 +1142,6 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		out.FixedHeader.Qos = s.Options.Capabilities.MaximumQos // [MQTT-3.2.2-9]
 	}
 
-	if cl.Properties.Props.TopicAliasMaximum > 0 {
-		var aliasExists bool
-		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
-		if out.Properties.TopicAlias > 0 {
-			out.Properties.TopicAliasFlag = true
-			if aliasExists {
-				out.TopicName = ""
-			}
-		}
-	}
-
 	if out.FixedHeader.Qos > 0 {
 		if cl.State.Inflight.Len() >= int(s.Options.Capabilities.MaximumInflight) {
 			// add hook?
@@ -1120,22 +1166,52 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 			return out, packets.ErrQuotaExceeded
 		}
 		sentQuota := atomic.LoadInt32(&cl.State.Inflight.sendQuota)
+		held := sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0
 
-		if ok := cl.State.Inflight.Set(out); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
+		// UMBRA PATCH 9: the message's place in the client's delivery order,
+		// known before it is stored so the store keeps it too. The stored
+		// copy carries DUP only if this copy is about to be written: a
+		// message queued for an offline (or quota-held) client is first
+		// delivered with DUP=0 [MQTT-3.3.1-1], upstream sent DUP=1.
+		out.Sequence = cl.State.Inflight.NextSequence()
+		stored := out
+		stored.FixedHeader.Dup = !held && cl.Net.Conn != nil && !cl.Closed()
+		if ok := cl.State.Inflight.Set(stored); ok { // [MQTT-4.3.2-3] [MQTT-4.3.3-3]
 			atomic.AddInt64(&s.Info.Inflight, 1)
-			s.hooks.OnQosPublish(cl, out, out.Created, 0)
+			s.hooks.OnQosPublish(cl, stored, stored.Created, 0)
 			cl.State.Inflight.DecreaseSendQuota()
 		}
 
-		if sentQuota == 0 && atomic.LoadInt32(&cl.State.Inflight.maximumSendQuota) > 0 {
-			out.Expiry = -1
-			cl.State.Inflight.Set(out)
+		if held {
+			stored.Expiry = -1
+			cl.State.Inflight.Set(stored)
+			// UMBRA PATCH 7: the quota may have come back between the check
+			// above and the hold (an ack processed meanwhile); nothing else
+			// would then release the message until the client's next packet.
+			s.releaseHeld(cl)
 			return out, nil
 		}
 	}
 
 	if cl.Net.Conn == nil || cl.Closed() {
 		return out, packets.CodeDisconnect
+	}
+
+	// UMBRA PATCH 12: the topic alias is chosen here, for the copy about to
+	// be written, no longer before the message entered the in-flight store.
+	// Upstream stored (and Umbra persisted) QoS 1/2 messages with the alias
+	// and an empty topic name, so a message resent on a new connection,
+	// where aliases start afresh [MQTT-3.3.2-7], named no topic; and a
+	// message held for Receive Maximum set up an alias the client never saw.
+	if cl.Properties.Props.TopicAliasMaximum > 0 {
+		var aliasExists bool
+		out.Properties.TopicAlias, aliasExists = cl.State.TopicAliases.Outbound.Set(pk.TopicName)
+		if out.Properties.TopicAlias > 0 {
+			out.Properties.TopicAliasFlag = true
+			if aliasExists {
+				out.TopicName = ""
+			}
+		}
 	}
 
 	if !cl.enqueue(&out) {
@@ -1226,7 +1302,14 @@ func (s *Server) processPubrec(cl *Client, pk packets.Packet) error {
 
 	ack := s.buildAck(pk.PacketID, packets.Pubrel, 1, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-4] ![MQTT-4.3.3-6]
 	cl.State.Inflight.DecreaseReceiveQuota()                                              // -1 RECV QUOTA
-	cl.State.Inflight.Set(ack)                                                            // [MQTT-4.3.3-5]
+	if old, ok := cl.State.Inflight.Get(pk.PacketID); ok {
+		ack.Sequence = old.Sequence // UMBRA PATCH 8: the PUBREL takes the PUBLISH's place
+	}
+	cl.State.Inflight.Set(ack) // [MQTT-4.3.3-5]
+	// UMBRA PATCH 8: the state change is stored before the PUBREL goes out
+	// (upstream never told the store, so after a restart the PUBLISH was
+	// sent again, DUP=1, to a client that had already released it).
+	s.hooks.OnQosPublish(cl, ack, ack.Created, 0)
 	return cl.WritePacket(ack)
 }
 
@@ -1245,13 +1328,11 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 	}
 
 	ack := s.buildAck(pk.PacketID, packets.Pubcomp, 0, pk.Properties, packets.CodeSuccess) // [MQTT-4.3.3-11]
-	cl.State.Inflight.Set(ack)
 
-	err := cl.WritePacket(ack)
-	if err != nil {
-		return err
-	}
-
+	// UMBRA PATCH 8: the flow ends (in memory and in the store) before the
+	// PUBCOMP is sent; upstream sent it first, so a restart in between kept
+	// a stale PUBREC record that would refuse the client's next QoS 2
+	// publish reusing the id.
 	cl.State.Inflight.IncreaseReceiveQuota()             // +1 RECV QUOTA
 	cl.State.Inflight.IncreaseSendQuota()                // +1 SENT QUOTA
 	if ok := cl.State.Inflight.Delete(pk.PacketID); ok { // [MQTT-4.3.3-12]
@@ -1259,7 +1340,7 @@ func (s *Server) processPubrel(cl *Client, pk packets.Packet) error {
 		s.hooks.OnQosComplete(cl, pk)
 	}
 
-	return nil
+	return cl.WritePacket(ack)
 }
 
 // processPubcomp processes a Pubcomp packet, denoting completion of a QOS 2 packet sent from the server.
@@ -1278,10 +1359,11 @@ func (s *Server) processPubcomp(cl *Client, pk packets.Packet) error {
 // processSubscribe processes a Subscribe packet.
 func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 	pk = s.hooks.OnSubscribe(cl, pk)
+	// UMBRA PATCH 5: upstream refused the whole SUBSCRIBE (0x91) when its
+	// packet id matched one of the server's outbound in-flight messages,
+	// which are numbered in the server's id space, not the client's: a
+	// persistent session resubscribing on reconnect was refused.
 	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-		code = packets.ErrPacketIdentifierInUse
-	}
 
 	filterExisted := make([]bool, len(pk.Filters))
 	reasonCodes := make([]byte, len(pk.Filters))
@@ -1330,6 +1412,9 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 			User: pk.Properties.User,
 		},
 	}
+	if s.Options.Capabilities.Compatibilities.NoInheritedPropertiesOnAck {
+		ack.Properties.User = nil // UMBRA PATCH 10: as buildAck does for PUBACK/PUBREC
+	}
 
 	if code.Code >= packets.ErrUnspecifiedError.Code {
 		ack.Properties.ReasonString = code.Reason
@@ -1354,10 +1439,7 @@ func (s *Server) processSubscribe(cl *Client, pk packets.Packet) error {
 
 // processUnsubscribe processes an unsubscribe packet.
 func (s *Server) processUnsubscribe(cl *Client, pk packets.Packet) error {
-	code := packets.CodeSuccess
-	if _, ok := cl.State.Inflight.Get(pk.PacketID); ok {
-		code = packets.ErrPacketIdentifierInUse
-	}
+	code := packets.CodeSuccess // UMBRA PATCH 5: no check against the server's in-flight ids
 
 	pk = s.hooks.OnUnsubscribe(cl, pk)
 	reasonCodes := make([]byte, len(pk.Filters))
@@ -1747,8 +1829,25 @@ func (s *Server) clearExpiredClients(dt int64) {
 		}
 
 		if disconnected+int64(expire) < dt {
-			s.hooks.OnClientExpired(client)
 			s.Clients.Delete(id) // [MQTT-4.1.0-2]
+			// UMBRA PATCH 11: a will still waiting for its delay is published
+			// now: the server publishes it when the Will Delay Interval has
+			// passed or the session ends, whichever happens first [MQTT-3.1.3-9]
+			// (3.1.3.2.2). Upstream caps the delay at the expiry the client
+			// asked for, but the session can end sooner (the server's maximum
+			// is lower); the will then waited for the rest of its delay. The
+			// session is deleted first, so whoever acts on the will finds it
+			// gone.
+			if pk, ok := s.loop.willDelayed.Get(id); ok {
+				s.loop.willDelayed.Delete(id)
+				s.publishToSubscribers(pk) // [MQTT-3.1.2-8]
+				if pk.FixedHeader.Retain {
+					s.retainMessage(client, pk)
+				}
+				client.Properties.Will = Will{} // [MQTT-3.1.2-10]
+				s.hooks.OnWillSent(client, pk)
+			}
+			s.hooks.OnClientExpired(client)
 		}
 	}
 }

@@ -564,6 +564,7 @@ func TestEstablishConnectionAckFailure(t *testing.T) {
 
 func TestEstablishConnectionReadError(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // UMBRA PATCH 10: not announced when 0; see TestServerSendConnackAnnouncesLimits
 	defer s.Close()
 
 	r, w := net.Pipe()
@@ -613,7 +614,12 @@ func TestEstablishConnectionInheritExisting(t *testing.T) {
 	cl.Properties.Username = []byte("mochi")
 	cl.ID = packets.TPacketData[packets.Connect].Get(packets.TConnectMqtt311).Packet.Connect.ClientIdentifier
 	cl.State.Subscriptions.Add("a/b/c", packets.Subscription{Filter: "a/b/c", Qos: 1})
-	cl.State.Inflight.Set(*packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet)
+	// UMBRA PATCH 9: a resend carries DUP only if the message was written
+	// before, which the stored copy records (a queued message's first
+	// delivery has DUP=0; see TestResendInflightFirstDeliveryNotDup).
+	sent := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
+	sent.FixedHeader.Dup = true
+	cl.State.Inflight.Set(sent)
 	s.Clients.Add(cl)
 
 	r, w := net.Pipe()
@@ -1084,6 +1090,7 @@ func TestServerSendConnack(t *testing.T) {
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
 	s.Options.Capabilities.MaximumQos = 1
+	s.Options.Capabilities.TopicAliasMaximum = 0 // UMBRA PATCH 10: not announced when 0; see TestServerSendConnackAnnouncesLimits
 	cl.Properties.Props = packets.Properties{
 		AssignedClientID: "mochi",
 	}
@@ -1096,6 +1103,40 @@ func TestServerSendConnack(t *testing.T) {
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
 	require.Equal(t, packets.TPacketData[packets.Connack].Get(packets.TConnackMinMqtt5).RawBytes, buf)
+}
+
+// UMBRA PATCH 10: the CONNACK announces the Maximum Packet Size and Topic
+// Alias Maximum the server enforces [MQTT-3.2.2-15] [MQTT-3.2.2-17]; upstream
+// sent neither, so a client could not know its large publish would be refused,
+// and by the spec could not use topic aliases at all.
+func TestServerSendConnackAnnouncesLimits(t *testing.T) {
+	s := newServer()
+	cl, r, w := newTestClient()
+	cl.Properties.ProtocolVersion = 5
+	s.Options.Capabilities.MaximumQos = 1
+	s.Options.Capabilities.MaximumPacketSize = 1024
+	s.Options.Capabilities.TopicAliasMaximum = 8
+	cl.Properties.Props = packets.Properties{
+		AssignedClientID: "mochi",
+	}
+	go func() {
+		err := s.SendConnack(cl, packets.CodeSuccess, true, nil)
+		require.NoError(t, err)
+		_ = w.Close()
+	}()
+
+	buf, err := io.ReadAll(r)
+	require.NoError(t, err)
+	require.Equal(t, []byte{
+		packets.Connack << 4, 21, // fixed header, remaining length
+		1,                                   // session present
+		0,                                   // success
+		18,                                  // properties length
+		0x12, 0, 5, 'm', 'o', 'c', 'h', 'i', // assigned client id
+		0x22, 0, 8, // topic alias maximum 8
+		0x24, 1, // maximum qos 1
+		0x27, 0, 0, 4, 0, // maximum packet size 1024
+	}, buf)
 }
 
 func TestServerSendConnackFailureReason(t *testing.T) {
@@ -1115,6 +1156,7 @@ func TestServerSendConnackFailureReason(t *testing.T) {
 
 func TestServerSendConnackWithServerKeepalive(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // UMBRA PATCH 10: not announced when 0; see TestServerSendConnackAnnouncesLimits
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
 	cl.State.Keepalive = 10
@@ -1194,6 +1236,7 @@ func TestServerValidateConnect(t *testing.T) {
 
 func TestServerSendConnackAdjustedExpiryInterval(t *testing.T) {
 	s := newServer()
+	s.Options.Capabilities.TopicAliasMaximum = 0 // UMBRA PATCH 10: not announced when 0; see TestServerSendConnackAnnouncesLimits
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
 	cl.Properties.Props.SessionExpiryInterval = uint32(300)
@@ -1503,14 +1546,27 @@ func TestServerProcessPacketAndNextImmediate(t *testing.T) {
 	go func() {
 		err := s.processPacket(cl, *packets.TPacketData[packets.Publish].Get(packets.TPublishBasic).Packet)
 		require.NoError(t, err)
-		_ = w.Close()
 	}()
 
-	buf, err := io.ReadAll(r)
+	// UMBRA PATCH 7: the released message goes through the client's outbound
+	// queue (behind what is already queued), so it is written asynchronously:
+	// read exactly one packet's bytes rather than until the pipe closes.
+	want := packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).RawBytes
+	buf := make([]byte, len(want))
+	_, err := io.ReadFull(r, buf)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).RawBytes, buf)
-	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Inflight))
+	_ = w.Close()
+	require.Equal(t, want, buf)
+	// UMBRA PATCH 7: upstream deleted the released message from the in-flight
+	// store after writing it, so its PUBACK returned no quota and it was never
+	// redelivered. It now stays in flight, marked as sent (DUP for a resend,
+	// hold marker gone), until acknowledged.
+	require.Equal(t, int64(1), atomic.LoadInt64(&s.Info.Inflight))
 	require.Equal(t, int32(4), cl.State.Inflight.sendQuota)
+	stored, ok := cl.State.Inflight.Get(packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet.PacketID)
+	require.True(t, ok)
+	require.True(t, stored.FixedHeader.Dup)
+	require.Equal(t, int64(0), stored.Expiry)
 }
 
 func TestServerProcessPublishAckFailure(t *testing.T) {
@@ -1664,17 +1720,17 @@ func TestServerProcessPublishACLCheckDeny(t *testing.T) {
 			name:             "v4_QOS1",
 			protocolVersion:  4,
 			pk:               *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet,
-			expectErr:        packets.ErrNotAuthorized,
+			expectErr:        ErrPublishNotAuthorized, // UMBRA PATCH 6: no DISCONNECT; the read loop closes
 			expectReponse:    nil,
-			expectDisconnect: true,
+			expectDisconnect: false,
 		},
 		{
 			name:             "v4_QOS2",
 			protocolVersion:  4,
 			pk:               *packets.TPacketData[packets.Publish].Get(packets.TPublishQos2).Packet,
-			expectErr:        packets.ErrNotAuthorized,
+			expectErr:        ErrPublishNotAuthorized, // UMBRA PATCH 6: no DISCONNECT; the read loop closes
 			expectReponse:    nil,
-			expectDisconnect: true,
+			expectDisconnect: false,
 		},
 		{
 			name:             "v5_QOS0",
@@ -2797,7 +2853,12 @@ func TestServerProcessPacketSubscribe(t *testing.T) {
 	require.Equal(t, packets.TPacketData[packets.Suback].Get(packets.TSubackMqtt5).RawBytes, buf)
 }
 
-func TestServerProcessPacketSubscribePacketIDInUse(t *testing.T) {
+// UMBRA PATCH 5: a SUBSCRIBE's packet id is the client's; the in-flight
+// store holds the server's outbound ids, a separate space [MQTT-2.2.1-3]
+// [MQTT-2.2.1-4]. Upstream refused the SUBSCRIBE with 0x91 when the ids
+// coincided (a persistent session resubscribing on reconnect with messages
+// queued for it); it is now granted.
+func TestServerProcessPacketSubscribePacketIDOfServerInflight(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
@@ -2813,7 +2874,9 @@ func TestServerProcessPacketSubscribePacketIDInUse(t *testing.T) {
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Suback].Get(packets.TSubackPacketIDInUse).RawBytes, buf)
+	require.Equal(t, packets.TPacketData[packets.Suback].Get(packets.TSubackMqtt5).RawBytes, buf)
+	_, ok := cl.State.Inflight.Get(15) // the server's message is untouched
+	require.True(t, ok)
 }
 
 func TestServerProcessPacketSubscribeInvalid(t *testing.T) {
@@ -3048,7 +3111,9 @@ func TestServerProcessPacketUnsubscribe(t *testing.T) {
 	require.Equal(t, int64(-1), atomic.LoadInt64(&s.Info.Subscriptions))
 }
 
-func TestServerProcessPacketUnsubscribePackedIDInUse(t *testing.T) {
+// UMBRA PATCH 5: as for SUBSCRIBE, an UNSUBSCRIBE's packet id is not
+// checked against the server's outbound in-flight ids.
+func TestServerProcessPacketUnsubscribePacketIDOfServerInflight(t *testing.T) {
 	s := newServer()
 	cl, r, w := newTestClient()
 	cl.Properties.ProtocolVersion = 5
@@ -3061,7 +3126,13 @@ func TestServerProcessPacketUnsubscribePackedIDInUse(t *testing.T) {
 
 	buf, err := io.ReadAll(r)
 	require.NoError(t, err)
-	require.Equal(t, packets.TPacketData[packets.Unsuback].Get(packets.TUnsubackPacketIDInUse).RawBytes, buf)
+	require.Equal(t, []byte{
+		packets.Unsuback << 4, 21, // fixed header
+		0, 15, // packet id
+		16,                                                                    // properties length
+		38, 0, 5, 'h', 'e', 'l', 'l', 'o', 0, 6, 228, 184, 150, 231, 149, 140, // user property
+		packets.CodeNoSubscriptionExisted.Code, packets.CodeNoSubscriptionExisted.Code,
+	}, buf)
 	require.Equal(t, int64(0), atomic.LoadInt64(&s.Info.Subscriptions))
 }
 

@@ -215,3 +215,151 @@ func TestOutboundQueueThatNeverEmptiesStaysSmall(t *testing.T) {
 	_, ok := q.pop()
 	require.False(t, ok)
 }
+
+// UMBRA PATCH 9: a queued message that was never written is first delivered
+// with DUP=0 [MQTT-3.3.1-1]; upstream set DUP on every resend. One written
+// before (the stored copy says so) is resent with DUP=1, and after this
+// delivery the stored copy says so too. Messages go out in Sequence order.
+func TestResendInflightFirstDeliveryNotDup(t *testing.T) {
+	cl, r, w := newTestClient()
+	cl.State.Inflight.maximumSendQuota = 0 // no Receive Maximum limit here
+	queued := *packets.TPacketData[packets.Publish].Get(packets.TPublishQos1).Packet
+	queued.PacketID = 7
+	sent := queued
+	sent.PacketID = 3
+	sent.FixedHeader.Dup = true
+	cl.State.Inflight.Set(queued) // Sequence 1: first in delivery order
+	cl.State.Inflight.Set(sent)   // Sequence 2
+
+	type got struct {
+		id  uint16
+		dup bool
+	}
+	out := make(chan got, 2)
+	go func() {
+		br := bufio.NewReader(r)
+		for i := 0; i < 2; i++ {
+			fh := new(packets.FixedHeader)
+			b, err := br.ReadByte()
+			if err != nil {
+				close(out)
+				return
+			}
+			_ = fh.Decode(b)
+			fh.Remaining, _, _ = packets.DecodeLength(br)
+			body := make([]byte, fh.Remaining)
+			_, _ = io.ReadFull(br, body)
+			pk := packets.Packet{FixedHeader: *fh, ProtocolVersion: 4}
+			_ = pk.PublishDecode(body)
+			out <- got{pk.PacketID, fh.Dup}
+		}
+		close(out)
+	}()
+	require.NoError(t, cl.ResendInflightMessages(true))
+	require.Equal(t, got{7, false}, <-out)
+	require.Equal(t, got{3, true}, <-out)
+	_ = w.Close()
+	stored, ok := cl.State.Inflight.Get(7)
+	require.True(t, ok)
+	require.True(t, stored.FixedHeader.Dup, "a later resend of the delivered message must carry DUP")
+}
+
+// UMBRA PATCH 10: an MQTT 5 client whose packet exceeds the Maximum Packet
+// Size is told why, DISCONNECT 0x95, before the connection closes; upstream
+// closed without a word. A 3.1.1 client is not sent a DISCONNECT.
+func TestPacketTooLargeDisconnect(t *testing.T) {
+	for _, v5 := range []bool{true, false} {
+		s := newServer()
+		s.Options.Capabilities.MaximumPacketSize = 64
+		cl, r, w := newTestClient()
+		if v5 {
+			cl.Properties.ProtocolVersion = 5
+		} else {
+			cl.Properties.ProtocolVersion = 4
+		}
+		done := make(chan []byte)
+		go func() {
+			buf, _ := io.ReadAll(r)
+			done <- buf
+		}()
+		s.detachClient(cl, "", packets.ErrPacketTooLarge)
+		_ = w.Close()
+		buf := <-done
+		if v5 {
+			require.GreaterOrEqual(t, len(buf), 3)
+			require.Equal(t, byte(packets.Disconnect<<4), buf[0])
+			require.Equal(t, packets.ErrPacketTooLarge.Code, buf[2])
+		} else {
+			require.Empty(t, buf)
+		}
+	}
+}
+
+// UMBRA PATCH 11: a will waiting for its Will Delay Interval is published
+// when the session ends first [MQTT-3.1.3-9]; upstream (which caps the delay
+// at the expiry the client asked for, not the server-capped one) published
+// it only when the delay ran out.
+func TestWillSentWhenSessionExpiresBeforeDelay(t *testing.T) {
+	s := newServer()
+	n := time.Now().Unix()
+	cl, _, _ := newTestClient()
+	cl.ID = "sleeper"
+	cl.State.disconnected = n - 10
+	cl.State.cancelOpen()
+	cl.Properties.ProtocolVersion = 5
+	cl.Properties.Props.SessionExpiryInterval = 5
+	cl.Properties.Props.SessionExpiryIntervalFlag = true
+	s.Clients.Add(cl)
+	s.loop.willDelayed.Add(cl.ID, packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish},
+		TopicName:   "wills/sleeper", Payload: []byte("gone"),
+		Expiry: n + 3600, Origin: cl.ID,
+	})
+
+	watcher, r, w := newTestClient()
+	watcher.ID = "watcher"
+	s.Clients.Add(watcher)
+	s.Topics.Subscribe(watcher.ID, packets.Subscription{Filter: "wills/#"})
+
+	got := make(chan string, 1)
+	go func() {
+		got <- readPublish(t, bufio.NewReader(r))
+	}()
+	s.clearExpiredClients(n)
+	select {
+	case topic := <-got:
+		require.Equal(t, "wills/sleeper", topic)
+	case <-time.After(5 * time.Second):
+		require.Fail(t, "the delayed will was not published when the session expired")
+	}
+	_ = w.Close()
+	_, ok := s.loop.willDelayed.Get(cl.ID)
+	require.False(t, ok)
+	_, ok = s.Clients.Get(cl.ID)
+	require.False(t, ok)
+}
+
+// UMBRA PATCH 13: an MQTT 5 session with Session Expiry Interval 0 (or
+// none, which means 0) ended with its connection [MQTT-3.1.2-23]. Between
+// the client's Stop and detachClient's delete (the OnDisconnect hooks run in
+// between) a reconnect must not inherit it; upstream handed it over.
+func TestSessionExpiryZeroNotInheritedAfterStop(t *testing.T) {
+	for _, flag := range []bool{true, false} {
+		s := newServer()
+		old, _, _ := newTestClient()
+		old.ID = "zero"
+		old.Properties.ProtocolVersion = 5
+		old.Properties.Props.SessionExpiryInterval = 0
+		old.Properties.Props.SessionExpiryIntervalFlag = flag
+		old.State.Subscriptions.Add("a/b", packets.Subscription{Filter: "a/b"})
+		old.Stop(packets.CodeDisconnect) // stopped, not yet deleted
+		s.Clients.Add(old)
+
+		cl, _, _ := newTestClient()
+		cl.ID = "zero"
+		cl.Properties.ProtocolVersion = 5
+		present := s.inheritClientSession(packets.Packet{ProtocolVersion: 5}, cl)
+		require.False(t, present, "flag %v: session inherited", flag)
+		require.Equal(t, 0, cl.State.Subscriptions.Len())
+	}
+}

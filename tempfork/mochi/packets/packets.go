@@ -138,6 +138,12 @@ type Packet struct {
 	ReasonCode      byte          // reason code for a packet response (acks, etc)
 	ReservedBit     byte          // reserved, do not use (except in testing)
 	Ignore          bool          // if true, do not perform any message forwarding operations
+
+	// Sequence orders a client's in-flight messages: assigned from a per-client
+	// counter when a message enters the client's in-flight store, persisted with
+	// it, never copied to another packet. UMBRA PATCH 9: replaces sorting by
+	// uint16(Created), seconds that collide within a second and wrap.
+	Sequence uint64
 }
 
 // Mods specifies certain values required for certain mqtt v5 compliance within packet encoding/decoding.

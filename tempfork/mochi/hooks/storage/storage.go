@@ -96,6 +96,7 @@ type Message struct {
 	Created     int64               `json:"created,omitempty"`       // the time the message was created in unixtime
 	Sent        int64               `json:"sent,omitempty"`          // the last time the message was sent (for retries) in unixtime (if inflight)
 	PacketID    uint16              `json:"packet_id,omitempty"`     // the unique id of the packet (if inflight)
+	Sequence    uint64              `json:"sequence,omitempty"`      // UMBRA PATCH 9: delivery order among the client's in-flight messages
 }
 
 // MessageProperties contains a limited subset of mqtt v5 properties specific to publish messages.
@@ -150,6 +151,7 @@ func (d *Message) ToPacket() packets.Packet {
 	// continue pointing at the values from the storage packet.
 	pk = pk.Copy(true)
 	pk.FixedHeader.Dup = d.FixedHeader.Dup
+	pk.Sequence = d.Sequence // UMBRA PATCH 9
 
 	return pk
 }

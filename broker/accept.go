@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -258,4 +259,43 @@ func writeNotReady(w http.ResponseWriter, problems []string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write([]byte("not ready:\n- " + strings.Join(problems, "\n- ") + "\n"))
+}
+
+// capConnKey is the context key of a request's capped connection.
+type capConnKey struct{}
+
+// capConnContext (http.Server.ConnContext) lets a request reach its
+// connection's per-address slot (see releaseLastConn), through TLS and
+// other wrappers that expose the connection they wrap.
+func capConnContext(ctx context.Context, c net.Conn) context.Context {
+	for {
+		if rc, ok := c.(*releaseConn); ok {
+			return context.WithValue(ctx, capConnKey{}, rc)
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return ctx
+		}
+		c = w.NetConn()
+	}
+}
+
+// releaseLastConn frees a capped connection's per-address slot when the
+// handler of its last request returns (the client sent Connection: close,
+// or the handler answered with it). net/http writes the end of the response
+// after the handler returns and closes the connection later still, so
+// without this the client, having read the whole response, could open its
+// next connection before the old one's slot is free and be refused with
+// 429 while it holds one connection fewer than the cap.
+func releaseLastConn(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rc, ok := r.Context().Value(capConnKey{}).(*releaseConn); ok {
+			defer func() {
+				if r.Close || strings.EqualFold(w.Header().Get("Connection"), "close") {
+					rc.release()
+				}
+			}()
+		}
+		next.ServeHTTP(w, r)
+	})
 }

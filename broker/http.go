@@ -56,6 +56,8 @@ func (b *Broker) serveHTTP() {
 	if h.MaxConnsPerIP > 0 {
 		ln = &capListener{Listener: ln, limit: &ipLimiter{max: h.MaxConnsPerIP}, tls: b.tlsConf != nil, log: b.log,
 			refused: func() { b.edge.httpRefused.WithLabelValues("conns_per_ip").Inc() }}
+		// A connection's last request frees its slot with its response.
+		b.httpSrv.Handler, b.httpSrv.ConnContext = releaseLastConn(b.httpSrv.Handler), capConnContext
 	}
 	if b.tlsConf != nil {
 		ln = tls.NewListener(ln, b.tlsConf)

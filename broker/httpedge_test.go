@@ -175,6 +175,6 @@ func TestHTTPConnectionsPerAddressAreCapped(t *testing.T) {
 	}
 	code, m := post(t, "GET", srv.HTTPURL()+"/metrics", "", nil)
 	if code != 200 || !strings.Contains(m, `umbra_http_refused_total{reason="conns_per_ip"}`) {
-		t.Errorf("refusal not counted in /metrics")
+		t.Errorf("refusal not counted in /metrics: %d %.200s", code, m)
 	}
 }

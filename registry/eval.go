@@ -140,25 +140,56 @@ func (e *evaluator) dynamicGroups(t *query.Term) *roaring.Bitmap {
 }
 
 // record is one thing seen through query.Record, for Match on a single
-// thing (a thing's dynamic groups).
+// thing (a thing's dynamic groups). With ov set, the fields of one shadow
+// come from a document the caller read instead of the index.
 type record struct {
 	e  *evaluator
 	id uint32
+	ov *shadowOverlay
+}
+
+// shadowOverlay holds the index values of one shadow document, standing
+// in for what the index holds of that shadow.
+type shadowOverlay struct {
+	prefix string
+	vals   map[string][]query.Value
+}
+
+func newShadowOverlay(shadowName string, doc []byte) *shadowOverlay {
+	o := &shadowOverlay{prefix: shadowPrefix(shadowName), vals: map[string][]query.Value{}}
+	for _, fv := range shadowValues(shadowName, doc) {
+		o.vals[fv.field] = append(o.vals[fv.field], fv.v)
+	}
+	return o
+}
+
+// owns reports whether a field belongs to the overlaid shadow (the classic
+// shadow's prefix "shadow." does not own the named shadows' fields).
+func (o *shadowOverlay) owns(fieldName string) bool {
+	return strings.HasPrefix(fieldName, o.prefix) &&
+		(o.prefix != shadowPrefix("") || !strings.HasPrefix(fieldName, shadowPrefix("")+"name."))
+}
+
+func (r record) raw(fieldName string) []query.Value {
+	if r.ov != nil && r.ov.owns(fieldName) {
+		return r.ov.vals[fieldName]
+	}
+	return r.e.ix.valuesLocked(r.id, fieldName)
 }
 
 func (r record) Values(fieldName string) []query.Value {
 	if strings.HasSuffix(fieldName, "."+deltaAgeSuffix) {
 		var out []query.Value
-		for _, v := range r.e.ix.valuesLocked(r.id, strings.TrimSuffix(fieldName, deltaAgeSuffix)+deltaSinceField) {
+		for _, v := range r.raw(strings.TrimSuffix(fieldName, deltaAgeSuffix) + deltaSinceField) {
 			if since, err := strconv.ParseInt(v.S, 10, 64); err == nil {
 				out = append(out, num(max(r.e.now.Unix()-since, 0)))
 			}
 		}
 		return out
 	}
-	vals := r.e.ix.valuesLocked(r.id, fieldName)
+	vals := r.raw(fieldName)
 	if fieldName == fieldGroups && r.e.depth < maxGroupDepth {
-		for _, name := range r.e.dynamicGroupsOf(r.id) {
+		for _, name := range r.e.dynamicGroupsOf(r.id, r.ov) {
 			vals = append(vals, str(name))
 		}
 	}
@@ -166,11 +197,11 @@ func (r record) Values(fieldName string) []query.Value {
 }
 
 // dynamicGroupsOf lists the dynamic groups a thing is in.
-func (e *evaluator) dynamicGroupsOf(id uint32) []string {
+func (e *evaluator) dynamicGroupsOf(id uint32, ov *shadowOverlay) []string {
 	var out []string
 	for name, g := range e.groups {
 		sub := &evaluator{ix: e.ix, groups: e.groups, now: e.now, depth: e.depth + 1}
-		if g.q.Match(record{sub, id}) {
+		if g.q.Match(record{sub, id, ov}) {
 			out = append(out, name)
 		}
 	}

@@ -194,7 +194,7 @@ func (r *Registry) ThingGroups(name string) []string {
 	}
 	e := r.evaluator()
 	var out []string
-	for _, v := range (record{e, id}).Values(fieldGroups) {
+	for _, v := range (record{e, id, nil}).Values(fieldGroups) {
 		out = append(out, v.S)
 	}
 	return out

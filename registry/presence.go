@@ -76,25 +76,70 @@ type Live struct {
 
 // Connected records a connection and publishes
 // $aws/events/presence/connected/{clientId}. Disconnected takes what it
-// returns.
+// returns. It is ConnectedAs(s, Reserve(s.ClientID), true).
 func (r *Registry) Connected(s Session) Live {
+	return r.ConnectedAs(s, r.Reserve(s.ClientID), true)
+}
+
+// Reserve takes the version number of a client's next connection. A broker
+// reserves it when the connection starts its session, before it takes over
+// an earlier connection with the same client id, so versions follow the
+// order of the connections even when their Connected reports do not (a
+// connection may be taken over before it is reported).
+func (r *Registry) Reserve(clientID string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, _ := r.connLocked(clientID)
+	v := max(r.reserved[clientID], c.Version) + 1
+	r.reserved[clientID] = v
+	return v
+}
+
+// ConnectedAs records a connection with a version from Reserve and
+// publishes $aws/events/presence/connected/{clientId}.
+//
+// current says the connection is still the client's newest (it runs, no
+// later one took it over): it becomes the client's connectivity, under a
+// new version if a connection reported before it had a later one (they
+// started their sessions concurrently). A connection already taken over
+// when it is reported (current false) goes into the history only, like its
+// end will: the client's connectivity stays with its successor.
+func (r *Registry) ConnectedAs(s Session, version int64, current bool) Live {
 	now := r.cfg.Clock().UnixMilli()
 	var sid [16]byte
 	_, _ = rand.Read(sid[:])
 	session := hex.EncodeToString(sid[:])
+	// One client id's connects and ends are stored, indexed and published
+	// in the order they change its connectivity.
+	unlock := r.locks.Lock(connLock(s.ClientID))
+	defer unlock()
 	r.mu.Lock()
 	c, _ := r.connLocked(s.ClientID)
-	c.Connected, c.Timestamp, c.LastConnect = true, now, now
-	c.DisconnectReason, c.ClientAddress, c.ProtocolVersion = "", s.Address, s.ProtocolVersion
-	c.Version++
-	r.conn[s.ClientID] = c
+	if current {
+		if version <= c.Version {
+			version = max(r.reserved[s.ClientID], c.Version) + 1
+			r.reserved[s.ClientID] = version
+		}
+		c.Connected, c.Timestamp, c.LastConnect = true, now, now
+		c.DisconnectReason, c.ClientAddress, c.ProtocolVersion = "", s.Address, s.ProtocolVersion
+		c.Version = version
+		r.conn[s.ClientID] = c
+		if r.reserved[s.ClientID] <= version {
+			delete(r.reserved, s.ClientID) // no reservation beyond the current one
+		}
+	}
 	r.mu.Unlock()
-	r.persistConn(s.ClientID, c)
+	if current {
+		r.persistConn(s.ClientID, c)
+	} else {
+		r.stageTransitionOf(s.ClientID, Transition{Connected: true, Timestamp: now, Version: version,
+			ClientAddress: s.Address, ProtocolVersion: s.ProtocolVersion})
+	}
 	r.publish("connected", lifecycle{
 		ClientID: s.ClientID, Timestamp: now, EventType: "connected", SessionIdentifier: session,
-		PrincipalIdentifier: s.Principal, ThingName: s.Thing, IPAddress: host(s.Address), VersionNumber: c.Version,
+		PrincipalIdentifier: s.Principal, ThingName: s.Thing, IPAddress: host(s.Address), VersionNumber: version,
 	})
-	return Live{Session: session, Version: c.Version}
+	return Live{Session: session, Version: version}
 }
 
 // Disconnected records the end of connection l (reason per AWS's
@@ -104,8 +149,13 @@ func (r *Registry) Connected(s Session) Live {
 // A device that reconnects at once (or a second client with its id) may be
 // connected again before its old connection's end is reported: the old end
 // then goes into the history only, and the client stays connected.
+//
+// A connection taken over before it was reported (ConnectedAs with
+// current false) is never the current one: its end goes into the history.
 func (r *Registry) Disconnected(s Session, l Live, reason string) {
 	now := r.cfg.Clock().UnixMilli()
+	unlock := r.locks.Lock(connLock(s.ClientID))
+	defer unlock()
 	r.mu.Lock()
 	c, _ := r.connLocked(s.ClientID)
 	current := c.Version == l.Version
@@ -126,6 +176,8 @@ func (r *Registry) Disconnected(s Session, l Live, reason string) {
 		ClientInitiatedDisconnect: &clientInitiated, DisconnectReason: reason,
 	})
 }
+
+func connLock(clientID string) string { return "conn:" + clientID }
 
 func (r *Registry) persistConn(clientID string, c Connectivity) {
 	b, _ := json.Marshal(c)

@@ -120,6 +120,9 @@ type Registry struct {
 	types  map[string]ThingType
 	groups map[string]*compiledGroup
 	conn   map[string]Connectivity // recorded since Open; the rest is read from the store (connLocked)
+	// reserved: per client id, the highest version Reserve handed out
+	// while it is above the current connection's
+	reserved map[string]int64
 }
 
 // Open loads the registry from the store and the fleet index from its
@@ -139,7 +142,7 @@ func Open(cfg Config) (*Registry, error) {
 	if cfg.Policy != PolicyAuto && cfg.Policy != PolicyStrict {
 		return nil, fmt.Errorf("registry: registration policy %q: want auto or strict", cfg.Policy)
 	}
-	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}}
+	r := &Registry{cfg: cfg, ix: newIndex(), types: map[string]ThingType{}, groups: map[string]*compiledGroup{}, conn: map[string]Connectivity{}, reserved: map[string]int64{}}
 	var state storeState
 	haveTx := false
 	err := cfg.Store.ViewKV(func(kv KV) error {

@@ -127,7 +127,23 @@ func (r *Registry) MatchThing(q *query.Query, name string) bool {
 	if !ok || !r.ix.registered.Contains(id) {
 		return false
 	}
-	return q.Match(record{r.evaluator(), id})
+	return q.Match(record{r.evaluator(), id, nil})
+}
+
+// MatchThingShadow is MatchThing with the fields of one shadow (shadowName,
+// "" for the classic shadow) read from doc, a document the caller read
+// (a stored document or a GET response; nil: no such shadow), instead of
+// the index. A caller that reads a shadow and also matches queries on it
+// thus decides on one shadow version, although the index applies each
+// committed change a moment after the commit.
+func (r *Registry) MatchThingShadow(q *query.Query, name, shadowName string, doc []byte) bool {
+	r.ix.mu.RLock()
+	defer r.ix.mu.RUnlock()
+	id, ok := r.ix.lookup(name)
+	if !ok || !r.ix.registered.Contains(id) {
+		return false
+	}
+	return q.Match(record{r.evaluator(), id, newShadowOverlay(shadowName, doc)})
 }
 
 // Registered is the number of registered things.

@@ -4,16 +4,19 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"time"
 
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 
+	"github.com/umbra-iot/umbra/internal/keyed"
 	"github.com/umbra-iot/umbra/registry"
 )
 
 // PresenceTracker records connections (registry.Registry does).
 type PresenceTracker interface {
-	Connected(s registry.Session) registry.Live
+	Reserve(clientID string) int64
+	ConnectedAs(s registry.Session, version int64, current bool) registry.Live
 	Disconnected(s registry.Session, l registry.Live, reason string)
 }
 
@@ -25,9 +28,27 @@ type Presence struct {
 	access       *Access
 	shuttingDown func() bool
 
+	// ids serialises, per client id, the check that a connection is still
+	// the current one with its report (see OnSessionEstablished).
+	ids      keyed.Mutex[string]
 	mu       sync.Mutex
 	sessions map[*mqtt.Client]established
+	reserved map[*mqtt.Client]reservation // session started, not yet established
+	pruneAt  int
 }
+
+// reservation is the version a connection took when its session started,
+// and its identity then (a takeover releases it before the connection may
+// be reported).
+type reservation struct {
+	session registry.Session
+	version int64
+	at      time.Time
+}
+
+// reservationTTL: a closed connection's reservation older than this is
+// dropped (its CONNACK failed, so its session is never established).
+const reservationTTL = time.Minute
 
 // established is a connection as recorded when its session was
 // established; its end is reported with the same identity, even when the
@@ -40,7 +61,8 @@ type established struct {
 // NewPresence returns the presence hook; access names identities,
 // shuttingDown tells server-initiated disconnects from lost connections.
 func NewPresence(t PresenceTracker, access *Access, shuttingDown func() bool) *Presence {
-	return &Presence{tracker: t, access: access, shuttingDown: shuttingDown, sessions: map[*mqtt.Client]established{}}
+	return &Presence{tracker: t, access: access, shuttingDown: shuttingDown, sessions: map[*mqtt.Client]established{},
+		reserved: map[*mqtt.Client]reservation{}, pruneAt: 1024}
 }
 
 // ID implements mqtt.Hook.
@@ -48,7 +70,7 @@ func (h *Presence) ID() string { return "umbra-presence" }
 
 // Provides implements mqtt.Hook.
 func (h *Presence) Provides(b byte) bool {
-	return b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
+	return b == mqtt.OnSessionEstablish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
 }
 
 func (h *Presence) session(cl *mqtt.Client) registry.Session {
@@ -60,17 +82,66 @@ func (h *Presence) session(cl *mqtt.Client) registry.Session {
 	return s
 }
 
-// OnSessionEstablished implements mqtt.Hook. A client whose id the broker
-// made up is not tracked: the id is never seen again, and each connection
-// would leave a connectivity record behind. Nor is a service using a
-// thing's client id (granted in its client_ids): it is not the thing, and
-// rollout health gates read the thing's connectivity.
-func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
-	if assignedClientID(cl) || h.access.ForeignClientID(cl) {
+// tracked reports whether a client's connections are reported. A client
+// whose id the broker made up is not tracked: the id is never seen again,
+// and each connection would leave a connectivity record behind. Nor is a
+// service using a thing's client id (granted in its client_ids): it is not
+// the thing, and rollout health gates read the thing's connectivity.
+func (h *Presence) tracked(cl *mqtt.Client) bool {
+	return !assignedClientID(cl) && !h.access.ForeignClientID(cl)
+}
+
+// OnSessionEstablish implements mqtt.Hook. Mochi runs it before the
+// connection takes over an earlier one with its client id: the version
+// reserved here orders the connections as Mochi does, even when their
+// OnSessionEstablished hooks run in the other order.
+func (h *Presence) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
+	if !h.tracked(cl) {
 		return
 	}
-	s := h.session(cl)
-	live := h.tracker.Connected(s)
+	r := reservation{session: h.session(cl), version: h.tracker.Reserve(cl.ID), at: time.Now()}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.reserved[cl] = r
+	if len(h.reserved) >= h.pruneAt {
+		for c, old := range h.reserved {
+			if c.Closed() && r.at.Sub(old.at) > reservationTTL {
+				delete(h.reserved, c)
+			}
+		}
+		h.pruneAt = max(2*len(h.reserved), 1024)
+	}
+}
+
+// OnSessionEstablished implements mqtt.Hook.
+//
+// Mochi runs this hook after the CONNACK, so a newer connection with the
+// same client id may take this one over first and even be reported before
+// it. A connection already stopped here is therefore reported into the
+// history only (with the version it reserved): reported as current after
+// its successor, its end (DUPLICATE_CLIENTID) would show the client
+// disconnected while the successor is up. The check and the report hold
+// the client id's lock, and a successor stops this connection before its
+// own report takes that lock, so a connection found running here is
+// reported before its successor.
+func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	unlock := h.ids.Lock(cl.ID)
+	defer unlock()
+	h.mu.Lock()
+	r, ok := h.reserved[cl]
+	delete(h.reserved, cl)
+	h.mu.Unlock()
+	if !ok {
+		// Not seen starting its session (or its reservation was dropped).
+		// A takeover may have released the identity since: the client is
+		// tracked only if it still names itself.
+		if !h.tracked(cl) {
+			return
+		}
+		r.session, r.version = h.session(cl), h.tracker.Reserve(cl.ID)
+	}
+	s := r.session
+	live := h.tracker.ConnectedAs(s, r.version, !cl.Closed())
 	h.mu.Lock()
 	h.sessions[cl] = established{session: s, live: live}
 	h.mu.Unlock()
@@ -85,6 +156,8 @@ func (h *Presence) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	if !ok {
 		return // never established (refused at CONNECT)
 	}
+	unlock := h.ids.Lock(e.session.ClientID)
+	defer unlock()
 	h.tracker.Disconnected(e.session, e.live, h.reason(cl, err))
 }
 

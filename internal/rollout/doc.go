@@ -46,7 +46,13 @@
 // started wave, until the rollout ends: while the wave runs, during its
 // bake, while it waits for approval or is paused, and while later waves
 // run. On each step, for each notified, in-progress or succeeded device
-// whose shadow changed (every device after a restart):
+// whose shadow changed (every device after a restart), the engine reads
+// the device's shadow once and judges every gate below on that one
+// version: the conditions are matched against the document it read (the
+// thing's attributes, other shadows and connectivity come from the fleet
+// index), never against an index that may not have applied that version
+// yet. So the update's reboot, reported with the new firmware_version, is
+// never seen without it:
 //
 //   - success condition (default shadow.reported.firmware_version equals
 //     the patch's target_version) matches a device not yet succeeded: it

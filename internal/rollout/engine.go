@@ -24,6 +24,9 @@ import (
 type Fleet interface {
 	Search(q *query.Query, after string, limit int) registry.SearchResult
 	MatchThing(q *query.Query, thing string) bool
+	// MatchThingShadow is MatchThing with one shadow's fields read from
+	// doc (registry.Registry.MatchThingShadow).
+	MatchThingShadow(q *query.Query, thing, shadowName string, doc []byte) bool
 	Connectivity(thing string) (registry.Connectivity, bool)
 }
 

@@ -75,7 +75,7 @@ func (e *Engine) executionFailedNow(r *Rollout, thing string) bool {
 // progress from statusDetails.progress, error from statusDetails.reason or
 // .error on failure); it matches once SUCCEEDED (and the success condition,
 // when the spec gives one).
-func (e *Engine) observeExecution(r *Rollout, thing string, d *Device) bool {
+func (e *Engine) observeExecution(r *Rollout, thing string, d *Device, doc []byte) bool {
 	x, ok := e.cfg.Executions.Get(thing, r.ID)
 	if !ok {
 		return false
@@ -97,7 +97,7 @@ func (e *Engine) observeExecution(r *Rollout, thing string, d *Device) bool {
 	if x.Status != awsjobs.Succeeded {
 		return false
 	}
-	return r.parsed.success == nil || e.cfg.Fleet.MatchThing(r.parsed.success, thing)
+	return r.parsed.success == nil || e.cfg.Fleet.MatchThingShadow(r.parsed.success, thing, r.Spec.Shadow, doc)
 }
 
 // endDelivery cancels a job-delivered rollout's QUEUED executions (AWS's

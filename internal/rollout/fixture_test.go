@@ -34,6 +34,43 @@ type world struct {
 	// published rollout events by topic
 	mu     sync.Mutex
 	topics []string
+	// holding delays shadow events (the fleet index and the engine's
+	// change marks) until release: the window between a shadow commit and
+	// its index update, made as wide as a test needs.
+	holding bool
+	held    []shadow.Event
+}
+
+// hold delays shadow events until release.
+func (w *world) hold() {
+	w.mu.Lock()
+	w.holding = true
+	w.mu.Unlock()
+}
+
+// release delivers the held shadow events in order and stops holding.
+func (w *world) release() {
+	w.mu.Lock()
+	held := w.held
+	w.holding, w.held = false, nil
+	w.mu.Unlock()
+	for _, ev := range held {
+		w.shadowEvent(ev)
+	}
+}
+
+func (w *world) shadowEvent(ev shadow.Event) {
+	w.mu.Lock()
+	if w.holding {
+		w.held = append(w.held, ev)
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	w.reg.ShadowChanged(ev)
+	if w.eng != nil {
+		w.eng.ShadowChanged(ev.Ref.Thing)
+	}
 }
 
 func (w *world) Publish(topic string, _ []byte) error {
@@ -60,12 +97,7 @@ func (w *world) open() {
 	if w.reg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: w.clock.Now, OnEvent: func(ev shadow.Event) {
-		w.reg.ShadowChanged(ev)
-		if w.eng != nil {
-			w.eng.ShadowChanged(ev.Ref.Thing)
-		}
-	}})
+	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: w.clock.Now, OnEvent: w.shadowEvent})
 	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.KV{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}

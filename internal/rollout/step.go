@@ -110,7 +110,7 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 			bad = DevRegressed
 		}
 		if changed[th] || r.fresh {
-			reported, matches := e.observe(ctx, r, th, d)
+			doc, reported, matches := e.observe(ctx, r, th, d)
 			if !succeeded && matches {
 				d.State, d.Reason, d.FinishedAt, d.SucceededAt = DevSucceeded, "", now.UnixMilli(), now.UnixMilli()
 				// The update's own reboot raises counters such as
@@ -124,12 +124,12 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 				fail(st, "jobExecution", v, "job execution "+v)
 				continue
 			}
-			if r.parsed.failure != nil && e.cfg.Fleet.MatchThing(r.parsed.failure, th) {
+			if r.parsed.failure != nil && e.cfg.Fleet.MatchThingShadow(r.parsed.failure, th, r.Spec.Shadow, doc) {
 				v := conditionValues(r.Spec.Failure, reported)
 				fail(bad, "failureCondition", v, "failure condition: "+v)
 				continue
 			}
-			if r.parsed.healthErr != nil && e.cfg.Fleet.MatchThing(r.parsed.healthErr, th) {
+			if r.parsed.healthErr != nil && e.cfg.Fleet.MatchThingShadow(r.parsed.healthErr, th, r.Spec.Shadow, doc) {
 				v := conditionValues(r.Spec.Health.ErrorCondition, reported)
 				fail(bad, "health.errorCondition", v, "health: error condition: "+v)
 				continue
@@ -179,25 +179,33 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 	r.fresh = false
 }
 
-// observe reads a device's reported state, records its OTA progress and
-// whether it matches the success condition (installed), and returns both.
-func (e *Engine) observe(ctx context.Context, r *Rollout, th string, d *Device) (reported gjson.Result, matches bool) {
-	doc := e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
+// observe reads a device's shadow once, records its OTA progress and
+// whether it matches the success condition (installed), and returns the
+// document, its reported state and the match. Every decision on the device
+// reads this one document: the conditions are matched against it
+// (Fleet.MatchThingShadow), not against the fleet index, which applies a
+// committed change a moment after the commit. Otherwise a step between the
+// two would see the update's reboot (boot_count up, read here) without its
+// new firmware_version (not yet indexed) and fail a healthy device on
+// health.increaseOf, or, the other way round, take the baseline from an
+// older document than the success.
+func (e *Engine) observe(ctx context.Context, r *Rollout, th string, d *Device) (doc []byte, reported gjson.Result, matches bool) {
+	doc = e.get(ctx, shadow.Ref{Thing: th, Name: r.Spec.Shadow})
 	reported = gjson.GetBytes(doc, "state.reported")
 	if ota := readOTA(reported); !ota.equal(d.OTA) {
 		d.OTA = ota
 		r.dirty[th] = true
 	}
 	if r.parsed.jobMode {
-		matches = e.observeExecution(r, th, d)
+		matches = e.observeExecution(r, th, d, doc)
 	} else {
-		matches = e.cfg.Fleet.MatchThing(r.parsed.success, th)
+		matches = e.cfg.Fleet.MatchThingShadow(r.parsed.success, th, r.Spec.Shadow, doc)
 	}
 	if matches != d.Installed {
 		d.Installed = matches
 		r.dirty[th] = true
 	}
-	return reported, matches
+	return doc, reported, matches
 }
 
 // settle follows, after a rollout ended, the devices whose update was
@@ -209,7 +217,7 @@ func (e *Engine) settle(ctx context.Context, r *Rollout, now time.Time, changed 
 		if !ok || d.NotifiedAt == 0 {
 			continue
 		}
-		reported, matches := e.observe(ctx, r, th, d)
+		doc, reported, matches := e.observe(ctx, r, th, d)
 		st := &d.State
 		if d.State == DevRolledBack {
 			st = &d.Before
@@ -225,7 +233,7 @@ func (e *Engine) settle(ctx context.Context, r *Rollout, now time.Time, changed 
 			d.Failure = &Failure{Gate: "jobExecution", Value: v, Time: now.UnixMilli()}
 			r.dirty[th] = true
 			r.event(now.UnixMilli(), "device_"+string(status), d.Wave, th, d.Reason+" (after the rollout ended)")
-		case (*st == DevNotified || *st == DevInProgress) && r.parsed.failure != nil && e.cfg.Fleet.MatchThing(r.parsed.failure, th):
+		case (*st == DevNotified || *st == DevInProgress) && r.parsed.failure != nil && e.cfg.Fleet.MatchThingShadow(r.parsed.failure, th, r.Spec.Shadow, doc):
 			v := conditionValues(r.Spec.Failure, reported)
 			*st, d.Reason, d.FinishedAt = DevFailed, "failure condition: "+v, now.UnixMilli()
 			d.Failure = &Failure{Gate: "failureCondition", Value: v, Time: now.UnixMilli()}

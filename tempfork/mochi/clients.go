@@ -88,6 +88,19 @@ func (cl *Clients) Delete(id string) {
 	delete(cl.internal, id)
 }
 
+// DeleteIf deletes the client with the given id only if it is still val,
+// and reports whether it did. UMBRA PATCH 14: a connection ending on its own
+// must not delete a newer connection registered under the same id.
+func (cl *Clients) DeleteIf(id string, val *Client) bool {
+	cl.Lock()
+	defer cl.Unlock()
+	if cl.internal[id] != val {
+		return false
+	}
+	delete(cl.internal, id)
+	return true
+}
+
 // GetByListener returns clients matching a listener id.
 func (cl *Clients) GetByListener(id string) []*Client {
 	cl.RLock()

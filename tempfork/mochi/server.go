@@ -525,10 +525,15 @@ func (s *Server) detachClient(cl *Client, listener string, err error) {
 	expire := (cl.Properties.ProtocolVersion == 5 && cl.Properties.Props.SessionExpiryInterval == 0) || (cl.Properties.ProtocolVersion < 5 && cl.Properties.Clean)
 	s.hooks.OnDisconnect(cl, err, expire)
 
-	if expire && !cl.IsTakenOver() {
+	// UMBRA PATCH 14: the session ends only if this connection is still the
+	// one registered under its id. Upstream checked IsTakenOver and then
+	// deleted by id in two steps, so a new connection with the same id
+	// registered in between (before its takeover of this one) lost its
+	// registration, its subscriptions (unsubscribed by client id) and its
+	// inflight messages, and the takeover never happened.
+	if expire && !cl.IsTakenOver() && s.Clients.DeleteIf(cl.ID, cl) {
 		cl.ClearInflights()
 		s.UnsubscribeClient(cl)
-		s.Clients.Delete(cl.ID) // [MQTT-4.1.0-2] ![MQTT-3.1.2-23]
 	}
 }
 

@@ -363,3 +363,42 @@ func TestSessionExpiryZeroNotInheritedAfterStop(t *testing.T) {
 		require.Equal(t, 0, cl.State.Subscriptions.Len())
 	}
 }
+
+// UMBRA PATCH 14: a clean-session connection that ends on its own after a
+// newer connection with the same client id was registered leaves the newer
+// one's registration and subscriptions alone.
+func TestDetachLeavesANewerConnectionWithTheSameID(t *testing.T) {
+	s := newServer()
+	defer s.Close()
+	oldConn, _ := net.Pipe()
+	old := s.NewClient(oldConn, "tcp", "device", false)
+	old.Properties.ProtocolVersion = 4
+	old.Properties.Clean = true
+	s.Clients.Add(old)
+	filter := packets.Subscription{Filter: "a/b", Qos: 1}
+	old.State.Subscriptions.Add(filter.Filter, filter)
+	s.Topics.Subscribe(old.ID, filter)
+
+	// The newer connection is registered (and subscribed) before the old
+	// one's detach runs: the interleaving that lost it upstream.
+	newConn, _ := net.Pipe()
+	newer := s.NewClient(newConn, "tcp", "device", false)
+	newer.Properties.ProtocolVersion = 4
+	newer.Properties.Clean = true
+	s.Clients.Add(newer)
+	newer.State.Subscriptions.Add(filter.Filter, filter)
+	s.Topics.Subscribe(newer.ID, filter)
+
+	s.detachClient(old, "tcp", nil)
+
+	got, ok := s.Clients.Get("device")
+	require.True(t, ok, "the newer connection was deleted")
+	require.Same(t, newer, got)
+	require.Contains(t, s.Topics.Subscribers("a/b").Subscriptions, "device", "the newer connection's subscription was removed")
+
+	// The newer connection, ending in turn, does end its session.
+	s.detachClient(newer, "tcp", nil)
+	_, ok = s.Clients.Get("device")
+	require.False(t, ok)
+	require.NotContains(t, s.Topics.Subscribers("a/b").Subscriptions, "device")
+}

@@ -28,10 +28,12 @@ func (b *Broker) serveHTTP() {
 		TrustedOrigins: b.opts.AllowedOrigins,
 		OnRefuse:       func(reason string) { b.edge.httpRefused.WithLabelValues(reason).Inc() },
 	}
-	handler, err := api.Protect(mux, protect)
+	// Unknown routes and wrong methods are JSON errors like every other.
+	routes := api.Routes(mux)
+	handler, err := api.Protect(routes, protect)
 	if err != nil { // not reached: validated in New; trust no other origin
 		protect.TrustedOrigins = nil
-		handler, _ = api.Protect(mux, protect)
+		handler, _ = api.Protect(routes, protect)
 	}
 	h := b.opts.HTTP
 	b.httpSrv = &http.Server{
@@ -78,7 +80,7 @@ func (b *Broker) metricsHandler() http.Handler {
 // cannot accept: restarting would not help; /readyz reports those.
 func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 	if b.db.View(func(*bbolt.Tx) error { return nil }) != nil {
-		http.Error(w, "database unavailable\n", http.StatusServiceUnavailable)
+		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, "", "Service Unavailable: database unavailable"))
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))

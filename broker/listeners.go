@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/umbra-iot/umbra/api"
 )
 
 // connTracker remembers a listener's open connections so Close can end them
@@ -175,6 +176,10 @@ func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeo
 		// browser page may connect only from the listener's own origin or
 		// an allowed one (handle answers the others first, in JSON).
 		CheckOrigin: func(r *http.Request) bool { return l.origins.allow(r) },
+		// A request that is no WebSocket upgrade gets the API's JSON error.
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			api.WriteError(w, api.Errorf(status, "", "%s: %v", http.StatusText(status), reason))
+		},
 	}
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
@@ -216,16 +221,14 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 			l.refused()
 		}
 		l.log.Warn("websocket refused: a web page of another origin", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "host", r.Host)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		_ = json.NewEncoder(w).Encode(map[string]any{"code": 403, "message": "Forbidden: Origin " + r.Header.Get("Origin") +
-			" may not open MQTT over WebSocket on " + r.Host + "; add it to http.allowed_origins to allow it"})
+		api.WriteError(w, api.Errorf(http.StatusForbidden, "", "Forbidden: Origin %s may not open MQTT over WebSocket on %s; add it to http.allowed_origins to allow it",
+			r.Header.Get("Origin"), r.Host))
 		return
 	}
 	release, ok := l.limit.admitAddr(r.RemoteAddr)
 	if !ok {
 		l.log.Warn("websocket refused: too many connections from one address", "remote", r.RemoteAddr)
-		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		api.WriteError(w, api.Errorf(http.StatusTooManyRequests, "", "Too Many Requests: too many connections from your address"))
 		return
 	}
 	c, err := l.upgrader.Upgrade(w, r, nil)

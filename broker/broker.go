@@ -72,7 +72,7 @@ type Broker struct {
 	shuttingDown atomic.Bool
 	shutdownOnce sync.Once
 	shutdownErr  error
-	httpDone     chan struct{}
+	bg           *owner // every background goroutine (owner.go)
 
 	streams     chan struct{} // closed when shutdown starts: ends event streams
 	stopStreams func()
@@ -86,7 +86,7 @@ func New(opts Options) (*Broker, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
-	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{})}
+	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{}), bg: newOwner()}
 	b.stopStreams = sync.OnceFunc(func() { close(b.streams) })
 	var err error
 	if b.tlsConf, err = o.TLS.load(); err != nil {
@@ -200,7 +200,7 @@ func (b *Broker) addHooks() error {
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
 	}
-	go b.rollouts.Run(b.ctx, b.opts.RolloutInterval)
+	b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
@@ -363,6 +363,11 @@ func (b *Broker) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 	}
+	// Background goroutines end (a rollout step under way is finished)
+	// while the store is open and devices are still connected.
+	if err := b.bg.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	done := make(chan struct{})
 	go func() {
 		_ = b.mqtt.Close() // closes listeners and connections, waits for read loops
@@ -394,6 +399,7 @@ func (b *Broker) closeAll() {
 	if b.cancel != nil {
 		b.cancel()
 	}
+	_ = b.bg.Stop(context.Background())
 	if b.db != nil {
 		_ = b.db.Close()
 	}

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -62,13 +63,11 @@ func (b *Broker) serveHTTP() {
 	if b.tlsConf != nil {
 		ln = tls.NewListener(ln, b.tlsConf)
 	}
-	b.httpDone = make(chan struct{})
-	go func() {
-		defer close(b.httpDone)
+	b.bg.Go("http server", func(context.Context) { // ends with httpSrv.Shutdown
 		if err := b.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error("http listener stopped", "error", err)
 		}
-	}()
+	})
 }
 
 func (b *Broker) metricsHandler() http.Handler {

@@ -528,7 +528,9 @@ func (e *Engine) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			e.Step(ctx)
+			// A step under way when ctx ends is finished, not cut in half
+			// (its shadow writes and its save would fail one by one).
+			e.Step(context.WithoutCancel(ctx))
 		}
 	}
 }

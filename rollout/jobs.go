@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -150,32 +149,19 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 	}
 	results := make([]result, len(batch))
 	payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, j.Spec.Patch)
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for range min(e.cfg.Workers, len(batch)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				th := batch[i]
-				results[i].thing = th
-				if j.condition != nil && !e.cfg.Fleet.MatchThing(j.condition, th) {
-					continue
-				}
-				results[i].eligible = true
-				resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
-					Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
-				if resp.Err != nil {
-					results[i].err = th + ": " + resp.Err.Message
-				}
-			}
-		}()
-	}
-	for i := range batch {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	e.each(len(batch), func(i int) {
+		th := batch[i]
+		results[i].thing = th
+		if j.condition != nil && !e.cfg.Fleet.MatchThing(j.condition, th) {
+			return
+		}
+		results[i].eligible = true
+		resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
+			Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
+		if resp.Err != nil {
+			results[i].err = th + ": " + resp.Err.Message
+		}
+	})
 	for _, res := range results {
 		switch {
 		case !res.eligible:

@@ -1,28 +1,18 @@
 package hooks
 
 import (
-	"crypto/x509"
 	"net"
 	"testing"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-
-	"github.com/umbra-iot/umbra/internal/testpki"
 )
 
 // The access hook's ACL: a certificate device may use its own shadows'
 // topics (classic and named) and nothing of another thing, nor connect as
 // another thing.
 func TestAccessACL(t *testing.T) {
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, dir, "ca")
-	pair := ca.Client(t, dir, "dev-a", nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	cert, err := x509.ParseCertificate(pair.TLS.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := deviceCert(t, "dev-a")
 	srv := mqtt.New(nil)
 	h := testAccess(t)
 	dev := connectAs(t, srv, h, cert, "dev-a", "")

@@ -1,15 +1,12 @@
 package hooks
 
 import (
-	"crypto/x509"
 	"os"
 	"testing"
-	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 
-	"github.com/umbra-iot/umbra/internal/testpki"
 	"github.com/umbra-iot/umbra/registry"
 )
 
@@ -34,13 +31,7 @@ func (r *recordingTracker) Disconnected(s registry.Session, l registry.Live, rea
 // the reason AWS names for how it ended; a connection that never
 // established a session, or whose client id the broker made up, is not.
 func TestPresenceReportsConnectionsAndWhyTheyEnded(t *testing.T) {
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, dir, "ca")
-	pair := ca.Client(t, dir, "dev-a", nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	cert, err := x509.ParseCertificate(pair.TLS.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := deviceCert(t, "dev-a")
 	srv := mqtt.New(nil)
 	cases := []struct {
 		name     string

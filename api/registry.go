@@ -18,7 +18,7 @@ import (
 // aggregations under /api/.
 type RegistryAPI struct {
 	Registry *registry.Registry
-	Shadows  Shadows // reads classic shadows for GET /api/search?expand=shadow
+	Shadows  ShadowService // reads classic shadows for GET /api/search?expand=shadow
 	Guard    *Guard
 }
 

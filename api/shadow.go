@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,9 +11,10 @@ import (
 	"github.com/umbra-iot/umbra/shadow"
 )
 
-// Shadows is what the shadow routes need.
-type Shadows interface {
-	Handle(ctx context.Context, req shadow.Request) shadow.Response
+// ShadowService is what the shadow routes need: the shadow service and its
+// limits.
+type ShadowService interface {
+	shadow.Handler
 	Options() shadow.Options
 }
 
@@ -27,7 +27,7 @@ type ShadowLister interface {
 
 // ShadowAPI serves the AWS data-plane shadow paths plus history.
 type ShadowAPI struct {
-	Shadows Shadows
+	Shadows ShadowService
 	Lister  ShadowLister
 	Guard   *Guard
 }

@@ -206,7 +206,7 @@ func (b *Broker) addHooks() error {
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
-	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal),
+	hs := []mqtt.Hook{b.access, hooks.NewShadowRouter(b.ctx, b.shadows, b.principal),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)}
 	quota, err := b.quotaHook()
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/umbra-iot/umbra/shadow"
 )
 
-// recordingShadows is a ShadowHandler that records every request and
+// recordingShadows is a shadow.Handler that records every request and
 // answers with reject when set.
 type recordingShadows struct {
 	reqs   []shadow.Request
@@ -44,7 +44,7 @@ func TestShadowsRoutesEveryRequestTopic(t *testing.T) {
 	for _, named := range []string{"", "cfg"} {
 		for _, op := range []shadow.Op{shadow.OpGet, shadow.OpUpdate, shadow.OpDelete} {
 			svc := &recordingShadows{}
-			h := NewShadows(context.Background(), svc, func(c *mqtt.Client) string { return "mqtt:" + c.ID })
+			h := NewShadowRouter(context.Background(), svc, func(c *mqtt.Client) string { return "mqtt:" + c.ID })
 			topic := "$aws/things/dev-1/shadow/" + string(op)
 			if named != "" {
 				topic = "$aws/things/dev-1/shadow/name/" + named + "/" + string(op)
@@ -74,7 +74,7 @@ func TestShadowsLeavesOtherTopicsAlone(t *testing.T) {
 	srv := mqtt.New(nil)
 	cl := netClient(t, srv, "dev-1")
 	svc := &recordingShadows{}
-	h := NewShadows(context.Background(), svc, func(*mqtt.Client) string { return "x" })
+	h := NewShadowRouter(context.Background(), svc, func(*mqtt.Client) string { return "x" })
 	var topics []string
 	for _, base := range []string{"$aws/things/dev-1/shadow/", "$aws/things/dev-1/shadow/name/cfg/"} {
 		for _, s := range []string{"get/accepted", "get/rejected", "update/accepted", "update/rejected", "update/delta",
@@ -114,7 +114,7 @@ func TestShadowsLeavesOtherTopicsAlone(t *testing.T) {
 func TestShadowsRejectedAndInline(t *testing.T) {
 	srv := mqtt.New(&mqtt.Options{InlineClient: true})
 	svc := &recordingShadows{reject: &shadow.Error{Code: 400, Message: "Invalid JSON"}}
-	h := NewShadows(context.Background(), svc, func(*mqtt.Client) string { return "x" })
+	h := NewShadowRouter(context.Background(), svc, func(*mqtt.Client) string { return "x" })
 	cl := netClient(t, srv, "dev-1")
 	if _, err := h.OnPublish(cl, publishPacket("$aws/things/dev-1/shadow/update", "{", false)); err != packets.CodeSuccessIgnore {
 		t.Fatalf("rejected request: error %v, want CodeSuccessIgnore (acknowledged, not forwarded)", err)

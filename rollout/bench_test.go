@@ -33,7 +33,7 @@ func BenchmarkJob(b *testing.B) {
 		b.Fatal(err)
 	}
 	deltas := &counter{}
-	svc := shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Publisher: deltas, OnEvent: reg.ShadowChanged})
+	svc := shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Publisher: deltas, OnEvent: reg.ShadowChanged})
 	n := *jobThings
 	var things []registry.NewThing
 	for i := range n {

@@ -27,11 +27,6 @@ type Fleet interface {
 	Connectivity(thing string) (registry.Connectivity, bool)
 }
 
-// Shadows runs shadow requests (shadow.Service).
-type Shadows interface {
-	Handle(ctx context.Context, req shadow.Request) shadow.Response
-}
-
 // Publisher publishes rollout events on MQTT.
 type Publisher interface {
 	Publish(topic string, payload []byte) error
@@ -40,7 +35,7 @@ type Publisher interface {
 // Config assembles an Engine.
 type Config struct {
 	Fleet     Fleet
-	Shadows   Shadows
+	Shadows   shadow.Handler
 	Store     registry.Store
 	Publisher Publisher
 	Clock     func() time.Time

@@ -60,7 +60,7 @@ func (w *world) open() {
 	if w.reg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: w.clock.Now, OnEvent: func(ev shadow.Event) {
+	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Clock: w.clock.Now, OnEvent: func(ev shadow.Event) {
 		w.reg.ShadowChanged(ev)
 		if w.eng != nil {
 			w.eng.ShadowChanged(ev.Ref.Thing)

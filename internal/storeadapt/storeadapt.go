@@ -14,8 +14,8 @@ import (
 	"github.com/umbra-iot/umbra/store"
 )
 
-// Shadows is a shadow.Store over the bbolt store.
-type Shadows struct {
+// ShadowStore is the shadow.Store over the bbolt store.
+type ShadowStore struct {
 	DB *store.DB
 	// TombstoneTTL is how long a deleted shadow's version is kept (0: for ever).
 	TombstoneTTL time.Duration
@@ -27,13 +27,13 @@ type Shadows struct {
 func Key(r shadow.Ref) store.ShadowKey { return store.ShadowKey{Thing: r.Thing, Name: r.Name} }
 
 // Load implements shadow.Store.
-func (s Shadows) Load(ref shadow.Ref) (shadow.Current, error) {
+func (s ShadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
 	doc, v, err := s.DB.LoadShadow(Key(ref), s.TombstoneTTL, time.Now())
 	return shadow.Current{Doc: doc, Version: v}, err
 }
 
 // Commit implements shadow.Store.
-func (s Shadows) Commit(ctx context.Context, c shadow.Change) error {
+func (s ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	w := store.ShadowWrite{Key: Key(c.Ref), Doc: c.Doc, Version: c.Version, Time: c.Time, HistoryLimit: s.History}
 	if s.History > 0 {
 		w.History = c.History

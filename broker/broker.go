@@ -32,6 +32,7 @@ import (
 	"github.com/umbra-iot/umbra/events"
 	"github.com/umbra-iot/umbra/hooks"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
+	"github.com/umbra-iot/umbra/limits"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/rollout"
 	"github.com/umbra-iot/umbra/shadow"
@@ -51,7 +52,7 @@ type Broker struct {
 	policy  *auth.Policy
 	authn   *auth.Authenticator // nil when authentication is off
 	access  *hooks.Access
-	conns   *ipLimiter
+	conns   *limits.Conns
 
 	db       *store.DB
 	mqtt     *mqtt.Server
@@ -86,7 +87,7 @@ func New(opts Options) (*Broker, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
-	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{}), bg: newOwner()}
+	b := &Broker{opts: o, log: o.Logger, conns: &limits.Conns{Max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{}), bg: newOwner()}
 	b.stopStreams = sync.OnceFunc(func() { close(b.streams) })
 	var err error
 	if b.tlsConf, err = o.TLS.load(); err != nil {

@@ -11,6 +11,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-iot/umbra/api"
+	"github.com/umbra-iot/umbra/limits"
 )
 
 // serveHTTP starts the HTTP listener: health, readiness, metrics, and the
@@ -57,7 +58,7 @@ func (b *Broker) serveHTTP() {
 	b.httpSrv.RegisterOnShutdown(b.stopStreams)
 	ln := b.httpLn
 	if h.MaxConnsPerIP > 0 {
-		ln = &capListener{Listener: ln, limit: &ipLimiter{max: h.MaxConnsPerIP}, tls: b.tlsConf != nil, log: b.log,
+		ln = &capListener{Listener: ln, limit: &limits.Conns{Max: h.MaxConnsPerIP}, tls: b.tlsConf != nil, log: b.log,
 			refused: func() { b.edge.httpRefused.WithLabelValues("conns_per_ip").Inc() }}
 	}
 	if b.tlsConf != nil {

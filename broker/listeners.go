@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 
 	"github.com/umbra-iot/umbra/api"
+	"github.com/umbra-iot/umbra/limits"
 )
 
 // connTracker remembers a listener's open connections so Close can end them
@@ -68,7 +69,7 @@ type tcpListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
-	limit          *ipLimiter
+	limit          *limits.Conns
 	writeTimeout   time.Duration
 	conns          connTracker
 	wg             sync.WaitGroup
@@ -85,7 +86,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		release, ok := l.limit.admit(c.RemoteAddr())
+		release, ok := l.limit.Admit(c.RemoteAddr().String())
 		if !ok {
 			l.log.Warn("connection refused: too many from one address", "remote", c.RemoteAddr().String())
 			_ = c.Close()
@@ -151,7 +152,7 @@ type wsListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
-	limit          *ipLimiter
+	limit          *limits.Conns
 	writeTimeout   time.Duration
 	srv            *http.Server
 	conns          connTracker
@@ -163,7 +164,7 @@ type wsListener struct {
 	establish listeners.EstablishFn
 }
 
-func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger, limit *ipLimiter) *wsListener {
+func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger, limit *limits.Conns) *wsListener {
 	l := &wsListener{id: id, ln: ln, tls: tlsConf, connectTimeout: connectTimeout, log: log, limit: limit}
 	l.upgrader = websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
@@ -225,7 +226,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 			r.Header.Get("Origin"), r.Host))
 		return
 	}
-	release, ok := l.limit.admitAddr(r.RemoteAddr)
+	release, ok := l.limit.Admit(r.RemoteAddr)
 	if !ok {
 		l.log.Warn("websocket refused: too many connections from one address", "remote", r.RemoteAddr)
 		api.WriteError(w, api.Errorf(http.StatusTooManyRequests, "", "Too Many Requests: too many connections from your address"))
@@ -335,46 +336,6 @@ func (c *wsConn) ConnectionState() (tls.ConnectionState, bool) {
 		return tls.ConnectionState{}, false
 	}
 	return *c.tls, true
-}
-
-// ipLimiter caps concurrent connections per source address (0: no cap).
-type ipLimiter struct {
-	max int
-	mu  sync.Mutex
-	n   map[string]int
-}
-
-func (l *ipLimiter) admit(addr net.Addr) (release func(), ok bool) {
-	return l.admitAddr(addr.String())
-}
-
-func (l *ipLimiter) admitAddr(addr string) (release func(), ok bool) {
-	if l == nil || l.max <= 0 {
-		return func() {}, true
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.n[host] >= l.max {
-		return nil, false
-	}
-	if l.n == nil {
-		l.n = make(map[string]int)
-	}
-	l.n[host]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			if l.n[host]--; l.n[host] <= 0 {
-				delete(l.n, host)
-			}
-			l.mu.Unlock()
-		})
-	}, true
 }
 
 // writeTimeoutConn bounds every write. Mochi writes to a client while

@@ -42,7 +42,7 @@ func BenchmarkJob(b *testing.B) {
 	if _, err := reg.CreateThings(context.Background(), things); err != nil {
 		b.Fatal(err)
 	}
-	eng, err := rollout.Open(rollout.Config{Fleet: reg, Shadows: svc, Store: storeadapt.KV{DB: db}})
+	eng, err := rollout.Open(rollout.Config{Fleet: reg, Shadows: svc, Store: storeadapt.RolloutStore{DB: db}})
 	if err != nil {
 		b.Fatal(err)
 	}

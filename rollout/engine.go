@@ -36,7 +36,7 @@ type Publisher interface {
 type Config struct {
 	Fleet     Fleet
 	Shadows   shadow.Handler
-	Store     registry.Store
+	Store     Store
 	Publisher Publisher
 	Clock     func() time.Time
 	Logger    *slog.Logger

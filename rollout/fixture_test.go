@@ -66,7 +66,7 @@ func (w *world) open() {
 			w.eng.ShadowChanged(ev.Ref.Thing)
 		}
 	}})
-	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.KV{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
+	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.RolloutStore{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/tidwall/gjson"
 
-	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -198,7 +197,7 @@ func (e *Engine) saveJob(ctx context.Context, j *Job) error {
 	if err != nil {
 		return err
 	}
-	return e.cfg.Store.UpdateKV(ctx, func(kv registry.KV) error { return kv.Put(bucketJobs, j.ID, b) })
+	return e.cfg.Store.SaveJob(ctx, j.ID, b)
 }
 
 // jobView computes progress: convergence is read from the fleet index

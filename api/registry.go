@@ -79,15 +79,8 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-// thingView is a thing with its live state, as GET returns it.
-type thingView struct {
-	registry.Thing
-	Groups       []string               `json:"thingGroupNames"`
-	Connectivity *registry.Connectivity `json:"connectivity,omitempty"`
-}
-
-func (a *RegistryAPI) view(t registry.Thing) thingView {
-	v := thingView{Thing: t, Groups: a.Registry.ThingGroups(t.Name)}
+func (a *RegistryAPI) view(t registry.Thing) registry.ThingView {
+	v := registry.ThingView{Thing: t, Groups: a.Registry.ThingGroups(t.Name)}
 	if v.Groups == nil {
 		v.Groups = []string{}
 	}

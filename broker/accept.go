@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/umbra-iot/umbra/internal/limits"
 )
 
 // Accept back-off, as net/http's Server.Serve: 5 ms doubling to 1 s.
@@ -191,7 +193,7 @@ func acceptErrorReason(err error) string {
 // TLS listener it is just closed) and closed before net/http sees it.
 type capListener struct {
 	net.Listener
-	limit   *ipLimiter
+	limit   *limits.Conns
 	tls     bool
 	refused func()
 	log     *slog.Logger
@@ -205,7 +207,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		release, ok := l.limit.admit(c.RemoteAddr())
+		release, ok := l.limit.Admit(c.RemoteAddr().String())
 		if ok {
 			return &releaseConn{Conn: c, release: release}, nil
 		}
@@ -221,11 +223,11 @@ func (l *capListener) refuse(c net.Conn) {
 	if now := time.Now(); now.Sub(l.lastLog) >= acceptLogEvery {
 		l.lastLog = now
 		l.log.Warn("http connection refused: too many from one address (limit http.max_conns_per_ip)",
-			"remote", c.RemoteAddr().String(), "limit", l.limit.max)
+			"remote", c.RemoteAddr().String(), "limit", l.limit.Max)
 	}
 	l.logMu.Unlock()
 	if !l.tls {
-		body := fmt.Sprintf(`{"code":429,"message":"Too Many Requests: more than %d connections from your address"}`, l.limit.max)
+		body := fmt.Sprintf(`{"code":429,"message":"Too Many Requests: more than %d connections from your address"}`, l.limit.Max)
 		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = fmt.Fprintf(c, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/umbra-iot/umbra/internal/api"
 )
 
 // BackupPath is the admin API path that streams a consistent copy of the
@@ -14,7 +16,7 @@ const BackupPath = "/api/admin/backup"
 
 // serveBackup streams the database from one read transaction (bbolt's
 // tx.WriteTo): a consistent snapshot while writes go on. Admin role.
-func (b *Broker) serveBackup(w http.ResponseWriter, r *http.Request) {
+func (b *Broker) serveBackup(w http.ResponseWriter, r *http.Request) error {
 	// A large file takes longer than any write timeout set for the API.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	started := false
@@ -29,9 +31,10 @@ func (b *Broker) serveBackup(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		b.log.Warn("online backup failed", "remote", r.RemoteAddr, "error", err)
 		if !started {
-			http.Error(w, `{"code":500,"message":"backup failed"}`, http.StatusInternalServerError)
+			return api.Errorf(http.StatusInternalServerError, "", "backup failed")
 		}
-		return
+		return nil // the copy was cut short; the client sees a short body
 	}
 	b.log.Info("online backup sent", "remote", r.RemoteAddr)
+	return nil
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/internal/events"
 	"github.com/umbra-iot/umbra/internal/hooks"
+	"github.com/umbra-iot/umbra/internal/limits"
 	"github.com/umbra-iot/umbra/internal/rollout"
 	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
@@ -54,7 +55,7 @@ type Broker struct {
 	policy  *auth.Policy
 	authn   *auth.Authenticator // nil when authentication is off
 	access  *hooks.Access
-	conns   *ipLimiter
+	conns   *limits.Conns
 
 	db       *store.DB
 	mqtt     *mqtt.Server
@@ -78,8 +79,7 @@ type Broker struct {
 	shuttingDown atomic.Bool
 	shutdownOnce sync.Once
 	shutdownErr  error
-	httpDone     chan struct{}
-	loopsDone    chan struct{} // closed when the rollout and jobs loops have returned
+	bg           *owner // every background goroutine (owner.go)
 
 	streams     chan struct{} // closed when shutdown starts: ends event streams
 	stopStreams func()
@@ -93,7 +93,7 @@ func New(opts Options) (*Broker, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("invalid options: %w", err)
 	}
-	b := &Broker{opts: o, log: o.Logger, conns: &ipLimiter{max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{})}
+	b := &Broker{opts: o, log: o.Logger, conns: &limits.Conns{Max: o.Limits.MaxConnsPerIP}, streams: make(chan struct{}), bg: newOwner()}
 	b.stopStreams = sync.OnceFunc(func() { close(b.streams) })
 	var err error
 	if b.tlsConf, err = o.TLS.load(); err != nil {
@@ -209,7 +209,7 @@ func (b *Broker) addHooks() error {
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Executions: b.jobs,
 		Artifacts:  rolloutArtifacts{b},
-		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.RolloutStore{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
@@ -218,20 +218,14 @@ func (b *Broker) addHooks() error {
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
 	}
-	b.loopsDone = make(chan struct{})
-	var loops sync.WaitGroup
-	loops.Go(func() { b.rollouts.Run(b.ctx, b.opts.RolloutInterval) })
-	loops.Go(func() { b.jobs.Run(b.ctx, b.opts.RolloutInterval) })
-	go func() {
-		loops.Wait()
-		close(b.loopsDone)
-	}()
+	b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
+	b.bg.Go("jobs", func(ctx context.Context) { b.jobs.Run(ctx, b.opts.RolloutInterval) })
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
-	hs := []mqtt.Hook{b.access, hooks.NewShadows(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
+	hs := []mqtt.Hook{b.access, hooks.NewShadowRouter(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
 		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
 		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
@@ -389,6 +383,13 @@ func (b *Broker) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
 	}
+	// Background goroutines end (a rollout step under way is finished)
+	// while the store is open and devices are still connected.
+	bgStopped := true
+	if err := b.bg.Stop(ctx); err != nil {
+		errs = append(errs, err)
+		bgStopped = false
+	}
 	done := make(chan struct{})
 	go func() {
 		_ = b.mqtt.Close() // closes listeners and connections, waits for read loops
@@ -400,7 +401,11 @@ func (b *Broker) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mqtt shutdown: %w", ctx.Err()))
 	}
 	b.cancel()
-	b.saveIndex(ctx)
+	if bgStopped {
+		b.saveIndex(ctx) // nothing writes any more
+	} else {
+		b.log.Warn("fleet index snapshot not written: background work did not stop in time; the next start rebuilds the index")
+	}
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, err)
 	}
@@ -421,6 +426,7 @@ func (b *Broker) closeAll() {
 	if b.cancel != nil {
 		b.cancel()
 	}
+	_ = b.bg.Stop(context.Background())
 	if b.db != nil {
 		_ = b.db.Close()
 	}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bufio"
+	"github.com/umbra-iot/umbra/internal/limits"
 	"io"
 	"log/slog"
 	"net"
@@ -83,7 +84,7 @@ func TestConnAtCapFreesItsSlotWithItsLastResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	var refused atomic.Int64
-	capped := &capListener{Listener: tcp, limit: &ipLimiter{max: 1}, log: slog.New(slog.DiscardHandler), refused: func() { refused.Add(1) }}
+	capped := &capListener{Listener: tcp, limit: &limits.Conns{Max: 1}, log: slog.New(slog.DiscardHandler), refused: func() { refused.Add(1) }}
 	held := &heldListener{Listener: capped, closing: make(chan struct{}, 1), let: make(chan struct{})}
 	srv := &http.Server{
 		Handler:     releaseLastConn(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })),

@@ -146,17 +146,17 @@ func (b *Broker) commitFailed(err error) {
 	} else {
 		b.commitErr.Store(&commitFailure{err: err, since: b.commitErr.Load().since})
 	}
-	b.probeOnce.Do(func() { go b.probeCommits() })
+	b.probeOnce.Do(func() { b.bg.Go("commit probe", b.probeCommits) })
 }
 
 // probeCommits retries, while commits fail, a commit of what is pending,
 // so that readiness returns without traffic.
-func (b *Broker) probeCommits() {
+func (b *Broker) probeCommits(ctx context.Context) {
 	t := time.NewTicker(commitProbeInterval)
 	defer t.Stop()
 	for {
 		select {
-		case <-b.streams: // shutting down
+		case <-ctx.Done(): // shutting down
 			return
 		case <-t.C:
 		}

@@ -13,20 +13,13 @@ import (
 const IndexSnapshotFile = "registry.index"
 
 // saveIndex writes the fleet index snapshot once nothing writes any more:
-// after connections and HTTP requests have ended and the rollout and jobs
-// loops have returned (a change committed but not yet indexed would be
+// after connections and HTTP requests have ended and every background
+// goroutine (the rollout and jobs loops among them) has returned: Shutdown
+// calls it only then (a change committed but not yet indexed would be
 // missing from it). A failure only costs the next start a rebuild.
 func (b *Broker) saveIndex(ctx context.Context) {
 	if b.registry == nil {
 		return
-	}
-	if b.loopsDone != nil {
-		select {
-		case <-b.loopsDone:
-		case <-ctx.Done():
-			b.log.Warn("fleet index snapshot not written: the rollout and jobs loops did not stop in time")
-			return
-		}
 	}
 	start := time.Now()
 	if err := b.registry.SaveSnapshot(ctx); err != nil {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	bbolt "go.etcd.io/bbolt"
 
 	"github.com/umbra-iot/umbra/internal/api"
+	"github.com/umbra-iot/umbra/internal/limits"
 )
 
 // serveHTTP starts the HTTP listener: health, readiness, metrics, and the
@@ -28,10 +30,12 @@ func (b *Broker) serveHTTP() {
 		TrustedOrigins: b.opts.AllowedOrigins,
 		OnRefuse:       func(reason string) { b.edge.httpRefused.WithLabelValues(reason).Inc() },
 	}
-	handler, err := api.Protect(mux, protect)
+	// Unknown routes and wrong methods are JSON errors like every other.
+	routes := api.Routes(mux)
+	handler, err := api.Protect(routes, protect)
 	if err != nil { // not reached: validated in New; trust no other origin
 		protect.TrustedOrigins = nil
-		handler, _ = api.Protect(mux, protect)
+		handler, _ = api.Protect(routes, protect)
 	}
 	h := b.opts.HTTP
 	b.httpSrv = &http.Server{
@@ -54,7 +58,7 @@ func (b *Broker) serveHTTP() {
 	b.httpSrv.RegisterOnShutdown(b.stopStreams)
 	ln := b.httpLn
 	if h.MaxConnsPerIP > 0 {
-		ln = &capListener{Listener: ln, limit: &ipLimiter{max: h.MaxConnsPerIP}, tls: b.tlsConf != nil, log: b.log,
+		ln = &capListener{Listener: ln, limit: &limits.Conns{Max: h.MaxConnsPerIP}, tls: b.tlsConf != nil, log: b.log,
 			refused: func() { b.edge.httpRefused.WithLabelValues("conns_per_ip").Inc() }}
 		// A connection's last request frees its slot with its response.
 		b.httpSrv.Handler, b.httpSrv.ConnContext = releaseLastConn(b.httpSrv.Handler), capConnContext
@@ -62,13 +66,11 @@ func (b *Broker) serveHTTP() {
 	if b.tlsConf != nil {
 		ln = tls.NewListener(ln, b.tlsConf)
 	}
-	b.httpDone = make(chan struct{})
-	go func() {
-		defer close(b.httpDone)
+	b.bg.Go("http server", func(context.Context) { // ends with httpSrv.Shutdown
 		if err := b.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error("http listener stopped", "error", err)
 		}
-	}()
+	})
 }
 
 func (b *Broker) metricsHandler() http.Handler {
@@ -80,7 +82,7 @@ func (b *Broker) metricsHandler() http.Handler {
 // cannot accept: restarting would not help; /readyz reports those.
 func (b *Broker) healthz(w http.ResponseWriter, r *http.Request) {
 	if b.db.View(func(*bbolt.Tx) error { return nil }) != nil {
-		http.Error(w, "database unavailable\n", http.StatusServiceUnavailable)
+		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, "", "Service Unavailable: database unavailable"))
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))

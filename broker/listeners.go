@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/umbra-iot/umbra/internal/api"
+	"github.com/umbra-iot/umbra/internal/limits"
 	"github.com/umbra-iot/umbra/tempfork/mochi/listeners"
 )
 
@@ -67,7 +68,7 @@ type tcpListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
-	limit          *ipLimiter
+	limit          *limits.Conns
 	writeTimeout   time.Duration
 	conns          connTracker
 	wg             sync.WaitGroup
@@ -84,7 +85,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		release, ok := l.limit.admit(c.RemoteAddr())
+		release, ok := l.limit.Admit(c.RemoteAddr().String())
 		if !ok {
 			l.log.Warn("connection refused: too many from one address", "remote", c.RemoteAddr().String())
 			_ = c.Close()
@@ -150,7 +151,7 @@ type wsListener struct {
 	tls            *tls.Config
 	connectTimeout time.Duration
 	log            *slog.Logger
-	limit          *ipLimiter
+	limit          *limits.Conns
 	writeTimeout   time.Duration
 	srv            *http.Server
 	conns          connTracker
@@ -162,7 +163,7 @@ type wsListener struct {
 	establish listeners.EstablishFn
 }
 
-func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger, limit *ipLimiter) *wsListener {
+func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeout time.Duration, log *slog.Logger, limit *limits.Conns) *wsListener {
 	l := &wsListener{id: id, ln: ln, tls: tlsConf, connectTimeout: connectTimeout, log: log, limit: limit}
 	l.upgrader = websocket.Upgrader{
 		Subprotocols: []string{"mqtt"},
@@ -175,6 +176,10 @@ func newWSListener(id string, ln net.Listener, tlsConf *tls.Config, connectTimeo
 		// browser page may connect only from the listener's own origin or
 		// an allowed one (handle answers the others first, in JSON).
 		CheckOrigin: func(r *http.Request) bool { return l.origins.allow(r) },
+		// A request that is no WebSocket upgrade gets the API's JSON error.
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			api.WriteError(w, api.Errorf(status, "", "%s: %v", http.StatusText(status), reason))
+		},
 	}
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.handle),
@@ -216,16 +221,14 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 			l.refused()
 		}
 		l.log.Warn("websocket refused: a web page of another origin", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "host", r.Host)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusForbidden)
-		_ = json.NewEncoder(w).Encode(map[string]any{"code": 403, "message": "Forbidden: Origin " + r.Header.Get("Origin") +
-			" may not open MQTT over WebSocket on " + r.Host + "; add it to http.allowed_origins to allow it"})
+		api.WriteError(w, api.Errorf(http.StatusForbidden, "", "Forbidden: Origin %s may not open MQTT over WebSocket on %s; add it to http.allowed_origins to allow it",
+			r.Header.Get("Origin"), r.Host))
 		return
 	}
-	release, ok := l.limit.admitAddr(r.RemoteAddr)
+	release, ok := l.limit.Admit(r.RemoteAddr)
 	if !ok {
 		l.log.Warn("websocket refused: too many connections from one address", "remote", r.RemoteAddr)
-		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		api.WriteError(w, api.Errorf(http.StatusTooManyRequests, "", "Too Many Requests: too many connections from your address"))
 		return
 	}
 	c, err := l.upgrader.Upgrade(w, r, nil)
@@ -332,46 +335,6 @@ func (c *wsConn) ConnectionState() (tls.ConnectionState, bool) {
 		return tls.ConnectionState{}, false
 	}
 	return *c.tls, true
-}
-
-// ipLimiter caps concurrent connections per source address (0: no cap).
-type ipLimiter struct {
-	max int
-	mu  sync.Mutex
-	n   map[string]int
-}
-
-func (l *ipLimiter) admit(addr net.Addr) (release func(), ok bool) {
-	return l.admitAddr(addr.String())
-}
-
-func (l *ipLimiter) admitAddr(addr string) (release func(), ok bool) {
-	if l == nil || l.max <= 0 {
-		return func() {}, true
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		host = addr
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.n[host] >= l.max {
-		return nil, false
-	}
-	if l.n == nil {
-		l.n = make(map[string]int)
-	}
-	l.n[host]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			l.mu.Lock()
-			if l.n[host]--; l.n[host] <= 0 {
-				delete(l.n, host)
-			}
-			l.mu.Unlock()
-		})
-	}, true
 }
 
 // writeTimeoutConn bounds every write. Mochi writes to a client while

@@ -58,14 +58,16 @@ type Options struct {
 	// cannot hold up the devices whose messages reach it. Default 5s.
 	WriteTimeout time.Duration
 	// MaxPacketSize is the largest MQTT packet accepted; larger ones
-	// disconnect the client (as AWS IoT does). Default 128 KiB.
+	// disconnect the client (as AWS IoT does). Default 128 KiB, at most
+	// MaxMQTTPacket.
 	MaxPacketSize int
 	// ClientQueue is the per-client outbound queue length; a message for a
 	// client whose queue is full is dropped for that client (and counted).
-	// Mochi preallocates it: 8 bytes per slot per connection. Default 256.
+	// Mochi preallocates it: 8 bytes per slot per connection. Default 256,
+	// at most 2147483647.
 	ClientQueue int
 	// MaxInflight is the number of QoS 1/2 messages kept per client, online
-	// or offline. Default 1024.
+	// or offline. Default 8192 (DefaultMaxInflight), at most 65535.
 	MaxInflight int
 	// MessageExpiry, when > 0, drops retained and queued messages older than
 	// this. Default 0: kept until delivered or their session expires.
@@ -274,6 +276,7 @@ func (o Options) validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, o.validateEdge()...)
+	errs = append(errs, o.checkBounds()...)
 	if !o.Auth.Enabled && (len(o.Auth.Services) > 0 || len(o.Auth.APIKeys) > 0) {
 		errs = append(errs, errors.New("auth: services and api_keys are configured but auth.enabled is false"))
 	}

@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +19,7 @@ import (
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/testlog"
 )
 
 // startWith starts a broker from opts after setup (test seams) has run.
@@ -225,23 +225,8 @@ func TestListenersSurviveInjectedAcceptErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent writers and the test.
+type syncBuffer = testlog.Buffer
 
 // TestClearTextCredentialsWarning is issue 13 item 10's other half: with
 // authentication on, a listener reachable from other hosts and no TLS,

@@ -25,7 +25,7 @@ func (b *Broker) routes(mux *http.ServeMux) {
 		Served: newArtifactMetrics(b.metrics.reg).served, ClientCert: b.deviceCert(deny)}).Register(mux)
 	(&api.StreamAPI{Hub: &b.events, Registry: b.registry, Guard: guard, Stop: b.streams, WriteTimeout: off(b.opts.HTTP.WriteTimeout)}).Register(mux)
 	mux.HandleFunc("GET /openapi.json", api.OpenAPI)
-	mux.Handle("GET /metrics", guard.Require(auth.RoleViewer, b.metricsHandler().ServeHTTP))
+	mux.Handle("GET /metrics", guard.Require(auth.RoleViewer, api.Infallible(b.metricsHandler())))
 	mux.Handle("GET /api/admin/backup", guard.Require(auth.RoleAdmin, b.serveBackup)) // BackupPath
 	mux.Handle("/ui/", web.Handler())
 	mux.Handle("GET /{$}", web.Redirect())

@@ -57,7 +57,7 @@ func open(t *testing.T, dir string, policy registry.Policy, c *fakeclock.Clock) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: c.Now, OnEvent: f.reg.ShadowChanged})
+	f.svc = shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Clock: c.Now, OnEvent: f.reg.ShadowChanged})
 	return f
 }
 

@@ -58,7 +58,7 @@ func (rf *randFleet) openWith(snapshot string) {
 	if err != nil {
 		rf.t.Fatal(err)
 	}
-	rf.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: rf.clock.Now, OnEvent: rf.reg.ShadowChanged})
+	rf.svc = shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Clock: rf.clock.Now, OnEvent: rf.reg.ShadowChanged})
 	rf.live = map[string]registry.Live{}
 }
 

@@ -595,9 +595,9 @@ func httpCatalogue() []httpCase {
 		{name: "get of an absent shadow", method: "GET", path: "/things/hostile-absent/shadow", status: 404, message: "No shadow exists with name: 'hostile-absent'"},
 		{name: "delete of an absent named shadow", method: "DELETE", path: upd + "?name=ghost", status: 404, message: "No shadow exists with name: 'ghost'"},
 		{name: "version other than 1 creating a shadow", method: "POST", path: "/things/hostile-absent/shadow", body: []byte(`{"state":{},"version":2}`), status: 400, message: msgVersion},
-		{name: "unsupported method", method: "PUT", path: upd, body: []byte(`{"state":{}}`), status: 405, rawBody: "Method Not Allowed\n"},
+		{name: "unsupported method", method: "PUT", path: upd, body: []byte(`{"state":{}}`), status: 405, message: "Method Not Allowed: PUT is not allowed on /things/hostile/shadow (allowed: DELETE, GET, HEAD, POST)"},
 		{name: "history cursor that is not a version", method: "GET", path: upd + "/history?before=-1", status: 400, message: `Invalid before: "-1" (want a version number)`},
-		{name: "history limit over 1000", method: "GET", path: upd + "/history?limit=1001", status: 400, message: `Invalid limit: "1001" (want 1 to 1000)`},
+		{name: "history limit over 1000", method: "GET", path: upd + "/history?limit=1001", status: 400, message: `Invalid limit: "1001" (want a number from 1 to 1000)`},
 	}
 }
 

@@ -2,8 +2,8 @@ package shadow
 
 import (
 	"bytes"
-	"math/big"
-	"strconv"
+
+	"github.com/umbra-iot/umbra/internal/decimal"
 )
 
 // equal is the value equality the delta and convergence use: numbers by exact
@@ -55,102 +55,10 @@ func equal(a, b *node) bool {
 	return true // null, true, false: the kind is the value
 }
 
-// decimal is a JSON number reduced to sign, significant digits (no leading or
-// trailing zeros) and the exponent e such that value = 0.digits × 10^e.
-type decimal struct {
-	neg    bool
-	digits []byte
-	exp    int64    // valid when bigExp is nil
-	bigExp *big.Int // used when the written exponent does not fit comfortably in int64
-}
-
-func parseDecimal(raw []byte) decimal {
-	var d decimal
-	i := 0
-	if raw[0] == '-' {
-		d.neg = true
-		i++
-	}
-	start := i
-	for i < len(raw) && raw[i] >= '0' && raw[i] <= '9' {
-		i++
-	}
-	intPart := raw[start:i]
-	var frac []byte
-	if i < len(raw) && raw[i] == '.' {
-		i++
-		fs := i
-		for i < len(raw) && raw[i] >= '0' && raw[i] <= '9' {
-			i++
-		}
-		frac = raw[fs:i]
-	}
-	var expText []byte
-	if i < len(raw) {
-		expText = raw[i+1:] // after 'e' or 'E'
-	}
-	digits := make([]byte, 0, len(intPart)+len(frac))
-	digits = append(append(digits, intPart...), frac...)
-	point := int64(len(intPart))
-	lead := 0
-	for lead < len(digits) && digits[lead] == '0' {
-		lead++
-	}
-	digits = digits[lead:]
-	point -= int64(lead)
-	end := len(digits)
-	for end > 0 && digits[end-1] == '0' {
-		end--
-	}
-	d.digits = digits[:end]
-	if len(d.digits) == 0 {
-		return decimal{} // zero, whatever its sign or exponent
-	}
-	// Trim a leading '+' and leading zeros so the length test below is about
-	// magnitude, not notation.
-	if len(expText) > 0 && expText[0] == '+' {
-		expText = expText[1:]
-	}
-	neg := len(expText) > 0 && expText[0] == '-'
-	if neg {
-		expText = expText[1:]
-	}
-	for len(expText) > 1 && expText[0] == '0' {
-		expText = expText[1:]
-	}
-	if len(expText) <= 17 {
-		e := int64(0)
-		if len(expText) > 0 {
-			e, _ = strconv.ParseInt(string(expText), 10, 64)
-		}
-		if neg {
-			e = -e
-		}
-		d.exp = point + e
-		return d
-	}
-	d.bigExp, _ = new(big.Int).SetString(string(expText), 10)
-	if neg {
-		d.bigExp.Neg(d.bigExp)
-	}
-	d.bigExp.Add(d.bigExp, big.NewInt(point))
-	return d
-}
-
+// numEqual compares two JSON numbers by exact decimal value, as the fleet
+// query language does (internal/decimal).
 func numEqual(a, b []byte) bool {
-	x, y := parseDecimal(a), parseDecimal(b)
-	if x.neg != y.neg || !bytes.Equal(x.digits, y.digits) {
-		return false
-	}
-	if x.bigExp == nil && y.bigExp == nil {
-		return x.exp == y.exp
-	}
-	return x.bigInt().Cmp(y.bigInt()) == 0
-}
-
-func (d decimal) bigInt() *big.Int {
-	if d.bigExp != nil {
-		return d.bigExp
-	}
-	return big.NewInt(d.exp)
+	x, okx := decimal.Parse(string(a))
+	y, oky := decimal.Parse(string(b))
+	return okx && oky && x.Cmp(&y) == 0
 }

@@ -115,6 +115,10 @@ func TestCLITree(t *testing.T) {
 		if a, b := r.ok("thing", "get", "tree-002"), r.ok("things", "get", "tree-002"); a != b {
 			t.Errorf("thing get / things get:\n%s\n%s", a, b)
 		}
+		// get on every noun that has ls: a rollout's get is its status.
+		if a, b := r.ok("rollouts", "get", ro.ID, "-o", "json"), r.ok("rollouts", "status", ro.ID, "-o", "json"); !strings.Contains(a, ro.ID) || a != b {
+			t.Errorf("rollouts get / rollouts status:\n%s\n%s", a, b)
+		}
 		r.ok("things", "list")
 		r.ok("things", "create", "tree-del")
 		r.ok("things", "delete", "tree-del")

@@ -84,7 +84,7 @@ var clientGroups = []*group{
 	{name: "rollouts", aliases: []string{"rollout"}, summary: "phased rollouts", verbs: []verb{
 		v("create", "-f spec.json [--start] [--plan TOKEN]", "create a rollout from a JSON spec (--plan: exactly the previewed waves)", rolloutCreate),
 		v("preview", "(-f spec.json | ID)", "show the devices of each wave", rolloutPreview),
-		v("status", "ID [--watch] [--devices]", "show per-wave progress (--watch: live until the rollout ends; --devices: each device)", rolloutStatus),
+		v("status", "ID [--watch] [--devices]", "show per-wave progress (--watch: live until the rollout ends; --devices: each device)", rolloutStatus, "get"),
 		v("ls", "", "list rollouts", rolloutLs, "list"),
 		v("watch", "ID [--devices]", "follow a rollout live until it ends (= status --watch)", withWatch(rolloutStatus)),
 		v("start", "ID", "start a created rollout", rolloutAction("start")),

@@ -6,24 +6,11 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/umbra-iot/umbra/client"
 )
 
-type jobJSON struct {
-	ID   string `json:"id"`
-	Spec struct {
-		Name   string `json:"name"`
-		Target string `json:"target"`
-		Group  string `json:"group"`
-	} `json:"spec"`
-	State      string         `json:"state"`
-	Executions map[string]int `json:"executions"`
-	Progress   struct {
-		Targeted, Applied, Converged, Pending, Ineligible, Remaining, Failed int
-	} `json:"progress"`
-	Errors []string `json:"errors"`
-}
-
-func jobTable(c *cli, jobs []jobJSON) error {
+func jobTable(c *cli, jobs []client.Job) error {
 	tw := c.table()
 	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tTARGETED\tAPPLIED\tCONVERGED\tPENDING\tINELIGIBLE\tFAILED")
 	for _, j := range jobs {
@@ -37,11 +24,11 @@ func printJob(c *cli, raw []byte) error {
 	if c.json {
 		return c.printJSON(raw)
 	}
-	var j jobJSON
+	var j client.Job
 	if err := json.Unmarshal(raw, &j); err != nil {
 		return err
 	}
-	if err := jobTable(c, []jobJSON{j}); err != nil {
+	if err := jobTable(c, []client.Job{j}); err != nil {
 		return err
 	}
 	for _, e := range j.Errors {
@@ -136,7 +123,7 @@ func jobsLs(c *cli, cmd string, args []string) error {
 		return err
 	}
 	var out struct {
-		Jobs []jobJSON `json:"jobs"`
+		Jobs []client.Job `json:"jobs"`
 	}
 	raw, err := c.getJSON("GET", "/api/jobs", nil, nil, &out)
 	if err != nil {
@@ -174,7 +161,7 @@ func jobsGet(c *cli, cmd string, args []string) error {
 		if err != nil {
 			return err
 		}
-		var j jobJSON
+		var j client.Job
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return err
 		}

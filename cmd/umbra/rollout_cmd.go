@@ -8,37 +8,13 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/umbra-iot/umbra/client"
+	"github.com/umbra-iot/umbra/internal/rollout"
 )
 
-type rolloutJSON struct {
-	ID   string `json:"id"`
-	Spec struct {
-		Name   string `json:"name"`
-		Target string `json:"target"`
-	} `json:"spec"`
-	State       string     `json:"state"`
-	Reason      string     `json:"reason"`
-	Notice      string     `json:"notice"`
-	CurrentWave int        `json:"currentWave"`
-	Waves       []waveJSON `json:"waves"`
-	Totals      waveJSON   `json:"totals"`
-}
-
-type waveJSON struct {
-	Name       string `json:"name"`
-	State      string `json:"state"`
-	Size       int    `json:"size"`
-	Pending    int    `json:"pending"`
-	InProgress int    `json:"inProgress"`
-	Succeeded  int    `json:"succeeded"`
-	Failed     int    `json:"failed"`
-	Regressed  int    `json:"regressed"`
-	RolledBack int    `json:"rolledBack"`
-	Skipped    int    `json:"skipped"`
-	Installed  int    `json:"installed"`
-}
-
-func (r rolloutJSON) terminal() bool {
+// terminal reports whether a rollout has ended.
+func terminal(r client.Rollout) bool {
 	switch r.State {
 	case "completed", "cancelled", "rolled_back", "halted":
 		return true
@@ -106,13 +82,10 @@ func rolloutCreate(c *cli, cmd string, args []string) error {
 	return rolloutAnswer(c, "POST", "/api/rollouts", nil, b, "created rollout %s (%s)\n")
 }
 
-// planToken is the preview's plan, written on the command line as
-// SEED:FINGERPRINT:COUNT,COUNT,… (rollout preview prints it).
-type planToken struct {
-	Seed        string `json:"seed"`
-	Fingerprint string `json:"fingerprint,omitempty"`
-	Counts      []int  `json:"counts,omitempty"`
-}
+// planToken is the preview's plan (the API's rollout.PlanToken), written on
+// the command line as SEED:FINGERPRINT:COUNT,COUNT,… (rollout preview
+// prints it).
+type planToken rollout.PlanToken
 
 func (p planToken) String() string {
 	var counts []string
@@ -148,7 +121,7 @@ func rolloutAnswer(c *cli, method, path string, q url.Values, body any, format s
 	if c.json {
 		return c.printJSON(raw)
 	}
-	var r rolloutJSON
+	var r client.Rollout
 	_ = json.Unmarshal(raw, &r)
 	fmt.Fprintf(c.stdout, format, r.ID, r.State)
 	return nil
@@ -219,7 +192,7 @@ func rolloutLs(c *cli, cmd string, args []string) error {
 		return err
 	}
 	var out struct {
-		Rollouts []rolloutJSON `json:"rollouts"`
+		Rollouts []client.Rollout `json:"rollouts"`
 	}
 	raw, err := c.getJSON("GET", "/api/rollouts", nil, nil, &out)
 	if err != nil {
@@ -261,7 +234,7 @@ func rolloutAction(action string) func(c *cli, cmd string, args []string) error 
 
 // renderRollout draws the status frame: a header line and one progress
 // bar per wave.
-func renderRollout(r rolloutJSON) string {
+func renderRollout(r client.Rollout) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rollout %s %q  state %s  wave %d/%d\n", r.ID, r.Spec.Name, r.State, min(r.CurrentWave+1, len(r.Waves)), len(r.Waves))
 	tw := newTabWriter(&b)
@@ -368,8 +341,8 @@ func rolloutStatus(c *cli, cmd string, args []string) (err error) {
 			}
 		}()
 	}
-	get := func() (rolloutJSON, []byte, error) {
-		var r rolloutJSON
+	get := func() (client.Rollout, []byte, error) {
+		var r client.Rollout
 		raw, err := c.getJSON("GET", rolloutPath(id), nil, nil, &r)
 		return r, raw, err
 	}
@@ -419,7 +392,7 @@ func rolloutStatus(c *cli, cmd string, args []string) (err error) {
 			fmt.Fprint(c.stdout, frame)
 			last, lines = frame, strings.Count(frame, "\n")
 		}
-		if r.terminal() {
+		if terminal(r) {
 			if r.State != "completed" {
 				reason := ""
 				if r.Reason != "" {

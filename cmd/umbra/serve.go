@@ -107,10 +107,6 @@ func allLoopback(addrs ...string) bool {
 }
 
 func lookup(env []string, key string) string {
-	for _, kv := range env {
-		if len(kv) > len(key) && kv[:len(key)] == key && kv[len(key)] == '=' {
-			return kv[len(key)+1:]
-		}
-	}
-	return ""
+	v, _ := config.LookupEnv(env, key)
+	return v
 }

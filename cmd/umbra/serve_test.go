@@ -227,3 +227,32 @@ func TestKeygenPrintsMatchingHashes(t *testing.T) {
 		t.Fatalf("keygen output does not hang together:\n%s", out.String())
 	}
 }
+
+// An out-of-range number from the file, the environment or a flag is a
+// precise error from `umbra serve`, not a value wrapped around.
+func TestServeRefusesOutOfRangeNumbers(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "umbra.yaml")
+	if err := os.WriteFile(cfg, []byte("mqtt:\n  addr: 127.0.0.1:0\n  max_packet_size: 4294967296\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"serve", "--data-dir", dir, "--mqtt-addr", "127.0.0.1:0", "--ws-addr", "off", "--http-addr", "off"}
+	for _, c := range []struct {
+		name string
+		args []string
+		env  []string
+		want string
+	}{
+		{"file", append(base, "--config", cfg), nil, "max packet size must be at most 268435460 (got 4294967296)"},
+		{"environment", base, []string{"UMBRA_MQTT_CLIENT_QUEUE=2147483648"}, "client queue must be at most 2147483647 (got 2147483648)"},
+		{"environment, not a number", base, []string{"UMBRA_MQTT_MAX_INFLIGHT=lots"}, "UMBRA_MQTT_MAX_INFLIGHT"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), c.args, &stdout, &stderr, c.env)
+			if code != 1 || !strings.Contains(stderr.String(), c.want) {
+				t.Fatalf("exit %d, stderr %q; want 1 and %q", code, stderr.String(), c.want)
+			}
+		})
+	}
+}

@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/brokertest"
 	"github.com/umbra-iot/umbra/internal/sim"
+	"github.com/umbra-iot/umbra/internal/testlog"
 	"github.com/umbra-iot/umbra/internal/testpki"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
@@ -25,24 +25,8 @@ import (
 // simWait bounds every wait on a simulated fleet (generous under -race).
 const simWait = 60 * time.Second
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// running command.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a bytes.Buffer safe for concurrent writers and the test.
+type syncBuffer = testlog.Buffer
 
 // simRun is `umbra sim ARGS` running through run(), the command's real
 // code path, until stop is called.

@@ -6,16 +6,8 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/umbra-iot/umbra/registry"
+	"github.com/umbra-iot/umbra/client"
 )
-
-// thingJSON is a thing as GET /api/things/{name} answers: the registry's
-// wire type with the thing's groups and connectivity.
-type thingJSON struct {
-	registry.Thing
-	Groups       []string               `json:"thingGroupNames"`
-	Connectivity *registry.Connectivity `json:"connectivity"`
-}
 
 func thingPath(name string) string { return "/api/things/" + url.PathEscape(name) }
 
@@ -41,7 +33,7 @@ func thingsLs(c *cli, cmd string, args []string) error {
 		fmt.Fprintln(tw, "NAME\tTYPE\tVERSION\tATTRIBUTES")
 	}
 	for _, raw := range all {
-		var t thingJSON
+		var t client.Thing
 		_ = json.Unmarshal(raw, &t)
 		if wide {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.Name, orDash(t.Type), t.Version, formatTime(t.CreatedAt), formatTime(t.UpdatedAt), joinAttrs(t.Attributes))
@@ -56,7 +48,7 @@ func printThing(c *cli, raw []byte) error {
 	if c.json {
 		return c.printJSON(raw)
 	}
-	var t thingJSON
+	var t client.Thing
 	if err := json.Unmarshal(raw, &t); err != nil {
 		return err
 	}
@@ -195,7 +187,7 @@ func thingsTag(c *cli, cmd string, args []string) error {
 	if c.json {
 		return c.printJSON(raw)
 	}
-	var t thingJSON
+	var t client.Thing
 	_ = json.Unmarshal(raw, &t)
 	fmt.Fprintf(c.stdout, "%s: %s (version %d)\n", t.Name, joinAttrs(t.Attributes), t.Version)
 	return nil

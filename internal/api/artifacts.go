@@ -46,11 +46,12 @@ func (a *ArtifactAPI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/artifacts/{id}/content", g.Require(auth.RoleViewer, a.content))
 	mux.HandleFunc("GET /api/artifacts/{id}/signature", g.Require(auth.RoleViewer, a.signature))
 	mux.HandleFunc("POST /api/artifacts/{id}/url", g.Require(auth.RoleOperator, a.deviceURL))
-	mux.HandleFunc("GET /firmware/{id}", a.deviceDownload)
-	mux.HandleFunc("GET /firmware/{id}/signature", a.deviceSignature)
+	mux.Handle("GET /firmware/{id}", HandlerFunc(a.deviceDownload))
+	mux.Handle("GET /firmware/{id}/signature", HandlerFunc(a.deviceSignature))
 }
 
-func artifactErr(w http.ResponseWriter, err error) {
+// artifactErr maps the artifact store's errors to API errors.
+func artifactErr(err error) error {
 	var ie *artifact.InvalidError
 	switch {
 	case errors.As(err, &ie):
@@ -58,15 +59,15 @@ func artifactErr(w http.ResponseWriter, err error) {
 		if ie.Field == "size" && ie.Msg != "the image is empty" {
 			status = 413
 		}
-		fail(w, status, ie.Field, "%s", ie.Msg)
+		return Errorf(status, ie.Field, "%s", ie.Msg)
 	case errors.Is(err, artifact.ErrNotFound):
-		fail(w, 404, "", "%s", err.Error())
+		return Errorf(404, "", "%s", err.Error())
 	case errors.Is(err, artifact.ErrInUse), errors.Is(err, artifact.ErrExists):
-		fail(w, 409, "", "%s", err.Error())
+		return Errorf(409, "", "%s", err.Error())
 	case errors.Is(err, artifact.ErrToken):
-		fail(w, 403, "", "%s", err.Error())
+		return Errorf(403, "", "%s", err.Error())
 	default:
-		fail(w, 500, "", "internal error: %v", err)
+		return err // WriteError: 500 without the detail
 	}
 }
 
@@ -87,22 +88,20 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 // upload: POST /api/artifacts?version=1.2.0&type=esp32 with the image as
 // an application/octet-stream body; X-Umbra-SHA256 (hex) declares the
 // digest, X-Umbra-Signature (base64) the signature over it.
-func (a *ArtifactAPI) upload(w http.ResponseWriter, r *http.Request) {
+func (a *ArtifactAPI) upload(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	u := artifact.Upload{Version: q.Get("version"), Type: q.Get("type"), Uploader: Principal(r), SHA256: r.Header.Get("X-Umbra-SHA256")}
 	if s := r.Header.Get("X-Umbra-Signature"); s != "" {
 		sig, err := base64.StdEncoding.DecodeString(s)
 		if err != nil {
-			fail(w, 400, "signature", "X-Umbra-Signature is not base64: %v", err)
-			return
+			return Errorf(400, "signature", "X-Umbra-Signature is not base64: %v", err)
 		}
 		u.Signature = sig
 	}
 	body := &deadlineReader{r: r.Body, rc: http.NewResponseController(w), d: a.ReadTimeout}
 	art, created, err := a.Artifacts.Put(r.Context(), body, u)
 	if err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	status := http.StatusCreated
 	if !created {
@@ -110,60 +109,61 @@ func (a *ArtifactAPI) upload(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/artifacts/"+art.ID)
 	writeJSON(w, status, art)
+	return nil
 }
 
-func (a *ArtifactAPI) list(w http.ResponseWriter, r *http.Request) {
+func (a *ArtifactAPI) list(w http.ResponseWriter, r *http.Request) error {
 	all, err := a.Artifacts.List()
 	if err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	writeJSON(w, 200, map[string]any{"artifacts": all})
+	return nil
 }
 
-func (a *ArtifactAPI) get(w http.ResponseWriter, r *http.Request) {
+func (a *ArtifactAPI) get(w http.ResponseWriter, r *http.Request) error {
 	art, err := a.Artifacts.Get(r.PathValue("id"))
 	if err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	writeJSON(w, 200, art)
+	return nil
 }
 
-func (a *ArtifactAPI) delete(w http.ResponseWriter, r *http.Request) {
+func (a *ArtifactAPI) delete(w http.ResponseWriter, r *http.Request) error {
 	if _, err := a.Artifacts.Delete(r.Context(), r.PathValue("id")); err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (a *ArtifactAPI) deviceURL(w http.ResponseWriter, r *http.Request) {
+func (a *ArtifactAPI) deviceURL(w http.ResponseWriter, r *http.Request) error {
 	thing := r.URL.Query().Get("thing")
 	if thing == "" {
-		fail(w, 400, "thing", "give the thing the URL is for: ?thing=NAME")
-		return
+		return Errorf(400, "thing", "give the thing the URL is for: ?thing=NAME")
 	}
 	art, err := a.Artifacts.Get(r.PathValue("id"))
 	if err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	writeJSON(w, 200, map[string]any{"url": a.URL(art.ID, thing), "artifact": art})
+	return nil
 }
 
-func (a *ArtifactAPI) content(w http.ResponseWriter, r *http.Request) {
-	a.serve(w, r, r.PathValue("id"))
+func (a *ArtifactAPI) content(w http.ResponseWriter, r *http.Request) error {
+	return a.serve(w, r, r.PathValue("id"))
 }
 
 // deviceDownload serves /firmware/{id}?thing=T&expires=E&token=H.
-func (a *ArtifactAPI) deviceDownload(w http.ResponseWriter, r *http.Request) {
-	if a.authorize(w, r) {
-		a.serve(w, r, r.PathValue("id"))
+func (a *ArtifactAPI) deviceDownload(w http.ResponseWriter, r *http.Request) error {
+	if err := a.authorize(r); err != nil {
+		return err
 	}
+	return a.serve(w, r, r.PathValue("id"))
 }
 
-func (a *ArtifactAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
+func (a *ArtifactAPI) authorize(r *http.Request) error {
 	q := r.URL.Query()
 	id := r.PathValue("id")
 	err := a.certAuthorize(r)
@@ -174,10 +174,9 @@ func (a *ArtifactAPI) authorize(w http.ResponseWriter, r *http.Request) bool {
 		if a.Served != nil {
 			a.Served(http.StatusForbidden, 0, false)
 		}
-		artifactErr(w, err)
-		return false
+		return artifactErr(err)
 	}
-	return true
+	return nil
 }
 
 var errNoCert = errors.New("no client certificate")
@@ -201,30 +200,30 @@ func (a *ArtifactAPI) certAuthorize(r *http.Request) error {
 	return nil
 }
 
-func (a *ArtifactAPI) signature(w http.ResponseWriter, r *http.Request) {
-	a.serveSignature(w, r.PathValue("id"))
+func (a *ArtifactAPI) signature(w http.ResponseWriter, r *http.Request) error {
+	return a.serveSignature(w, r.PathValue("id"))
 }
 
-func (a *ArtifactAPI) deviceSignature(w http.ResponseWriter, r *http.Request) {
-	if a.authorize(w, r) {
-		a.serveSignature(w, r.PathValue("id"))
+func (a *ArtifactAPI) deviceSignature(w http.ResponseWriter, r *http.Request) error {
+	if err := a.authorize(r); err != nil {
+		return err
 	}
+	return a.serveSignature(w, r.PathValue("id"))
 }
 
-func (a *ArtifactAPI) serveSignature(w http.ResponseWriter, id string) {
+func (a *ArtifactAPI) serveSignature(w http.ResponseWriter, id string) error {
 	art, err := a.Artifacts.Get(id)
 	if err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	if len(art.Signature) == 0 {
-		fail(w, 404, "", "artifact %s was uploaded without a signature", art.ID)
-		return
+		return Errorf(404, "", "artifact %s was uploaded without a signature", art.ID)
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("X-Umbra-Signature-Algorithm", art.SigAlg)
 	w.Header().Set("Content-Length", strconv.Itoa(len(art.Signature)))
 	_, _ = w.Write(art.Signature)
+	return nil
 }
 
 // countingWriter counts the bytes written and extends the write deadline
@@ -259,11 +258,10 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // serve answers with the image: Range (206, 416), If-Range, ETag (the
 // SHA-256) and If-None-Match (304), Last-Modified, Content-Length, HEAD
 // (http.ServeContent).
-func (a *ArtifactAPI) serve(w http.ResponseWriter, r *http.Request, id string) {
+func (a *ArtifactAPI) serve(w http.ResponseWriter, r *http.Request, id string) error {
 	f, art, err := a.Artifacts.Open(id)
 	if err != nil {
-		artifactErr(w, err)
-		return
+		return artifactErr(err)
 	}
 	defer f.Close()
 	h := w.Header()
@@ -291,6 +289,7 @@ func (a *ArtifactAPI) serve(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		a.Served(status, cw.n, done)
 	}
+	return nil
 }
 
 // trackingFile notes the furthest offset read.

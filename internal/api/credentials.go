@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -31,16 +30,14 @@ func (a *CredentialsAPI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /api/things/{thing}/credentials", a.Guard.Require(auth.RoleAdmin, a.revoke))
 }
 
-func (a *CredentialsAPI) issue(w http.ResponseWriter, r *http.Request) {
+func (a *CredentialsAPI) issue(w http.ResponseWriter, r *http.Request) error {
 	thing := r.PathValue("thing")
 	if !shadow.ValidThingName(thing) {
-		writeError(w, badRequest(fmt.Sprintf("Invalid thing name: %q", thing)))
-		return
+		return badRequest("Invalid thing name: %q", thing)
 	}
 	secret, err := a.Credentials.Issue(r.Context(), thing)
 	if err != nil {
-		writeError(w, &shadow.Error{Code: 500, Message: "Internal service failure"})
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{
 		"thing":     thing,
@@ -48,22 +45,21 @@ func (a *CredentialsAPI) issue(w http.ResponseWriter, r *http.Request) {
 		"createdAt": time.Now().Unix(),
 		"note":      "the secret is shown once; Umbra keeps only its bcrypt hash. Connect with client id = thing name and this secret as the MQTT password.",
 	})
+	return nil
 }
 
-func (a *CredentialsAPI) revoke(w http.ResponseWriter, r *http.Request) {
+func (a *CredentialsAPI) revoke(w http.ResponseWriter, r *http.Request) error {
 	thing := r.PathValue("thing")
 	if !shadow.ValidThingName(thing) {
-		writeError(w, badRequest(fmt.Sprintf("Invalid thing name: %q", thing)))
-		return
+		return badRequest("Invalid thing name: %q", thing)
 	}
 	existed, err := a.Credentials.Revoke(r.Context(), thing)
 	if err != nil {
-		writeError(w, &shadow.Error{Code: 500, Message: "Internal service failure"})
-		return
+		return err
 	}
 	if !existed {
-		writeError(w, &shadow.Error{Code: 404, Message: fmt.Sprintf("Thing %q has no credentials", thing)})
-		return
+		return Errorf(404, "", "Thing %q has no credentials", thing)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

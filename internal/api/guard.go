@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/umbra-iot/umbra/internal/auth"
-	"github.com/umbra-iot/umbra/shadow"
 )
 
 // KeyChecker resolves API keys.
@@ -26,7 +25,8 @@ type principalKey struct{}
 
 // Require wraps h so that only callers whose role includes need reach it.
 // The key comes from "Authorization: Bearer <key>" or "X-API-Key: <key>".
-func (g *Guard) Require(need auth.Role, h http.HandlerFunc) http.HandlerFunc {
+// A failure h returns is written by WriteError.
+func (g *Guard) Require(need auth.Role, h HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		p := auth.APIPrincipal{Name: "anonymous", Role: auth.RoleAdmin}
 		if g != nil && g.Keys != nil {
@@ -36,20 +36,20 @@ func (g *Guard) Require(need auth.Role, h http.HandlerFunc) http.HandlerFunc {
 			}
 			if key == "" {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="umbra"`)
-				writeError(w, &shadow.Error{Code: 401, Message: "Unauthorized: send an API key as 'Authorization: Bearer <key>'"})
+				WriteError(w, Errorf(401, "", "Unauthorized: send an API key as 'Authorization: Bearer <key>'"))
 				return
 			}
 			var ok bool
 			if p, ok = g.Keys.APIKey(key); !ok {
-				writeError(w, &shadow.Error{Code: 401, Message: "Unauthorized: unknown API key"})
+				WriteError(w, Errorf(401, "", "Unauthorized: unknown API key"))
 				return
 			}
 			if !p.Role.Allows(need) {
-				writeError(w, &shadow.Error{Code: 403, Message: "Forbidden: API key " + p.Name + " has role " + string(p.Role) + ", this needs " + string(need)})
+				WriteError(w, Errorf(403, "", "Forbidden: API key %s has role %s, this needs %s", p.Name, p.Role, need))
 				return
 			}
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	}
 }
 
@@ -67,19 +67,20 @@ func Principal(r *http.Request) string {
 	return "http:" + host
 }
 
-// WhoAmI answers GET /api/whoami: the caller's API key name and role, so
+// whoAmI answers GET /api/whoami: the caller's API key name and role, so
 // that a client (the dashboard) can check a key and offer only what the role
 // allows. With authentication off every caller is an anonymous admin.
-func (g *Guard) WhoAmI(w http.ResponseWriter, r *http.Request) {
+func (g *Guard) whoAmI(w http.ResponseWriter, r *http.Request) error {
 	p, _ := r.Context().Value(principalKey{}).(auth.APIPrincipal)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"name":           p.Name,
 		"role":           p.Role,
 		"authentication": g != nil && g.Keys != nil,
 	})
+	return nil
 }
 
 // Register adds GET /api/whoami to mux.
 func (g *Guard) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/whoami", g.Require(auth.RoleViewer, g.WhoAmI))
+	mux.HandleFunc("GET /api/whoami", g.Require(auth.RoleViewer, g.whoAmI))
 }

@@ -13,26 +13,25 @@ func (a *RolloutAPI) registerJobDocuments(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/jobs/{id}/executions", a.Guard.Require(auth.RoleViewer, a.jobExecutions))
 }
 
-func (a *RolloutAPI) jobExecutions(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) jobExecutions(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	execs, err := a.Engine.JobExecutions(id)
 	if err != nil {
-		rolloutErr(w, fmt.Errorf("job %q: %w", id, err))
-		return
+		return fmt.Errorf("job %q: %w", id, err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"executions": execs})
+	return nil
 }
 
 // forceParam reads the optional force=true|false query parameter.
-func forceParam(w http.ResponseWriter, r *http.Request) (bool, bool) {
+func forceParam(r *http.Request) (bool, error) {
 	raw := r.URL.Query().Get("force")
 	if raw == "" {
-		return false, true
+		return false, nil
 	}
 	v, err := strconv.ParseBool(raw)
 	if err != nil {
-		fail(w, 400, "force", "force %q: want true or false", raw)
-		return false, false
+		return false, Errorf(400, "force", "force %q: want true or false", raw)
 	}
-	return v, true
+	return v, nil
 }

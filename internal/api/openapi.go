@@ -34,7 +34,6 @@ type oaRoute struct {
 	result                     string // success schema name; "" = no content
 	media                      string // success media type; "" = application/json
 	errs                       []int  // error statuses besides 401/403
-	shadowErrs                 bool   // errors use the shadow error document
 }
 
 var (
@@ -49,26 +48,26 @@ var oaRoutes = []oaRoute{
 	// Health, metrics, documentation, dashboard.
 	{method: "GET", path: "/healthz", tag: "operations", summary: "Liveness: 200 while the database can be read", status: 200, result: "Text", media: "text/plain", errs: []int{503}},
 	{method: "GET", path: "/readyz", tag: "operations", summary: "Readiness: 200 while accepting work; 503 (one line per reason) while shutting down, a listener cannot accept, or the store cannot commit", status: 200, result: "Text", media: "text/plain", errs: []int{503}},
-	{method: "GET", path: "/metrics", tag: "operations", summary: "Prometheus metrics", role: "viewer", status: 200, result: "Text", media: "text/plain", shadowErrs: true},
+	{method: "GET", path: "/metrics", tag: "operations", summary: "Prometheus metrics", role: "viewer", status: 200, result: "Text", media: "text/plain"},
 	{method: "GET", path: "/openapi.json", tag: "operations", summary: "This document", status: 200, result: "Object"},
-	{method: "GET", path: "/api/admin/backup", tag: "operations", summary: "Online backup: the database file as one read transaction sees it (umbra db backup --online)", role: "admin", status: 200, result: "Text", media: "application/octet-stream", shadowErrs: true},
+	{method: "GET", path: "/api/admin/backup", tag: "operations", summary: "Online backup: the database file as one read transaction sees it (umbra db backup --online)", role: "admin", status: 200, result: "Text", media: "application/octet-stream"},
 	{method: "GET", path: "/", tag: "dashboard", summary: "Redirects to the dashboard at /ui/", status: 302},
 	{method: "GET", path: "/ui/", tag: "dashboard", summary: "The web dashboard (static files under /ui/)", status: 200, result: "Text", media: "text/html", errs: []int{404}},
 
 	// Shadows (AWS IoT data-plane paths).
-	{method: "GET", path: "/things/{thing}/shadow", tag: "shadows", summary: "Get a shadow (GetThingShadow)", role: "viewer", query: []oaParam{qName}, status: 200, result: "ShadowDocument", errs: []int{400, 404, 429}, shadowErrs: true},
-	{method: "POST", path: "/things/{thing}/shadow", tag: "shadows", summary: "Update a shadow (UpdateThingShadow)", role: "operator", query: []oaParam{qName}, body: "ShadowUpdate", status: 200, result: "ShadowDocument", errs: []int{400, 409, 413, 429}, shadowErrs: true},
-	{method: "DELETE", path: "/things/{thing}/shadow", tag: "shadows", summary: "Delete a shadow (DeleteThingShadow)", role: "operator", query: []oaParam{qName}, status: 200, result: "ShadowDeleted", errs: []int{400, 404}, shadowErrs: true},
+	{method: "GET", path: "/things/{thing}/shadow", tag: "shadows", summary: "Get a shadow (GetThingShadow)", role: "viewer", query: []oaParam{qName}, status: 200, result: "ShadowDocument", errs: []int{400, 404, 429}},
+	{method: "POST", path: "/things/{thing}/shadow", tag: "shadows", summary: "Update a shadow (UpdateThingShadow)", role: "operator", query: []oaParam{qName}, body: "ShadowUpdate", status: 200, result: "ShadowDocument", errs: []int{400, 409, 413, 429}},
+	{method: "DELETE", path: "/things/{thing}/shadow", tag: "shadows", summary: "Delete a shadow (DeleteThingShadow)", role: "operator", query: []oaParam{qName}, status: 200, result: "ShadowDeleted", errs: []int{400, 404}},
 	{method: "GET", path: "/things/{thing}/shadow/history", tag: "shadows", summary: "Accepted changes of a shadow, newest first", role: "viewer", query: []oaParam{qName,
 		{name: "limit", typ: "integer", desc: "entries (1-1000, default 100)"}, {name: "before", typ: "integer", desc: "only versions below this one"}},
-		status: 200, result: "ShadowHistory", errs: []int{400}, shadowErrs: true},
+		status: 200, result: "ShadowHistory", errs: []int{400}},
 	{method: "GET", path: "/api/things/shadow/ListNamedShadowsForThing/{thing}", tag: "shadows", summary: "List the named shadows of a thing", role: "viewer", query: []oaParam{
 		{name: "pageSize", typ: "integer", desc: "1-100, default 25"}, {name: "nextToken", typ: "string", desc: "token from the previous page"}},
-		status: 200, result: "NamedShadowList", errs: []int{400}, shadowErrs: true},
+		status: 200, result: "NamedShadowList", errs: []int{400}},
 
 	// Device credentials.
-	{method: "POST", path: "/api/things/{thing}/credentials", tag: "credentials", summary: "Issue or rotate the device secret (shown once)", role: "admin", status: 201, result: "Credentials", errs: []int{400}, shadowErrs: true},
-	{method: "DELETE", path: "/api/things/{thing}/credentials", tag: "credentials", summary: "Revoke the device secret", role: "admin", status: 204, errs: []int{400, 404}, shadowErrs: true},
+	{method: "POST", path: "/api/things/{thing}/credentials", tag: "credentials", summary: "Issue or rotate the device secret (shown once)", role: "admin", status: 201, result: "Credentials", errs: []int{400}},
+	{method: "DELETE", path: "/api/things/{thing}/credentials", tag: "credentials", summary: "Revoke the device secret", role: "admin", status: 204, errs: []int{400, 404}},
 
 	// Registry.
 	{method: "POST", path: "/api/things", tag: "things", summary: "Register a thing", role: "admin", body: "NewThing", status: 201, result: "ThingView", errs: []int{400, 409}},
@@ -219,12 +218,8 @@ func OpenAPIDocument() map[string]any {
 			op["security"] = []any{}
 		}
 		for _, c := range errs {
-			schema := "APIError"
-			if r.shadowErrs || c == 401 || c == 403 || r.path == "/healthz" || r.path == "/readyz" {
-				schema = "ShadowError"
-			}
-			media := "application/json"
-			if r.path == "/healthz" || r.path == "/readyz" || r.path == "/ui/" {
+			schema, media := "Error", "application/json"
+			if r.path == "/readyz" {
 				schema, media = "Text", "text/plain"
 			}
 			resp[itoa(c)] = map[string]any{"description": statusText[c],

@@ -11,15 +11,12 @@ const openapiComponents = `{
  "schemas": {
   "Text": {"type": "string"},
   "Object": {"type": "object", "additionalProperties": true},
-  "ShadowError": {"type": "object", "required": ["code", "message"], "properties": {
-   "code": {"type": "integer", "example": 404},
-   "message": {"type": "string", "example": "No shadow exists with name: 'dev-1'"},
-   "timestamp": {"type": "integer", "description": "Unix seconds"},
-   "clientToken": {"type": "string"}}},
-  "APIError": {"type": "object", "required": ["code", "message"], "properties": {
-   "code": {"type": "integer", "example": 400},
+  "Error": {"type": "object", "required": ["code", "message", "timestamp"], "description": "every error of the HTTP listener, including unknown routes (404) and wrong methods (405)", "properties": {
+   "code": {"type": "integer", "description": "the HTTP status", "example": 400},
    "message": {"type": "string", "example": "unknown field \"colour\""},
-   "field": {"type": "string", "description": "the request field or parameter to blame", "example": "colour"}}},
+   "field": {"type": "string", "description": "the request field or parameter to blame, when one is", "example": "colour"},
+   "timestamp": {"type": "integer", "description": "Unix seconds"},
+   "clientToken": {"type": "string", "description": "shadow operations: the request's clientToken, echoed"}}},
   "ShadowState": {"type": "object", "properties": {
    "desired": {"type": "object", "additionalProperties": true, "nullable": true},
    "reported": {"type": "object", "additionalProperties": true, "nullable": true},
@@ -92,7 +89,7 @@ const openapiComponents = `{
     "thingName": {"type": "string"},
     "thing": {"description": "the registry record, null if the thing is gone", "nullable": true, "allOf": [{"$ref": "#/components/schemas/Thing"}]},
     "shadow": {"description": "the classic shadow, null if it has none", "nullable": true, "allOf": [{"$ref": "#/components/schemas/ShadowDocument"}]},
-    "shadowError": {"$ref": "#/components/schemas/APIError"}}}}}},
+    "shadowError": {"$ref": "#/components/schemas/Error"}}}}}},
   "Count": {"type": "object", "properties": {"count": {"type": "integer"}, "query": {"type": "string"}}},
   "WhoAmI": {"type": "object", "properties": {
    "name": {"type": "string", "description": "the API key's name (anonymous without authentication)"},

@@ -5,8 +5,6 @@ import (
 	"mime"
 	"net/http"
 	"strings"
-
-	"github.com/umbra-iot/umbra/shadow"
 )
 
 // Browser protection: Umbra's API is meant for its own dashboard (same
@@ -58,15 +56,15 @@ func Protect(h http.Handler, o ProtectOptions) (http.Handler, error) {
 	}
 	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		refuse("cross_origin")
-		writeError(w, &shadow.Error{Code: http.StatusForbidden, Message: fmt.Sprintf(
+		WriteError(w, Errorf(http.StatusForbidden, "",
 			"Forbidden: cross-origin request refused (Origin %q, Sec-Fetch-Site %q, Host %q): pages of another origin may not write "+
 				"through this API; add the origin to http.allowed_origins to allow it",
-			r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site"), r.Host)})
+			r.Header.Get("Origin"), r.Header.Get("Sec-Fetch-Site"), r.Host))
 	}))
 	checkType := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if msg := contentTypeProblem(r); msg != "" {
 			refuse("content_type")
-			writeError(w, &shadow.Error{Code: http.StatusUnsupportedMediaType, Message: msg})
+			WriteError(w, &Error{Code: http.StatusUnsupportedMediaType, Message: msg})
 			return
 		}
 		h.ServeHTTP(w, r)

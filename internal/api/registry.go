@@ -18,7 +18,7 @@ import (
 // aggregations under /api/.
 type RegistryAPI struct {
 	Registry *registry.Registry
-	Shadows  Shadows // reads classic shadows for GET /api/search?expand=shadow
+	Shadows  ShadowService // reads classic shadows for GET /api/search?expand=shadow
 	Guard    *Guard
 }
 
@@ -51,39 +51,9 @@ func (a *RegistryAPI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/aggregations/buckets", g.Require(auth.RoleViewer, a.buckets))
 }
 
-// apiError is the registry API's error body: the HTTP status, a message,
-// and the offending field when one is to blame.
-type apiError struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-}
-
-func fail(w http.ResponseWriter, status int, field, format string, args ...any) {
-	writeJSON(w, status, apiError{Code: status, Message: fmt.Sprintf(format, args...), Field: field})
-}
-
-// failErr maps registry errors to statuses.
-func failErr(w http.ResponseWriter, err error) {
-	var fe *registry.FieldError
-	var se *query.SyntaxError
-	switch {
-	case errors.As(err, &fe):
-		fail(w, 400, fe.Field, "%s", fe.Msg)
-	case errors.As(err, &se):
-		fail(w, 400, "query", "%s", se.Error())
-	case errors.Is(err, registry.ErrNotFound):
-		fail(w, 404, "", "%s", err.Error())
-	case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrVersionConflict), errors.Is(err, registry.ErrInUse):
-		fail(w, 409, "", "%s", err.Error())
-	default:
-		fail(w, 500, "", "internal error")
-	}
-}
-
 // decode reads a JSON body strictly: unknown fields and trailing data are
 // errors that name the problem.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -91,48 +61,26 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &ute):
-			fail(w, 400, ute.Field, "%s must be %s, not JSON %s", ute.Field, ute.Type, ute.Value)
+			return Errorf(400, ute.Field, "%s must be %s, not JSON %s", ute.Field, ute.Type, ute.Value)
 		case errors.As(err, &mbe):
-			fail(w, 413, "", "request body larger than %d bytes", mbe.Limit)
+			return err
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-			fail(w, 400, name, "unknown field %q", name)
+			return Errorf(400, name, "unknown field %q", name)
 		case errors.Is(err, io.EOF):
-			fail(w, 400, "", "request body is empty; expected a JSON object")
+			return badRequest("request body is empty; expected a JSON object")
 		default:
-			fail(w, 400, "", "malformed JSON: %v", err)
+			return badRequest("malformed JSON: %v", err)
 		}
-		return false
 	}
 	if dec.More() {
-		fail(w, 400, "", "malformed JSON: data after the object")
-		return false
+		return badRequest("malformed JSON: data after the object")
 	}
-	return true
+	return nil
 }
 
-func limitParam(w http.ResponseWriter, r *http.Request, def, max int) (int, bool) {
-	raw := r.URL.Query().Get("pageSize")
-	if raw == "" {
-		return def, true
-	}
-	n, err := strconv.Atoi(raw)
-	if err != nil || n < 1 || n > max {
-		fail(w, 400, "pageSize", "pageSize %q: want a number from 1 to %d", raw, max)
-		return 0, false
-	}
-	return n, true
-}
-
-// thingView is a thing with its live state, as GET returns it.
-type thingView struct {
-	registry.Thing
-	Groups       []string               `json:"thingGroupNames"`
-	Connectivity *registry.Connectivity `json:"connectivity,omitempty"`
-}
-
-func (a *RegistryAPI) view(t registry.Thing) thingView {
-	v := thingView{Thing: t, Groups: a.Registry.ThingGroups(t.Name)}
+func (a *RegistryAPI) view(t registry.Thing) registry.ThingView {
+	v := registry.ThingView{Thing: t, Groups: a.Registry.ThingGroups(t.Name)}
 	if v.Groups == nil {
 		v.Groups = []string{}
 	}
@@ -142,40 +90,38 @@ func (a *RegistryAPI) view(t registry.Thing) thingView {
 	return v
 }
 
-func (a *RegistryAPI) createThing(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) createThing(w http.ResponseWriter, r *http.Request) error {
 	var n registry.NewThing
-	if !decode(w, r, &n) {
-		return
+	if err := decode(w, r, &n); err != nil {
+		return err
 	}
 	t, err := a.Registry.CreateThing(r.Context(), n)
 	if err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, a.view(t))
+	return nil
 }
 
-func (a *RegistryAPI) getThing(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) getThing(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.Registry.Thing(r.PathValue("thing"))
 	if err != nil {
-		failErr(w, fmt.Errorf("thing %q: %w", r.PathValue("thing"), err))
-		return
+		return fmt.Errorf("thing %q: %w", r.PathValue("thing"), err)
 	}
 	writeJSON(w, http.StatusOK, a.view(t))
+	return nil
 }
 
 // connectivity answers a thing's connectivity and its last connects and
 // disconnects, newest first.
-func (a *RegistryAPI) connectivity(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) connectivity(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("thing")
 	if _, err := a.Registry.Thing(name); err != nil {
-		failErr(w, fmt.Errorf("thing %q: %w", name, err))
-		return
+		return fmt.Errorf("thing %q: %w", name, err)
 	}
 	history, err := a.Registry.ConnectivityHistory(r.Context(), name)
 	if err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	if history == nil {
 		history = []registry.Transition{}
@@ -185,182 +131,178 @@ func (a *RegistryAPI) connectivity(w http.ResponseWriter, r *http.Request) {
 		out["connectivity"] = c
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (a *RegistryAPI) listThings(w http.ResponseWriter, r *http.Request) {
-	limit, ok := limitParam(w, r, 100, 1000)
-	if !ok {
-		return
+func (a *RegistryAPI) listThings(w http.ResponseWriter, r *http.Request) error {
+	limit, err := PageSize(r, "pageSize", 100, 1000)
+	if err != nil {
+		return err
 	}
 	things, next, err := a.Registry.ListThings(r.URL.Query().Get("nextToken"), limit)
 	if err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	if things == nil {
 		things = []registry.Thing{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"things": things, "nextToken": next})
+	return nil
 }
 
-func (a *RegistryAPI) updateThing(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) updateThing(w http.ResponseWriter, r *http.Request) error {
 	var p registry.ThingPatch
-	if !decode(w, r, &p) {
-		return
+	if err := decode(w, r, &p); err != nil {
+		return err
 	}
 	t, err := a.Registry.UpdateThing(r.Context(), r.PathValue("thing"), p)
 	if err != nil {
-		failErr(w, fmt.Errorf("thing %q: %w", r.PathValue("thing"), err))
-		return
+		return fmt.Errorf("thing %q: %w", r.PathValue("thing"), err)
 	}
 	writeJSON(w, http.StatusOK, a.view(t))
+	return nil
 }
 
-func (a *RegistryAPI) deleteThing(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) deleteThing(w http.ResponseWriter, r *http.Request) error {
 	var expected int64
 	if raw := r.URL.Query().Get("expectedVersion"); raw != "" {
 		v, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || v < 1 {
-			fail(w, 400, "expectedVersion", "expectedVersion %q: want a positive integer", raw)
-			return
+			return Errorf(400, "expectedVersion", "expectedVersion %q: want a positive integer", raw)
 		}
 		expected = v
 	}
 	if err := a.Registry.DeleteThing(r.Context(), r.PathValue("thing"), expected); err != nil {
-		failErr(w, fmt.Errorf("thing %q: %w", r.PathValue("thing"), err))
-		return
+		return fmt.Errorf("thing %q: %w", r.PathValue("thing"), err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (a *RegistryAPI) createType(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) createType(w http.ResponseWriter, r *http.Request) error {
 	var t registry.ThingType
-	if !decode(w, r, &t) {
-		return
+	if err := decode(w, r, &t); err != nil {
+		return err
 	}
 	out, err := a.Registry.CreateType(r.Context(), t)
 	if err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, out)
+	return nil
 }
 
-func (a *RegistryAPI) listTypes(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) listTypes(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"thingTypes": a.Registry.Types()})
+	return nil
 }
 
-func (a *RegistryAPI) getType(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) getType(w http.ResponseWriter, r *http.Request) error {
 	t, err := a.Registry.Type(r.PathValue("type"))
 	if err != nil {
-		failErr(w, fmt.Errorf("thing type %q: %w", r.PathValue("type"), err))
-		return
+		return fmt.Errorf("thing type %q: %w", r.PathValue("type"), err)
 	}
 	writeJSON(w, http.StatusOK, t)
+	return nil
 }
 
-func (a *RegistryAPI) deprecateType(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) deprecateType(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Deprecated *bool `json:"deprecated"`
 	}
-	if !decode(w, r, &body) {
-		return
+	if err := decode(w, r, &body); err != nil {
+		return err
 	}
 	if body.Deprecated == nil {
-		fail(w, 400, "deprecated", "deprecated (true or false) is required")
-		return
+		return Errorf(400, "deprecated", "deprecated (true or false) is required")
 	}
 	t, err := a.Registry.DeprecateType(r.Context(), r.PathValue("type"), *body.Deprecated)
 	if err != nil {
-		failErr(w, fmt.Errorf("thing type %q: %w", r.PathValue("type"), err))
-		return
+		return fmt.Errorf("thing type %q: %w", r.PathValue("type"), err)
 	}
 	writeJSON(w, http.StatusOK, t)
+	return nil
 }
 
-func (a *RegistryAPI) deleteType(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) deleteType(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Registry.DeleteType(r.Context(), r.PathValue("type")); err != nil {
-		failErr(w, fmt.Errorf("thing type %q: %w", r.PathValue("type"), err))
-		return
+		return fmt.Errorf("thing type %q: %w", r.PathValue("type"), err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (a *RegistryAPI) createGroup(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) createGroup(w http.ResponseWriter, r *http.Request) error {
 	var g registry.Group
-	if !decode(w, r, &g) {
-		return
+	if err := decode(w, r, &g); err != nil {
+		return err
 	}
 	out, err := a.Registry.CreateGroup(r.Context(), g)
 	if err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, out)
+	return nil
 }
 
-func (a *RegistryAPI) listGroups(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) listGroups(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"groups": a.Registry.Groups()})
+	return nil
 }
 
-func (a *RegistryAPI) getGroup(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) getGroup(w http.ResponseWriter, r *http.Request) error {
 	g, err := a.Registry.Group(r.PathValue("group"))
 	if err != nil {
-		failErr(w, fmt.Errorf("group %q: %w", r.PathValue("group"), err))
-		return
+		return fmt.Errorf("group %q: %w", r.PathValue("group"), err)
 	}
 	writeJSON(w, http.StatusOK, g)
+	return nil
 }
 
-func (a *RegistryAPI) deleteGroup(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) deleteGroup(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Registry.DeleteGroup(r.Context(), r.PathValue("group")); err != nil {
-		failErr(w, fmt.Errorf("group %q: %w", r.PathValue("group"), err))
-		return
+		return fmt.Errorf("group %q: %w", r.PathValue("group"), err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (a *RegistryAPI) groupMembers(w http.ResponseWriter, r *http.Request) {
-	limit, ok := limitParam(w, r, 100, 1000)
-	if !ok {
-		return
+func (a *RegistryAPI) groupMembers(w http.ResponseWriter, r *http.Request) error {
+	limit, err := PageSize(r, "pageSize", 100, 1000)
+	if err != nil {
+		return err
 	}
 	res, err := a.Registry.Members(r.PathValue("group"), r.URL.Query().Get("nextToken"), limit)
 	if err != nil {
-		failErr(w, fmt.Errorf("group %q: %w", r.PathValue("group"), err))
-		return
+		return fmt.Errorf("group %q: %w", r.PathValue("group"), err)
 	}
 	writeSearch(w, res, nil)
+	return nil
 }
 
-func (a *RegistryAPI) addMember(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) addMember(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Registry.AddToGroup(r.Context(), r.PathValue("group"), r.PathValue("thing")); err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (a *RegistryAPI) removeMember(w http.ResponseWriter, r *http.Request) {
+func (a *RegistryAPI) removeMember(w http.ResponseWriter, r *http.Request) error {
 	if err := a.Registry.RemoveFromGroup(r.Context(), r.PathValue("group"), r.PathValue("thing")); err != nil {
-		failErr(w, err)
-		return
+		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // parseQuery reads ?query= (default "*": every thing).
-func parseQuery(w http.ResponseWriter, r *http.Request) (*query.Query, bool) {
+func parseQuery(r *http.Request) (*query.Query, error) {
 	raw := r.URL.Query().Get("query")
 	if raw == "" {
 		raw = "*"
 	}
-	q, err := query.Parse(raw)
-	if err != nil {
-		failErr(w, err)
-		return nil, false
-	}
-	return q, true
+	return query.Parse(raw)
 }
 
 // writeSearch answers a page of names; expanded, when not nil, carries the
@@ -380,18 +322,18 @@ func writeSearch(w http.ResponseWriter, res registry.SearchResult, expanded []ex
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *RegistryAPI) search(w http.ResponseWriter, r *http.Request) {
-	q, ok := parseQuery(w, r)
-	if !ok {
-		return
+func (a *RegistryAPI) search(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r)
+	if err != nil {
+		return err
 	}
-	limit, ok := limitParam(w, r, 100, 1000)
-	if !ok {
-		return
+	limit, err := PageSize(r, "pageSize", 100, 1000)
+	if err != nil {
+		return err
 	}
-	e, ok := parseExpand(w, r)
-	if !ok {
-		return
+	e, err := parseExpand(r)
+	if err != nil {
+		return err
 	}
 	res := a.Registry.Search(q, r.URL.Query().Get("nextToken"), limit)
 	var expanded []expandedThing
@@ -399,32 +341,32 @@ func (a *RegistryAPI) search(w http.ResponseWriter, r *http.Request) {
 		expanded = a.expand(r, res.Things, e)
 	}
 	writeSearch(w, res, expanded)
+	return nil
 }
 
-func (a *RegistryAPI) count(w http.ResponseWriter, r *http.Request) {
-	q, ok := parseQuery(w, r)
-	if !ok {
-		return
+func (a *RegistryAPI) count(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r)
+	if err != nil {
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"count": a.Registry.Count(q), "query": q.Source})
+	return nil
 }
 
-func (a *RegistryAPI) buckets(w http.ResponseWriter, r *http.Request) {
-	q, ok := parseQuery(w, r)
-	if !ok {
-		return
+func (a *RegistryAPI) buckets(w http.ResponseWriter, r *http.Request) error {
+	q, err := parseQuery(r)
+	if err != nil {
+		return err
 	}
 	field := r.URL.Query().Get("field")
 	if field == "" {
-		fail(w, 400, "field", "field is required (e.g. field=shadow.reported.firmware_version)")
-		return
+		return Errorf(400, "field", "field is required (e.g. field=shadow.reported.firmware_version)")
 	}
 	max := 100
 	if raw := r.URL.Query().Get("maxBuckets"); raw != "" {
 		n, err := strconv.Atoi(raw)
 		if err != nil || n < 1 || n > 10000 {
-			fail(w, 400, "maxBuckets", "maxBuckets %q: want a number from 1 to 10000", raw)
-			return
+			return Errorf(400, "maxBuckets", "maxBuckets %q: want a number from 1 to 10000", raw)
 		}
 		max = n
 	}
@@ -433,4 +375,5 @@ func (a *RegistryAPI) buckets(w http.ResponseWriter, r *http.Request) {
 		buckets = []registry.Bucket{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"totalCount": total, "field": field, "buckets": buckets})
+	return nil
 }

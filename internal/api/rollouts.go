@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -36,111 +35,85 @@ func (a *RolloutAPI) Register(mux *http.ServeMux) {
 	a.registerJobDocuments(mux)
 }
 
-func rolloutErr(w http.ResponseWriter, err error) {
-	var fe *rollout.FieldError
-	switch {
-	case errors.As(err, &fe):
-		fail(w, 400, fe.Field, "%s", fe.Msg)
-	case errors.Is(err, rollout.ErrNotFound):
-		fail(w, 404, "", "%s", err.Error())
-	case errors.Is(err, rollout.ErrPlanChanged):
-		fail(w, 409, "plan", "%s", err.Error())
-	case errors.Is(err, rollout.ErrState):
-		fail(w, 409, "", "%s", err.Error())
-	default:
-		// errors.Join of several field errors: report the first field.
-		if u, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range u.Unwrap() {
-				if errors.As(e, &fe) {
-					fail(w, 400, fe.Field, "%s", err.Error())
-					return
-				}
-			}
-		}
-		fail(w, 500, "", "internal error")
-	}
-}
-
-func (a *RolloutAPI) create(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) create(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		rollout.Spec
 		Start bool `json:"start"`
 	}
-	if !decode(w, r, &body) {
-		return
+	if err := decode(w, r, &body); err != nil {
+		return err
 	}
 	v, err := a.Engine.Create(r.Context(), body.Spec)
 	if err != nil {
-		rolloutErr(w, err)
-		return
+		return err
 	}
 	if body.Start {
 		if v, err = a.Engine.Start(r.Context(), v.ID); err != nil {
-			rolloutErr(w, err)
-			return
+			return err
 		}
 	}
 	writeJSON(w, http.StatusCreated, v)
+	return nil
 }
 
-func (a *RolloutAPI) previewSpec(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) previewSpec(w http.ResponseWriter, r *http.Request) error {
 	var s rollout.Spec
-	if !decode(w, r, &s) {
-		return
+	if err := decode(w, r, &s); err != nil {
+		return err
 	}
 	pv, err := a.Engine.Preview(s)
 	if err != nil {
-		rolloutErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, pv)
+	return nil
 }
 
-func (a *RolloutAPI) preview(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) preview(w http.ResponseWriter, r *http.Request) error {
 	waves, err := a.Engine.PreviewID(r.PathValue("id"))
 	if err != nil {
-		rolloutErr(w, fmt.Errorf("rollout %q: %w", r.PathValue("id"), err))
-		return
+		return fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"waves": waves})
+	return nil
 }
 
-func (a *RolloutAPI) list(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) list(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"rollouts": a.Engine.List()})
+	return nil
 }
 
-func (a *RolloutAPI) get(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) get(w http.ResponseWriter, r *http.Request) error {
 	v, err := a.Engine.Get(r.PathValue("id"))
 	if err != nil {
-		rolloutErr(w, fmt.Errorf("rollout %q: %w", r.PathValue("id"), err))
-		return
+		return fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
-func (a *RolloutAPI) devices(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) devices(w http.ResponseWriter, r *http.Request) error {
 	wave := -1
 	if raw := r.URL.Query().Get("wave"); raw != "" {
 		n, err := strconv.Atoi(raw)
 		if err != nil || n < 0 {
-			fail(w, 400, "wave", "wave %q: want a wave index from 0", raw)
-			return
+			return Errorf(400, "wave", "wave %q: want a wave index from 0", raw)
 		}
 		wave = n
 	}
 	devs, err := a.Engine.Devices(r.PathValue("id"), wave, rollout.DeviceState(r.URL.Query().Get("state")))
 	if err != nil {
-		rolloutErr(w, fmt.Errorf("rollout %q: %w", r.PathValue("id"), err))
-		return
+		return fmt.Errorf("rollout %q: %w", r.PathValue("id"), err)
 	}
 	if devs == nil {
 		devs = []rollout.Device{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"devices": devs})
+	return nil
 }
 
-func (a *RolloutAPI) act(action string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) act(action string) HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
 		id := r.PathValue("id")
 		var v rollout.View
 		var err error
@@ -159,55 +132,55 @@ func (a *RolloutAPI) act(action string) http.HandlerFunc {
 			wave := -1
 			if raw := r.URL.Query().Get("wave"); raw != "" {
 				if wave, err = strconv.Atoi(raw); err != nil || wave < 0 {
-					fail(w, 400, "wave", "wave %q: want a wave index from 0", raw)
-					return
+					return Errorf(400, "wave", "wave %q: want a wave index from 0", raw)
 				}
 			}
 			v, err = a.Engine.Approve(r.Context(), id, wave)
 		}
 		if err != nil {
-			rolloutErr(w, fmt.Errorf("rollout %q: %w", id, err))
-			return
+			return fmt.Errorf("rollout %q: %w", id, err)
 		}
 		writeJSON(w, http.StatusOK, v)
+		return nil
 	}
 }
 
-func (a *RolloutAPI) createJob(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) createJob(w http.ResponseWriter, r *http.Request) error {
 	var s rollout.JobSpec
-	if !decode(w, r, &s) {
-		return
+	if err := decode(w, r, &s); err != nil {
+		return err
 	}
 	v, err := a.Engine.CreateJob(r.Context(), s)
 	if err != nil {
-		rolloutErr(w, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusCreated, v)
+	return nil
 }
 
-func (a *RolloutAPI) listJobs(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) listJobs(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"jobs": a.Engine.Jobs()})
+	return nil
 }
 
-func (a *RolloutAPI) getJob(w http.ResponseWriter, r *http.Request) {
+func (a *RolloutAPI) getJob(w http.ResponseWriter, r *http.Request) error {
 	v, err := a.Engine.Job(r.PathValue("id"))
 	if err != nil {
-		rolloutErr(w, fmt.Errorf("job %q: %w", r.PathValue("id"), err))
-		return
+		return fmt.Errorf("job %q: %w", r.PathValue("id"), err)
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
-func (a *RolloutAPI) cancelJob(w http.ResponseWriter, r *http.Request) {
-	force, ok := forceParam(w, r)
-	if !ok {
-		return
+func (a *RolloutAPI) cancelJob(w http.ResponseWriter, r *http.Request) error {
+	force, err := forceParam(r)
+	if err != nil {
+		return err
 	}
 	v, err := a.Engine.AbortJob(r.Context(), r.PathValue("id"), force)
 	if err != nil {
-		rolloutErr(w, fmt.Errorf("job %q: %w", r.PathValue("id"), err))
-		return
+		return fmt.Errorf("job %q: %w", r.PathValue("id"), err)
 	}
 	writeJSON(w, http.StatusOK, v)
+	return nil
 }

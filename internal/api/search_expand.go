@@ -15,11 +15,11 @@ import (
 // expansion is what ?expand= asks for.
 type expansion struct{ thing, shadow bool }
 
-func parseExpand(w http.ResponseWriter, r *http.Request) (expansion, bool) {
+func parseExpand(r *http.Request) (expansion, error) {
 	var e expansion
 	raw := r.URL.Query().Get("expand")
 	if raw == "" {
-		return e, true
+		return e, nil
 	}
 	for _, part := range strings.Split(raw, ",") {
 		switch strings.TrimSpace(part) {
@@ -28,11 +28,10 @@ func parseExpand(w http.ResponseWriter, r *http.Request) (expansion, bool) {
 		case "shadow":
 			e.shadow = true
 		default:
-			fail(w, 400, "expand", "expand %q: want thing, shadow or both (expand=thing,shadow)", part)
-			return e, false
+			return e, Errorf(400, "expand", "expand %q: want thing, shadow or both (expand=thing,shadow)", part)
 		}
 	}
-	return e, true
+	return e, nil
 }
 
 // expandedThing is one search result in detail. A field asked for is null
@@ -42,7 +41,7 @@ type expandedThing struct {
 	Name        string          `json:"thingName"`
 	Thing       json.RawMessage `json:"thing,omitempty"`
 	Shadow      json.RawMessage `json:"shadow,omitempty"`
-	ShadowError *apiError       `json:"shadowError,omitempty"`
+	ShadowError *Error          `json:"shadowError,omitempty"`
 }
 
 var jsonNull = json.RawMessage("null")
@@ -69,7 +68,7 @@ func (a *RegistryAPI) expand(r *http.Request, names []string, e expansion) []exp
 			case resp.Err == nil:
 				x.Shadow = resp.Payload
 			case resp.Err.Code != http.StatusNotFound:
-				x.ShadowError = &apiError{Code: resp.Err.Code, Message: resp.Err.Message}
+				x.ShadowError = &Error{Code: resp.Err.Code, Message: resp.Err.Message}
 			}
 		}
 		out[i] = x

@@ -1,10 +1,8 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -13,9 +11,10 @@ import (
 	"github.com/umbra-iot/umbra/shadow"
 )
 
-// Shadows is what the shadow routes need.
-type Shadows interface {
-	Handle(ctx context.Context, req shadow.Request) shadow.Response
+// ShadowService is what the shadow routes need: the shadow service and its
+// limits.
+type ShadowService interface {
+	shadow.Handler
 	Options() shadow.Options
 }
 
@@ -28,7 +27,7 @@ type ShadowLister interface {
 
 // ShadowAPI serves the AWS data-plane shadow paths plus history.
 type ShadowAPI struct {
-	Shadows Shadows
+	Shadows ShadowService
 	Lister  ShadowLister
 	Guard   *Guard
 }
@@ -44,83 +43,76 @@ func (a *ShadowAPI) Register(mux *http.ServeMux) {
 }
 
 // ref reads the thing from the path and the shadow from ?name=.
-func ref(r *http.Request) (shadow.Ref, *shadow.Error) {
+func ref(r *http.Request) (shadow.Ref, error) {
 	ref := shadow.Ref{Thing: r.PathValue("thing"), Name: r.URL.Query().Get("name")}
 	if !shadow.ValidThingName(ref.Thing) {
-		return ref, badRequest(fmt.Sprintf("Invalid thing name: %q (1-128 characters of a-z A-Z 0-9 : _ -)", ref.Thing))
+		return ref, badRequest("Invalid thing name: %q (1-128 characters of a-z A-Z 0-9 : _ -)", ref.Thing)
 	}
 	if r.URL.Query().Has("name") && !shadow.ValidShadowName(ref.Name) {
-		return ref, badRequest(fmt.Sprintf("Invalid shadow name: %q (1-64 characters of a-z A-Z 0-9 : _ -)", ref.Name))
+		return ref, badRequest("Invalid shadow name: %q (1-64 characters of a-z A-Z 0-9 : _ -)", ref.Name)
 	}
 	return ref, nil
 }
 
-func (a *ShadowAPI) op(op shadow.Op) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		ref, rerr := ref(r)
-		if rerr != nil {
-			writeError(w, rerr)
-			return
+func (a *ShadowAPI) op(op shadow.Op) HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		ref, err := ref(r)
+		if err != nil {
+			return err
 		}
 		var body []byte
 		if op == shadow.OpUpdate {
 			limit := int64(a.Shadows.Options().MaxPayloadBytes)
-			var err error
 			body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
-				writeError(w, &shadow.Error{Code: 413, Message: "The payload exceeds the maximum size allowed"})
-				return
+				return &shadow.Error{Code: 413, Message: "The payload exceeds the maximum size allowed"}
 			}
 			if err != nil {
-				writeError(w, badRequest("reading request body: "+err.Error()))
-				return
+				return badRequest("reading request body: %v", err)
 			}
 		}
 		resp := a.Shadows.Handle(r.Context(), shadow.Request{
 			Ref: ref, Op: op, Payload: body, Origin: shadow.OriginHTTP, Principal: Principal(r),
 		})
 		if resp.Err != nil {
-			writeRaw(w, resp.Err.Code, resp.Payload)
-			return
+			return &rejection{err: resp.Err, doc: resp.Payload}
 		}
 		writeRaw(w, http.StatusOK, resp.Payload)
+		return nil
 	}
 }
 
-// pageSize reads ?pageSize= (or ?limit=) within [1, max], default def.
-func pageSize(r *http.Request, key string, def, max int) (int, *shadow.Error) {
+// PageSize reads the page size parameter key of r (?pageSize=, ?limit=):
+// def when absent, else a number within [1, max] or a 400 naming key.
+func PageSize(r *http.Request, key string, def, max int) (int, error) {
 	raw := r.URL.Query().Get(key)
 	if raw == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(raw)
 	if err != nil || n < 1 || n > max {
-		return 0, badRequest(fmt.Sprintf("Invalid %s: %q (want 1 to %d)", key, raw, max))
+		return 0, Errorf(400, key, "Invalid %s: %q (want a number from 1 to %d)", key, raw, max)
 	}
 	return n, nil
 }
 
-func (a *ShadowAPI) listNamed(w http.ResponseWriter, r *http.Request) {
+func (a *ShadowAPI) listNamed(w http.ResponseWriter, r *http.Request) error {
 	thing := r.PathValue("thing")
 	if !shadow.ValidThingName(thing) {
-		writeError(w, badRequest(fmt.Sprintf("Invalid thing name: %q", thing)))
-		return
+		return badRequest("Invalid thing name: %q", thing)
 	}
-	size, perr := pageSize(r, "pageSize", 25, 100)
-	if perr != nil {
-		writeError(w, perr)
-		return
+	size, err := PageSize(r, "pageSize", 25, 100)
+	if err != nil {
+		return err
 	}
 	after := r.URL.Query().Get("nextToken")
 	if after != "" && !shadow.ValidShadowName(after) {
-		writeError(w, badRequest(fmt.Sprintf("Invalid nextToken: %q", after)))
-		return
+		return Errorf(400, "nextToken", "Invalid nextToken: %q", after)
 	}
 	names, next, err := a.Lister.ListNamedShadows(thing, after, size)
 	if err != nil {
-		writeError(w, &shadow.Error{Code: 500, Message: "Internal service failure"})
-		return
+		return err
 	}
 	out := struct {
 		Results   []string `json:"results"`
@@ -131,32 +123,29 @@ func (a *ShadowAPI) listNamed(w http.ResponseWriter, r *http.Request) {
 		out.Results = []string{}
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }
 
-func (a *ShadowAPI) history(w http.ResponseWriter, r *http.Request) {
-	ref, rerr := ref(r)
-	if rerr != nil {
-		writeError(w, rerr)
-		return
+func (a *ShadowAPI) history(w http.ResponseWriter, r *http.Request) error {
+	ref, err := ref(r)
+	if err != nil {
+		return err
 	}
-	limit, perr := pageSize(r, "limit", 100, 1000)
-	if perr != nil {
-		writeError(w, perr)
-		return
+	limit, err := PageSize(r, "limit", 100, 1000)
+	if err != nil {
+		return err
 	}
 	var before int64
 	if raw := r.URL.Query().Get("before"); raw != "" {
 		v, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || v < 1 {
-			writeError(w, badRequest(fmt.Sprintf("Invalid before: %q (want a version number)", raw)))
-			return
+			return Errorf(400, "before", "Invalid before: %q (want a version number)", raw)
 		}
 		before = v
 	}
 	entries, err := a.Lister.History(ref, before, limit)
 	if err != nil {
-		writeError(w, &shadow.Error{Code: 500, Message: "Internal service failure"})
-		return
+		return err
 	}
 	out := struct {
 		Thing   string            `json:"thing"`
@@ -167,4 +156,5 @@ func (a *ShadowAPI) history(w http.ResponseWriter, r *http.Request) {
 		out.Entries = []json.RawMessage{}
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
 }

@@ -38,15 +38,14 @@ func (a *StreamAPI) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/events", a.Guard.Require(auth.RoleViewer, a.stream))
 }
 
-func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
+func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) error {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		fail(w, 500, "", "streaming unsupported")
-		return
+		return Errorf(500, "", "streaming unsupported")
 	}
-	accept, ok := a.filter(w, r)
-	if !ok {
-		return
+	accept, err := a.filter(r)
+	if err != nil {
+		return err
 	}
 	sub := a.Hub.Subscribe(1024, accept)
 	defer sub.Close()
@@ -78,9 +77,9 @@ func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
-			return
+			return nil
 		case <-a.Stop:
-			return
+			return nil
 		case <-ticker.C:
 			extend()
 			if n := sub.Dropped(); n > 0 {
@@ -102,7 +101,7 @@ func (a *StreamAPI) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 // filter builds the subscription filter from the query parameters.
-func (a *StreamAPI) filter(w http.ResponseWriter, r *http.Request) (func(events.Event) bool, bool) {
+func (a *StreamAPI) filter(r *http.Request) (func(events.Event) bool, error) {
 	v := r.URL.Query()
 	things := v["thing"]
 	var types []string
@@ -110,8 +109,7 @@ func (a *StreamAPI) filter(w http.ResponseWriter, r *http.Request) (func(events.
 		types = strings.Split(raw, ",")
 		for _, t := range types {
 			if !slices.Contains([]string{"shadow", "connectivity", "rollout", "job"}, t) {
-				fail(w, 400, "types", "unknown event type %q: want shadow, connectivity, rollout or job", t)
-				return nil, false
+				return nil, Errorf(400, "types", "unknown event type %q: want shadow, connectivity, rollout or job", t)
 			}
 		}
 	}
@@ -119,19 +117,16 @@ func (a *StreamAPI) filter(w http.ResponseWriter, r *http.Request) (func(events.
 	if raw := v.Get("query"); raw != "" {
 		var err error
 		if q, err = query.Parse(raw); err != nil {
-			failErr(w, err)
-			return nil, false
+			return nil, err
 		}
 	}
 	if g := v.Get("group"); g != "" {
 		if _, err := a.Registry.Group(g); err != nil {
-			fail(w, 404, "group", "group %q does not exist", g)
-			return nil, false
+			return nil, Errorf(404, "group", "group %q does not exist", g)
 		}
 		gq, err := query.Parse("thingGroupNames:" + quoteValue(g))
 		if err != nil {
-			failErr(w, err)
-			return nil, false
+			return nil, err
 		}
 		if q == nil {
 			q = gq
@@ -150,7 +145,7 @@ func (a *StreamAPI) filter(w http.ResponseWriter, r *http.Request) (func(events.
 			return false
 		}
 		return true
-	}, true
+	}, nil
 }
 
 func quoteValue(s string) string { return `"` + strings.ReplaceAll(s, `"`, `\"`) + `"` }

@@ -224,16 +224,23 @@ func walk(v reflect.Value, prefix string, fn func(name string, field reflect.Val
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-func applyEnv(f *File, env []string) error {
-	values := map[string]string{}
+// LookupEnv is the one reader of environment variables: env is the
+// process environment as os.Environ gives it (main reads it once and passes
+// it down, so tests pass their own). A name set twice has its first value,
+// as with os.Getenv.
+func LookupEnv(env []string, key string) (string, bool) {
 	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "UMBRA_") {
-			values[k] = v
+		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+			return v, true
 		}
 	}
+	return "", false
+}
+
+func applyEnv(f *File, env []string) error {
 	var errs []error
 	walk(reflect.ValueOf(f).Elem(), "UMBRA", func(name string, field reflect.Value) {
-		raw, ok := values[name]
+		raw, ok := LookupEnv(env, name)
 		if !ok {
 			return
 		}

@@ -41,6 +41,19 @@ func testAccess(t *testing.T) *Access {
 	return NewAccess(authn, slog.New(slog.DiscardHandler))
 }
 
+// deviceCert issues a client certificate for thing from a new test CA.
+func deviceCert(t *testing.T, thing string) *x509.Certificate {
+	t.Helper()
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, dir, "ca")
+	pair := ca.Client(t, dir, thing, nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
+	cert, err := x509.ParseCertificate(pair.TLS.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
 type noSecrets struct{}
 
 func (noSecrets) DeviceSecret(string) ([]byte, bool, error) { return nil, false, nil }
@@ -67,13 +80,7 @@ func connectAs(t *testing.T, srv *mqtt.Server, h *Access, cert *x509.Certificate
 // Every order of the three steps is tried; the second connection must stay
 // the device in all of them.
 func TestIdentityRaceInEveryHookOrder(t *testing.T) {
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, dir, "ca")
-	pair := ca.Client(t, dir, "dev-a", nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	cert, err := x509.ParseCertificate(pair.TLS.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := deviceCert(t, "dev-a")
 	srv := mqtt.New(nil)
 	for _, expire := range []bool{true, false} {
 		for _, cause := range []error{nil, packets.ErrSessionTakenOver, packets.CodeDisconnect} {
@@ -106,13 +113,7 @@ func TestIdentityRaceInEveryHookOrder(t *testing.T) {
 // for it can never name a service after a restart; a restored session
 // (no connection) is the device its client id names.
 func TestDeviceSessionNeverNamesAService(t *testing.T) {
-	dir := t.TempDir()
-	ca := testpki.NewCA(t, dir, "ca")
-	pair := ca.Client(t, dir, "dev-a", nil, time.Now().Add(-time.Hour), time.Now().Add(time.Hour))
-	cert, err := x509.ParseCertificate(pair.TLS.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := deviceCert(t, "dev-a")
 	srv := mqtt.New(nil)
 	h := testAccess(t)
 	cl := connectAs(t, srv, h, cert, "dev-a", "dashboard")

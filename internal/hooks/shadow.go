@@ -10,12 +10,7 @@ import (
 	"github.com/umbra-iot/umbra/shadow"
 )
 
-// ShadowHandler runs shadow requests (shadow.Service does).
-type ShadowHandler interface {
-	Handle(ctx context.Context, req shadow.Request) shadow.Response
-}
-
-// Shadows routes publishes on shadow request topics
+// ShadowRouter routes publishes on shadow request topics
 // ($aws/things/{thing}/shadow[/name/{name}]/{get,update,delete}) to the
 // shadow service, which answers on the reply topics before this hook
 // returns.
@@ -26,27 +21,27 @@ type ShadowHandler interface {
 // never retained. Will messages never reach this hook (Mochi publishes them
 // straight to subscribers), so a last will on a shadow topic is not taken
 // as an update, matching AWS.
-type Shadows struct {
+type ShadowRouter struct {
 	mqtt.HookBase
-	svc       ShadowHandler
+	svc       shadow.Handler
 	ctx       context.Context
 	principal func(*mqtt.Client) string
 }
 
-// NewShadows returns the shadow routing hook. ctx bounds the service calls
+// NewShadowRouter returns the shadow routing hook. ctx bounds the service calls
 // (cancel it on shutdown); principal names a client in shadow history.
-func NewShadows(ctx context.Context, svc ShadowHandler, principal func(*mqtt.Client) string) *Shadows {
-	return &Shadows{svc: svc, ctx: ctx, principal: principal}
+func NewShadowRouter(ctx context.Context, svc shadow.Handler, principal func(*mqtt.Client) string) *ShadowRouter {
+	return &ShadowRouter{svc: svc, ctx: ctx, principal: principal}
 }
 
 // ID implements mqtt.Hook.
-func (h *Shadows) ID() string { return "umbra-shadows" }
+func (h *ShadowRouter) ID() string { return "umbra-shadows" }
 
 // Provides implements mqtt.Hook.
-func (h *Shadows) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *ShadowRouter) Provides(b byte) bool { return b == mqtt.OnPublish }
 
 // OnPublish implements mqtt.Hook.
-func (h *Shadows) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+func (h *ShadowRouter) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	// The service's own replies come back through here as inline publishes.
 	if cl.Net.Inline || !strings.HasPrefix(pk.TopicName, shadow.TopicPrefix) {
 		return pk, nil

@@ -1,7 +1,10 @@
 // Package limits keeps one client from starving the others: a request rate
 // per thing (AWS IoT: 20 shadow requests per second per thing) and a cap on
 // requests in flight per principal (AWS: 10 per connection); and quotas on
-// what one client makes the broker hold (Retained, Inflight; see quota.go).
+// what one client makes the broker hold (Retained, Inflight; see quota.go);
+// and a cap on connections per source address (Conns; conns.go). The
+// broker's options (broker.LimitOptions, QuotaOptions) configure them; the
+// mechanisms all live here.
 package limits
 
 import (

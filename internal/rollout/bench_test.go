@@ -33,7 +33,7 @@ func BenchmarkJob(b *testing.B) {
 		b.Fatal(err)
 	}
 	deltas := &counter{}
-	svc := shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Publisher: deltas, OnEvent: reg.ShadowChanged})
+	svc := shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Publisher: deltas, OnEvent: reg.ShadowChanged})
 	n := *jobThings
 	var things []registry.NewThing
 	for i := range n {
@@ -42,7 +42,7 @@ func BenchmarkJob(b *testing.B) {
 	if _, err := reg.CreateThings(context.Background(), things); err != nil {
 		b.Fatal(err)
 	}
-	eng, err := rollout.Open(rollout.Config{Fleet: reg, Shadows: svc, Store: storeadapt.KV{DB: db}})
+	eng, err := rollout.Open(rollout.Config{Fleet: reg, Shadows: svc, Store: storeadapt.RolloutStore{DB: db}})
 	if err != nil {
 		b.Fatal(err)
 	}

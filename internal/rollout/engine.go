@@ -30,11 +30,6 @@ type Fleet interface {
 	Connectivity(thing string) (registry.Connectivity, bool)
 }
 
-// Shadows runs shadow requests (shadow.Service).
-type Shadows interface {
-	Handle(ctx context.Context, req shadow.Request) shadow.Response
-}
-
 // Publisher publishes rollout events on MQTT.
 type Publisher interface {
 	Publish(topic string, payload []byte) error
@@ -43,8 +38,8 @@ type Publisher interface {
 // Config assembles an Engine.
 type Config struct {
 	Fleet     Fleet
-	Shadows   Shadows
-	Store     registry.Store
+	Shadows   shadow.Handler
+	Store     Store
 	Publisher Publisher
 	Clock     func() time.Time
 	Logger    *slog.Logger
@@ -572,7 +567,9 @@ func (e *Engine) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			e.Step(ctx)
+			// A step under way when ctx ends is finished, not cut in half
+			// (its shadow writes and its save would fail one by one).
+			e.Step(context.WithoutCancel(ctx))
 		}
 	}
 }

@@ -97,8 +97,8 @@ func (w *world) open() {
 	if w.reg, err = registry.Open(registry.Config{Store: storeadapt.KV{DB: db}, Shadows: storeadapt.ShadowSource{DB: db}, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.Shadows{DB: db}, Clock: w.clock.Now, OnEvent: w.shadowEvent})
-	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.KV{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
+	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Clock: w.clock.Now, OnEvent: w.shadowEvent})
+	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.RolloutStore{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
 
 	"github.com/umbra-iot/umbra/internal/awsjobs"
-	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/registry/query"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -193,39 +191,26 @@ func (e *Engine) runJob(ctx context.Context, j *Job, now time.Time) {
 		err      string
 	}
 	results := make([]result, len(batch))
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for range min(e.cfg.Workers, len(batch)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				th := batch[i]
-				results[i].thing = th
-				if j.condition != nil && !e.cfg.Fleet.MatchThing(j.condition, th) {
-					continue
-				}
-				results[i].eligible = true
-				if len(j.Spec.Document) > 0 {
-					if _, err := e.cfg.Executions.Queue(ctx, j.ID, th); err != nil {
-						results[i].err = th + ": " + err.Error()
-					}
-					continue
-				}
-				payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, e.devicePatch(j.Spec.Patch, j.Spec.Artifact, th))
-				resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
-					Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
-				if resp.Err != nil {
-					results[i].err = th + ": " + resp.Err.Message
-				}
+	e.each(len(batch), func(i int) {
+		th := batch[i]
+		results[i].thing = th
+		if j.condition != nil && !e.cfg.Fleet.MatchThing(j.condition, th) {
+			return
+		}
+		results[i].eligible = true
+		if len(j.Spec.Document) > 0 {
+			if _, err := e.cfg.Executions.Queue(ctx, j.ID, th); err != nil {
+				results[i].err = th + ": " + err.Error()
 			}
-		}()
-	}
-	for i := range batch {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+			return
+		}
+		payload := fmt.Appendf(nil, `{"state":{"desired":%s}}`, e.devicePatch(j.Spec.Patch, j.Spec.Artifact, th))
+		resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: j.Spec.Shadow}, Op: shadow.OpUpdate,
+			Payload: payload, Origin: shadow.OriginInternal, Principal: "job:" + j.ID})
+		if resp.Err != nil {
+			results[i].err = th + ": " + resp.Err.Message
+		}
+	})
 	for _, res := range results {
 		switch {
 		case !res.eligible:
@@ -262,7 +247,7 @@ func (e *Engine) saveJob(ctx context.Context, j *Job) error {
 	if err != nil {
 		return err
 	}
-	return e.cfg.Store.UpdateKV(ctx, func(kv registry.KV) error { return kv.Put(bucketJobs, j.ID, b) })
+	return e.cfg.Store.SaveJob(ctx, j.ID, b)
 }
 
 // jobView computes progress: convergence is read from the fleet index

@@ -7,10 +7,10 @@ import (
 	"math"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tidwall/gjson"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -423,22 +423,7 @@ func (e *Engine) notify(ctx context.Context, r *Rollout, now time.Time) {
 	if len(batch) == 0 {
 		return
 	}
-	var wg sync.WaitGroup
-	work := make(chan *Device)
-	for range min(e.cfg.Workers, len(batch)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for d := range work {
-				e.notifyDevice(ctx, r, d, now)
-			}
-		}()
-	}
-	for _, d := range batch {
-		work <- d
-	}
-	close(work)
-	wg.Wait()
+	e.each(len(batch), func(i int) { e.notifyDevice(ctx, r, batch[i], now) })
 	for _, d := range batch {
 		r.dirty[d.Thing] = true
 		if d.State == DevNotified {
@@ -541,4 +526,18 @@ func (e *Engine) rollback(ctx context.Context, r *Rollout, now time.Time, why st
 		msg += fmt.Sprintf("; %d devices had installed the new version and keep it (no rollbackPatch)", installed)
 	}
 	r.event(now.UnixMilli(), "rolled_back", r.Wave, "", msg)
+}
+
+// each runs f(i) for i in [0, n), at most cfg.Workers at a time, and
+// returns when all have: the engine's one worker pool.
+func (e *Engine) each(n int, f func(i int)) {
+	var g errgroup.Group
+	g.SetLimit(e.cfg.Workers)
+	for i := range n {
+		g.Go(func() error {
+			f(i)
+			return nil
+		})
+	}
+	_ = g.Wait()
 }

@@ -5,15 +5,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-
-	"github.com/umbra-iot/umbra/registry"
 )
 
-const (
-	bucketRollouts = "rollouts"
-	bucketDevices  = "rollout_devices" // rollout id 0x00 thing → Device
-	bucketJobs     = "jobs"
-)
+// Store keeps the engine's rollouts and jobs: the rollout engine's own
+// storage (storeadapt.RolloutStore keeps it in its own buckets of the
+// broker's database). Every save is one durable transaction.
+type Store interface {
+	// SaveRollout writes a rollout's header and the given device records
+	// (thing → record) at once.
+	SaveRollout(ctx context.Context, id string, header []byte, devices map[string][]byte) error
+	// SaveJob writes a job.
+	SaveJob(ctx context.Context, id string, job []byte) error
+	// Load calls rollout for every stored rollout with its device records,
+	// then job for every stored job, from one consistent read.
+	Load(rollout func(id string, header []byte, devices [][]byte) error, job func(id string, job []byte) error) error
+}
 
 // storedDevice is a device with its place in the wave's order.
 type storedDevice struct {
@@ -48,21 +54,15 @@ func (e *Engine) save(ctx context.Context, r *Rollout) error {
 			}
 		}
 	}
-	err = e.cfg.Store.UpdateKV(ctx, func(kv registry.KV) error {
-		if err := kv.Put(bucketRollouts, r.ID, header); err != nil {
+	devices := make(map[string][]byte, len(r.dirty))
+	for th := range r.dirty {
+		b, err := json.Marshal(storedDevice{Device: *r.devices[th], Index: index[th]})
+		if err != nil {
 			return err
 		}
-		for th := range r.dirty {
-			b, err := json.Marshal(storedDevice{Device: *r.devices[th], Index: index[th]})
-			if err != nil {
-				return err
-			}
-			if err := kv.Put(bucketDevices, r.ID+"\x00"+th, b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+		devices[th] = b
+	}
+	err = e.cfg.Store.SaveRollout(ctx, r.ID, header, devices)
 	if err == nil {
 		clear(r.dirty)
 	}
@@ -70,61 +70,52 @@ func (e *Engine) save(ctx context.Context, r *Rollout) error {
 }
 
 func (e *Engine) load() error {
-	return e.cfg.Store.ViewKV(func(kv registry.KV) error {
-		err := kv.ForEach(bucketRollouts, "", func(id string, v []byte) error {
-			r := &Rollout{devices: map[string]*Device{}, dirty: map[string]bool{}, fresh: true}
-			if err := json.Unmarshal(v, r); err != nil {
-				return fmt.Errorf("rollout %s: %w", id, err)
-			}
-			p, err := validate(r.Spec)
-			if err != nil {
-				return fmt.Errorf("rollout %s: %w", id, err)
-			}
-			r.parsed = p
-			var stored []storedDevice
-			if err := kv.ForEach(bucketDevices, id+"\x00", func(_ string, v []byte) error {
-				var d storedDevice
-				if err := json.Unmarshal(v, &d); err != nil {
-					return err
-				}
-				stored = append(stored, d)
-				return nil
-			}); err != nil {
+	rollout := func(id string, header []byte, devices [][]byte) error {
+		r := &Rollout{devices: map[string]*Device{}, dirty: map[string]bool{}, fresh: true}
+		if err := json.Unmarshal(header, r); err != nil {
+			return fmt.Errorf("rollout %s: %w", id, err)
+		}
+		p, err := validate(r.Spec)
+		if err != nil {
+			return fmt.Errorf("rollout %s: %w", id, err)
+		}
+		r.parsed = p
+		stored := make([]storedDevice, len(devices))
+		for i, v := range devices {
+			if err := json.Unmarshal(v, &stored[i]); err != nil {
 				return fmt.Errorf("rollout %s devices: %w", id, err)
 			}
-			if len(stored) > 0 || r.State != StateCreated {
-				r.order = make([][]string, len(r.Spec.Waves))
-				sort.Slice(stored, func(i, j int) bool { return stored[i].Index < stored[j].Index })
-				for i := range stored {
-					d := stored[i].Device
-					r.devices[d.Thing] = &d
-					if d.Wave < len(r.order) {
-						r.order[d.Wave] = append(r.order[d.Wave], d.Thing)
-					}
+		}
+		if len(stored) > 0 || r.State != StateCreated {
+			r.order = make([][]string, len(r.Spec.Waves))
+			sort.Slice(stored, func(i, j int) bool { return stored[i].Index < stored[j].Index })
+			for i := range stored {
+				d := stored[i].Device
+				r.devices[d.Thing] = &d
+				if d.Wave < len(r.order) {
+					r.order[d.Wave] = append(r.order[d.Wave], d.Thing)
 				}
 			}
-			e.rollouts[id] = r
-			if p.jobMode && r.Spec.Artifact != "" {
-				e.docArtifacts.Store(id, r.Spec.Artifact)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
 		}
-		return kv.ForEach(bucketJobs, "", func(id string, v []byte) error {
-			j := &Job{}
-			if err := json.Unmarshal(v, j); err != nil {
-				return fmt.Errorf("job %s: %w", id, err)
-			}
-			if err := j.compile(); err != nil {
-				return fmt.Errorf("job %s: %w", id, err)
-			}
-			e.jobs[id] = j
-			if len(j.Spec.Document) > 0 && j.Spec.Artifact != "" {
-				e.docArtifacts.Store(id, j.Spec.Artifact)
-			}
-			return nil
-		})
-	})
+		e.rollouts[id] = r
+		if p.jobMode && r.Spec.Artifact != "" {
+			e.docArtifacts.Store(id, r.Spec.Artifact)
+		}
+		return nil
+	}
+	job := func(id string, v []byte) error {
+		j := &Job{}
+		if err := json.Unmarshal(v, j); err != nil {
+			return fmt.Errorf("job %s: %w", id, err)
+		}
+		if err := j.compile(); err != nil {
+			return fmt.Errorf("job %s: %w", id, err)
+		}
+		e.jobs[id] = j
+		if len(j.Spec.Document) > 0 && j.Spec.Artifact != "" {
+			e.docArtifacts.Store(id, j.Spec.Artifact)
+		}
+		return nil
+	}
+	return e.cfg.Store.Load(rollout, job)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 )
 
@@ -229,29 +230,12 @@ func (f *Fleet) Start(ctx context.Context) error {
 	if f.cfg.ConnectRate > 0 {
 		lim = rate.NewLimiter(rate.Limit(f.cfg.ConnectRate), max(1, int(f.cfg.ConnectRate/10)))
 	}
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
-	for range min(f.cfg.Concurrency, len(f.devs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(f.devs) || ctx.Err() != nil || f.stopped.Load() {
-					return
-				}
-				if lim != nil && lim.Wait(ctx) != nil {
-					return
-				}
-				if err := f.boot(ctx, f.devs[i]); err != nil {
-					errOnce.Do(func() { firstErr = err })
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	firstErr := f.each(ctx, false, func(ctx context.Context, d *device) error {
+		if f.stopped.Load() || (lim != nil && lim.Wait(ctx) != nil) {
+			return nil
+		}
+		return f.boot(ctx, d)
+	})
 	f.stats.connectDoneAt.Store(time.Now().UnixNano())
 	if err := ctx.Err(); err != nil {
 		return err
@@ -270,29 +254,7 @@ func (f *Fleet) Register(ctx context.Context) error {
 	if f.cfg.Registrar == nil {
 		return errors.New("sim: no registrar configured")
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	next := atomic.Int64{}
-	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
-	for range min(f.cfg.Concurrency, len(f.devs)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(f.devs) || ctx.Err() != nil {
-					return
-				}
-				if err := f.register(ctx, f.devs[i]); err != nil {
-					errOnce.Do(func() { firstErr = err; cancel() })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	firstErr := f.each(ctx, true, f.register)
 	if firstErr != nil {
 		return fmt.Errorf("sim: %w", firstErr)
 	}
@@ -541,4 +503,37 @@ func (f *Fleet) Progress(ctx context.Context, w io.Writer, every time.Duration) 
 			s.Reports, s.Deltas, s.Telemetry, s.OTASucceeded, s.OTAFailed, s.Wakes)
 		prev = s
 	}
+}
+
+// each runs work for every device, Concurrency at a time, until ctx ends;
+// it returns the first error work returned. With failFast the first error
+// also cancels the context of the work under way and starts no more.
+func (f *Fleet) each(ctx context.Context, failFast bool, work func(context.Context, *device) error) error {
+	g := &errgroup.Group{}
+	if failFast {
+		g, ctx = errgroup.WithContext(ctx)
+	}
+	g.SetLimit(max(1, min(f.cfg.Concurrency, len(f.devs))))
+	var first error
+	var once sync.Once
+	for _, d := range f.devs {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return nil
+			}
+			err := work(ctx, d)
+			if err != nil {
+				once.Do(func() { first = err })
+			}
+			if failFast {
+				return err
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return first
 }

@@ -7,6 +7,7 @@ package storeadapt
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/umbra-iot/umbra/internal/store"
@@ -14,8 +15,8 @@ import (
 	"github.com/umbra-iot/umbra/shadow"
 )
 
-// Shadows is a shadow.Store over the bbolt store.
-type Shadows struct {
+// ShadowStore is the shadow.Store over the bbolt store.
+type ShadowStore struct {
 	DB *store.DB
 	// TombstoneTTL is how long a deleted shadow's version is kept (0: for ever).
 	TombstoneTTL time.Duration
@@ -27,13 +28,13 @@ type Shadows struct {
 func Key(r shadow.Ref) store.ShadowKey { return store.ShadowKey{Thing: r.Thing, Name: r.Name} }
 
 // Load implements shadow.Store.
-func (s Shadows) Load(ref shadow.Ref) (shadow.Current, error) {
+func (s ShadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
 	doc, v, err := s.DB.LoadShadow(Key(ref), s.TombstoneTTL, time.Now())
 	return shadow.Current{Doc: doc, Version: v}, err
 }
 
 // Commit implements shadow.Store.
-func (s Shadows) Commit(ctx context.Context, c shadow.Change) error {
+func (s ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	w := store.ShadowWrite{Key: Key(c.Ref), Doc: c.Doc, Version: c.Version, Time: c.Time, HistoryLimit: s.History}
 	if s.History > 0 {
 		w.History = c.History
@@ -45,8 +46,7 @@ func (s Shadows) Commit(ctx context.Context, c shadow.Change) error {
 	return s.DB.CommitShadow(ctx, w)
 }
 
-// KV is a registry.Store (also the rollout engine's) over the store's
-// named-bucket transactions.
+// KV is a registry.Store over the store's named-bucket transactions.
 type KV struct{ DB *store.DB }
 
 // UpdateKV implements registry.Store.
@@ -72,5 +72,56 @@ type ShadowSource struct{ DB *store.DB }
 func (s ShadowSource) ForEachShadow(fn func(ref shadow.Ref, doc []byte) error) error {
 	return s.DB.ForEachShadow(func(k store.ShadowKey, doc []byte) error {
 		return fn(shadow.Ref{Thing: k.Thing, Name: k.Name}, doc)
+	})
+}
+
+// Buckets of the rollout engine's state.
+const (
+	bucketRollouts = "rollouts"
+	bucketDevices  = "rollout_devices" // rollout id 0x00 thing → device record
+	bucketJobs     = "jobs"
+)
+
+// RolloutStore is the rollout engine's rollout.Store, in buckets of its own
+// in the broker's database.
+type RolloutStore struct{ DB *store.DB }
+
+// SaveRollout implements rollout.Store.
+func (s RolloutStore) SaveRollout(ctx context.Context, id string, header []byte, devices map[string][]byte) error {
+	return s.DB.UpdateKV(ctx, func(kv store.KV) error {
+		if err := kv.Put(bucketRollouts, id, header); err != nil {
+			return err
+		}
+		for th, b := range devices {
+			if err := kv.Put(bucketDevices, id+"\x00"+th, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// SaveJob implements rollout.Store.
+func (s RolloutStore) SaveJob(ctx context.Context, id string, job []byte) error {
+	return s.DB.UpdateKV(ctx, func(kv store.KV) error { return kv.Put(bucketJobs, id, job) })
+}
+
+// Load implements rollout.Store.
+func (s RolloutStore) Load(rollout func(id string, header []byte, devices [][]byte) error, job func(id string, job []byte) error) error {
+	return s.DB.ViewKV(func(kv store.KV) error {
+		err := kv.ForEach(bucketRollouts, "", func(id string, header []byte) error {
+			var devices [][]byte
+			if err := kv.ForEach(bucketDevices, id+"\x00", func(_ string, v []byte) error {
+				devices = append(devices, v)
+				return nil
+			}); err != nil {
+				return fmt.Errorf("rollout %s devices: %w", id, err)
+			}
+			return rollout(id, header, devices)
+		})
+		if err != nil {
+			return err
+		}
+		return kv.ForEach(bucketJobs, "", job)
 	})
 }

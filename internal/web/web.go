@@ -24,6 +24,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/umbra-iot/umbra/internal/api"
 )
 
 //go:embed static
@@ -119,13 +121,12 @@ func newHandler(fsys fs.FS) (*handler, error) {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		api.MethodNotAllowed(w, r, "GET", "HEAD")
 		return
 	}
 	p, ok := strings.CutPrefix(r.URL.Path, "/ui/")
 	if !ok {
-		http.NotFound(w, r)
+		api.NotFound(w, r)
 		return
 	}
 	hdr := w.Header()
@@ -142,7 +143,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest, ok := strings.CutPrefix(p, "v/"); ok {
 		ver, file, found := strings.Cut(rest, "/")
 		if !found {
-			http.NotFound(w, r)
+			api.NotFound(w, r)
 			return
 		}
 		p = file
@@ -154,7 +155,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	a, ok := h.files[p]
 	if !ok || p == "index.html" {
-		http.NotFound(w, r)
+		api.NotFound(w, r)
 		return
 	}
 	hdr.Set("Cache-Control", cache)

@@ -160,7 +160,7 @@ func compareOperands(a, b *operand) int {
 		da, oka := a.number()
 		db, okb := b.number()
 		if oka && okb {
-			return da.cmp(db)
+			return da.Cmp(db)
 		}
 	}
 	if a.v.Kind == Bool && b.v.Kind == Bool {
@@ -189,7 +189,7 @@ func equalOperands(a, b *operand) bool {
 			return false
 		}
 		if oka {
-			return da.cmp(db) == 0
+			return da.Cmp(db) == 0
 		}
 	case Bool:
 		return truth(a.v.S) == truth(b.v.S)

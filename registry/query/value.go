@@ -1,13 +1,14 @@
 package query
 
 import (
-	"math/big"
 	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/Masterminds/semver/v3"
+
+	exact "github.com/umbra-iot/umbra/internal/decimal"
 )
 
 // Kind is the JSON type of a Value.
@@ -19,6 +20,11 @@ const (
 	Number
 	Bool
 )
+
+// decimal is an exact decimal number (internal/decimal).
+type decimal = exact.Decimal
+
+func parseDecimal(s string) (decimal, bool) { return exact.Parse(s) }
 
 func (k Kind) String() string {
 	switch k {
@@ -85,7 +91,7 @@ func Key(v Value) string {
 	switch v.Kind {
 	case Number:
 		if d, ok := parseDecimal(v.S); ok {
-			return "n:" + d.canonical()
+			return "n:" + d.Canonical()
 		}
 		return "N:" + FoldKey(v.S)
 	case Bool:
@@ -294,200 +300,6 @@ func foldCompare(a, b string) int {
 		return -1
 	}
 	return 0
-}
-
-// ---- exact decimals ----
-
-// decimal is a number reduced to sign, significant digits and exponent:
-// value = ±0.d₁d₂…dₙ × 10^exp with d₁ ≠ 0 and dₙ ≠ 0. The digits are the
-// concatenation of intPart and fracPart, indexed [lo, hi). Zero has lo == hi.
-type decimal struct {
-	neg               bool
-	intPart, fracPart string
-	lo, hi            int
-	exp               int64
-	bigExp            *big.Int // set when exp does not fit comfortably
-}
-
-func (d *decimal) digit(i int) byte {
-	if i < len(d.intPart) {
-		return d.intPart[i]
-	}
-	return d.fracPart[i-len(d.intPart)]
-}
-
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
-// parseDecimal reads [+-] digits [. digits] [(e|E) [+-] digits], with at
-// least one digit before or after the point (JSON numbers, and also "+1",
-// "01", ".5", "5."). It does not allocate unless the exponent is huge.
-func parseDecimal(s string) (decimal, bool) {
-	var d decimal
-	i := 0
-	if i < len(s) && (s[i] == '+' || s[i] == '-') {
-		d.neg = s[i] == '-'
-		i++
-	}
-	st := i
-	for i < len(s) && isDigit(s[i]) {
-		i++
-	}
-	d.intPart = s[st:i]
-	if i < len(s) && s[i] == '.' {
-		i++
-		st = i
-		for i < len(s) && isDigit(s[i]) {
-			i++
-		}
-		d.fracPart = s[st:i]
-	}
-	if len(d.intPart)+len(d.fracPart) == 0 {
-		return d, false
-	}
-	var expText string
-	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
-		i++
-		st = i
-		if i < len(s) && (s[i] == '+' || s[i] == '-') {
-			i++
-		}
-		ds := i
-		for i < len(s) && isDigit(s[i]) {
-			i++
-		}
-		if i == ds {
-			return d, false
-		}
-		expText = s[st:i]
-	}
-	if i != len(s) {
-		return d, false
-	}
-	n := len(d.intPart) + len(d.fracPart)
-	d.lo, d.hi = 0, n
-	for d.lo < n && d.digit(d.lo) == '0' {
-		d.lo++
-	}
-	if d.lo == n {
-		d.neg = false // -0 == 0
-		return d, true
-	}
-	for d.digit(d.hi-1) == '0' {
-		d.hi--
-	}
-	shift := int64(len(d.intPart)) - int64(d.lo)
-	if expText == "" {
-		d.exp = shift
-		return d, true
-	}
-	if e, err := strconv.ParseInt(expText, 10, 64); err == nil && e > -(1<<62) && e < 1<<62 {
-		d.exp = e + shift
-		return d, true
-	}
-	b, ok := new(big.Int).SetString(strings.TrimPrefix(expText, "+"), 10)
-	if !ok {
-		return d, false
-	}
-	d.bigExp = b.Add(b, big.NewInt(shift))
-	return d, true
-}
-
-func (d *decimal) isZero() bool { return d.lo == d.hi }
-
-func (d *decimal) cmpExp(o *decimal) int {
-	if d.bigExp == nil && o.bigExp == nil {
-		switch {
-		case d.exp < o.exp:
-			return -1
-		case d.exp > o.exp:
-			return 1
-		}
-		return 0
-	}
-	return d.expBig().Cmp(o.expBig())
-}
-
-func (d *decimal) expBig() *big.Int {
-	if d.bigExp != nil {
-		return d.bigExp
-	}
-	return big.NewInt(d.exp)
-}
-
-// cmp orders by value.
-func (d *decimal) cmp(o *decimal) int {
-	dz, oz := d.isZero(), o.isZero()
-	switch {
-	case dz && oz:
-		return 0
-	case dz:
-		if o.neg {
-			return 1
-		}
-		return -1
-	case oz:
-		if d.neg {
-			return -1
-		}
-		return 1
-	case d.neg != o.neg:
-		if d.neg {
-			return -1
-		}
-		return 1
-	}
-	m := d.cmpMagnitude(o)
-	if d.neg {
-		return -m
-	}
-	return m
-}
-
-func (d *decimal) cmpMagnitude(o *decimal) int {
-	if c := d.cmpExp(o); c != 0 {
-		return c
-	}
-	i, j := d.lo, o.lo
-	for i < d.hi && j < o.hi {
-		a, b := d.digit(i), o.digit(j)
-		if a != b {
-			if a < b {
-				return -1
-			}
-			return 1
-		}
-		i++
-		j++
-	}
-	switch {
-	case i < d.hi:
-		return 1
-	case j < o.hi:
-		return -1
-	}
-	return 0
-}
-
-// canonical is a text equal for equal values: "0", or [-]0.DIGITSeEXP.
-func (d *decimal) canonical() string {
-	if d.isZero() {
-		return "0"
-	}
-	var b strings.Builder
-	if d.neg {
-		b.WriteByte('-')
-	}
-	b.WriteString("0.")
-	for i := d.lo; i < d.hi; i++ {
-		b.WriteByte(d.digit(i))
-	}
-	b.WriteByte('e')
-	if d.bigExp != nil {
-		b.WriteString(d.bigExp.String())
-	} else {
-		b.WriteString(strconv.FormatInt(d.exp, 10))
-	}
-	return b.String()
 }
 
 // IsNumber reports whether s reads as a number for the query language:

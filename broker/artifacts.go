@@ -76,6 +76,7 @@ func (b *Broker) openArtifacts() error {
 			}
 			return b.rollouts.ArtifactRefs(id)
 		},
+		Exclusive: func() func() { b.artifactRefs.Lock(); return b.artifactRefs.Unlock },
 	})
 	return err
 }
@@ -105,6 +106,13 @@ func (r rolloutArtifacts) Resolve(ref string) (string, map[string]any, error) {
 		f["ota_signature"] = base64.StdEncoding.EncodeToString(a.Signature)
 	}
 	return a.ID, f, nil
+}
+
+// HoldReferences implements rollout.ReferenceHolder: no artifact is
+// deleted while a rollout or job that names one is being recorded.
+func (r rolloutArtifacts) HoldReferences() func() {
+	r.b.artifactRefs.RLock()
+	return r.b.artifactRefs.RUnlock
 }
 
 func (r rolloutArtifacts) URL(id, thing string) string {

@@ -116,7 +116,11 @@ type Config struct {
 	// InUse, when set, names what references an artifact (rollout and job
 	// ids); Delete refuses while it names anything.
 	InUse func(id string) []string
-	Clock func() time.Time
+	// Exclusive, when set, is held by Delete across the InUse check and
+	// the deletion, so that nothing can start referencing the artifact in
+	// between (the broker pairs it with rollout.ReferenceHolder).
+	Exclusive func() (release func())
+	Clock     func() time.Time
 	// MaxSize caps an upload (default 64 MiB).
 	MaxSize int64
 }
@@ -430,6 +434,9 @@ func (s *Service) Delete(ctx context.Context, ref string) (Artifact, error) {
 	a, err := s.Get(ref)
 	if err != nil {
 		return a, err
+	}
+	if s.cfg.Exclusive != nil {
+		defer s.cfg.Exclusive()()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -26,6 +26,25 @@ type Artifacts interface {
 	URL(id, thing string) string
 }
 
+// ReferenceHolder is an optional Artifacts interface. HoldReferences keeps
+// every artifact from being deleted until release is called: Create and
+// CreateJob hold it from resolving a spec's artifact until the new rollout
+// or job is visible to ArtifactRefs. Otherwise a delete could pass its
+// reference check in between and leave a rollout whose devices are sent a
+// download URL for an image that no longer exists.
+type ReferenceHolder interface {
+	HoldReferences() (release func())
+}
+
+// holdArtifacts holds the artifact store's references while a spec naming
+// an artifact is being recorded (see ReferenceHolder).
+func (e *Engine) holdArtifacts(ref string) (release func()) {
+	if h, ok := e.cfg.Artifacts.(ReferenceHolder); ok && ref != "" {
+		return h.HoldReferences()
+	}
+	return func() {}
+}
+
 // withArtifact resolves spec's artifact reference: the canonical id
 // replaces the reference and the artifact's fields join the patch (a patch
 // key that contradicts the artifact is refused).

@@ -110,6 +110,8 @@ func newID(prefix string) string {
 
 // Create records a rollout without starting it.
 func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+	// Released after the rollout is in e.rollouts (defers run in reverse).
+	defer e.holdArtifacts(s.Artifact)()
 	var err error
 	if len(s.JobDocument) > 0 {
 		s.Artifact, err = e.documentArtifact("jobDocument", s.JobDocument, s.Artifact)

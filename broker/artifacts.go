@@ -115,6 +115,9 @@ func (r rolloutArtifacts) HoldReferences() func() {
 	return r.b.artifactRefs.RUnlock
 }
 
+// URLLifetime implements rollout.URLLifetime: the download token's TTL.
+func (r rolloutArtifacts) URLLifetime() time.Duration { return r.b.artifacts.TokenTTL() }
+
 func (r rolloutArtifacts) URL(id, thing string) string {
 	return r.b.artifactBase() + r.b.artifacts.DownloadPath(id, thing)
 }

@@ -467,6 +467,9 @@ func (s *Service) Open(id string) (*os.File, Artifact, error) {
 	return f, a, nil
 }
 
+// TokenTTL is how long a download URL stays valid.
+func (s *Service) TokenTTL() time.Duration { return s.cfg.TokenTTL }
+
 // Token returns the download token of thing for artifact id, valid until
 // expires: hex HMAC-SHA256(key, id, thing, expires).
 func (s *Service) Token(id, thing string, expires int64) string {

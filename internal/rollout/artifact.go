@@ -81,6 +81,17 @@ func (e *Engine) refreshURL(ctx context.Context, r *Rollout, th string, d *Devic
 	r.dirty[th] = true
 }
 
+// resolveArtifact resolves a spec's artifact reference for the way the
+// spec delivers: as placeholders of its job document (docField names it in
+// errors), or into its desired patch.
+func (e *Engine) resolveArtifact(docField string, doc, patch json.RawMessage, ref string) (string, json.RawMessage, error) {
+	if len(doc) > 0 {
+		id, err := e.documentArtifact(docField, doc, ref)
+		return id, patch, err
+	}
+	return e.withArtifact(ref, patch)
+}
+
 // withArtifact resolves spec's artifact reference: the canonical id
 // replaces the reference and the artifact's fields join the patch (a patch
 // key that contradicts the artifact is refused).

@@ -371,3 +371,62 @@ func TestArtifactJobWritesPerDeviceURLsThatSurviveARestart(t *testing.T) {
 
 // An artifact with a job document: see jobs_artifact_test.go (placeholders
 // substituted per device).
+
+// A device that stays away longer than a download URL lives still gets a
+// valid URL when it comes back within its deviceTimeout: the rollout writes
+// a fresh ota_url once half the URL's lifetime has passed, and the old one
+// is refused once expired.
+func TestArtifactURLRefreshedForADeviceThatStaysAway(t *testing.T) {
+	clock := fakeclock.New(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC))
+	srv := brokertest.Start(t, func(o *broker.Options) {
+		o.RolloutClock = clock.Now
+		o.RolloutInterval = 10 * time.Millisecond
+		o.Artifacts.TokenTTL = 2 * time.Hour
+	})
+	base := srv.HTTPURL()
+	httpDo(t, "POST", base+"/api/things", `{"thingName":"away-1"}`, 201)
+	push(t, srv, randomImage(t, 5000), "1.1.0", nil)
+	httpDo(t, "POST", base+"/api/rollouts", `{"name":"fw","target":"*","artifact":"esp32@1.1.0","start":true,
+	  "waves":[{"name":"all","percent":100,"deviceTimeout":"48h"}]}`, 201)
+
+	desiredURL := func(not string) string {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		tick := time.NewTicker(50 * time.Millisecond) // under the API's per-client rate
+		defer tick.Stop()
+		for {
+			var u string
+			if resp, err := http.Get(base + "/things/away-1/shadow"); err == nil { // 404 until notified
+				body, _ := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				u = gjson.GetBytes(body, "state.desired.ota_url").String()
+			}
+			if u != "" && u != not {
+				return u
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("desired ota_url is %q, want a URL other than %q", u, not)
+			}
+			<-tick.C
+		}
+	}
+	status := func(u string) int {
+		t.Helper()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	first := desiredURL("")
+	clock.Add(61 * time.Minute) // past half the lifetime
+	second := desiredURL(first)
+	clock.Add(70 * time.Minute) // the first URL expired (2 h), the second not (3 h 1 min)
+	if got := status(first); got != http.StatusForbidden {
+		t.Fatalf("expired first URL: %d, want 403", got)
+	}
+	if got := status(second); got != http.StatusOK {
+		t.Fatalf("refreshed URL: %d, want 200", got)
+	}
+}

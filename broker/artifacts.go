@@ -76,6 +76,7 @@ func (b *Broker) openArtifacts() error {
 			}
 			return b.rollouts.ArtifactRefs(id)
 		},
+		Exclusive: func() func() { b.artifactRefs.Lock(); return b.artifactRefs.Unlock },
 	})
 	return err
 }
@@ -106,6 +107,16 @@ func (r rolloutArtifacts) Resolve(ref string) (string, map[string]any, error) {
 	}
 	return a.ID, f, nil
 }
+
+// HoldReferences implements rollout.ReferenceHolder: no artifact is
+// deleted while a rollout or job that names one is being recorded.
+func (r rolloutArtifacts) HoldReferences() func() {
+	r.b.artifactRefs.RLock()
+	return r.b.artifactRefs.RUnlock
+}
+
+// URLLifetime implements rollout.URLLifetime: the download token's TTL.
+func (r rolloutArtifacts) URLLifetime() time.Duration { return r.b.artifacts.TokenTTL() }
 
 func (r rolloutArtifacts) URL(id, thing string) string {
 	return r.b.artifactBase() + r.b.artifacts.DownloadPath(id, thing)

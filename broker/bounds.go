@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // MaxMQTTPacket is the largest packet MQTT can carry: a remaining length of
@@ -23,6 +24,10 @@ func (o Options) checkBounds() []error {
 	atMost("client queue", int64(o.ClientQueue), math.MaxInt32)
 	if r := o.Limits.ShadowRate; math.IsNaN(r) || math.IsInf(r, 0) {
 		errs = append(errs, fmt.Errorf("limits shadow rate must be a finite number (got %v)", r))
+	}
+	// MQTT's keep alive is a 16-bit number of seconds.
+	if o.MaxKeepAlive < 0 || o.MaxKeepAlive > math.MaxUint16*time.Second {
+		errs = append(errs, fmt.Errorf("max keep alive must be between 0 and %v (got %v)", math.MaxUint16*time.Second, o.MaxKeepAlive))
 	}
 	if o.Limits.ShadowBurst < 0 {
 		errs = append(errs, fmt.Errorf("limits shadow burst must not be negative (got %d)", o.Limits.ShadowBurst))

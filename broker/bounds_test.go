@@ -4,6 +4,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/umbra-iot/umbra/broker"
 )
@@ -26,6 +27,8 @@ func TestNewRefusesOutOfRangeNumbers(t *testing.T) {
 		{"shadow rate NaN", func(o *broker.Options) { o.Limits.ShadowRate = math.NaN() }, "shadow rate must be a finite number (got NaN)"},
 		{"shadow rate infinite", func(o *broker.Options) { o.Limits.ShadowRate = math.Inf(1) }, "shadow rate must be a finite number (got +Inf)"},
 		{"negative shadow burst", func(o *broker.Options) { o.Limits.ShadowBurst = -5 }, "shadow burst must not be negative (got -5)"},
+		{"negative max keep alive", func(o *broker.Options) { o.MaxKeepAlive = -time.Second }, "max keep alive must be between 0 and 18h12m15s (got -1s)"},
+		{"max keep alive over 16 bits", func(o *broker.Options) { o.MaxKeepAlive = 65536 * time.Second }, "max keep alive must be between 0 and 18h12m15s (got 18h12m16s)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

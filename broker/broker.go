@@ -66,6 +66,9 @@ type Broker struct {
 	events   events.Hub
 	// artifacts is the firmware store (artifacts.go).
 	artifacts *artifact.Service
+	// artifactRefs orders artifact deletion against rollouts and jobs being
+	// recorded with an artifact (rollout.ReferenceHolder).
+	artifactRefs sync.RWMutex
 	// ctx bounds work started by hooks; cancelled after connections close.
 	ctx     context.Context
 	cancel  context.CancelFunc

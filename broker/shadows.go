@@ -23,10 +23,10 @@ func (p mqttPublisher) Publish(topic string, payload []byte) error {
 }
 
 // HasSubscribers implements shadow.SubscriberChecker with a read of Mochi's
-// topic index (as the publish itself would do it).
+// topic index (the walk the publish itself would do, without its
+// allocations: fork patch 15).
 func (p mqttPublisher) HasSubscribers(topic string) bool {
-	subs := p.s.Topics.Subscribers(topic)
-	return len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+	return p.s.Topics.HasSubscribers(topic)
 }
 
 // shadowLister serves the read-only shadow listings from the store.

@@ -1,22 +1,15 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/brokertest"
 	"github.com/umbra-iot/umbra/internal/sim"
 )
 
@@ -30,38 +23,9 @@ func TestREADMEJobs(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs two rollouts on a simulated fleet")
 	}
-	for _, tool := range []string{"sh", "awk", "sed"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the README block needs %s: %v", tool, err)
-		}
-	}
-	block := readmeBlock(t, "TestREADMEJobs")
-	const readmeBroker = "tcp://127.0.0.1:1883"
-	if !strings.Contains(block, readmeBroker) {
-		t.Fatalf("the block does not name %s", readmeBroker)
-	}
-	bin := buildUmbra(t)
-	srv := brokertest.Start(t)
-	script := strings.ReplaceAll(block, readmeBroker, srv.MQTTURL())
-
-	dir, home := t.TempDir(), t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", script)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + filepath.Dir(bin) + ":" + os.Getenv("PATH"), "HOME=" + home, "UMBRA_SERVER=" + srv.HTTPURL()}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	started := time.Now()
-	err := cmd.Run()
-	simLog, _ := os.ReadFile(filepath.Join(dir, "sim-jobs.log"))
-	t.Logf("README block ran in %s:\n%s\n--- sim-jobs.log\n%s", time.Since(started).Round(time.Millisecond), out.String(), simLog)
-	if err != nil {
-		t.Fatalf("the README block failed: %v", err)
-	}
-	text := out.String()
+	run := runREADMEBlock(t, "TestREADMEJobs", 3*time.Minute, "sim-jobs.log", "awk", "sed")
+	srv := run.srv
+	text := run.out
 	canaries := 0
 	for i := range 20 {
 		if sim.RingOf(fmt.Sprintf("jobs-dev-%03d", i), []sim.RingShare{{Name: "canary", Share: 0.25}}) == "canary" {

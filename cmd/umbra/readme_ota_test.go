@@ -1,22 +1,17 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/umbra-iot/umbra/brokertest"
 	"github.com/umbra-iot/umbra/internal/sim"
 )
 
@@ -28,35 +23,8 @@ func TestREADMEOTAEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a rollout with real downloads on a simulated fleet")
 	}
-	for _, tool := range []string{"sh", "awk", "head", "tail"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the README block needs %s: %v", tool, err)
-		}
-	}
-	block := readmeBlock(t, "TestREADMEOTAEndToEnd")
-	const readmeBroker = "tcp://127.0.0.1:1883"
-	if !strings.Contains(block, readmeBroker) {
-		t.Fatalf("the block does not name %s", readmeBroker)
-	}
-	bin := buildUmbra(t)
-	srv := brokertest.Start(t)
-	script := strings.ReplaceAll(block, readmeBroker, srv.MQTTURL())
-
-	dir, home := t.TempDir(), t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", script)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + filepath.Dir(bin) + ":" + os.Getenv("PATH"), "HOME=" + home, "UMBRA_SERVER=" + srv.HTTPURL()}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	t.Logf("README block:\n%s", out.String())
-	if err != nil {
-		t.Fatalf("the README block failed: %v", err)
-	}
+	run := runREADMEBlock(t, "TestREADMEOTAEndToEnd", 4*time.Minute, "", "awk", "head", "tail")
+	srv, dir := run.srv, run.dir
 
 	img, err := os.ReadFile(filepath.Join(dir, "fw-1.1.0.bin"))
 	if err != nil || len(img) != 1_500_000 {
@@ -64,7 +32,7 @@ func TestREADMEOTAEndToEnd(t *testing.T) {
 	}
 	sum := sha256.Sum256(img)
 	want := hex.EncodeToString(sum[:])
-	text := out.String()
+	text := run.out
 	for _, s := range []string{"state completed", fmt.Sprintf("%s  20", want), "20 images verified"} {
 		if !strings.Contains(text, s) {
 			t.Errorf("the block's output lacks %q", s)

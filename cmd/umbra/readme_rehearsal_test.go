@@ -45,6 +45,60 @@ func readmeBlock(t *testing.T, name string) string {
 	return block + "\n"
 }
 
+// readmeRun is a README shell block that ran against an in-process Umbra.
+type readmeRun struct {
+	srv *brokertest.Server
+	dir string // the block's working directory
+	out string // its output (stdout and stderr)
+}
+
+// runREADMEBlock runs the README's sh block marked for test name verbatim,
+// in sh -e with the umbra binary built from this tree on PATH, against an
+// in-process Umbra: UMBRA_SERVER is its API, and the block's MQTT address
+// is replaced by the in-process broker's. The block runs in a process group
+// of its own, so a timeout also ends the simulator it starts in the
+// background. The output (and logFile, a file the block writes in its
+// directory, when given) is logged; a failing block fails the test.
+func runREADMEBlock(t *testing.T, name string, timeout time.Duration, logFile string, tools ...string) readmeRun {
+	t.Helper()
+	for _, tool := range append([]string{"sh"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the README block needs %s: %v", tool, err)
+		}
+	}
+	block := readmeBlock(t, name)
+	const readmeBroker = "tcp://127.0.0.1:1883"
+	if !strings.Contains(block, readmeBroker) {
+		t.Fatalf("the block does not name %s", readmeBroker)
+	}
+	bin := buildUmbra(t)
+	srv := brokertest.Start(t)
+	script := strings.ReplaceAll(block, readmeBroker, srv.MQTTURL())
+
+	dir, home := t.TempDir(), t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + filepath.Dir(bin) + ":" + os.Getenv("PATH"), "HOME=" + home, "UMBRA_SERVER=" + srv.HTTPURL()}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	started := time.Now()
+	err := cmd.Run()
+	logged := ""
+	if logFile != "" {
+		b, _ := os.ReadFile(filepath.Join(dir, logFile))
+		logged = "\n--- " + logFile + "\n" + string(b)
+	}
+	t.Logf("README block ran in %s:\n%s%s", time.Since(started).Round(time.Millisecond), out.String(), logged)
+	if err != nil {
+		t.Fatalf("the README block failed: %v", err)
+	}
+	return readmeRun{srv: srv, dir: dir, out: out.String()}
+}
+
 // The README's rehearsal, verbatim: its shell block runs in sh with the
 // umbra binary built from this tree on PATH, against an in-process Umbra
 // (UMBRA_SERVER is its API; the block's MQTT address is replaced by the
@@ -55,40 +109,8 @@ func TestREADMERehearsal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a rollout on a simulated fleet (about half a minute)")
 	}
-	for _, tool := range []string{"sh", "awk"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("the README block needs %s: %v", tool, err)
-		}
-	}
-	block := readmeBlock(t, "TestREADMERehearsal")
-	const readmeBroker = "tcp://127.0.0.1:1883"
-	if !strings.Contains(block, readmeBroker) {
-		t.Fatalf("the block does not name %s", readmeBroker)
-	}
-	bin := buildUmbra(t)
-	srv := brokertest.Start(t)
-	script := strings.ReplaceAll(block, readmeBroker, srv.MQTTURL())
-
-	dir, home := t.TempDir(), t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "sh", "-e", "-c", script)
-	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + filepath.Dir(bin) + ":" + os.Getenv("PATH"), "HOME=" + home, "UMBRA_SERVER=" + srv.HTTPURL()}
-	// The block starts umbra sim in the background: run it all in a
-	// process group of its own, so a timeout ends the simulator too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	started := time.Now()
-	err := cmd.Run()
-	elapsed := time.Since(started)
-	simLog, _ := os.ReadFile(filepath.Join(dir, "sim.log"))
-	t.Logf("README block ran in %s:\n%s\n--- sim.log\n%s", elapsed.Round(time.Millisecond), out.String(), simLog)
-	if err != nil {
-		t.Fatalf("the README block failed: %v", err)
-	}
+	run := runREADMEBlock(t, "TestREADMERehearsal", 4*time.Minute, "sim.log", "awk")
+	srv := run.srv
 
 	// The devices and their rings, as the block registered them.
 	rings := []sim.RingShare{{Name: "canary", Share: 0.1}, {Name: "early_adopters", Share: 0.2}}
@@ -104,7 +126,7 @@ func TestREADMERehearsal(t *testing.T) {
 	if len(canary) == 0 {
 		t.Fatal("no canary among the README's 40 devices")
 	}
-	text := out.String()
+	text := run.out
 	if !regexp.MustCompile(`(?m)^canary\s+` + strconv.Itoa(len(canary)) + `$`).MatchString(text) {
 		t.Errorf("the ring buckets do not show %d canaries", len(canary))
 	}

@@ -116,7 +116,11 @@ type Config struct {
 	// InUse, when set, names what references an artifact (rollout and job
 	// ids); Delete refuses while it names anything.
 	InUse func(id string) []string
-	Clock func() time.Time
+	// Exclusive, when set, is held by Delete across the InUse check and
+	// the deletion, so that nothing can start referencing the artifact in
+	// between (the broker pairs it with rollout.ReferenceHolder).
+	Exclusive func() (release func())
+	Clock     func() time.Time
 	// MaxSize caps an upload (default 64 MiB).
 	MaxSize int64
 }
@@ -431,6 +435,9 @@ func (s *Service) Delete(ctx context.Context, ref string) (Artifact, error) {
 	if err != nil {
 		return a, err
 	}
+	if s.cfg.Exclusive != nil {
+		defer s.cfg.Exclusive()()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cfg.InUse != nil {
@@ -459,6 +466,9 @@ func (s *Service) Open(id string) (*os.File, Artifact, error) {
 	}
 	return f, a, nil
 }
+
+// TokenTTL is how long a download URL stays valid.
+func (s *Service) TokenTTL() time.Duration { return s.cfg.TokenTTL }
 
 // Token returns the download token of thing for artifact id, valid until
 // expires: hex HMAC-SHA256(key, id, thing, expires).

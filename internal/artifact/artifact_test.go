@@ -135,3 +135,33 @@ func TestPutLimitsAndLookups(t *testing.T) {
 		t.Fatalf("file kept: %v", err)
 	}
 }
+
+// Delete holds Exclusive from its reference check until the artifact is
+// gone, so nothing can start referencing it in between.
+func TestDeleteHoldsExclusiveAcrossTheReferenceCheck(t *testing.T) {
+	st := &memStore{m: map[string]map[string][]byte{}}
+	var steps []string
+	s, err := Open(context.Background(), Config{Dir: t.TempDir(), Store: st, MaxSize: 1000,
+		Exclusive: func() func() {
+			steps = append(steps, "hold")
+			return func() { steps = append(steps, "release") }
+		},
+		InUse: func(id string) []string { steps = append(steps, "check"); return nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := s.Put(context.Background(), strings.NewReader("image"), Upload{Version: "1", Type: "esp32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Delete(context.Background(), a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(steps, " "); got != "hold check release" {
+		t.Fatalf("delete steps %q, want hold check release", got)
+	}
+	if _, err := s.Get(a.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}

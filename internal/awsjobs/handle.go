@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 )
@@ -133,7 +134,7 @@ func (s *Service) Handle(ctx context.Context, t Topic, payload []byte) ([]byte, 
 	if e != nil {
 		return fail(e)
 	}
-	b := marshal(withToken(out, token, now))
+	b := withToken(out, token, now)
 	return b, nil
 }
 
@@ -147,21 +148,24 @@ func marshal(v any) []byte {
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
-// withToken adds timestamp and clientToken to a reply object.
-func withToken(v any, token string, now time.Time) map[string]any {
-	b := marshal(v)
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber() // a job document's numbers as written
-	_ = dec.Decode(&m)
-	if m == nil {
-		m = map[string]any{}
+// withToken adds timestamp and clientToken to a reply object, after the
+// object's own bytes: the job document inside keeps its key order and its
+// numbers as written (decoding into a map would sort the keys).
+func withToken(v any, token string, now time.Time) []byte {
+	b := bytes.TrimSpace(marshal(v))
+	if len(b) < 2 || b[0] != '{' || b[len(b)-1] != '}' {
+		b = []byte("{}")
 	}
-	m["timestamp"] = secs(now.UnixMilli())
+	out := append([]byte(nil), b[:len(b)-1]...)
+	if len(bytes.TrimSpace(out[1:])) > 0 {
+		out = append(out, ',')
+	}
+	out = fmt.Appendf(out, `"timestamp":%d`, secs(now.UnixMilli()))
 	if token != "" {
-		m["clientToken"] = token
+		out = append(out, `,"clientToken":`...)
+		out = append(out, marshal(token)...)
 	}
-	return m
+	return append(out, '}')
 }
 
 func internal(err error) *RequestError {

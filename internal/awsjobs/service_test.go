@@ -3,6 +3,7 @@ package awsjobs_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +172,28 @@ func TestStepTimer(t *testing.T) {
 	s.Step(ctx)
 	if e, _ := s.Get("t1", "j1"); e.Status != awsjobs.TimedOut || e.VersionNumber != 5 {
 		t.Fatalf("after the step timer: %+v", e)
+	}
+}
+
+// A job document reaches the device as it was written: keys in their order,
+// numbers as written, "&" unescaped; the reply's timestamp and clientToken
+// come after the reply's own fields.
+func TestReplyKeepsTheJobDocumentAsWritten(t *testing.T) {
+	s, pub, _ := open(t, nil)
+	ctx := context.Background()
+	doc := `{"zeta":1,"alpha":{"b":2.50,"a":100000000000000000001},"url":"https://fw.example/x?a=1&b=2"}`
+	if err := s.PutJob(ctx, "j1", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Queue(ctx, "j1", "t1"); err != nil {
+		t.Fatal(err)
+	}
+	s.HandleMQTT(ctx, "$aws/things/t1/jobs/start-next", []byte(`{"clientToken":"ct-1"}`))
+	got := pub.last("$aws/things/t1/jobs/start-next/accepted")
+	if !strings.Contains(got, `"jobDocument":`+doc) {
+		t.Fatalf("job document changed on the way:\n got  %s\n want %s inside", got, doc)
+	}
+	if !strings.HasSuffix(got, `,"clientToken":"ct-1"}`) || !gjson.Valid(got) || gjson.Get(got, "timestamp").Int() == 0 {
+		t.Fatalf("reply %s", got)
 	}
 }

@@ -126,6 +126,12 @@ type MQTT struct {
 	SessionExpiry  time.Duration `yaml:"session_expiry"`
 	SysInterval    time.Duration `yaml:"sys_interval"`
 	MaxClients     int           `yaml:"max_clients"`
+	// MaxKeepAlive caps an MQTT 5 client's keep alive (Server Keep Alive
+	// in CONNACK); 0: no cap (broker.Options.MaxKeepAlive).
+	MaxKeepAlive time.Duration `yaml:"max_keep_alive"`
+	// DeniedPublishBackoff is the first CONNACK delay for an MQTT 3.1.1
+	// client whose publish was denied (broker.Options.DeniedPublishBackoff).
+	DeniedPublishBackoff time.Duration `yaml:"denied_publish_backoff"`
 	// Listeners are further listeners, each with its own client-certificate
 	// mode (a list: file only, no environment variable).
 	Listeners []Listener `yaml:"listeners"`
@@ -306,19 +312,21 @@ func (f File) Logger(w io.Writer) (*slog.Logger, error) {
 // Options converts the file into broker options (defaults left zero).
 func (f File) Options() broker.Options {
 	return broker.Options{
-		DataDir:        f.DataDir,
-		MQTTAddr:       f.MQTT.Addr,
-		WSAddr:         f.MQTT.WSAddr,
-		HTTPAddr:       f.HTTP.Addr,
-		ConnectTimeout: f.MQTT.ConnectTimeout,
-		WriteTimeout:   f.MQTT.WriteTimeout,
-		MaxPacketSize:  f.MQTT.MaxPacketSize,
-		ClientQueue:    f.MQTT.ClientQueue,
-		MaxInflight:    f.MQTT.MaxInflight,
-		MessageExpiry:  f.MQTT.MessageExpiry,
-		SessionExpiry:  f.MQTT.SessionExpiry,
-		SysInterval:    f.MQTT.SysInterval,
-		MaxClients:     f.MQTT.MaxClients,
+		DataDir:              f.DataDir,
+		MQTTAddr:             f.MQTT.Addr,
+		WSAddr:               f.MQTT.WSAddr,
+		HTTPAddr:             f.HTTP.Addr,
+		ConnectTimeout:       f.MQTT.ConnectTimeout,
+		WriteTimeout:         f.MQTT.WriteTimeout,
+		MaxPacketSize:        f.MQTT.MaxPacketSize,
+		ClientQueue:          f.MQTT.ClientQueue,
+		MaxInflight:          f.MQTT.MaxInflight,
+		MessageExpiry:        f.MQTT.MessageExpiry,
+		SessionExpiry:        f.MQTT.SessionExpiry,
+		SysInterval:          f.MQTT.SysInterval,
+		MaxClients:           f.MQTT.MaxClients,
+		MaxKeepAlive:         f.MQTT.MaxKeepAlive,
+		DeniedPublishBackoff: f.MQTT.DeniedPublishBackoff,
 		Shadow: shadow.Options{
 			Converge:            shadow.ConvergeMode(f.Shadow.Converge),
 			Strict:              f.Shadow.Strict,

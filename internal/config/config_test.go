@@ -147,3 +147,21 @@ func TestQuotasSection(t *testing.T) {
 		t.Fatalf("quotas %+v", q)
 	}
 }
+
+// The MQTT keep-alive cap and the denied-publish back-off reach the broker
+// from the file and from the environment.
+func TestKeepAliveAndDeniedPublishBackoffOptions(t *testing.T) {
+	f, err := Decode(strings.NewReader("mqtt:\n  max_keep_alive: 45s\n  denied_publish_backoff: 2s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := f.Options(); o.MaxKeepAlive != 45*time.Second || o.DeniedPublishBackoff != 2*time.Second {
+		t.Fatalf("options from the file: keep alive %v, back-off %v", o.MaxKeepAlive, o.DeniedPublishBackoff)
+	}
+	if err := applyEnv(&f, []string{"UMBRA_MQTT_MAX_KEEP_ALIVE=1m", "UMBRA_MQTT_DENIED_PUBLISH_BACKOFF=-1s"}); err != nil {
+		t.Fatal(err)
+	}
+	if o := f.Options(); o.MaxKeepAlive != time.Minute || o.DeniedPublishBackoff != -time.Second {
+		t.Fatalf("options from the environment: keep alive %v, back-off %v", o.MaxKeepAlive, o.DeniedPublishBackoff)
+	}
+}

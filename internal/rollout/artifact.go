@@ -2,15 +2,18 @@ package rollout
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tidwall/gjson"
 
 	"github.com/umbra-iot/umbra/internal/awsjobs"
+	"github.com/umbra-iot/umbra/shadow"
 )
 
 // Artifacts resolves the firmware artifacts rollouts and jobs may
@@ -24,6 +27,69 @@ type Artifacts interface {
 	// URL is thing's download URL for artifact id, with its own
 	// short-lived token.
 	URL(id, thing string) string
+}
+
+// ReferenceHolder is an optional Artifacts interface. HoldReferences keeps
+// every artifact from being deleted until release is called: Create and
+// CreateJob hold it from resolving a spec's artifact until the new rollout
+// or job is visible to ArtifactRefs. Otherwise a delete could pass its
+// reference check in between and leave a rollout whose devices are sent a
+// download URL for an image that no longer exists.
+type ReferenceHolder interface {
+	HoldReferences() (release func())
+}
+
+// holdArtifacts holds the artifact store's references while a spec naming
+// an artifact is being recorded (see ReferenceHolder).
+func (e *Engine) holdArtifacts(ref string) (release func()) {
+	if h, ok := e.cfg.Artifacts.(ReferenceHolder); ok && ref != "" {
+		return h.HoldReferences()
+	}
+	return func() {}
+}
+
+// URLLifetime is an optional Artifacts interface: how long a download URL
+// that URL returns stays valid.
+type URLLifetime interface {
+	URLLifetime() time.Duration
+}
+
+// refreshURL writes a new ota_url into the desired state of a device that
+// has not installed the artifact once half of its URL's lifetime has
+// passed, so that a device offline (or slow) for longer than the lifetime
+// is not refused its download (403) when it comes back within its
+// deviceTimeout. A failed write is tried again at the next step.
+func (e *Engine) refreshURL(ctx context.Context, r *Rollout, th string, d *Device, now time.Time) {
+	if r.Spec.Artifact == "" || r.parsed.jobMode || d.NotifiedAt == 0 {
+		return
+	}
+	l, ok := e.cfg.Artifacts.(URLLifetime)
+	if !ok || l.URLLifetime() <= 0 {
+		return
+	}
+	if now.UnixMilli()-max(d.NotifiedAt, d.URLAt) < (l.URLLifetime() / 2).Milliseconds() {
+		return
+	}
+	u, _ := json.Marshal(e.cfg.Artifacts.URL(r.Spec.Artifact, th))
+	payload := fmt.Appendf(nil, `{"state":{"desired":{"ota_url":%s}}}`, u)
+	resp := e.cfg.Shadows.Handle(ctx, shadow.Request{Ref: shadow.Ref{Thing: th, Name: r.Spec.Shadow}, Op: shadow.OpUpdate,
+		Payload: payload, Origin: shadow.OriginInternal, Principal: "rollout:" + r.ID})
+	if resp.Err != nil {
+		return
+	}
+	d.URLAt = now.UnixMilli()
+	r.dirty[th] = true
+}
+
+// resolveArtifact resolves a spec's artifact reference for the way the
+// spec delivers: as placeholders of its job document (docField names it in
+// errors), or into its desired patch.
+func (e *Engine) resolveArtifact(docField string, doc, patch json.RawMessage, ref string) (string, json.RawMessage, error) {
+	if len(doc) > 0 {
+		id, err := e.documentArtifact(docField, doc, ref)
+		return id, patch, err
+	}
+	return e.withArtifact(ref, patch)
 }
 
 // withArtifact resolves spec's artifact reference: the canonical id

@@ -108,18 +108,22 @@ func newID(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// Create records a rollout without starting it.
-func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+// prepare resolves a spec's artifact and validates it: what Create records
+// and what Preview plans are the same spec.
+func (e *Engine) prepare(s Spec) (Spec, parsedSpec, error) {
 	var err error
-	if len(s.JobDocument) > 0 {
-		s.Artifact, err = e.documentArtifact("jobDocument", s.JobDocument, s.Artifact)
-	} else {
-		s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch)
-	}
-	if err != nil {
-		return View{}, err
+	if s.Artifact, s.Patch, err = e.resolveArtifact("jobDocument", s.JobDocument, s.Patch, s.Artifact); err != nil {
+		return s, parsedSpec{}, err
 	}
 	p, err := validate(s)
+	return s, p, err
+}
+
+// Create records a rollout without starting it.
+func (e *Engine) Create(ctx context.Context, s Spec) (View, error) {
+	// Released after the rollout is in e.rollouts (defers run in reverse).
+	defer e.holdArtifacts(s.Artifact)()
+	s, p, err := e.prepare(s)
 	if err != nil {
 		return View{}, err
 	}
@@ -172,16 +176,7 @@ func (r *Rollout) seed() string {
 // seed is the spec's (plan.seed) or a new one; creating the rollout with
 // the returned plan token freezes the same waves.
 func (e *Engine) Preview(s Spec) (PreviewResult, error) {
-	var err error
-	if len(s.JobDocument) > 0 {
-		s.Artifact, err = e.documentArtifact("jobDocument", s.JobDocument, s.Artifact)
-	} else {
-		s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch)
-	}
-	if err != nil {
-		return PreviewResult{}, err
-	}
-	p, err := validate(s)
+	s, p, err := e.prepare(s)
 	if err != nil {
 		return PreviewResult{}, err
 	}

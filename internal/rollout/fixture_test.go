@@ -39,6 +39,9 @@ type world struct {
 	// its index update, made as wide as a test needs.
 	holding bool
 	held    []shadow.Event
+	// artifacts, when set before open (or restart), is the engine's
+	// artifact store.
+	artifacts rollout.Artifacts
 }
 
 // hold delays shadow events until release.
@@ -98,7 +101,7 @@ func (w *world) open() {
 		t.Fatal(err)
 	}
 	w.svc = shadow.NewService(shadow.Config{Store: storeadapt.ShadowStore{DB: db}, Clock: w.clock.Now, OnEvent: w.shadowEvent})
-	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.RolloutStore{DB: db}, Publisher: w, Clock: w.clock.Now}); err != nil {
+	if w.eng, err = rollout.Open(rollout.Config{Fleet: w.reg, Shadows: w.svc, Store: storeadapt.RolloutStore{DB: db}, Publisher: w, Clock: w.clock.Now, Artifacts: w.artifacts}); err != nil {
 		t.Fatal(err)
 	}
 }

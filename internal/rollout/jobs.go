@@ -118,13 +118,9 @@ func (e *Engine) CreateJob(ctx context.Context, s JobSpec) (JobView, error) {
 	if (s.Target == "") == (s.Group == "") {
 		return JobView{}, &FieldError{"target", "give a target query or a group (one of them)"}
 	}
+	defer e.holdArtifacts(s.Artifact)() // until the job is in e.jobs
 	var err error
-	if len(s.Document) > 0 {
-		s.Artifact, err = e.documentArtifact("document", s.Document, s.Artifact)
-	} else {
-		s.Artifact, s.Patch, err = e.withArtifact(s.Artifact, s.Patch)
-	}
-	if err != nil {
+	if s.Artifact, s.Patch, err = e.resolveArtifact("document", s.Document, s.Patch, s.Artifact); err != nil {
 		return JobView{}, err
 	}
 	switch {

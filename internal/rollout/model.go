@@ -196,7 +196,10 @@ type Device struct {
 	State      DeviceState `json:"state"`
 	Reason     string      `json:"reason,omitempty"`
 	NotifiedAt int64       `json:"notifiedAt,omitempty"` // Unix ms
-	FinishedAt int64       `json:"finishedAt,omitempty"`
+	// URLAt is when the device's artifact download URL (ota_url) was last
+	// written again (Unix ms; 0: only at NotifiedAt): see refreshURL.
+	URLAt      int64 `json:"urlAt,omitempty"`
+	FinishedAt int64 `json:"finishedAt,omitempty"`
 	// Previous holds, per patched key, the desired value before the
 	// rollout (JSON null when absent): what rollback restores.
 	Previous map[string]json.RawMessage `json:"previous,omitempty"`

@@ -168,6 +168,7 @@ func (e *Engine) evaluate(ctx context.Context, r *Rollout, now time.Time, change
 		if succeeded {
 			continue
 		}
+		e.refreshURL(ctx, r, th, d, now)
 		timeout := time.Duration(w.DeviceTimeout)
 		if timeout == 0 {
 			timeout = time.Hour

@@ -214,29 +214,38 @@ func isHTTP(u string) bool {
 	return strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "https://")
 }
 
+// fetchVerified downloads img (fetch, resuming while alive), calls quarter
+// with 25, 50 and 75 as the download passes them, and verifies what arrived
+// (size, SHA-256, signature): the firmware loop of both OTA paths.
+func (d *device) fetchVerified(img image, alive func() bool, quarter func(q int)) error {
+	last := 0
+	digest, size, err := d.fetch(img, alive, func(got, total int64) {
+		if total <= 0 {
+			return
+		}
+		if q := int(got*100/total) / 25 * 25; q > last && q < 100 {
+			last = q
+			quarter(q)
+		}
+	})
+	if err == nil {
+		err = d.f.verify(img, digest, size)
+	}
+	return err
+}
+
 // startDownload runs a real download in the background (d.mu held).
 func (d *device) startDownload(gen int, target string) {
 	img := image{url: d.ota.url, sha256: d.ota.sha256, size: d.ota.size, sig: d.ota.sig}
 	go func() {
-		last := 0
-		digest, size, err := d.fetch(img, func() bool { return d.otaCurrent(gen) }, func(got, total int64) {
-			if total <= 0 {
-				return
-			}
-			pct := int(got * 100 / total)
-			if q := pct / 25 * 25; q > last && q < 100 {
-				last = q
-				d.mu.Lock()
-				if d.ota.active && d.ota.gen == gen {
-					d.ota.progress = q
-					d.report(map[string]any{"ota_status": "downloading", "ota_progress": q})
-				}
-				d.mu.Unlock()
+		err := d.fetchVerified(img, func() bool { return d.otaCurrent(gen) }, func(q int) {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.ota.active && d.ota.gen == gen {
+				d.ota.progress = q
+				d.report(map[string]any{"ota_status": "downloading", "ota_progress": q})
 			}
 		})
-		if err == nil {
-			err = d.f.verify(img, digest, size)
-		}
 		if d.f.stopped.Load() {
 			return
 		}

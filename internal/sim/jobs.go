@@ -211,23 +211,15 @@ func (d *device) downloadJob(job, target string, img image) {
 		return d.job.active && d.job.id == job
 	}
 	go func() {
-		last := 0
-		digest, size, err := d.fetch(img, alive, func(got, total int64) {
-			if total <= 0 {
-				return
-			}
-			if q := int(got*100/total) / 25 * 25; q > last && q < 100 {
-				last = q
-				d.mu.Lock()
-				if d.job.active && d.job.id == job {
-					d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": strconv.Itoa(q), "step": "download"})
-				}
-				d.mu.Unlock()
+		last := 0 // the progress last reported, for a failure
+		err := d.fetchVerified(img, alive, func(q int) {
+			last = q
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.job.active && d.job.id == job {
+				d.updateJob(job, "IN_PROGRESS", map[string]string{"progress": strconv.Itoa(q), "step": "download"})
 			}
 		})
-		if err == nil {
-			err = d.f.verify(img, digest, size)
-		}
 		if d.f.stopped.Load() {
 			return
 		}

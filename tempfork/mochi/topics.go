@@ -636,6 +636,61 @@ func (x *TopicsIndex) scanSubscribers(topic string, d int, n *particle, subs *Su
 	return subs
 }
 
+// HasSubscribers reports whether Subscribers(topic) would find any
+// subscription (plain, shared or inline), without building its sets: the
+// same walk, stopping at the first match. UMBRA PATCH 15: Subscribers
+// allocates four maps per call, which Umbra paid on every shadow update
+// only to learn that nobody listens to /update/documents.
+func (x *TopicsIndex) HasSubscribers(topic string) bool {
+	if len(topic) == 0 {
+		return false
+	}
+	return x.hasSubscribers(topic, 0, x.root)
+}
+
+func (x *TopicsIndex) hasSubscribers(topic string, d int, n *particle) bool {
+	key, hasNext := isolateParticle(topic, d)
+	for _, partKey := range [2]string{key, "+"} {
+		particle := n.particles.get(partKey)
+		if particle == nil {
+			continue
+		}
+		if hasNext {
+			if x.hasSubscribers(topic, d+1, particle) {
+				return true
+			}
+			continue
+		}
+		if particleHasSubscribers(topic, particle) {
+			return true
+		}
+		if wild := particle.particles.get("#"); wild != nil && partKey != "+" && particleHasSubscribers(topic, wild) {
+			return true
+		}
+	}
+	if particle := n.particles.get("#"); particle != nil && particleHasSubscribers(topic, particle) {
+		return true
+	}
+	return false
+}
+
+// particleHasSubscribers is true when gathering p's subscriptions for topic
+// would gather any (the [MQTT-4.7.1-1] rule for $ topics included).
+func particleHasSubscribers(topic string, p *particle) bool {
+	if p.shared.Len() > 0 || p.inlineSubscriptions.Len() > 0 {
+		return true
+	}
+	p.subscriptions.RLock()
+	defer p.subscriptions.RUnlock()
+	for _, sub := range p.subscriptions.internal {
+		if len(sub.Filter) > 0 && topic[0] == '$' && (sub.Filter[0] == '+' || sub.Filter[0] == '#') {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
 // gatherSubscriptions collects any matching subscriptions, and gathers any identifiers or highest qos values.
 func (x *TopicsIndex) gatherSubscriptions(topic string, particle *particle, subs *Subscribers) {
 	if subs.Subscriptions == nil {

@@ -402,3 +402,36 @@ func TestDetachLeavesANewerConnectionWithTheSameID(t *testing.T) {
 	require.False(t, ok)
 	require.NotContains(t, s.Topics.Subscribers("a/b").Subscriptions, "device")
 }
+
+// UMBRA PATCH 15: HasSubscribers answers as Subscribers would, for plain,
+// wildcard, shared and inline subscriptions and the $-topic rule, and
+// allocates nothing.
+func TestHasSubscribersAgreesWithSubscribers(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("c1", packets.Subscription{Filter: "a/b/c"})
+	index.Subscribe("c2", packets.Subscription{Filter: "x/+/z"})
+	index.Subscribe("c3", packets.Subscription{Filter: "m/#"})
+	index.Subscribe("c4", packets.Subscription{Filter: "#"})
+	index.Subscribe("c5", packets.Subscription{Filter: "$share/g/s/t", ShareName: []string{"g"}})
+	index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: "i/j", Identifier: 1}})
+	index.Subscribe("c6", packets.Subscription{Filter: "$aws/things/+/shadow/update/delta"})
+
+	topics := []string{"a/b/c", "a/b", "a/b/c/d", "x/y/z", "x/y", "m", "m/n/o", "s/t", "i/j", "i",
+		"$aws/things/t1/shadow/update/delta", "$aws/things/t1/shadow/update/documents", "$SYS/x", "q"}
+	check := func(name string) {
+		t.Helper()
+		for _, topic := range topics {
+			subs := index.Subscribers(topic)
+			want := len(subs.Subscriptions) > 0 || len(subs.Shared) > 0 || len(subs.InlineSubscriptions) > 0
+			require.Equal(t, want, index.HasSubscribers(topic), "%s: topic %q", name, topic)
+		}
+	}
+	check("with a catch-all # subscription")
+	index.Unsubscribe("#", "c4")
+	check("without it")
+	require.True(t, index.HasSubscribers("s/t"), "shared")
+	require.True(t, index.HasSubscribers("i/j"), "inline")
+	require.False(t, index.HasSubscribers("$aws/things/t1/shadow/update/documents"))
+	require.True(t, index.HasSubscribers("$aws/things/t1/shadow/update/delta"))
+	require.Zero(t, testing.AllocsPerRun(100, func() { index.HasSubscribers("$aws/things/t1/shadow/update/documents") }))
+}

@@ -88,6 +88,8 @@ type Broker struct {
 	stopStreams func()
 
 	edgeState // listeners' health, readiness, edge metrics (edge.go)
+
+	clusterState // cluster mode (cluster.go); zero on a single node
 }
 
 // New validates opts and returns a Broker that has not opened anything yet.
@@ -140,6 +142,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 		CommitFault:   b.commitFault,
 	})
 	if err != nil {
+		return err
+	}
+	if err := b.openCluster(ctx); err != nil {
 		return err
 	}
 	b.mqtt = mqtt.New(b.mochiOptions())
@@ -412,6 +417,7 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	b.closeCluster()
 	b.log.Info("umbra stopped")
 	return errors.Join(errs...)
 }
@@ -433,6 +439,7 @@ func (b *Broker) closeAll() {
 	if b.db != nil {
 		_ = b.db.Close()
 	}
+	b.closeCluster()
 }
 
 // DataPath is the database file ("" before Start).

@@ -182,6 +182,7 @@ func (b *Broker) notReady() []string {
 	if f := b.commitErr.Load(); f != nil {
 		problems = append(problems, fmt.Sprintf("store cannot commit since %s: %v", f.since.Format(time.RFC3339), f.err))
 	}
+	problems = append(problems, b.clusterProblems()...)
 	return problems
 }
 

@@ -153,6 +153,9 @@ type Options struct {
 	// that replays the denied publish after every reconnect cannot loop at
 	// full speed. Default 1s; negative disables.
 	DeniedPublishBackoff time.Duration
+	// Cluster turns on cluster mode: shared state on a NATS JetStream
+	// cluster (cluster_options.go). Zero: one node on bbolt.
+	Cluster ClusterOptions
 }
 
 // DefaultDeniedPublishBackoff is Options.DeniedPublishBackoff's default.
@@ -221,6 +224,7 @@ func (o Options) withDefaults() Options {
 		o.Registration = registry.PolicyAuto
 	}
 	o.HTTP = o.HTTP.withDefaults()
+	o.Cluster = o.Cluster.withDefaults()
 	return o
 }
 
@@ -277,6 +281,7 @@ func (o Options) validate() error {
 	}
 	errs = append(errs, o.validateEdge()...)
 	errs = append(errs, o.checkBounds()...)
+	errs = append(errs, o.Cluster.validate()...)
 	if !o.Auth.Enabled && (len(o.Auth.Services) > 0 || len(o.Auth.APIKeys) > 0) {
 		errs = append(errs, errors.New("auth: services and api_keys are configured but auth.enabled is false"))
 	}

@@ -52,7 +52,7 @@ func (l shadowLister) History(ref shadow.Ref, before int64, limit int) ([]json.R
 func (b *Broker) newShadowService() *shadow.Service {
 	return shadow.NewService(shadow.Config{
 		Options:   b.opts.Shadow,
-		Store:     storeadapt.ShadowStore{DB: b.db, TombstoneTTL: b.opts.TombstoneTTL, History: max(b.opts.HistoryVersions, 0)},
+		Store:     b.shadowStore(storeadapt.ShadowStore{DB: b.db, TombstoneTTL: b.opts.TombstoneTTL, History: max(b.opts.HistoryVersions, 0)}),
 		Publisher: mqttPublisher{b.mqtt},
 		Logger:    b.log.With("component", "shadow"),
 		OnResult:  b.metrics.observeShadow,

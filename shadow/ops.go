@@ -9,6 +9,10 @@ import (
 type Current struct {
 	Doc     []byte // stored document, nil when the shadow does not exist
 	Version int64  // when Doc is nil: the version a tombstone remembers (0 = never existed, or expired)
+	// Rev is the store's revision of this state, for stores that commit by
+	// compare-and-set (0: absent, or a store that does not use it). The
+	// Service hands it back in Change.Rev.
+	Rev uint64
 }
 
 // UpdateResult is everything an accepted update produces. Accepted and Delta

@@ -3,6 +3,7 @@ package shadow
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
@@ -13,6 +14,13 @@ import (
 // Store is the storage a Service needs. Load returns the stored document,
 // or (Doc == nil) the version of a live tombstone; Commit returns once the
 // change is durable.
+//
+// A store shared by several processes (the clustered engine) commits by
+// compare-and-set: Commit writes only if the shadow is still at the
+// revision Load returned (Change.Rev) and otherwise returns an error
+// wrapping ErrConflict, writing nothing; the Service then runs the request
+// again on the new state. A store with a single writer (bbolt, serialised
+// by the Service's per-shadow lock) never returns ErrConflict.
 type Store interface {
 	Load(ref Ref) (Current, error)
 	Commit(ctx context.Context, c Change) error
@@ -26,7 +34,17 @@ type Change struct {
 	Version int64  // version of Doc, or the version the shadow had when deleted
 	Time    time.Time
 	History []byte // history entry (JSON) kept in the same transaction
+	Rev     uint64 // Current.Rev of the state the change was computed from
 }
+
+// ErrConflict is returned (wrapped) by a compare-and-set Store's Commit when
+// the shadow changed since it was loaded; nothing was written.
+var ErrConflict = errors.New("shadow: changed in the store since it was loaded")
+
+// maxCommitAttempts bounds how often a request is run again after
+// ErrConflict. Each conflict means another writer's change was accepted,
+// so running out takes that many concurrent writers to one shadow.
+const maxCommitAttempts = 64
 
 // Publisher delivers service messages to MQTT subscribers.
 type Publisher interface {
@@ -177,19 +195,37 @@ func (s *Service) update(ctx context.Context, req Request) Response {
 	defer release()
 	unlock := s.locks.Lock(req.Ref)
 	defer unlock()
-	cur, err := s.cfg.Store.Load(req.Ref)
-	if err != nil {
-		return s.internal(req, "load", err, token, hasToken)
-	}
-	now := s.cfg.Clock()
-	res, uerr := update(cur, parsed, now, s.opts, false)
-	if uerr != nil {
-		return s.reject(req, uerr, token, hasToken)
-	}
-	ch := Change{Ref: req.Ref, Op: OpUpdate, Doc: res.Doc, Version: res.Version, Time: now}
-	ch.History = s.history(req, ch, res.Doc, true)
-	if err := s.cfg.Store.Commit(ctx, ch); err != nil {
-		return s.internal(req, "commit", err, token, hasToken)
+	var (
+		res UpdateResult
+		ch  Change
+	)
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			// Run again on the state another writer committed, from a
+			// fresh parse (the last attempt's merge may share its nodes).
+			if parsed, token, hasToken, perr = ParseUpdate(req.Payload, s.opts); perr != nil {
+				return s.reject(req, perr, token, hasToken)
+			}
+		}
+		cur, err := s.cfg.Store.Load(req.Ref)
+		if err != nil {
+			return s.internal(req, "load", err, token, hasToken)
+		}
+		now := s.cfg.Clock()
+		var uerr *Error
+		res, uerr = update(cur, parsed, now, s.opts, false)
+		if uerr != nil {
+			return s.reject(req, uerr, token, hasToken)
+		}
+		ch = Change{Ref: req.Ref, Op: OpUpdate, Doc: res.Doc, Version: res.Version, Time: now, Rev: cur.Rev}
+		ch.History = s.history(req, ch, res.Doc, true)
+		err = s.cfg.Store.Commit(ctx, ch)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrConflict) || attempt == maxCommitAttempts {
+			return s.internal(req, "commit", err, token, hasToken)
+		}
 	}
 	s.publish(req.Ref.Topic(OpUpdate, SuffixAccepted), res.Accepted)
 	if res.Delta != nil {
@@ -240,19 +276,30 @@ func (s *Service) delete(ctx context.Context, req Request) Response {
 	defer release()
 	unlock := s.locks.Lock(req.Ref)
 	defer unlock()
-	cur, err := s.cfg.Store.Load(req.Ref)
-	if err != nil {
-		return s.internal(req, "load", err, token, hasToken)
-	}
-	now := s.cfg.Clock()
-	payload, derr := Delete(cur, token, hasToken, now)
-	if derr != nil {
-		return s.reject(req, s.notFound(req.Ref, derr), token, hasToken)
-	}
-	ch := Change{Ref: req.Ref, Op: OpDelete, Version: DocVersion(cur.Doc), Time: now}
-	ch.History = s.history(req, ch, nil, false)
-	if err := s.cfg.Store.Commit(ctx, ch); err != nil {
-		return s.internal(req, "commit", err, token, hasToken)
+	var (
+		payload []byte
+		ch      Change
+	)
+	for attempt := 1; ; attempt++ {
+		cur, err := s.cfg.Store.Load(req.Ref)
+		if err != nil {
+			return s.internal(req, "load", err, token, hasToken)
+		}
+		now := s.cfg.Clock()
+		var derr *Error
+		payload, derr = Delete(cur, token, hasToken, now)
+		if derr != nil {
+			return s.reject(req, s.notFound(req.Ref, derr), token, hasToken)
+		}
+		ch = Change{Ref: req.Ref, Op: OpDelete, Version: DocVersion(cur.Doc), Time: now, Rev: cur.Rev}
+		ch.History = s.history(req, ch, nil, false)
+		err = s.cfg.Store.Commit(ctx, ch)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrConflict) || attempt == maxCommitAttempts {
+			return s.internal(req, "commit", err, token, hasToken)
+		}
 	}
 	// Devices learn of a deletion whichever face asked for it.
 	s.publish(req.Ref.Topic(OpDelete, SuffixAccepted), payload)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/umbra-iot/umbra/broker"
@@ -21,6 +22,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 	httpAddr := fs.String("http-addr", "", "HTTP API listen address, or off (default 127.0.0.1:8080)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
+	clusterURL := fs.String("cluster", "", "cluster mode: NATS JetStream servers, comma-separated nats://host:4222 (default: off, one node on bbolt)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: umbra serve [flags]\n\nPrecedence: flags > UMBRA_* environment > config file > defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -47,6 +49,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 	override(&file.HTTP.Addr, *httpAddr)
 	override(&file.Log.Level, *logLevel)
 	override(&file.Log.Format, *logFormat)
+	override(&file.Cluster.URL, *clusterURL)
 
 	logger, err := file.Logger(stderr)
 	if err != nil {
@@ -73,6 +76,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 		}
 	}
 	fmt.Fprintf(stdout, "  data      %s\n", b.DataPath())
+	if opts.Cluster.Enabled() {
+		fmt.Fprintf(stdout, "  cluster   %s (shadows in JetStream, %d replicas)\n", strings.Join(opts.Cluster.URLs, ","), max(opts.Cluster.Replicas, 1))
+	}
 	switch {
 	case opts.Auth.Enabled:
 		fmt.Fprintf(stdout, "  auth      on: devices by certificate or secret, %d service(s), %d API key(s)\n", len(opts.Auth.Services), len(opts.Auth.APIKeys))

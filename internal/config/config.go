@@ -41,6 +41,22 @@ type File struct {
 	Quotas   Quotas   `yaml:"quotas"`
 	// Artifacts configures the firmware artifact store.
 	Artifacts Artifacts `yaml:"artifacts"`
+	// Cluster turns on cluster mode (broker.ClusterOptions).
+	Cluster Cluster `yaml:"cluster"`
+}
+
+// Cluster configures cluster mode: shared state on NATS JetStream
+// (broker.ClusterOptions; docs/cluster.md).
+type Cluster struct {
+	// URL lists the NATS servers, comma-separated ("nats://a:4222,nats://b:4222").
+	URL       string        `yaml:"url"`
+	Name      string        `yaml:"name"`
+	CredsFile string        `yaml:"creds_file"`
+	CAFile    string        `yaml:"ca_file"`
+	CertFile  string        `yaml:"cert_file"`
+	KeyFile   string        `yaml:"key_file"`
+	Replicas  int           `yaml:"replicas"`
+	Timeout   time.Duration `yaml:"timeout"`
 }
 
 // Artifacts configures firmware artifacts (broker.ArtifactOptions).
@@ -370,6 +386,11 @@ func (f File) Options() broker.Options {
 		Artifacts: broker.ArtifactOptions{
 			PublicURL: f.Artifacts.PublicURL, PublicKeyFile: f.Artifacts.PublicKeyFile,
 			TokenTTL: f.Artifacts.TokenTTL, MaxSize: int64(f.Artifacts.MaxSize),
+		},
+		Cluster: broker.ClusterOptions{
+			URLs: broker.ParseClusterURLs(f.Cluster.URL), Name: f.Cluster.Name, CredsFile: f.Cluster.CredsFile,
+			CAFile: f.Cluster.CAFile, CertFile: f.Cluster.CertFile, KeyFile: f.Cluster.KeyFile,
+			Replicas: f.Cluster.Replicas, Timeout: f.Cluster.Timeout,
 		},
 	}
 }

@@ -1,0 +1,271 @@
+// Package clusterstore is the clustered shadow store engine: a shadow.Store
+// on a NATS JetStream key-value bucket, so that several Umbra processes, each
+// with its own shadow.Service, share one set of shadows with the guarantees
+// a single node gives on bbolt.
+//
+// This is the first slice of cluster mode (issue 19). What it does:
+//
+//   - One KV entry per shadow (classic and named), replicated (Replicas,
+//     3 by default) in file storage. A live shadow's entry holds its
+//     document; a deleted shadow's entry is a tombstone holding the deleted
+//     version and the deletion time, exactly what the bbolt engine keeps,
+//     and it is ignored on load once older than TombstoneTTL (0: kept for
+//     ever), so the version numbering after a delete is the bbolt engine's.
+//   - Commit is a compare-and-set on the entry's revision: Create when Load
+//     found no entry, Update with the loaded revision otherwise. If another
+//     process wrote in between, Commit writes nothing and returns an error
+//     wrapping shadow.ErrConflict; the shadow.Service then runs the request
+//     again on the new state. So optimistic locking (409 on a stale
+//     "version"), version order (one accept per version) and "no lost
+//     update" hold across processes.
+//   - Commit returns when JetStream acknowledged the write, that is when a
+//     majority of the bucket's replicas stored it. Each NATS server fsyncs
+//     before that only with sync_interval: always (SyncAlways); otherwise
+//     durability rests on the replicas, and a simultaneous power loss of a
+//     majority may lose acknowledged writes. docs/cluster.md says so.
+//   - Reads go to the bucket stream's leader (Open turns direct gets off on
+//     the bucket's stream), so a get never returns a state older than an
+//     update already acknowledged to anyone.
+//
+// What it does not do yet:
+//
+//   - History: Change.History is not kept (the bbolt engine keeps the last
+//     N entries per shadow); nothing reads history through this engine.
+//   - Expired tombstones are ignored, not removed; they stay in the bucket.
+//   - Listing shadows (the registry's index source), registry, rollouts,
+//     jobs, sessions and cross-node MQTT delivery are not clustered, and
+//     `umbra serve` has no --cluster option yet.
+//
+// An error whose outcome is unknown (a timeout waiting for JetStream's
+// acknowledgement) is reported as a failure (the service answers 500), as
+// an fsync error is on bbolt; the write may nevertheless have been applied.
+package clusterstore
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/umbra-iot/umbra/shadow"
+)
+
+// Config configures the shadow bucket.
+type Config struct {
+	// Bucket is the KV bucket's name (default "umbra_shadows").
+	Bucket string
+	// Replicas is the bucket's replication factor when Open creates it
+	// (default 3; at most the number of JetStream servers).
+	Replicas int
+	// TombstoneTTL is how long a deleted shadow's version is kept (0: for
+	// ever), as in the bbolt engine.
+	TombstoneTTL time.Duration
+	// Timeout bounds a Load, which has no context (default 10s).
+	Timeout time.Duration
+	// Now is the clock for tombstone expiry (nil: time.Now).
+	Now func() time.Time
+}
+
+// DefaultBucket is the bucket name used when Config.Bucket is empty.
+const DefaultBucket = "umbra_shadows"
+
+// ShadowStore is a shadow.Store on a JetStream KV bucket.
+type ShadowStore struct {
+	kv  jetstream.KeyValue
+	cfg Config
+}
+
+var _ shadow.Store = (*ShadowStore)(nil)
+
+// Entry kinds, the first byte of a value.
+const (
+	kindDoc       = 'D' // 'D' document
+	kindTombstone = 'T' // 'T' version (8 bytes) deletion time (8 bytes, Unix seconds)
+)
+
+// Open binds to the bucket, creating it when absent, and makes its reads go
+// to the stream leader.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 3
+	}
+	if cfg.Replicas < 1 || cfg.Replicas > 5 {
+		return nil, fmt.Errorf("clusterstore: replicas %d: want 1 to 5", cfg.Replicas)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if _, err := js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "Umbra device shadows",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return nil, fmt.Errorf("clusterstore: create bucket %s: %w", cfg.Bucket, err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("clusterstore: bucket %s: %w", cfg.Bucket, err)
+	}
+	// A KV bucket lets any replica answer a get (direct get), which may be
+	// behind the leader. Turn that off, then bind: the binding reads the
+	// setting once. A concurrent Open that creates the bucket may turn it
+	// back on, hence the check after binding.
+	stream := "KV_" + cfg.Bucket
+	for range 5 {
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("clusterstore: stream %s: %w", stream, err)
+		}
+		if sc := s.CachedInfo().Config; sc.AllowDirect {
+			sc.AllowDirect = false
+			if _, err := js.UpdateStream(ctx, sc); err != nil {
+				return nil, fmt.Errorf("clusterstore: turn direct get off on %s: %w", stream, err)
+			}
+		}
+		kv, err := js.KeyValue(ctx, cfg.Bucket)
+		if err != nil {
+			return nil, fmt.Errorf("clusterstore: bind bucket %s: %w", cfg.Bucket, err)
+		}
+		info, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, fmt.Errorf("clusterstore: stream %s: %w", stream, err)
+		}
+		if !info.CachedInfo().Config.AllowDirect {
+			return &ShadowStore{kv: kv, cfg: cfg}, nil
+		}
+	}
+	return nil, fmt.Errorf("clusterstore: direct get on %s keeps being turned on", stream)
+}
+
+// Key is the KV key of a shadow. Thing and shadow names may hold ':',
+// which KV keys may not, so both are base64url encoded:
+// "<thing>.c" for the classic shadow, "<thing>.n.<name>" for a named one.
+func Key(r shadow.Ref) string {
+	k := base64.RawURLEncoding.EncodeToString([]byte(r.Thing))
+	if r.Name == "" {
+		return k + ".c"
+	}
+	return k + ".n." + base64.RawURLEncoding.EncodeToString([]byte(r.Name))
+}
+
+// Load implements shadow.Store.
+func (s *ShadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	e, err := s.kv.Get(ctx, Key(ref))
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		// No entry (or a KV delete marker, which Umbra never writes):
+		// Commit creates the key.
+		return shadow.Current{}, nil
+	}
+	if err != nil {
+		return shadow.Current{}, fmt.Errorf("clusterstore: load %s: %w", ref, err)
+	}
+	cur, err := s.decode(e.Value())
+	if err != nil {
+		return shadow.Current{}, fmt.Errorf("clusterstore: load %s (revision %d): %w", ref, e.Revision(), err)
+	}
+	cur.Rev = e.Revision()
+	return cur, nil
+}
+
+func (s *ShadowStore) decode(v []byte) (shadow.Current, error) {
+	if len(v) == 0 {
+		return shadow.Current{}, errors.New("empty entry")
+	}
+	switch v[0] {
+	case kindDoc:
+		if len(v) == 1 {
+			return shadow.Current{}, errors.New("document entry without a document")
+		}
+		return shadow.Current{Doc: v[1:]}, nil
+	case kindTombstone:
+		if len(v) != 17 {
+			return shadow.Current{}, fmt.Errorf("tombstone of %d bytes", len(v))
+		}
+		deletedAt := time.Unix(int64(binary.BigEndian.Uint64(v[9:])), 0)
+		if ttl := s.cfg.TombstoneTTL; ttl > 0 && s.cfg.Now().Sub(deletedAt) >= ttl {
+			return shadow.Current{}, nil // expired: as if never existed
+		}
+		return shadow.Current{Version: int64(binary.BigEndian.Uint64(v[1:9]))}, nil
+	}
+	return shadow.Current{}, fmt.Errorf("unknown entry kind %q", v[0])
+}
+
+// waitPast waits, for a bounded time, until the key's revision is no longer
+// rev. A compare-and-set is refused as soon as another write to the key is
+// in flight on the stream leader, before that write is applied and
+// readable; running the request again at once would read the old state
+// and be refused again. Waiting until the winner's write is readable makes
+// each ErrConflict stand for a change the Service will see.
+func (s *ShadowStore) waitPast(ctx context.Context, key string, rev uint64) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	wait := 500 * time.Microsecond
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		e, err := s.kv.Get(ctx, key)
+		switch {
+		case err == nil && e.Revision() != rev:
+			return
+		case err != nil && !errors.Is(err, jetstream.ErrKeyNotFound):
+			return // let the Service run again and meet the error
+		}
+		select {
+		case <-ctx.Done():
+			return // the in-flight write may have failed: try again anyway
+		case <-t.C:
+		}
+		wait = min(2*wait, 20*time.Millisecond)
+		t.Reset(wait)
+	}
+}
+
+// Commit implements shadow.Store: a compare-and-set on the revision Load
+// returned (c.Rev).
+func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
+	var v []byte
+	if c.Doc == nil {
+		v = make([]byte, 1, 17)
+		v[0] = kindTombstone
+		v = binary.BigEndian.AppendUint64(v, uint64(c.Version))
+		v = binary.BigEndian.AppendUint64(v, uint64(c.Time.Unix()))
+	} else {
+		v = make([]byte, 1, 1+len(c.Doc))
+		v[0] = kindDoc
+		v = append(v, c.Doc...)
+	}
+	key := Key(c.Ref)
+	var err error
+	if c.Rev == 0 {
+		_, err = s.kv.Create(ctx, key, v)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			s.waitPast(ctx, key, 0)
+			return fmt.Errorf("clusterstore: create %s: %w", c.Ref, shadow.ErrConflict)
+		}
+	} else {
+		_, err = s.kv.Update(ctx, key, v, c.Rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			s.waitPast(ctx, key, c.Rev)
+			return fmt.Errorf("clusterstore: update %s at revision %d: %w", c.Ref, c.Rev, shadow.ErrConflict)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("clusterstore: commit %s: %w", c.Ref, err)
+	}
+	return nil
+}

@@ -214,6 +214,9 @@ type Result struct {
 type runner struct {
 	opts    Options
 	mqttURL string
+	// mqttURLs, when set, are the nodes client i connects to in turn
+	// (CompareShadowUpdates on a cluster).
+	mqttURLs []string
 	tls     *tls.Config // for a tls:// target (nil: plain TCP)
 	probe   *probe
 	dialers []*net.Dialer

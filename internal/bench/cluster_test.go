@@ -19,6 +19,7 @@ var (
 	clusterBench    = flag.Bool("cluster.bench", false, "TestClusterModeBench: measure (default: a short run that only checks that figures come out)")
 	clusterDuration = flag.Duration("cluster.duration", 10*time.Second, "TestClusterModeBench with -cluster.bench: measured time per setup")
 	clusterClients  = flag.Int("cluster.clients", 48, "TestClusterModeBench with -cluster.bench: closed-loop clients per setup (spread over the nodes)")
+	clusterHistory  = flag.Int("cluster.history", 0, "TestClusterModeBench: shadow history versions kept on every node (0: the default, 100; -1: none)")
 )
 
 // startNodes starts n in-process Umbra nodes (cluster mode when urls is
@@ -42,7 +43,8 @@ func startNodes(ctx context.Context, t *testing.T, n int, cluster func(i int) br
 			HTTPAddr: "127.0.0.1:0",
 			Logger:   slog.New(slog.DiscardHandler),
 			// Capacity, not AWS's 20 requests/s per thing (as umbra bench).
-			Limits: broker.LimitOptions{ShadowRate: -1},
+			Limits:          broker.LimitOptions{ShadowRate: -1},
+			HistoryVersions: *clusterHistory,
 		}
 		if cluster != nil {
 			o.Cluster = cluster(i)

@@ -154,3 +154,61 @@ func fmtKV(rs []clusterstore.HistoryRecord) string {
 	}
 	return b.String()
 }
+
+// TestHistoryNewIncarnation: once a deleted shadow's tombstone has expired,
+// the shadow starts again at version 1 and its history shows only the new
+// versions, as on bbolt (which TestSameHistoryAndListingAsBbolt cannot
+// show: the bbolt engine reads the real clock for expiry). The listing
+// leaves the shadow out while it is deleted.
+func TestHistoryNewIncarnation(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	kv := openStore(t, c, 1, clusterstore.Config{TombstoneTTL: time.Minute, Now: clock, History: 10})
+	svc := shadow.NewService(shadow.Config{Store: kv, Clock: clock})
+	ref := shadow.Ref{Thing: "T", Name: "n"}
+	do := func(op shadow.Op, payload string) {
+		t.Helper()
+		if r := svc.Handle(context.Background(), shadow.Request{Ref: ref, Op: op, Origin: shadow.OriginHTTP, Payload: []byte(payload)}); r.Err != nil {
+			t.Fatalf("%s: %+v", op, r.Err)
+		}
+	}
+	summary := func() string {
+		t.Helper()
+		h, err := kv.History(ref, 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, r := range h {
+			parts = append(parts, fmt.Sprintf("%d%c", r.Version, r.Kind))
+		}
+		return fmt.Sprint(parts)
+	}
+	listed := func() string {
+		t.Helper()
+		names, _, err := kv.ListNamedShadows("T", "", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(names)
+	}
+	do(shadow.OpUpdate, `{"state":{"reported":{"a":1}}}`)
+	do(shadow.OpUpdate, `{"state":{"reported":{"a":2}}}`)
+	do(shadow.OpDelete, ``)
+	if got := summary(); got != "[2x 2u 1u]" {
+		t.Fatalf("history after the delete: %s", got)
+	}
+	if got := listed(); got != "[]" {
+		t.Fatalf("listing after the delete: %s", got)
+	}
+	now = now.Add(2 * time.Minute)
+	do(shadow.OpUpdate, `{"state":{"reported":{"a":3}}}`)
+	do(shadow.OpUpdate, `{"state":{"reported":{"a":4}}}`)
+	if got := summary(); got != "[2u 1u]" {
+		t.Fatalf("history of the new incarnation: %s, want [2u 1u]", got)
+	}
+	if got := listed(); got != "[n]" {
+		t.Fatalf("listing after the new incarnation: %s", got)
+	}
+}

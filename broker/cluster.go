@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/umbra-iot/umbra/internal/api"
 	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
 	"github.com/umbra-iot/umbra/shadow"
@@ -57,6 +59,7 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	b.cluster = conn
 	b.clusterShadows, err = clusterstore.Open(ctx, conn.JS, clusterstore.Config{
 		Replicas: c.Replicas, TombstoneTTL: b.opts.TombstoneTTL, Timeout: c.Timeout,
+		History: max(b.opts.HistoryVersions, 0),
 	})
 	if err != nil {
 		return err
@@ -127,6 +130,34 @@ func (b *Broker) shadowStore(local shadow.Store) shadow.Store {
 		return b.clusterShadows
 	}
 	return local
+}
+
+// shadowLister serves shadow history and named-shadow listings from the
+// shadow store engine in use.
+func (b *Broker) shadowLister() api.ShadowLister {
+	if b.clusterShadows != nil {
+		return clusterLister{b.clusterShadows}
+	}
+	return shadowLister{b.db}
+}
+
+// clusterLister serves the read-only shadow listings from JetStream.
+type clusterLister struct{ s *clusterstore.ShadowStore }
+
+func (l clusterLister) ListNamedShadows(thing, after string, limit int) ([]string, string, error) {
+	return l.s.ListNamedShadows(thing, after, limit)
+}
+
+func (l clusterLister) History(ref shadow.Ref, before int64, limit int) ([]json.RawMessage, error) {
+	recs, err := l.s.History(ref, before, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(recs))
+	for i, r := range recs {
+		out[i] = r.Entry
+	}
+	return out, nil
 }
 
 // closeCluster closes the NATS connection (Shutdown, failed Start).

@@ -8,6 +8,8 @@ package storeadapt
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/umbra-iot/umbra/internal/clusterkv"
@@ -127,14 +129,38 @@ func (s RolloutStore) tx() TxStore {
 	return KV{DB: s.DB}
 }
 
-// SaveRollout implements rollout.Store.
+// RolloutChunk is how many device records one transaction of SaveRollout
+// writes on a TxStore (KV set): cluster mode's transactions are bounded
+// (clusterkv.Config.MaxBatch, 1000 by default).
+const RolloutChunk = 900
+
+// SaveRollout implements rollout.Store. On bbolt it is one transaction. On
+// a TxStore (KV set) a save of more than RolloutChunk device records is
+// several transactions, the header written in the last one: a failed save
+// may have stored some device records (the engine keeps them dirty and
+// saves them again), never a header without its devices.
 func (s RolloutStore) SaveRollout(ctx context.Context, id string, header []byte, devices map[string][]byte) error {
+	things := slices.Sorted(maps.Keys(devices))
+	for s.KV != nil && len(things) > RolloutChunk {
+		chunk := things[:RolloutChunk]
+		things = things[RolloutChunk:]
+		if err := s.KV.UpdateKV(ctx, func(kv registry.KV) error {
+			for _, th := range chunk {
+				if err := kv.Put(bucketDevices, id+"\x00"+th, devices[th]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
 	return s.tx().UpdateKV(ctx, func(kv registry.KV) error {
 		if err := kv.Put(bucketRollouts, id, header); err != nil {
 			return err
 		}
-		for th, b := range devices {
-			if err := kv.Put(bucketDevices, id+"\x00"+th, b); err != nil {
+		for _, th := range things {
+			if err := kv.Put(bucketDevices, id+"\x00"+th, devices[th]); err != nil {
 				return err
 			}
 		}

@@ -201,3 +201,37 @@ func TestClusterLateNodeBuildsIndex(t *testing.T) {
 		t.Fatalf("index source %q", late.Registry().IndexSource())
 	}
 }
+
+// Artifacts are one set across the nodes: an image uploaded through node
+// A is listed by node C, and node C serves its content (operator and
+// device downloads, with a URL minted on node B), fetched from the
+// cluster's object store; the same type@version with another image is
+// refused on any node; deleting on B removes it everywhere.
+func TestClusterArtifactsShared(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	img := randomImage(t, 300_000)
+	up := push(t, a, img, "3.0.0", nil)
+	want(t, up, 201, "upload on A")
+	id := up.json("id").String()
+	if l := artifactReq(t, "GET", c.HTTPURL()+"/api/artifacts", nil, nil); l.json("artifacts.0.id").String() != id {
+		t.Fatalf("list on C: %s", l.body)
+	}
+	got := artifactReq(t, "GET", c.HTTPURL()+"/api/artifacts/"+id+"/content", nil, nil)
+	want(t, got, 200, "content on C")
+	if string(got.body) != string(img) {
+		t.Fatalf("content on C: %d bytes, not the image", len(got.body))
+	}
+	u := artifactReq(t, "POST", b.HTTPURL()+"/api/artifacts/"+id+"/url?thing=dev-1", nil, nil)
+	want(t, u, 200, "device url on B")
+	devURL := strings.Replace(u.json("url").String(), b.HTTPURL(), c.HTTPURL(), 1)
+	r := artifactReq(t, "GET", devURL, nil, map[string]string{"Range": "bytes=100-199"})
+	want(t, r, 206, "device range on C with B's token")
+	if string(r.body) != string(img[100:200]) {
+		t.Fatal("device range on C: wrong bytes")
+	}
+	want(t, push(t, c, randomImage(t, 1000), "3.0.0", nil), 409, "other image, same version, on C")
+	want(t, artifactReq(t, "DELETE", b.HTTPURL()+"/api/artifacts/"+id, nil, nil), 204, "delete on B")
+	want(t, artifactReq(t, "GET", a.HTTPURL()+"/api/artifacts/"+id, nil, nil), 404, "deleted, on A")
+}

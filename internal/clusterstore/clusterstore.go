@@ -32,9 +32,10 @@
 //   - History: Change.History is not kept (the bbolt engine keeps the last
 //     N entries per shadow); nothing reads history through this engine.
 //   - Expired tombstones are ignored, not removed; they stay in the bucket.
-//   - Listing shadows (the registry's index source), registry, rollouts,
-//     jobs, sessions and cross-node MQTT delivery are not clustered, and
-//     `umbra serve` has no --cluster option yet.
+//   - Sessions and cross-node MQTT delivery are not clustered here (the
+//     registry, rollouts and jobs are in internal/clusterkv). All shadows
+//     are listed, then followed, by Watch: the registry's index source on a
+//     cluster node.
 //
 // An error whose outcome is unknown (a timeout waiting for JetStream's
 // acknowledgement) is reported as a failure (the service answers 500), as

@@ -235,3 +235,29 @@ func TestClusterArtifactsShared(t *testing.T) {
 	want(t, artifactReq(t, "DELETE", b.HTTPURL()+"/api/artifacts/"+id, nil, nil), 204, "delete on B")
 	want(t, artifactReq(t, "GET", a.HTTPURL()+"/api/artifacts/"+id, nil, nil), 404, "deleted, on A")
 }
+
+// Job executions are shared: a job document queued through node A is
+// started by a device connected to node C, which receives the document,
+// and node A (whose engine runs the job) reports the device's progress.
+func TestClusterJobExecutionsShared(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	a, c := nodes[0], nodes[2]
+	registerThings(t, a, "meter-1")
+	doc := `{"operation":"reboot","delay":5}`
+	job := createDocJob(t, a, "reboot-1", "thingName:meter-1", doc)
+
+	dev := mt.Connect(t, c.MQTTURL(), "meter-1")
+	p := "$aws/things/meter-1/jobs"
+	acc := dev.Subscribe(p+"/start-next/accepted", 1)
+	dev.Publish(p+"/start-next", 1, false, `{"clientToken":"t1"}`)
+	m := mt.Next(t, acc)
+	if gjson.GetBytes(m.Payload, "execution.jobId").String() != job || gjson.GetBytes(m.Payload, "execution.jobDocument").Raw != doc ||
+		gjson.GetBytes(m.Payload, "execution.status").String() != "IN_PROGRESS" {
+		t.Fatalf("start-next on node C: %s", m.Payload)
+	}
+	ex := httpGet(t, a.HTTPURL()+"/api/jobs/"+job+"/executions", 200)
+	if !strings.Contains(ex, `"IN_PROGRESS"`) {
+		t.Fatalf("executions on node A: %s", ex)
+	}
+}

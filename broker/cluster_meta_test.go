@@ -261,3 +261,35 @@ func TestClusterJobExecutionsShared(t *testing.T) {
 		t.Fatalf("executions on node A: %s", ex)
 	}
 }
+
+// A node whose NATS server restarts catches up: what other nodes wrote
+// meanwhile reaches its index after the restart, and it writes again.
+func TestClusterRegistryAcrossNATSRestart(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	a, b := nodes[0], nodes[1]
+	httpDo(t, "POST", a.HTTPURL()+"/api/things", `{"thingName":"before","attributes":{"phase":"one"}}`, 201)
+	nc.Stop(0) // node A's only server
+	httpDo(t, "POST", b.HTTPURL()+"/api/things", `{"thingName":"during","attributes":{"phase":"two"}}`, 201)
+	nc.Restart(0)
+	eventually(t, "node A's index after its server restarted", func() string {
+		code, body := post(t, "GET", a.HTTPURL()+"/api/search?query="+url.QueryEscape("attributes.phase:*"), "", nil)
+		if code != 200 || gjson.Get(body, "things").Raw != `["before","during"]` {
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
+	eventually(t, "a write on node A after the restart", func() string {
+		code, body := post(t, "POST", a.HTTPURL()+"/api/things", `{"thingName":"after","attributes":{"phase":"three"}}`, map[string]string{"Content-Type": "application/json"})
+		if code != 201 && code != 409 { // 409: an earlier attempt's outcome was unknown but it was stored
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
+	eventually(t, "node B's index has A's write", func() string {
+		if got := search(t, b, "attributes.phase:three"); got != `["after"]` {
+			return "search: " + got
+		}
+		return ""
+	})
+}

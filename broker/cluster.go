@@ -40,6 +40,7 @@ type clusterState struct {
 	// (StoreChanged); until the registry is open it keeps them.
 	metaFollow struct {
 		sync.Mutex
+		opened  bool // the store has caught up at Open: what it applied until then, the registry reads at its Open
 		reg     *registry.Registry
 		pending []clusterkv.Change
 	}
@@ -90,6 +91,9 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.metaFollow.Lock()
+	b.metaFollow.opened = true
+	b.metaFollow.Unlock()
 	b.clusterBlobs, err = conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: ArtifactObjectStore, Description: "Umbra firmware artifacts (images by SHA-256)",
 		Storage: jetstream.FileStorage, Replicas: c.Replicas,
@@ -189,7 +193,10 @@ func (b *Broker) metaApplied(changes []clusterkv.Change, local bool) {
 	f := &b.metaFollow
 	f.Lock()
 	defer f.Unlock()
-	if f.reg == nil {
+	switch {
+	case !f.opened:
+		return // the replay at start: the registry's Open reads it all
+	case f.reg == nil:
 		f.pending = append(f.pending, changes...)
 		return
 	}

@@ -23,7 +23,7 @@ import (
 // generous for a loaded machine).
 func eventually(t *testing.T, what string, fn func() string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		msg := fn()
 		if msg == "" {
@@ -191,11 +191,25 @@ func TestClusterLateNodeBuildsIndex(t *testing.T) {
 	httpDo(t, "POST", nodes[0].HTTPURL()+"/api/groups", `{"groupName":"east"}`, 201)
 	httpDo(t, "PUT", nodes[0].HTTPURL()+"/api/groups/east/things/valve-7", "", 204)
 	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/valve-7/shadow", `{"state":{"reported":{"open":true}}}`, 200)
+	mt.Connect(t, nodes[0].MQTTURL(), "valve-7") // stays connected to node 0
+	eventually(t, "connectivity stored", func() string {
+		if !gjson.Get(httpGet(t, nodes[0].HTTPURL()+"/api/things/valve-7/connectivity", 200), "connectivity.connected").Bool() {
+			return "not connected"
+		}
+		return ""
+	})
 	late := brokertest.Start(t, func(o *broker.Options) {
 		o.Cluster = broker.ClusterOptions{URLs: []string{nc.URL(2)}, Name: "late"}
 	})
 	if got := search(t, late, "attributes.site:east AND thingGroupNames:east AND shadow.reported.open:true"); got != `["valve-7"]` {
 		t.Fatalf("late node's index right after start: %s", got)
+	}
+	// the device is connected to node 0, not ended by the late node's start
+	if got := search(t, late, "connectivity.connected:true"); got != `["valve-7"]` {
+		t.Fatalf("late node's index: connected things %s", got)
+	}
+	if c := httpGet(t, late.HTTPURL()+"/api/things/valve-7/connectivity", 200); !gjson.Get(c, "connectivity.connected").Bool() {
+		t.Fatalf("late node: connectivity %s", c)
 	}
 	if !strings.Contains(late.Registry().IndexSource(), "rebuilt") {
 		t.Fatalf("index source %q", late.Registry().IndexSource())
@@ -270,7 +284,15 @@ func TestClusterRegistryAcrossNATSRestart(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	httpDo(t, "POST", a.HTTPURL()+"/api/things", `{"thingName":"before","attributes":{"phase":"one"}}`, 201)
 	nc.Stop(0) // node A's only server
-	httpDo(t, "POST", b.HTTPURL()+"/api/things", `{"thingName":"during","attributes":{"phase":"two"}}`, 201)
+	// while the stream elects a new leader (if it was on the stopped
+	// server) writes may fail; then they succeed
+	eventually(t, "a write on node B while A's server is down", func() string {
+		code, body := post(t, "POST", b.HTTPURL()+"/api/things", `{"thingName":"during","attributes":{"phase":"two"}}`, map[string]string{"Content-Type": "application/json"})
+		if code != 201 && code != 409 {
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
 	nc.Restart(0)
 	eventually(t, "node A's index after its server restarted", func() string {
 		code, body := post(t, "GET", a.HTTPURL()+"/api/search?query="+url.QueryEscape("attributes.phase:*"), "", nil)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/cluster/bridge"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -26,6 +27,8 @@ type clusterState struct {
 	jsErr    atomic.Pointer[error]
 	jsRTT    prometheus.Histogram
 	jsProbes *prometheus.CounterVec
+	// bridge carries MQTT messages between the nodes (cluster_bridge.go).
+	bridge *bridge.Bridge
 }
 
 // clusterProbeInterval is how often a cluster node checks that JetStream

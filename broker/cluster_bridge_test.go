@@ -365,3 +365,66 @@ func retainedOn(t *testing.T, node *brokertest.Server, want string) map[string]s
 	t.Fatalf("node never retained sentinel %q", want)
 	return nil
 }
+
+// A persistent session's subscription keeps its node's NATS interest while
+// the device is offline and after the node restarts (restored from the
+// session store): QoS 1 messages published on node C are queued on node A
+// and delivered when the device comes back.
+func TestClusterPersistentSessionKeepsInterest(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	persistent := func(ch chan mt.Message) func(*paho.ClientOptions) {
+		return func(o *paho.ClientOptions) {
+			o.SetCleanSession(false).SetOrderMatters(true)
+			o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+				ch <- mt.Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos()}
+			})
+		}
+	}
+	dev := mt.Connect(t, nodes[0].MQTTURL(), "d1", persistent(make(chan mt.Message, 64)))
+	cmds := dev.Subscribe("devices/d1/cmd", 1)
+	pubC := mt.Connect(t, nodes[2].MQTTURL(), "pub-c")
+	untilRouted(t, cmds, func(p string) { pubC.Publish("devices/d1/cmd", 1, false, p) })
+	dev.Disconnect(50)
+
+	// queue publishes on node C until node A has taken one in from NATS.
+	in := `umbra_cluster_bridge_messages_total{direction="in"}`
+	queue := func(name string) {
+		t.Helper()
+		before := metricValue(t, nodes[0], in)
+		deadline := time.After(mt.Wait)
+		tick := time.NewTicker(20 * time.Millisecond) // poll interval of the metric
+		defer tick.Stop()
+		for i := 0; metricValue(t, nodes[0], in) == before; i++ {
+			pubC.Publish("devices/d1/cmd", 1, false, fmt.Sprintf("%s-%d", name, i))
+			select {
+			case <-deadline:
+				t.Fatalf("node A took in none of the %q messages", name)
+			case <-tick.C:
+			}
+		}
+	}
+	queue("offline")
+	nodes[0] = nodes[0].Restart(t)
+	queue("restarted")
+
+	back := make(chan mt.Message, 64)
+	mt.Connect(t, nodes[0].MQTTURL(), "d1", persistent(back))
+	want := map[string]bool{"offline-": false, "restarted-": false}
+	deadline := time.After(mt.Wait)
+	for !want["offline-"] || !want["restarted-"] {
+		select {
+		case m := <-back:
+			for p := range want {
+				if strings.HasPrefix(string(m.Payload), p) {
+					want[p] = true
+					if m.QoS != 1 {
+						t.Errorf("%s delivered at QoS %d", m.Payload, m.QoS)
+					}
+				}
+			}
+		case <-deadline:
+			t.Fatalf("queued messages delivered on reconnect: %v", want)
+		}
+	}
+}

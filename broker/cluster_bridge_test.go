@@ -1,11 +1,14 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/nats-io/nats.go"
 	"github.com/tidwall/gjson"
@@ -426,5 +429,71 @@ func TestClusterPersistentSessionKeepsInterest(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("queued messages delivered on reconnect: %v", want)
 		}
+	}
+}
+
+// MQTT 5 properties cross nodes: content type, response topic,
+// correlation data, payload format, message expiry and user properties (in
+// order, a key repeated) reach a subscriber on another node.
+func TestClusterMQTT5PropertiesAcrossNodes(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), mt.Wait)
+	defer cancel()
+	got := make(chan *paho5.Publish, 64)
+	conn, err := net.Dial("tcp", nodes[0].MQTTAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := paho5.NewClient(paho5.ClientConfig{Conn: conn, OnPublishReceived: []func(paho5.PublishReceived) (bool, error){
+		func(r paho5.PublishReceived) (bool, error) { got <- r.Packet; return true, nil },
+	}})
+	if _, err := sub.Connect(ctx, &paho5.Connect{ClientID: "rpc-server", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Disconnect(&paho5.Disconnect{}) })
+	if _, err := sub.Subscribe(ctx, &paho5.Subscribe{Subscriptions: []paho5.SubscribeOptions{{Topic: "rpc/req", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := connect5(t, nodes[1].MQTTAddr(), "rpc-client", nil)
+	publish := func(payload string, props *paho5.PublishProperties) {
+		if _, err := pub.Publish(ctx, &paho5.Publish{Topic: "rpc/req", QoS: 1, Payload: []byte(payload), Properties: props}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	routed := false
+	for i := 0; !routed; i++ { // probe until the subscription is known on node B's server
+		publish(fmt.Sprintf("probe-%d", i), nil)
+		select {
+		case <-got:
+			routed = true
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("no probe crossed the cluster")
+		}
+	}
+	format, expiry := byte(1), uint32(3600)
+	publish("call", &paho5.PublishProperties{
+		ContentType: "application/json", ResponseTopic: "rpc/resp/7", CorrelationData: []byte{0, 1, 2, 0xff},
+		PayloadFormat: &format, MessageExpiry: &expiry,
+		User: paho5.UserProperties{{Key: "trace", Value: "abc"}, {Key: "k", Value: "1"}, {Key: "k", Value: "2"}},
+	})
+	var p *paho5.Publish
+	deadline := time.After(mt.Wait)
+	for p == nil || strings.HasPrefix(string(p.Payload), "probe-") {
+		select {
+		case p = <-got:
+		case <-deadline:
+			t.Fatal("the MQTT 5 publish did not cross the cluster")
+		}
+	}
+	pr := p.Properties
+	if pr == nil || pr.ContentType != "application/json" || pr.ResponseTopic != "rpc/resp/7" ||
+		string(pr.CorrelationData) != "\x00\x01\x02\xff" || pr.PayloadFormat == nil || *pr.PayloadFormat != 1 ||
+		pr.MessageExpiry == nil || *pr.MessageExpiry == 0 || *pr.MessageExpiry > 3600 {
+		t.Fatalf("properties on node A: %+v", pr)
+	}
+	if fmt.Sprint(pr.User) != fmt.Sprint(paho5.UserProperties{{Key: "trace", Value: "abc"}, {Key: "k", Value: "1"}, {Key: "k", Value: "2"}}) {
+		t.Fatalf("user properties on node A: %v", pr.User)
 	}
 }

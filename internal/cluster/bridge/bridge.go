@@ -499,10 +499,12 @@ func (b *Bridge) header(pk packets.Packet) nats.Header {
 		h.Set(HdrRetain, "1")
 	}
 	p := pk.Properties
-	if p.ContentType != "" {
+	// A header value cannot hold a line break: such a content type or
+	// response topic (legal UTF-8 in MQTT, absurd in practice) is left out.
+	if p.ContentType != "" && !strings.ContainsAny(p.ContentType, "\r\n") {
 		h.Set(HdrContentType, p.ContentType)
 	}
-	if p.ResponseTopic != "" {
+	if p.ResponseTopic != "" && !strings.ContainsAny(p.ResponseTopic, "\r\n") {
 		h.Set(HdrResponseTopic, p.ResponseTopic)
 	}
 	if len(p.CorrelationData) > 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -65,7 +66,10 @@ func TestClusterNodeNotReadyWithoutJetStream(t *testing.T) {
 	waitStatus(t, nodes[0].HTTPURL()+"/readyz", 200)
 	nc.Stop(1)
 	nc.Stop(2)
-	body := waitStatus(t, nodes[0].HTTPURL()+"/readyz", 503)
+	// When server 0 is the JetStream meta leader, it answers until it
+	// notices the lost quorum: nats-server checks every 10 s for 10 s
+	// without heartbeats, so this can take up to about 20 s.
+	body := waitStatusWithin(t, nodes[0].HTTPURL()+"/readyz", 503, 30*time.Second)
 	if !strings.Contains(body, "cluster: JetStream unreachable") {
 		t.Fatalf("/readyz without JetStream: %s", body)
 	}
@@ -79,5 +83,24 @@ func TestClusterBadURL(t *testing.T) {
 	_, err := broker.New(broker.Options{Cluster: broker.ClusterOptions{URLs: []string{"localhost:4222"}}})
 	if err == nil || !strings.Contains(err.Error(), "nats://host:port") {
 		t.Fatalf("New with a URL without scheme: %v", err)
+	}
+}
+
+// waitStatusWithin polls url until it answers want, for at most d.
+func waitStatusWithin(t *testing.T, url string, want int, d time.Duration) string {
+	t.Helper()
+	deadline := time.After(d)
+	tick := time.NewTicker(20 * time.Millisecond) // polling interval
+	defer tick.Stop()
+	for {
+		code, body := post(t, "GET", url, "", nil)
+		if code == want {
+			return body
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("GET %s: %d %s after %s, want %d", url, code, body, d, want)
+		case <-tick.C:
+		}
 	}
 }

@@ -481,3 +481,29 @@ func TestDeliverToSubscribersRunsNoHook(t *testing.T) {
 	s.publishToSubscribers(pk) // the ordinary path is unchanged
 	require.Equal(t, []string{"one", "three"}, got)
 }
+
+// UMBRA PATCH 17: a retained publish and a subscribe's retained scan over
+// the same topics run at once without a data race (run with -race).
+func TestRetainWhileScanningMessages(t *testing.T) {
+	x := NewTopicsIndex()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			payload := []byte("v")
+			if i%2 == 1 {
+				payload = nil // delete
+			}
+			x.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: "config/site", Payload: payload})
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+			x.Messages("config/+")
+			x.Messages("config/#")
+		}
+	}
+}

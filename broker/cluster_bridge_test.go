@@ -497,3 +497,27 @@ func TestClusterMQTT5PropertiesAcrossNodes(t *testing.T) {
 		t.Fatalf("user properties on node A: %v", pr.User)
 	}
 }
+
+// A session taken over on its node (same client id, persistent) keeps its
+// filters subscribed on NATS: messages from node C reach the new
+// connection without it subscribing again.
+func TestClusterTakeoverKeepsInterest(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	first := mt.Connect(t, nodes[0].MQTTURL(), "d3", func(o *paho.ClientOptions) { o.SetCleanSession(false).SetOrderMatters(true) })
+	cmds := first.Subscribe("devices/d3/cmd", 1)
+	pubC := mt.Connect(t, nodes[2].MQTTURL(), "pub-c")
+	untilRouted(t, cmds, func(p string) { pubC.Publish("devices/d3/cmd", 1, false, p) })
+
+	got := make(chan mt.Message, 64)
+	mt.Connect(t, nodes[0].MQTTURL(), "d3", func(o *paho.ClientOptions) {
+		o.SetCleanSession(false).SetOrderMatters(true)
+		o.SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) {
+			got <- mt.Message{Topic: m.Topic(), Payload: m.Payload(), QoS: m.Qos()}
+		})
+	})
+	pubC.Publish("devices/d3/cmd", 1, false, "after-takeover")
+	if ms := until(t, got, "after-takeover"); len(ms) != 1 || ms[0].QoS != 1 {
+		t.Fatalf("new connection got %+v", ms)
+	}
+}

@@ -16,7 +16,7 @@ import (
 
 // startClusterNodes starts one Umbra node per NATS server of nc, node i
 // connected to server i only (so a test can take its server away).
-func startClusterNodes(t *testing.T, nc *natstest.Cluster, n int, modify ...func(i int, o *broker.Options)) []*brokertest.Server {
+func startClusterNodes(t testing.TB, nc *natstest.Cluster, n int, modify ...func(i int, o *broker.Options)) []*brokertest.Server {
 	t.Helper()
 	nodes := make([]*brokertest.Server, n)
 	for i := range n {

@@ -341,6 +341,16 @@ func TestClusterRetainedAcrossNodes(t *testing.T) {
 			t.Fatalf("node %d still retains %v after the delete on node B", i, got)
 		}
 	}
+	// A NATS-native service retains by publishing into the stream.
+	svc, err := nats.Connect(nc.URL(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	if err := svc.Publish("$UMBRA.retained.config.sentinel", []byte("s3")); err != nil {
+		t.Fatal(err)
+	}
+	retainedOn(t, nodes[0], "s3")
 }
 
 // retainedOn subscribes to config/# on node until the retained sentinel

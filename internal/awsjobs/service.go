@@ -90,10 +90,19 @@ func Open(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, docs: map[string]json.RawMessage{}, templated: map[string]bool{}, deadlines: map[string]int64{}, limiters: map[string]*rate.Limiter{}}
-	err := cfg.Store.ViewKV(func(kv registry.KV) error {
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load reads the job documents and the step timers from the store.
+func (s *Service) load() error {
+	docs, templated, deadlines := map[string]json.RawMessage{}, map[string]bool{}, map[string]int64{}
+	err := s.cfg.Store.ViewKV(func(kv registry.KV) error {
 		if err := kv.ForEach(bucketDocuments, "", func(k string, v []byte) error {
-			s.docs[k] = json.RawMessage(v)
-			s.templated[k] = hasPlaceholders(v)
+			docs[k] = json.RawMessage(v)
+			templated[k] = hasPlaceholders(v)
 			return nil
 		}); err != nil {
 			return err
@@ -104,16 +113,24 @@ func Open(cfg Config) (*Service, error) {
 				return fmt.Errorf("job execution %q: %w", k, err)
 			}
 			if e.Status == InProgress && e.StepDeadline > 0 {
-				s.deadlines[k] = e.StepDeadline
+				deadlines[k] = e.StepDeadline
 			}
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return s, nil
+	s.mu.Lock()
+	s.docs, s.templated, s.deadlines = docs, templated, deadlines
+	s.mu.Unlock()
+	return nil
 }
+
+// Reload reads the documents and step timers again from the store: in
+// cluster mode, when this node becomes the one that runs the timers
+// (other nodes may have started or ended executions since).
+func (s *Service) Reload() error { return s.load() }
 
 func execKey(thing, job string) string { return thing + "\x00" + job }
 

@@ -197,3 +197,37 @@ func TestReplyKeepsTheJobDocumentAsWritten(t *testing.T) {
 		t.Fatalf("reply %s", got)
 	}
 }
+
+// A second service on the same store (cluster mode: the node that takes
+// over the timers) fires a step timer set through the first only after
+// Reload.
+func TestReloadPicksUpStepTimers(t *testing.T) {
+	var cfg awsjobs.Config
+	s, _, clock := open(t, func(c *awsjobs.Config) { cfg = *c })
+	standby, err := awsjobs.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_ = s.PutJob(ctx, "j1", []byte(`{"op":"x"}`))
+	_, _ = s.Queue(ctx, "j1", "t1")
+	s.HandleMQTT(ctx, "$aws/things/t1/jobs/j1/update", []byte(`{"status":"IN_PROGRESS","stepTimeoutInMinutes":1}`))
+	clock.Add(2 * time.Minute)
+	standby.Step(ctx)
+	if e, _ := standby.Get("t1", "j1"); e.Status != awsjobs.InProgress {
+		t.Fatalf("standby fired a timer it had not loaded: %+v", e)
+	}
+	if string(standby.Document("j1")) != "" {
+		t.Fatalf("standby has the document before Reload")
+	}
+	if err := standby.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if string(standby.Document("j1")) != `{"op":"x"}` {
+		t.Fatalf("document after Reload: %s", standby.Document("j1"))
+	}
+	standby.Step(ctx)
+	if e, _ := standby.Get("t1", "j1"); e.Status != awsjobs.TimedOut {
+		t.Fatalf("after Reload and the timer: %+v", e)
+	}
+}

@@ -226,8 +226,7 @@ func (b *Broker) addHooks() error {
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
 	}
-	b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
-	b.bg.Go("jobs", func(ctx context.Context) { b.jobs.Run(ctx, b.opts.RolloutInterval) })
+	b.runEngines() // cluster_engine.go: under the engine lease on a cluster node
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,

@@ -26,6 +26,7 @@ type clusterState struct {
 	jsErr    atomic.Pointer[error]
 	jsRTT    prometheus.Histogram
 	jsProbes *prometheus.CounterVec
+	engineState
 }
 
 // clusterProbeInterval is how often a cluster node checks that JetStream
@@ -71,6 +72,9 @@ func (b *Broker) openCluster(ctx context.Context) error {
 		Help: "JetStream probes by result (ok, error); /readyz is 503 while the last one failed.",
 	}, []string{"result"})
 	b.metrics.reg.MustRegister(b.jsRTT, b.jsProbes, clusterConnCollector{b.cluster.NC})
+	if err := b.openEngineLease(ctx); err != nil {
+		return err
+	}
 	b.bg.Go("cluster-probe", b.probeJetStream)
 	b.log.Info("cluster mode", "node", name, "nats", conn.NC.ConnectedUrlRedacted(), "replicas", c.Replicas)
 	return nil

@@ -1,0 +1,401 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/umbra-iot/umbra/internal/api"
+	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/clusterstore"
+)
+
+// In cluster mode exactly one node runs the rollout and job engine (the
+// rollout steps and the AWS jobs step timers): the holder of the "engine"
+// lease (internal/cluster.Lease). When it acquires the lease it reloads
+// both from the shared store and watches the shadow bucket so that device
+// reports made on any node reach the engine; when it loses the lease it
+// stops before the lease can be taken elsewhere. The other nodes send
+// every /api/rollouts and /api/jobs request to it over NATS request/reply
+// (engineAPISubject), so that reads and writes see the one live engine.
+
+// engineLeaseKey is the lease that elects the engine's node.
+const engineLeaseKey = "engine"
+
+// engineAPISubject is where the engine's node answers the API requests
+// other nodes forward; only the lease holder subscribes.
+const engineAPISubject = "umbra.engine.api"
+
+// engineState is the Broker's share of engine ownership; zero on a single
+// node.
+type engineState struct {
+	engineLease *cluster.Lease
+	leaderGauge *prometheus.GaugeVec
+	// engineMux serves forwarded requests on the lease holder: the rollout
+	// API without authentication (the forwarding node checked it).
+	engineMux *http.ServeMux
+}
+
+// openEngineLease opens the engine lease (openCluster).
+func (b *Broker) openEngineLease(ctx context.Context) error {
+	c := b.opts.Cluster
+	l, err := cluster.OpenLease(ctx, b.cluster.JS, cluster.LeaseConfig{
+		Key: engineLeaseKey, Holder: b.cluster.Name, TTL: c.LeaseTTL, Replicas: c.Replicas,
+		Logger: b.log.With("component", "cluster"),
+	})
+	if err != nil {
+		return err
+	}
+	b.engineLease = l
+	b.leaderGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "umbra_cluster_leader",
+		Help: "1 while this node holds the lease of the role (engine: the rollout and job engine).",
+	}, []string{"role"})
+	b.leaderGauge.WithLabelValues(engineLeaseKey).Set(0)
+	b.metrics.reg.MustRegister(b.leaderGauge)
+	return nil
+}
+
+// runEngines starts the rollout engine and the jobs' step timers: always
+// on a single node, under the engine lease on a cluster node.
+func (b *Broker) runEngines() {
+	if b.engineLease == nil {
+		b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
+		b.bg.Go("jobs", func(ctx context.Context) { b.jobs.Run(ctx, b.opts.RolloutInterval) })
+		return
+	}
+	b.engineMux = http.NewServeMux()
+	(&api.RolloutAPI{Engine: b.rollouts}).Register(b.engineMux)
+	b.bg.Go("engine-lease", func(ctx context.Context) { b.engineLease.Run(ctx, b.leadEngines) })
+}
+
+// leadEngines runs the engines for one term of the lease: until ctx ends
+// (lease lost, fencing deadline, shutdown).
+func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
+	log := b.log.With("component", "cluster", "epoch", epoch)
+	// Watch first, then reload: a device report committed after the
+	// reload read its shadow is seen by the watch.
+	stopWatch, err := b.watchShadows(ctx)
+	if err == nil {
+		err = b.rollouts.Reload()
+	}
+	if err == nil {
+		err = b.jobs.Reload()
+	}
+	if err != nil {
+		log.Error("engine: cannot take over; giving the lease up", "error", err)
+		if stopWatch != nil {
+			stopWatch()
+		}
+		select { // do not contend again at once
+		case <-ctx.Done():
+		case <-time.After(b.engineLease.TTL()):
+		}
+		return
+	}
+	defer stopWatch()
+	fw := &forwarded{b: b, ctx: ctx}
+	sub, err := b.cluster.NC.Subscribe(engineAPISubject, fw.serve)
+	if err != nil {
+		log.Error("engine: cannot serve forwarded requests", "error", err)
+		return
+	}
+	defer fw.stop(sub)
+	b.leaderGauge.WithLabelValues(engineLeaseKey).Set(1)
+	defer b.leaderGauge.WithLabelValues(engineLeaseKey).Set(0)
+	log.Info("engine: this node runs the rollout and job engine")
+	t := time.NewTicker(b.opts.RolloutInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("engine: stopped", "why", context.Cause(ctx))
+			return
+		case <-t.C:
+		}
+		// A step runs with the term's context: when the term ends mid-step
+		// its remaining writes fail instead of racing the next holder.
+		if _, ok := b.engineLease.Valid(); !ok {
+			continue
+		}
+		b.rollouts.Step(ctx)
+		b.jobs.Step(ctx)
+	}
+}
+
+// watchShadows tells the rollout engine of every shadow committed on any
+// node (the shadow bucket's updates), until stop.
+func (b *Broker) watchShadows(ctx context.Context) (stop func(), err error) {
+	kv, err := b.cluster.JS.KeyValue(ctx, clusterstore.DefaultBucket)
+	if err != nil {
+		return nil, err
+	}
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	if !b.bg.Go("engine-shadow-watch", func(context.Context) {
+		defer close(done)
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			if th, ok := thingOfShadowKey(e.Key()); ok {
+				b.rollouts.ShadowChanged(th)
+			}
+		}
+	}) {
+		_ = w.Stop()
+		return nil, errors.New("shutting down")
+	}
+	return func() {
+		_ = w.Stop()
+		<-done
+	}, nil
+}
+
+// thingOfShadowKey is the thing of a clusterstore shadow key
+// (base64url(thing).c or base64url(thing).n.base64url(name)).
+func thingOfShadowKey(key string) (string, bool) {
+	enc, _, ok := strings.Cut(key, ".")
+	if !ok {
+		return "", false
+	}
+	th, err := base64.RawURLEncoding.DecodeString(enc)
+	return string(th), err == nil
+}
+
+// Headers of forwarded requests and their replies.
+const (
+	hdrMethod      = "Umbra-Method"
+	hdrURI         = "Umbra-URI"
+	hdrContentType = "Content-Type"
+	hdrStatus      = "Umbra-Status"
+	hdrLeader      = "Umbra-Leader"
+	hdrMore        = "Umbra-More" // "1": more body chunks follow
+	hdrNotLeader   = "Umbra-Not-Leader"
+)
+
+// forwardEngine sends an API request to the lease holder and writes its
+// answer (RolloutAPI.Forward). The holder answers itself. Without a
+// holder (a takeover under way) it tries again until twice the lease TTL
+// has passed, then answers 503.
+func (b *Broker) forwardEngine(w http.ResponseWriter, r *http.Request) bool {
+	if _, ok := b.engineLease.Valid(); ok {
+		return false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err != nil {
+		api.WriteError(w, api.Errorf(http.StatusRequestEntityTooLarge, "", "request body: %v", err))
+		return true
+	}
+	msg := nats.NewMsg(engineAPISubject)
+	msg.Header.Set(hdrMethod, r.Method)
+	msg.Header.Set(hdrURI, r.URL.RequestURI())
+	msg.Header.Set(hdrContentType, r.Header.Get("Content-Type"))
+	msg.Data = body
+	ctx, cancel := context.WithTimeout(r.Context(), 2*b.engineLease.TTL()+b.opts.Cluster.Timeout)
+	defer cancel()
+	var last error
+	for {
+		if _, ok := b.engineLease.Valid(); ok {
+			// This node took the lease meanwhile.
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return false
+		}
+		status, hdr, out, err := b.requestEngine(ctx, msg)
+		if err == nil {
+			if v := hdr.Get(hdrContentType); v != "" {
+				w.Header().Set("Content-Type", v)
+			}
+			w.Header().Set("X-Umbra-Engine-Node", hdr.Get(hdrLeader))
+			w.WriteHeader(status)
+			_, _ = w.Write(out)
+			return true
+		}
+		last = err
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, errNotLeader) || !wait(ctx, 50*time.Millisecond) {
+			break
+		}
+	}
+	api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, "", "no node runs the rollout engine right now (%v); try again", last))
+	return true
+}
+
+var errNotLeader = errors.New("the node asked no longer runs the engine")
+
+// requestEngine sends msg to the holder and collects its reply, which may
+// come in several messages when the body exceeds NATS's payload limit.
+func (b *Broker) requestEngine(ctx context.Context, msg *nats.Msg) (int, nats.Header, []byte, error) {
+	nc := b.cluster.NC
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer sub.Unsubscribe()
+	msg.Reply = inbox
+	if err := nc.PublishMsg(msg); err != nil {
+		return 0, nil, nil, err
+	}
+	var out []byte
+	var first *nats.Msg
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			return 0, nil, nil, nats.ErrNoResponders
+		}
+		if m.Header.Get(hdrNotLeader) != "" {
+			return 0, nil, nil, errNotLeader
+		}
+		if first == nil {
+			first = m
+		}
+		out = append(out, m.Data...)
+		if m.Header.Get(hdrMore) == "" {
+			break
+		}
+	}
+	status, err := strconv.Atoi(first.Header.Get(hdrStatus))
+	if err != nil {
+		return 0, nil, nil, errors.New("forwarded request: reply without a status")
+	}
+	return status, first.Header, out, nil
+}
+
+// forwarded serves forwarded requests during one term.
+type forwarded struct {
+	b   *Broker
+	ctx context.Context // the term's
+	// mu is held while a request is served; stop takes it so that no
+	// request runs after the term.
+	mu      sync.Mutex
+	stopped bool
+}
+
+func (f *forwarded) stop(sub *nats.Subscription) {
+	_ = sub.Unsubscribe()
+	f.mu.Lock()
+	f.stopped = true
+	f.mu.Unlock()
+}
+
+func (f *forwarded) serve(m *nats.Msg) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b := f.b
+	if _, ok := b.engineLease.Valid(); f.stopped || !ok || f.ctx.Err() != nil {
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(hdrNotLeader, "1")
+		_ = m.RespondMsg(r)
+		return
+	}
+	req, err := http.NewRequestWithContext(f.ctx, m.Header.Get(hdrMethod), m.Header.Get(hdrURI), bytes.NewReader(m.Data))
+	rec := &recorder{header: http.Header{}, status: http.StatusOK}
+	if err != nil {
+		api.WriteError(rec, api.Errorf(http.StatusBadRequest, "", "forwarded request: %v", err))
+	} else {
+		if ct := m.Header.Get(hdrContentType); ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		b.engineMux.ServeHTTP(rec, req)
+	}
+	chunk := int(b.cluster.NC.MaxPayload()) - 4096
+	data := rec.body.Bytes()
+	for first := true; first || len(data) > 0; first = false {
+		n := min(len(data), chunk)
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(hdrStatus, strconv.Itoa(rec.status))
+		r.Header.Set(hdrContentType, rec.header.Get("Content-Type"))
+		r.Header.Set(hdrLeader, b.cluster.Name)
+		if n < len(data) {
+			r.Header.Set(hdrMore, "1")
+		}
+		r.Data = data[:n]
+		data = data[n:]
+		if err := b.cluster.NC.PublishMsg(r); err != nil {
+			b.log.Warn("engine: reply to a forwarded request", "error", err)
+			return
+		}
+	}
+}
+
+// recorder is the http.ResponseWriter of a forwarded request.
+type recorder struct {
+	header http.Header
+	status int
+	wrote  bool
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
+}
+func (r *recorder) Write(p []byte) (int, error) {
+	r.wrote = true
+	return r.body.Write(p)
+}
+
+// clusterInfo answers GET /api/cluster: this node, and which node runs the
+// engine.
+func (b *Broker) clusterInfo(w http.ResponseWriter, r *http.Request) error {
+	if b.cluster == nil {
+		return writeJSONStatus(w, map[string]any{"cluster": false})
+	}
+	st := b.engineLease.Status()
+	holder, rev, err := b.engineLease.Holder(r.Context())
+	engine := map[string]any{"thisNode": st.Leader, "terms": st.Terms, "leaseTTL": b.engineLease.TTL().String()}
+	if err != nil {
+		engine["error"] = err.Error()
+	} else if holder.Holder != "" {
+		engine["leader"] = holder.Holder
+		engine["since"] = holder.Since
+		engine["revision"] = rev
+	}
+	if st.Leader {
+		engine["epoch"] = st.Epoch
+	}
+	return writeJSONStatus(w, map[string]any{"cluster": true, "node": b.cluster.Name, "engine": engine})
+}
+
+func writeJSONStatus(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(v)
+}
+
+// wait waits d, or less if ctx ends first (false).
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// registerCluster adds GET /api/cluster.
+func (b *Broker) registerCluster(mux *http.ServeMux, guard *api.Guard) {
+	mux.HandleFunc("GET /api/cluster", guard.Require(auth.RoleViewer, b.clusterInfo))
+}

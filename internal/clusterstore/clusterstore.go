@@ -51,6 +51,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -88,8 +89,18 @@ const (
 )
 
 // Open binds to the bucket, creating it when absent, and makes its reads go
-// to the stream leader.
+// to the stream leader. It retries while the cluster is electing leaders
+// (cluster.Retry), until ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore, error) {
+	var st *ShadowStore
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		st, err = open(ctx, js, cfg)
+		return err
+	})
+	return st, err
+}
+
+func open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore, error) {
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
 	}
@@ -106,14 +117,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 		cfg.Now = time.Now
 	}
 	if _, err := js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      cfg.Bucket,
-			Description: "Umbra device shadows",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		// Create the bucket's stream with direct get off from the start,
+		// rather than create the bucket and then update its stream: nodes
+		// starting together all create it (identical configurations, so
+		// all succeed), and an update racing the others' creates left
+		// JetStream's requests unanswered (seen with three nodes starting
+		// at once: every request timed out).
+		_, err = js.CreateStream(ctx, kvStreamConfig(cfg))
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, fmt.Errorf("clusterstore: create bucket %s: %w", cfg.Bucket, err)
 		}
 	} else if err != nil {
@@ -148,6 +159,28 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 		}
 	}
 	return nil, fmt.Errorf("clusterstore: direct get on %s keeps being turned on", stream)
+}
+
+// kvStreamConfig is the stream of a KV bucket as nats.go's CreateKeyValue
+// makes it (history 1), with direct get off: reads go to the leader.
+func kvStreamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              "KV_" + cfg.Bucket,
+		Description:       "Umbra device shadows",
+		Subjects:          []string{"$KV." + cfg.Bucket + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		Discard:           jetstream.DiscardNew,
+		AllowDirect:       false,
+	}
 }
 
 // Key is the KV key of a shadow. Thing and shadow names may hold ':',

@@ -82,6 +82,16 @@ func (b *Broker) runEngines() {
 	b.bg.Go("engine-lease", func(ctx context.Context) { b.engineLease.Run(ctx, b.leadEngines) })
 }
 
+// runsEngine reports whether the rollout engine runs on this node (always
+// on a single node).
+func (b *Broker) runsEngine() bool {
+	if b.engineLease == nil {
+		return true
+	}
+	_, ok := b.engineLease.Valid()
+	return ok
+}
+
 // leadEngines runs the engines for one term of the lease: until ctx ends
 // (lease lost, fencing deadline, shutdown).
 func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {

@@ -217,7 +217,7 @@ func (b *Broker) addHooks() error {
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Executions: b.jobs,
 		Artifacts:  rolloutArtifacts{b},
-		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.RolloutStore{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Fleet:      b.registry, Shadows: b.shadows, Store: b.fenceEngine(storeadapt.RolloutStore{DB: b.db}), Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +22,7 @@ import (
 	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
+	"github.com/umbra-iot/umbra/internal/rollout"
 )
 
 // In cluster mode exactly one node runs the rollout and job engine (the
@@ -47,6 +49,10 @@ type engineState struct {
 	// engineMux serves forwarded requests on the lease holder: the rollout
 	// API without authentication (the forwarding node checked it).
 	engineMux *http.ServeMux
+	// engineEpoch is the lease epoch whose term has reloaded the engine
+	// (0: the engine does not run here): between acquiring the lease and
+	// the end of the reload the node's copy is stale and serves nothing.
+	engineEpoch atomic.Uint64
 }
 
 // openEngineLease opens the engine lease (openCluster).
@@ -88,8 +94,8 @@ func (b *Broker) runsEngine() bool {
 	if b.engineLease == nil {
 		return true
 	}
-	_, ok := b.engineLease.Valid()
-	return ok
+	epoch, ok := b.engineLease.Valid()
+	return ok && b.engineEpoch.Load() == epoch
 }
 
 // leadEngines runs the engines for one term of the lease: until ctx ends
@@ -117,6 +123,8 @@ func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
 		return
 	}
 	defer stopWatch()
+	b.engineEpoch.Store(epoch)
+	defer b.engineEpoch.Store(0)
 	fw := &forwarded{b: b, ctx: ctx}
 	sub, err := b.cluster.NC.Subscribe(engineAPISubject, fw.serve)
 	if err != nil {
@@ -138,7 +146,7 @@ func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
 		}
 		// A step runs with the term's context: when the term ends mid-step
 		// its remaining writes fail instead of racing the next holder.
-		if _, ok := b.engineLease.Valid(); !ok {
+		if !b.runsEngine() {
 			continue
 		}
 		b.rollouts.Step(ctx)
@@ -205,7 +213,7 @@ const (
 // holder (a takeover under way) it tries again until twice the lease TTL
 // has passed, then answers 503.
 func (b *Broker) forwardEngine(w http.ResponseWriter, r *http.Request) bool {
-	if _, ok := b.engineLease.Valid(); ok {
+	if b.runsEngine() {
 		return false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
@@ -222,7 +230,7 @@ func (b *Broker) forwardEngine(w http.ResponseWriter, r *http.Request) bool {
 	defer cancel()
 	var last error
 	for {
-		if _, ok := b.engineLease.Valid(); ok {
+		if b.runsEngine() {
 			// This node took the lease meanwhile.
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			return false
@@ -311,7 +319,7 @@ func (f *forwarded) serve(m *nats.Msg) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b := f.b
-	if _, ok := b.engineLease.Valid(); f.stopped || !ok || f.ctx.Err() != nil {
+	if f.stopped || !b.runsEngine() || f.ctx.Err() != nil {
 		r := nats.NewMsg(m.Reply)
 		r.Header.Set(hdrNotLeader, "1")
 		_ = m.RespondMsg(r)
@@ -374,7 +382,7 @@ func (b *Broker) clusterInfo(w http.ResponseWriter, r *http.Request) error {
 	}
 	st := b.engineLease.Status()
 	holder, rev, err := b.engineLease.Holder(r.Context())
-	engine := map[string]any{"thisNode": st.Leader, "terms": st.Terms, "leaseTTL": b.engineLease.TTL().String()}
+	engine := map[string]any{"thisNode": b.runsEngine(), "terms": st.Terms, "leaseTTL": b.engineLease.TTL().String()}
 	if err != nil {
 		engine["error"] = err.Error()
 	} else if holder.Holder != "" {
@@ -408,4 +416,38 @@ func wait(ctx context.Context, d time.Duration) bool {
 // registerCluster adds GET /api/cluster.
 func (b *Broker) registerCluster(mux *http.ServeMux, guard *api.Guard) {
 	mux.HandleFunc("GET /api/cluster", guard.Require(auth.RoleViewer, b.clusterInfo))
+}
+
+// errNotEngine refuses an engine write on a node whose term has ended.
+var errNotEngine = errors.New("cluster: this node no longer runs the rollout engine (lease lost); the write was not made")
+
+// fencedRolloutStore refuses the engine's writes on a cluster node outside
+// its term of the engine lease: a step that began while the lease was held
+// cannot record its outcome after the fencing deadline, when another node
+// may already run the engine.
+type fencedRolloutStore struct {
+	rollout.Store
+	valid func() bool
+}
+
+func (s fencedRolloutStore) SaveRollout(ctx context.Context, id string, header []byte, devices map[string][]byte) error {
+	if !s.valid() {
+		return errNotEngine
+	}
+	return s.Store.SaveRollout(ctx, id, header, devices)
+}
+
+func (s fencedRolloutStore) SaveJob(ctx context.Context, id string, job []byte) error {
+	if !s.valid() {
+		return errNotEngine
+	}
+	return s.Store.SaveJob(ctx, id, job)
+}
+
+// fenceEngine wraps the rollout engine's store on a cluster node.
+func (b *Broker) fenceEngine(s rollout.Store) rollout.Store {
+	if b.engineLease == nil {
+		return s
+	}
+	return fencedRolloutStore{Store: s, valid: b.runsEngine}
 }

@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -127,6 +128,10 @@ func TestClusterEngineOneLeaderAndTakeover(t *testing.T) {
 	t.Logf("takeover after node-%d was cut off: node-%d after %s", leader, second, took)
 	if got := httpGet(t, nodes[leader].HTTPURL()+"/api/cluster", 200); gjson.Get(got, "engine.thisNode").Bool() {
 		t.Fatalf("cut-off node still runs the engine: %s", got)
+	}
+	// Fencing: the cut-off node's engine refuses to record a change.
+	if _, err := nodes[leader].Rollouts().Cancel(context.Background(), id); err == nil || !strings.Contains(err.Error(), "no longer runs the rollout engine") {
+		t.Fatalf("cancel on the cut-off node's engine: %v", err)
 	}
 
 	// A graceful shutdown releases the lease.

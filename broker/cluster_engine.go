@@ -3,25 +3,22 @@ package broker
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/internal/api"
 	"github.com/umbra-iot/umbra/internal/auth"
+	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/internal/cluster"
-	"github.com/umbra-iot/umbra/internal/clusterstore"
 	"github.com/umbra-iot/umbra/internal/rollout"
 )
 
@@ -102,27 +99,21 @@ func (b *Broker) runsEngine() bool {
 // (lease lost, fencing deadline, shutdown).
 func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
 	log := b.log.With("component", "cluster", "epoch", epoch)
-	// Watch first, then reload: a device report committed after the
-	// reload read its shadow is seen by the watch.
-	stopWatch, err := b.watchShadows(ctx)
-	if err == nil {
-		err = b.rollouts.Reload()
-	}
+	// Device reports from every node already reach the engine (the shadow
+	// watch of followCluster runs on every node from the start), so a
+	// report committed after the reload read its shadow is not missed.
+	err := b.rollouts.Reload()
 	if err == nil {
 		err = b.jobs.Reload()
 	}
 	if err != nil {
 		log.Error("engine: cannot take over; giving the lease up", "error", err)
-		if stopWatch != nil {
-			stopWatch()
-		}
 		select { // do not contend again at once
 		case <-ctx.Done():
 		case <-time.After(b.engineLease.TTL()):
 		}
 		return
 	}
-	defer stopWatch()
 	b.engineEpoch.Store(epoch)
 	defer b.engineEpoch.Store(0)
 	fw := &forwarded{b: b, ctx: ctx}
@@ -154,47 +145,14 @@ func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
 	}
 }
 
-// watchShadows tells the rollout engine of every shadow committed on any
-// node (the shadow bucket's updates), until stop.
-func (b *Broker) watchShadows(ctx context.Context) (stop func(), err error) {
-	kv, err := b.cluster.JS.KeyValue(ctx, clusterstore.DefaultBucket)
-	if err != nil {
-		return nil, err
+// engineStoreChanged follows another node's write to the shared store
+// (metaApplied): the jobs service's documents and step timers, and the
+// rollout engine's mark on a device whose job execution changed.
+func (b *Broker) engineStoreChanged(bucket, key string) {
+	b.jobs.StoreChanged(bucket, key)
+	if th, ok := awsjobs.ExecutionThing(bucket, key); ok {
+		b.rollouts.ExecutionChanged(th)
 	}
-	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	if !b.bg.Go("engine-shadow-watch", func(context.Context) {
-		defer close(done)
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			if th, ok := thingOfShadowKey(e.Key()); ok {
-				b.rollouts.ShadowChanged(th)
-			}
-		}
-	}) {
-		_ = w.Stop()
-		return nil, errors.New("shutting down")
-	}
-	return func() {
-		_ = w.Stop()
-		<-done
-	}, nil
-}
-
-// thingOfShadowKey is the thing of a clusterstore shadow key
-// (base64url(thing).c or base64url(thing).n.base64url(name)).
-func thingOfShadowKey(key string) (string, bool) {
-	enc, _, ok := strings.Cut(key, ".")
-	if !ok {
-		return "", false
-	}
-	th, err := base64.RawURLEncoding.DecodeString(enc)
-	return string(th), err == nil
 }
 
 // Headers of forwarded requests and their replies.

@@ -41,7 +41,12 @@ func (r *Registry) CreateGroup(ctx context.Context, g Group) (Group, error) {
 		return Group{}, fieldErr("parentGroupName", "%q is not an existing static group", g.Parent)
 	}
 	cg.g.CreatedAt = r.cfg.Clock().Unix()
-	if err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error { return putJSON(kv, bucketGroups, g.Name, cg.g) }); err != nil {
+	if err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
+		if kv.Get(bucketGroups, g.Name) != nil {
+			return ErrExists // created meanwhile by another node (cluster mode)
+		}
+		return putJSON(kv, bucketGroups, g.Name, cg.g)
+	}); err != nil {
 		return Group{}, err
 	}
 	r.mu.Lock()

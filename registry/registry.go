@@ -123,6 +123,8 @@ type Registry struct {
 	// reserved: per client id, the highest version Reserve handed out
 	// while it is above the current connection's
 	reserved map[string]int64
+
+	follow follower // StoreChanged's queue (cluster mode)
 }
 
 // Open loads the registry from the store and the fleet index from its

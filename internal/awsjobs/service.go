@@ -532,3 +532,46 @@ func (s *Service) allow(thing string) bool {
 	s.mu.Unlock()
 	return l.Allow()
 }
+
+// StoreChanged brings the in-memory documents and step timers up to date
+// with a record another node wrote to the shared store (cluster mode; the
+// registry's StoreChanged is the same seam). Other buckets are ignored.
+func (s *Service) StoreChanged(bucket, key string) {
+	if bucket != bucketDocuments && bucket != bucketExecutions {
+		return
+	}
+	var v []byte
+	_ = s.cfg.Store.ViewKV(func(kv registry.KV) error {
+		v = bytes.Clone(kv.Get(bucket, key))
+		return nil
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch bucket {
+	case bucketDocuments:
+		if v == nil {
+			delete(s.docs, key)
+			delete(s.templated, key)
+			return
+		}
+		s.docs[key] = json.RawMessage(v)
+		s.templated[key] = hasPlaceholders(v)
+	case bucketExecutions:
+		var e Execution
+		if v != nil && json.Unmarshal(v, &e) == nil && e.Status == InProgress && e.StepDeadline > 0 {
+			s.deadlines[key] = e.StepDeadline
+		} else {
+			delete(s.deadlines, key)
+		}
+	}
+}
+
+// ExecutionThing is the thing of a job_executions key (StoreChanged's
+// bucket "job_executions"), false for other buckets.
+func ExecutionThing(bucket, key string) (string, bool) {
+	if bucket != bucketExecutions {
+		return "", false
+	}
+	thing, _, ok := strings.Cut(key, "\x00")
+	return thing, ok
+}

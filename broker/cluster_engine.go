@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -20,6 +21,8 @@ import (
 	"github.com/umbra-iot/umbra/internal/awsjobs"
 	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/rollout"
+	"github.com/umbra-iot/umbra/internal/storeadapt"
+	"github.com/umbra-iot/umbra/registry"
 )
 
 // In cluster mode exactly one node runs the rollout and job engine (the
@@ -50,6 +53,9 @@ type engineState struct {
 	// (0: the engine does not run here): between acquiring the lease and
 	// the end of the reload the node's copy is stale and serves nothing.
 	engineEpoch atomic.Uint64
+	// engineFence is this term's fencing token in the shared store (the
+	// fence record's value it wrote), 0 outside a term.
+	engineFence atomic.Uint64
 }
 
 // openEngineLease opens the engine lease (openCluster).
@@ -99,10 +105,18 @@ func (b *Broker) runsEngine() bool {
 // (lease lost, fencing deadline, shutdown).
 func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
 	log := b.log.With("component", "cluster", "epoch", epoch)
+	// The fence first: from here on no save of an earlier term lands.
 	// Device reports from every node already reach the engine (the shadow
 	// watch of followCluster runs on every node from the start), so a
 	// report committed after the reload read its shadow is not missed.
-	err := b.rollouts.Reload()
+	var err error
+	var token uint64
+	if b.clusterMeta != nil {
+		token, err = raiseFence(ctx, storeadapt.ClusterKV{S: b.clusterMeta})
+	}
+	if err == nil {
+		err = b.rollouts.Reload()
+	}
 	if err == nil {
 		err = b.jobs.Reload()
 	}
@@ -114,8 +128,10 @@ func (b *Broker) leadEngines(ctx context.Context, epoch uint64) {
 		}
 		return
 	}
+	b.engineFence.Store(token)
 	b.engineEpoch.Store(epoch)
 	defer b.engineEpoch.Store(0)
+	defer b.engineFence.Store(0)
 	fw := &forwarded{b: b, ctx: ctx}
 	sub, err := b.cluster.NC.Subscribe(engineAPISubject, fw.serve)
 	if err != nil {
@@ -402,10 +418,64 @@ func (s fencedRolloutStore) SaveJob(ctx context.Context, id string, job []byte) 
 	return s.Store.SaveJob(ctx, id, job)
 }
 
-// fenceEngine wraps the rollout engine's store on a cluster node.
-func (b *Broker) fenceEngine(s rollout.Store) rollout.Store {
+// fenceEngine wraps the rollout engine's store on a cluster node: saves
+// only during this node's term, checked on its clock and, on the shared
+// store, against the fence record in the same transaction.
+func (b *Broker) fenceEngine(s storeadapt.RolloutStore) rollout.Store {
 	if b.engineLease == nil {
 		return s
 	}
+	if s.KV != nil {
+		s.KV = epochFence{TxStore: s.KV, epoch: b.engineFence.Load}
+	}
 	return fencedRolloutStore{Store: s, valid: b.runsEngine}
+}
+
+// The engine fence: a counter in the shared store, raised by each new
+// holder of the engine lease before it reloads; the value it wrote is its
+// term's fencing token, and every rollout/job save is a transaction that
+// first checks the counter still holds the saver's token. The shared store's transactions are
+// serializable, so a save by a holder whose term has ended, if it reaches
+// the store after the next holder raised the fence, is refused, however
+// late it arrives (the time fence alone cannot promise that for a write
+// already in flight).
+const (
+	fenceBucket = "cluster_fence"
+	fenceKey    = "engine"
+)
+
+// errFenced refuses a save from a term older than the fence.
+var errFenced = errors.New("cluster: a later term of the engine lease has taken over; the write was not made")
+
+// epochFence is a TxStore whose transactions run only while the fence
+// holds this term's token (epoch).
+type epochFence struct {
+	storeadapt.TxStore
+	epoch func() uint64
+}
+
+func (f epochFence) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
+	epoch := f.epoch()
+	if epoch == 0 {
+		return errNotEngine
+	}
+	want := strconv.FormatUint(epoch, 10)
+	return f.TxStore.UpdateKV(ctx, func(kv registry.KV) error {
+		if got := string(kv.Get(fenceBucket, fenceKey)); got != want {
+			return fmt.Errorf("%w (fence at %s, this term's token %s)", errFenced, got, want)
+		}
+		return fn(kv)
+	})
+}
+
+// raiseFence starts a new term in the shared store: it increments the
+// fence and returns the new value, this term's fencing token.
+func raiseFence(ctx context.Context, s storeadapt.TxStore) (uint64, error) {
+	var token uint64
+	err := s.UpdateKV(ctx, func(kv registry.KV) error {
+		cur, _ := strconv.ParseUint(string(kv.Get(fenceBucket, fenceKey)), 10, 64)
+		token = cur + 1
+		return kv.Put(fenceBucket, fenceKey, []byte(strconv.FormatUint(token, 10)))
+	})
+	return token, err
 }

@@ -197,7 +197,7 @@ func (b *Broker) addHooks() error {
 	b.registry, err = registry.Open(registry.Config{
 		Store: b.registryStore(), Shadows: b.indexShadows(), Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, RecreateDeleted: b.opts.RecreateDeletedThings, Logger: b.log.With("component", "registry"),
-		SnapshotPath:   b.indexSnapshotPath(),
+		SnapshotPath: b.indexSnapshotPath(), Shared: b.clusterMeta != nil,
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
 		OnRevoked:      b.endRevoked,
 	})

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/internal/artifact"
@@ -31,6 +34,8 @@ type clusterState struct {
 	// clusterMeta is the shared transactional store of the registry,
 	// artifact metadata, job executions, rollouts and jobs.
 	clusterMeta *clusterkv.Store
+	// clusterBlobs holds the artifact images (JetStream object store).
+	clusterBlobs jetstream.ObjectStore
 	// metaFollow forwards other nodes' transactions to the registry
 	// (StoreChanged); until the registry is open it keeps them.
 	metaFollow struct {
@@ -85,6 +90,13 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	b.clusterBlobs, err = conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: ArtifactObjectStore, Description: "Umbra firmware artifacts (images by SHA-256)",
+		Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: artifact object store: %w", err)
 	}
 	b.jsRTT = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "umbra_cluster_jetstream_rtt_seconds",
@@ -245,6 +257,45 @@ func (b *Broker) artifactStore() artifact.Store {
 		return artifactClusterKV{b.clusterMeta}
 	}
 	return artifactKV{b.db}
+}
+
+// ArtifactObjectStore is the JetStream object store of artifact images in
+// cluster mode.
+const ArtifactObjectStore = "umbra_artifacts"
+
+// artifactBlobs is the artifact images' shared copy on a cluster node.
+func (b *Broker) artifactBlobs() artifact.Blobs {
+	if b.clusterBlobs == nil {
+		return nil
+	}
+	return objectBlobs{b.clusterBlobs}
+}
+
+type objectBlobs struct{ obs jetstream.ObjectStore }
+
+func (o objectBlobs) Put(ctx context.Context, id string, content io.Reader) error {
+	_, err := o.obs.Put(ctx, jetstream.ObjectMeta{Name: id}, content)
+	return err
+}
+
+func (o objectBlobs) Get(ctx context.Context, id string, w io.Writer) error {
+	r, err := o.obs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("%w: %v", os.ErrNotExist, err)
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = io.Copy(w, r)
+	return err
+}
+
+func (o objectBlobs) Delete(ctx context.Context, id string) error {
+	if err := o.obs.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return err
+	}
+	return nil
 }
 
 type artifactClusterKV struct{ s *clusterkv.Store }

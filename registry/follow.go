@@ -64,7 +64,7 @@ func (r *Registry) WaitStoreChanges() {
 	f := &r.follow
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for f.running {
+	for f.running && f.idle != nil {
 		f.idle.Wait()
 	}
 }
@@ -214,4 +214,17 @@ func (r *Registry) refreshConn(clientID string) {
 	r.conn[clientID] = c
 	r.mu.Unlock()
 	r.ix.set(clientID, "connectivity", connValues(c))
+}
+
+// catchUp, on a shared store, waits until the registry has taken in every
+// change committed (by any process) before the call: the store's read
+// catches up with the stream and hands the other nodes' changes to
+// StoreChanged first, then their queue drains. Call it holding no
+// registry lock.
+func (r *Registry) catchUp() {
+	if !r.cfg.Shared {
+		return
+	}
+	_ = r.cfg.Store.ViewKV(func(KV) error { return nil })
+	r.WaitStoreChanges()
 }

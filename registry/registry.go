@@ -102,6 +102,11 @@ type Config struct {
 	OnRevoked func(thing string)
 	// OnConnectivity, when set, is told every connectivity change.
 	OnConnectivity func(clientID string, c Connectivity)
+	// Shared says the store is shared with other processes (cluster mode):
+	// they report their changes through StoreChanged, and the operations
+	// that read the in-memory groups and thing types first catch up with
+	// every change committed before they started (catchUp).
+	Shared bool
 	// SnapshotPath, when set, is the file of the index snapshot: Open
 	// loads the index from it when it matches the store (and rebuilds it
 	// from the store otherwise); SaveSnapshot writes it.

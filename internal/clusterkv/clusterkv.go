@@ -139,8 +139,11 @@ type Config struct {
 	// (default 20ms).
 	Linger time.Duration
 	// OnApply, when set, is called after each transaction is applied to
-	// the local replica, in stream order, from one goroutine. It must not
-	// call UpdateKV, ViewKV or Flush (it would wait for itself).
+	// the local replica, in stream order, from one goroutine, before the
+	// transaction's sequence counts as applied: once a ViewKV or UpdateKV
+	// returns, OnApply has been called for every transaction it saw. It
+	// must not block, nor call UpdateKV, ViewKV or Flush (it would wait
+	// for itself).
 	OnApply func(changes []Change, local bool)
 }
 
@@ -383,6 +386,12 @@ func (s *Store) flushPending() {
 		}
 		return mb.Put([]byte("seq"), binary.BigEndian.AppendUint64(nil, seq))
 	})
+	// OnApply runs before the sequence counts as applied, so that a
+	// ViewKV or UpdateKV that returns has had every earlier transaction
+	// passed to OnApply.
+	if err == nil && s.cfg.OnApply != nil && len(changes) > 0 {
+		s.cfg.OnApply(changes, local)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -398,9 +407,6 @@ func (s *Store) flushPending() {
 		s.advance = make(chan struct{})
 	}
 	s.mu.Unlock()
-	if err == nil && s.cfg.OnApply != nil && len(changes) > 0 {
-		s.cfg.OnApply(changes, local)
-	}
 }
 
 // waitApplied waits until the replica has applied seq.

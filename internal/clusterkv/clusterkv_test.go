@@ -16,6 +16,19 @@ import (
 	"github.com/umbra-iot/umbra/internal/natstest"
 )
 
+func openB(b *testing.B, c *natstest.Cluster, i int) *clusterkv.Store {
+	js, err := jetstream.New(c.Connect(i))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := clusterkv.Open(context.Background(), js, clusterkv.Config{Node: strconv.Itoa(i), Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
 func open(t *testing.T, c *natstest.Cluster, i int, cfg clusterkv.Config) *clusterkv.Store {
 	t.Helper()
 	nc := c.Connect(i, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))

@@ -180,6 +180,7 @@ const (
 	hdrLeader      = "Umbra-Leader"
 	hdrMore        = "Umbra-More" // "1": more body chunks follow
 	hdrNotLeader   = "Umbra-Not-Leader"
+	hdrReceived    = "Umbra-Received" // the engine's node has the request
 )
 
 // forwardEngine sends an API request to the lease holder and writes its
@@ -220,7 +221,8 @@ func (b *Broker) forwardEngine(w http.ResponseWriter, r *http.Request) bool {
 			return true
 		}
 		last = err
-		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, errNotLeader) || !wait(ctx, 50*time.Millisecond) {
+		retry := errors.Is(err, nats.ErrNoResponders) || errors.Is(err, errNotLeader) || errors.Is(err, errNoAck)
+		if !retry || !wait(ctx, 50*time.Millisecond) {
 			break
 		}
 	}
@@ -228,7 +230,14 @@ func (b *Broker) forwardEngine(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-var errNotLeader = errors.New("the node asked no longer runs the engine")
+var (
+	errNotLeader = errors.New("the node asked no longer runs the engine")
+	// errNoAck: nobody acknowledged the request. Right after the engine's
+	// node is gone, NATS may still route a request to it for a moment
+	// (its interest has not yet been withdrawn across the cluster) and
+	// drop it; such a request never ran, so it is sent again.
+	errNoAck = errors.New("no node acknowledged the request")
+)
 
 // requestEngine sends msg to the holder and collects its reply, which may
 // come in several messages when the body exceeds NATS's payload limit.
@@ -246,9 +255,18 @@ func (b *Broker) requestEngine(ctx context.Context, msg *nats.Msg) (int, nats.He
 	}
 	var out []byte
 	var first *nats.Msg
+	acked := false
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
+		wctx, cancel := ctx, context.CancelFunc(func() {})
+		if !acked {
+			wctx, cancel = context.WithTimeout(ctx, b.engineLease.TTL())
+		}
+		m, err := sub.NextMsgWithContext(wctx)
+		cancel()
 		if err != nil {
+			if !acked && ctx.Err() == nil {
+				return 0, nil, nil, errNoAck
+			}
 			return 0, nil, nil, err
 		}
 		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
@@ -256,6 +274,10 @@ func (b *Broker) requestEngine(ctx context.Context, msg *nats.Msg) (int, nats.He
 		}
 		if m.Header.Get(hdrNotLeader) != "" {
 			return 0, nil, nil, errNotLeader
+		}
+		if m.Header.Get(hdrReceived) != "" {
+			acked = true
+			continue
 		}
 		if first == nil {
 			first = m
@@ -289,14 +311,33 @@ func (f *forwarded) stop(sub *nats.Subscription) {
 	f.mu.Unlock()
 }
 
+// serve acknowledges a forwarded request at once, then runs it apart from
+// NATS's delivery goroutine (so that a long request does not hold up the
+// acknowledgement of the next).
 func (f *forwarded) serve(m *nats.Msg) {
+	if m.Reply == "" {
+		return
+	}
+	ack := nats.NewMsg(m.Reply)
+	ack.Header.Set(hdrReceived, "1")
+	_ = f.b.cluster.NC.PublishMsg(ack)
+	if !f.b.bg.Go("engine-api", func(context.Context) { f.handle(m) }) {
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(hdrNotLeader, "1")
+		_ = f.b.cluster.NC.PublishMsg(r)
+	}
+}
+
+// handle runs one forwarded request, unless the term has ended (then the
+// sender tries again elsewhere: the request did not run).
+func (f *forwarded) handle(m *nats.Msg) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	b := f.b
 	if f.stopped || !b.runsEngine() || f.ctx.Err() != nil {
 		r := nats.NewMsg(m.Reply)
 		r.Header.Set(hdrNotLeader, "1")
-		_ = m.RespondMsg(r)
+		_ = b.cluster.NC.PublishMsg(r)
 		return
 	}
 	req, err := http.NewRequestWithContext(f.ctx, m.Header.Get(hdrMethod), m.Header.Get(hdrURI), bytes.NewReader(m.Data))

@@ -124,8 +124,16 @@ func TestClusterEngineOneLeaderAndTakeover(t *testing.T) {
 	// expires; the cut-off node has stopped (its own view says so).
 	broker.CutCluster(nodes[leader].Broker)
 	alive[leader] = false
-	second, took := engineLeader(t, nodes, alive, leader, 4*clusterLeaseTTL)
-	t.Logf("takeover after node-%d was cut off: node-%d after %s", leader, second, took)
+	// A request through a follower during the takeover waits for the new
+	// engine node (no node answers for about a TTL) and finds the rollout
+	// in the shared store.
+	cut := time.Now()
+	if got := httpGet(t, nodes[f2].HTTPURL()+"/api/rollouts/"+id, 200); gjson.Get(got, "state").String() != "created" {
+		t.Fatalf("read through follower node-%d during the takeover: %s", f2, got)
+	}
+	t.Logf("a read during the takeover was answered after %s", time.Since(cut))
+	second, _ := engineLeader(t, nodes, alive, leader, 4*clusterLeaseTTL)
+	t.Logf("takeover after node-%d was cut off: node-%d runs the engine %s after the cut", leader, second, time.Since(cut))
 	if got := httpGet(t, nodes[leader].HTTPURL()+"/api/cluster", 200); gjson.Get(got, "engine.thisNode").Bool() {
 		t.Fatalf("cut-off node still runs the engine: %s", got)
 	}

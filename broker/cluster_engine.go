@@ -294,6 +294,9 @@ func (b *Broker) requestEngine(ctx context.Context, msg *nats.Msg) (int, nats.He
 	return status, first.Header, out, nil
 }
 
+// forwardChunk, when set (tests), replaces the size of the reply chunks.
+var forwardChunk atomic.Int64
+
 // forwarded serves forwarded requests during one term.
 type forwarded struct {
 	b   *Broker
@@ -351,6 +354,9 @@ func (f *forwarded) handle(m *nats.Msg) {
 		b.engineMux.ServeHTTP(rec, req)
 	}
 	chunk := int(b.cluster.NC.MaxPayload()) - 4096
+	if n := forwardChunk.Load(); n > 0 {
+		chunk = int(n)
+	}
 	data := rec.body.Bytes()
 	for first := true; first || len(data) > 0; first = false {
 		n := min(len(data), chunk)

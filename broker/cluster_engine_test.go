@@ -78,6 +78,9 @@ func leaderGauge(t *testing.T, srv *brokertest.Server) string {
 // NATS, another takes over within the lease TTL plus a poll, and when that
 // one shuts down, the last takes over at once (the lease is released).
 func TestClusterEngineOneLeaderAndTakeover(t *testing.T) {
+	// Replies come back in 100-byte pieces: every forwarded answer below
+	// is reassembled from several NATS messages.
+	t.Cleanup(broker.SetForwardChunk(100))
 	nc := natstest.StartCluster(t, 3)
 	nodes := startEngineNodes(t, nc)
 	alive := []bool{true, true, true}

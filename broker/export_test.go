@@ -16,3 +16,11 @@ func WrapListeners(b *Broker, f func(name string, ln net.Listener) net.Listener)
 // network partition looks to the rest of the cluster: its lease is no
 // longer renewed.
 func CutCluster(b *Broker) { b.cluster.NC.Close() }
+
+// SetForwardChunk makes forwarded API replies come in chunks of n bytes
+// (cluster mode), so that tests exercise their reassembly; the returned
+// func restores the default.
+func SetForwardChunk(n int) func() {
+	forwardChunk.Store(int64(n))
+	return func() { forwardChunk.Store(0) }
+}

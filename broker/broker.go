@@ -155,6 +155,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	if err := b.mqtt.Serve(); err != nil {
 		return fmt.Errorf("start mqtt: %w", err)
 	}
+	if err := b.startBridge(ctx); err != nil {
+		return err
+	}
 	b.serveHTTP()
 	b.log.Info("umbra started", "data", b.db.Path(), "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", b.HTTPAddr())
 	return nil
@@ -244,6 +247,11 @@ func (b *Broker) addHooks() error {
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}
+	bridged, err := b.bridgeHooks()
+	if err != nil {
+		return err
+	}
+	hs = append(hs, bridged...)
 	for _, h := range hs {
 		if err := b.mqtt.AddHook(h, nil); err != nil {
 			return fmt.Errorf("add hook %s: %w", h.ID(), err)
@@ -417,6 +425,7 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	b.closeBridge()
 	b.closeCluster()
 	b.log.Info("umbra stopped")
 	return errors.Join(errs...)
@@ -439,6 +448,7 @@ func (b *Broker) closeAll() {
 	if b.db != nil {
 		_ = b.db.Close()
 	}
+	b.closeBridge()
 	b.closeCluster()
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/cluster/bridge"
 	"github.com/umbra-iot/umbra/internal/clusterkv"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
@@ -48,6 +49,8 @@ type clusterState struct {
 	jsRTT    prometheus.Histogram
 	jsProbes *prometheus.CounterVec
 	engineState
+	// bridge carries MQTT messages between the nodes (cluster_bridge.go).
+	bridge *bridge.Bridge
 }
 
 // clusterProbeInterval is how often a cluster node checks that JetStream

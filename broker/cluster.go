@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/umbra-iot/umbra/internal/api"
 	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/cluster/bridge"
@@ -41,6 +43,7 @@ type clusterState struct {
 	// (StoreChanged); until the registry is open it keeps them.
 	metaFollow struct {
 		sync.Mutex
+		opened  bool // the store has caught up at Open: what it applied until then, the registry reads at its Open
 		reg     *registry.Registry
 		pending []clusterkv.Change
 	}
@@ -82,6 +85,7 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	b.cluster = conn
 	b.clusterShadows, err = clusterstore.Open(ctx, conn.JS, clusterstore.Config{
 		Replicas: c.Replicas, TombstoneTTL: b.opts.TombstoneTTL, Timeout: c.Timeout,
+		History: max(b.opts.HistoryVersions, 0),
 	})
 	if err != nil {
 		return err
@@ -94,6 +98,9 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.metaFollow.Lock()
+	b.metaFollow.opened = true
+	b.metaFollow.Unlock()
 	b.clusterBlobs, err = conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket: ArtifactObjectStore, Description: "Umbra firmware artifacts (images by SHA-256)",
 		Storage: jetstream.FileStorage, Replicas: c.Replicas,
@@ -172,6 +179,34 @@ func (b *Broker) shadowStore(local shadow.Store) shadow.Store {
 	return local
 }
 
+// shadowLister serves shadow history and named-shadow listings from the
+// shadow store engine in use.
+func (b *Broker) shadowLister() api.ShadowLister {
+	if b.clusterShadows != nil {
+		return clusterLister{b.clusterShadows}
+	}
+	return shadowLister{b.db}
+}
+
+// clusterLister serves the read-only shadow listings from JetStream.
+type clusterLister struct{ s *clusterstore.ShadowStore }
+
+func (l clusterLister) ListNamedShadows(thing, after string, limit int) ([]string, string, error) {
+	return l.s.ListNamedShadows(thing, after, limit)
+}
+
+func (l clusterLister) History(ref shadow.Ref, before int64, limit int) ([]json.RawMessage, error) {
+	recs, err := l.s.History(ref, before, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]json.RawMessage, len(recs))
+	for i, r := range recs {
+		out[i] = r.Entry
+	}
+	return out, nil
+}
+
 // closeCluster closes the shared store and the NATS connection
 // (Shutdown, failed Start).
 func (b *Broker) closeCluster() {
@@ -196,7 +231,10 @@ func (b *Broker) metaApplied(changes []clusterkv.Change, local bool) {
 	f := &b.metaFollow
 	f.Lock()
 	defer f.Unlock()
-	if f.reg == nil {
+	switch {
+	case !f.opened:
+		return // the replay at start: the registry's Open reads it all
+	case f.reg == nil:
 		f.pending = append(f.pending, changes...)
 		return
 	}

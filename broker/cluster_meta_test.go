@@ -23,7 +23,7 @@ import (
 // generous for a loaded machine).
 func eventually(t *testing.T, what string, fn func() string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		msg := fn()
 		if msg == "" {
@@ -191,11 +191,25 @@ func TestClusterLateNodeBuildsIndex(t *testing.T) {
 	httpDo(t, "POST", nodes[0].HTTPURL()+"/api/groups", `{"groupName":"east"}`, 201)
 	httpDo(t, "PUT", nodes[0].HTTPURL()+"/api/groups/east/things/valve-7", "", 204)
 	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/valve-7/shadow", `{"state":{"reported":{"open":true}}}`, 200)
+	mt.Connect(t, nodes[0].MQTTURL(), "valve-7") // stays connected to node 0
+	eventually(t, "connectivity stored", func() string {
+		if !gjson.Get(httpGet(t, nodes[0].HTTPURL()+"/api/things/valve-7/connectivity", 200), "connectivity.connected").Bool() {
+			return "not connected"
+		}
+		return ""
+	})
 	late := brokertest.Start(t, func(o *broker.Options) {
 		o.Cluster = broker.ClusterOptions{URLs: []string{nc.URL(2)}, Name: "late"}
 	})
 	if got := search(t, late, "attributes.site:east AND thingGroupNames:east AND shadow.reported.open:true"); got != `["valve-7"]` {
 		t.Fatalf("late node's index right after start: %s", got)
+	}
+	// the device is connected to node 0, not ended by the late node's start
+	if got := search(t, late, "connectivity.connected:true"); got != `["valve-7"]` {
+		t.Fatalf("late node's index: connected things %s", got)
+	}
+	if c := httpGet(t, late.HTTPURL()+"/api/things/valve-7/connectivity", 200); !gjson.Get(c, "connectivity.connected").Bool() {
+		t.Fatalf("late node: connectivity %s", c)
 	}
 	if !strings.Contains(late.Registry().IndexSource(), "rebuilt") {
 		t.Fatalf("index source %q", late.Registry().IndexSource())
@@ -234,4 +248,70 @@ func TestClusterArtifactsShared(t *testing.T) {
 	want(t, push(t, c, randomImage(t, 1000), "3.0.0", nil), 409, "other image, same version, on C")
 	want(t, artifactReq(t, "DELETE", b.HTTPURL()+"/api/artifacts/"+id, nil, nil), 204, "delete on B")
 	want(t, artifactReq(t, "GET", a.HTTPURL()+"/api/artifacts/"+id, nil, nil), 404, "deleted, on A")
+}
+
+// Job executions are shared: a job document queued through node A is
+// started by a device connected to node C, which receives the document,
+// and node A (whose engine runs the job) reports the device's progress.
+func TestClusterJobExecutionsShared(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	a, c := nodes[0], nodes[2]
+	registerThings(t, a, "meter-1")
+	doc := `{"operation":"reboot","delay":5}`
+	job := createDocJob(t, a, "reboot-1", "thingName:meter-1", doc)
+
+	dev := mt.Connect(t, c.MQTTURL(), "meter-1")
+	p := "$aws/things/meter-1/jobs"
+	acc := dev.Subscribe(p+"/start-next/accepted", 1)
+	dev.Publish(p+"/start-next", 1, false, `{"clientToken":"t1"}`)
+	m := mt.Next(t, acc)
+	if gjson.GetBytes(m.Payload, "execution.jobId").String() != job || gjson.GetBytes(m.Payload, "execution.jobDocument").Raw != doc ||
+		gjson.GetBytes(m.Payload, "execution.status").String() != "IN_PROGRESS" {
+		t.Fatalf("start-next on node C: %s", m.Payload)
+	}
+	ex := httpGet(t, a.HTTPURL()+"/api/jobs/"+job+"/executions", 200)
+	if !strings.Contains(ex, `"IN_PROGRESS"`) {
+		t.Fatalf("executions on node A: %s", ex)
+	}
+}
+
+// A node whose NATS server restarts catches up: what other nodes wrote
+// meanwhile reaches its index after the restart, and it writes again.
+func TestClusterRegistryAcrossNATSRestart(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	a, b := nodes[0], nodes[1]
+	httpDo(t, "POST", a.HTTPURL()+"/api/things", `{"thingName":"before","attributes":{"phase":"one"}}`, 201)
+	nc.Stop(0) // node A's only server
+	// while the stream elects a new leader (if it was on the stopped
+	// server) writes may fail; then they succeed
+	eventually(t, "a write on node B while A's server is down", func() string {
+		code, body := post(t, "POST", b.HTTPURL()+"/api/things", `{"thingName":"during","attributes":{"phase":"two"}}`, map[string]string{"Content-Type": "application/json"})
+		if code != 201 && code != 409 {
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
+	nc.Restart(0)
+	eventually(t, "node A's index after its server restarted", func() string {
+		code, body := post(t, "GET", a.HTTPURL()+"/api/search?query="+url.QueryEscape("attributes.phase:*"), "", nil)
+		if code != 200 || gjson.Get(body, "things").Raw != `["before","during"]` {
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
+	eventually(t, "a write on node A after the restart", func() string {
+		code, body := post(t, "POST", a.HTTPURL()+"/api/things", `{"thingName":"after","attributes":{"phase":"three"}}`, map[string]string{"Content-Type": "application/json"})
+		if code != 201 && code != 409 { // 409: an earlier attempt's outcome was unknown but it was stored
+			return fmt.Sprintf("%d %s", code, body)
+		}
+		return ""
+	})
+	eventually(t, "node B's index has A's write", func() string {
+		if got := search(t, b, "attributes.phase:three"); got != `["after"]` {
+			return "search: " + got
+		}
+		return ""
+	})
 }

@@ -217,8 +217,11 @@ func Open(cfg Config) (*Registry, error) {
 
 // atStart is a stored connectivity as Open finds it: a connection still
 // open in the store ended with the restart.
-func atStart(c Connectivity) Connectivity {
-	if c.Connected {
+//
+// On a shared store (Config.Shared, cluster mode) a stored connection may
+// be open on another node, so it is taken as stored.
+func (r *Registry) atStart(c Connectivity) Connectivity {
+	if c.Connected && !r.cfg.Shared {
 		c.Connected, c.DisconnectReason = false, "SERVER_INITIATED_DISCONNECT"
 	}
 	return c
@@ -235,7 +238,7 @@ func (r *Registry) indexConnectivity(vals [][]fieldValue) error {
 			var c Connectivity
 			vals[i] = nil
 			if json.Unmarshal(raw[i], &c) == nil {
-				vals[i] = connValues(atStart(c))
+				vals[i] = connValues(r.atStart(c))
 			}
 		})
 		r.ix.mu.Lock()
@@ -309,7 +312,7 @@ func (r *Registry) connLocked(clientID string) (Connectivity, bool) {
 		}
 		return nil
 	})
-	return atStart(c), ok
+	return r.atStart(c), ok
 }
 
 // loadBatch is how many records a rebuild decodes in parallel at a time.

@@ -26,15 +26,17 @@
 //   - Reads go to the bucket stream's leader (Open turns direct gets off on
 //     the bucket's stream), so a get never returns a state older than an
 //     update already acknowledged to anyone.
+//   - History (Config.History versions per shadow) in a stream of its own,
+//     and the listing of a thing's named shadows, with the bbolt engine's
+//     results and paging (history.go).
 //
 // What it does not do yet:
 //
-//   - History: Change.History is not kept (the bbolt engine keeps the last
-//     N entries per shadow); nothing reads history through this engine.
 //   - Expired tombstones are ignored, not removed; they stay in the bucket.
-//   - Listing shadows (the registry's index source), registry, rollouts,
-//     jobs, sessions and cross-node MQTT delivery are not clustered, and
-//     `umbra serve` has no --cluster option yet.
+//   - Sessions and cross-node MQTT delivery are not clustered here (the
+//     registry, rollouts and jobs are in internal/clusterkv). All shadows
+//     are listed, then followed, by Watch: the registry's index source on a
+//     cluster node.
 //
 // An error whose outcome is unknown (a timeout waiting for JetStream's
 // acknowledgement) is reported as a failure (the service answers 500), as
@@ -70,6 +72,10 @@ type Config struct {
 	Timeout time.Duration
 	// Now is the clock for tombstone expiry (nil: time.Now).
 	Now func() time.Time
+	// History is how many versions of history are kept per shadow (0:
+	// none), as in the bbolt engine; they go to the history stream
+	// (history.go).
+	History int
 }
 
 // DefaultBucket is the bucket name used when Config.Bucket is empty.
@@ -77,8 +83,11 @@ const DefaultBucket = "umbra_shadows"
 
 // ShadowStore is a shadow.Store on a JetStream KV bucket.
 type ShadowStore struct {
-	kv  jetstream.KeyValue
-	cfg Config
+	kv       jetstream.KeyValue
+	js       jetstream.JetStream
+	kvStream jetstream.Stream // the bucket's stream (listing)
+	hist     jetstream.Stream // the history stream
+	cfg      Config
 }
 
 var _ shadow.Store = (*ShadowStore)(nil)
@@ -156,7 +165,11 @@ func open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 			return nil, fmt.Errorf("clusterstore: stream %s: %w", stream, err)
 		}
 		if !info.CachedInfo().Config.AllowDirect {
-			return &ShadowStore{kv: kv, cfg: cfg}, nil
+			hist, err := openHistory(ctx, js, cfg)
+			if err != nil {
+				return nil, err
+			}
+			return &ShadowStore{kv: kv, js: js, kvStream: info, hist: hist, cfg: cfg}, nil
 		}
 	}
 	return nil, fmt.Errorf("clusterstore: direct get on %s keeps being turned on", stream)
@@ -285,14 +298,15 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	}
 	key := Key(c.Ref)
 	var err error
+	var rev uint64
 	if c.Rev == 0 {
-		_, err = s.kv.Create(ctx, key, v)
+		rev, err = s.kv.Create(ctx, key, v)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.waitPast(ctx, key, 0)
 			return fmt.Errorf("clusterstore: create %s: %w", c.Ref, shadow.ErrConflict)
 		}
 	} else {
-		_, err = s.kv.Update(ctx, key, v, c.Rev)
+		rev, err = s.kv.Update(ctx, key, v, c.Rev)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			s.waitPast(ctx, key, c.Rev)
 			return fmt.Errorf("clusterstore: update %s at revision %d: %w", c.Ref, c.Rev, shadow.ErrConflict)
@@ -300,6 +314,9 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	}
 	if err != nil {
 		return fmt.Errorf("clusterstore: commit %s: %w", c.Ref, err)
+	}
+	if c.History != nil && s.cfg.History > 0 {
+		return s.appendHistory(ctx, c, rev)
 	}
 	return nil
 }

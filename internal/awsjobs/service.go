@@ -72,7 +72,10 @@ type Service struct {
 	docs      map[string]json.RawMessage
 	templated map[string]bool  // jobs whose document has ${umbra:...} placeholders
 	deadlines map[string]int64 // thing 0x00 jobId → step deadline (ms)
-	limiters  map[string]*rate.Limiter
+	// changedExecs are executions other nodes wrote (StoreChanged) whose
+	// timers the next Step reads again.
+	changedExecs map[string]bool
+	limiters     map[string]*rate.Limiter
 }
 
 // Errors of the control-plane calls.
@@ -501,6 +504,7 @@ func (s *Service) Get(thing, jobID string) (Execution, bool) {
 
 // Step times out the IN_PROGRESS executions whose step timer expired.
 func (s *Service) Step(ctx context.Context) {
+	s.refreshTimers()
 	now := s.cfg.Clock().UnixMilli()
 	s.mu.Lock()
 	var due []string
@@ -552,35 +556,51 @@ func (s *Service) allow(thing string) bool {
 	return l.Allow()
 }
 
-// StoreChanged brings the in-memory documents and step timers up to date
-// with a record another node wrote to the shared store (cluster mode; the
-// registry's StoreChanged is the same seam). Other buckets are ignored.
+// StoreChanged notes a record another node wrote to the shared store
+// (cluster mode; the registry's StoreChanged is the same seam): a job
+// document is read again when next needed, and a job execution's step
+// timer is brought up to date at the next Step. It never reads the store
+// (it runs on the shared store's apply path) and never blocks for long.
 func (s *Service) StoreChanged(bucket, key string) {
-	if bucket != bucketDocuments && bucket != bucketExecutions {
-		return
-	}
-	var v []byte
-	_ = s.cfg.Store.ViewKV(func(kv registry.KV) error {
-		v = bytes.Clone(kv.Get(bucket, key))
-		return nil
-	})
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch bucket {
 	case bucketDocuments:
-		if v == nil {
-			delete(s.docs, key)
-			delete(s.templated, key)
-			return
-		}
-		s.docs[key] = json.RawMessage(v)
-		s.templated[key] = hasPlaceholders(v)
+		delete(s.docs, key)
+		delete(s.templated, key)
 	case bucketExecutions:
+		if s.changedExecs == nil {
+			s.changedExecs = map[string]bool{}
+		}
+		s.changedExecs[key] = true
+	}
+}
+
+// refreshTimers reads the executions StoreChanged noted and sets or
+// clears their step timers.
+func (s *Service) refreshTimers() {
+	s.mu.Lock()
+	keys := s.changedExecs
+	s.changedExecs = nil
+	s.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	execs := map[string][]byte{}
+	_ = s.cfg.Store.ViewKV(func(kv registry.KV) error {
+		for k := range keys {
+			execs[k] = bytes.Clone(kv.Get(bucketExecutions, k))
+		}
+		return nil
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range execs {
 		var e Execution
 		if v != nil && json.Unmarshal(v, &e) == nil && e.Status == InProgress && e.StepDeadline > 0 {
-			s.deadlines[key] = e.StepDeadline
+			s.deadlines[k] = e.StepDeadline
 		} else {
-			delete(s.deadlines, key)
+			delete(s.deadlines, k)
 		}
 	}
 }

@@ -218,7 +218,7 @@ func (b *Broker) addHooks() error {
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Executions: b.jobs,
 		Artifacts:  rolloutArtifacts{b},
-		Fleet:      b.registry, Shadows: b.shadows, Store: b.rolloutStore(), Publisher: mqttPublisher{b.mqtt},
+		Fleet:      b.registry, Shadows: b.shadows, Store: b.fenceEngine(b.rolloutStore()), Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
@@ -230,8 +230,7 @@ func (b *Broker) addHooks() error {
 	if err := b.followCluster(b.ctx); err != nil {
 		return err
 	}
-	b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
-	b.bg.Go("jobs", func(ctx context.Context) { b.jobs.Run(ctx, b.opts.RolloutInterval) })
+	b.runEngines() // cluster_engine.go: under the engine lease on a cluster node
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,

@@ -51,6 +51,7 @@ type clusterState struct {
 	jsErr    atomic.Pointer[error]
 	jsRTT    prometheus.Histogram
 	jsProbes *prometheus.CounterVec
+	engineState
 	// bridge carries MQTT messages between the nodes (cluster_bridge.go).
 	bridge *bridge.Bridge
 }
@@ -117,6 +118,9 @@ func (b *Broker) openCluster(ctx context.Context) error {
 		Help: "JetStream probes by result (ok, error); /readyz is 503 while the last one failed.",
 	}, []string{"result"})
 	b.metrics.reg.MustRegister(b.jsRTT, b.jsProbes, clusterConnCollector{b.cluster.NC})
+	if err := b.openEngineLease(ctx); err != nil {
+		return err
+	}
 	b.bg.Go("cluster-probe", b.probeJetStream)
 	b.log.Info("cluster mode", "node", name, "nats", conn.NC.ConnectedUrlRedacted(), "replicas", c.Replicas)
 	return nil
@@ -236,6 +240,7 @@ func (b *Broker) metaApplied(changes []clusterkv.Change, local bool) {
 	}
 	for _, c := range changes {
 		f.reg.StoreChanged(c.Bucket, c.Key)
+		b.engineStoreChanged(c.Bucket, c.Key) // cluster_engine.go
 	}
 }
 
@@ -253,6 +258,7 @@ func (b *Broker) followCluster(ctx context.Context) error {
 	f.reg = b.registry
 	for _, c := range f.pending {
 		b.registry.StoreChanged(c.Bucket, c.Key)
+		b.engineStoreChanged(c.Bucket, c.Key)
 	}
 	f.pending = nil
 	f.Unlock()

@@ -241,6 +241,13 @@ func (b *Broker) addHooks() error {
 		return err
 	}
 	hs = append(hs, quota)
+	cs, err := b.clusterSessionHook(!b.opts.EphemeralSessions)
+	if err != nil {
+		return err
+	}
+	if cs != nil {
+		hs = append([]mqtt.Hook{cs}, hs...)
+	}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}

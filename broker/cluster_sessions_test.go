@@ -205,3 +205,34 @@ func waitFor(t *testing.T, what string, cond func() bool, state ...func() string
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Issue 19: when the node that held a persistent session is gone, the
+// device is still accepted on another node at once, with the session's
+// subscriptions from the copy in JetStream (session present): a change
+// made there reaches it without a new SUBSCRIBE. What was queued on the
+// dead node is not moved (docs/cluster.md).
+func TestClusterSessionOfADeadNode(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	const delta = "$aws/things/lamp/shadow/update/delta"
+
+	dev, _ := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, 5, "lamp", false)
+	dev.subscribe(1, delta, 1)
+	dev.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	dev.expectClosed()
+	if err := nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	dev, ack := rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, 5, "lamp", false)
+	took := time.Since(start)
+	if ack.ReasonCode != 0 || !ack.SessionPresent {
+		t.Fatalf("CONNACK on node C with node A gone: code %#x present %v", ack.ReasonCode, ack.SessionPresent)
+	}
+	t.Logf("CONNACK on node C %v after node A went away", took)
+	httpDo(t, "POST", nodes[2].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"on":true}}}`, 200)
+	if pk := dev.nextPublish(); pk.TopicName != delta || gjson.GetBytes(pk.Payload, "version").Int() != 1 {
+		t.Fatalf("delta on node C: %s %s", pk.TopicName, pk.Payload)
+	}
+}

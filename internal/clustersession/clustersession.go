@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,8 +93,9 @@ type Hook struct {
 // conn is one connection's generation and state.
 type conn struct {
 	gen         uint64
-	established bool // CONNACK sent
-	revoked     bool // a newer connection elsewhere took the id over
+	rev         uint64 // the entry's revision this connection last wrote
+	established bool   // CONNACK sent
+	revoked     bool   // a newer connection elsewhere took the id over
 }
 
 // handoff is a session sent to another node, kept until it is released.
@@ -103,9 +105,12 @@ type handoff struct {
 	sent   map[uint16]bool
 }
 
-// owner is the value of a KV entry.
+// owner is the value of a KV entry: the node that holds the session and,
+// for a persistent session, its subscriptions (the copy that outlives the
+// node).
 type owner struct {
-	Node string `json:"node"`
+	Node string                 `json:"node"`
+	Subs []storage.Subscription `json:"subscriptions,omitempty"`
 }
 
 // session is a session as handed over.
@@ -229,15 +234,19 @@ func (h *Hook) ID() string { return "umbra-cluster-sessions" }
 
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
-	return b == mqtt.OnSessionEstablish || b == mqtt.OnSessionEstablished || b == mqtt.OnDisconnect
+	switch b {
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed:
+		return true
+	}
+	return false
 }
 
 // claim makes this node the owner of id; it returns the generation and the
-// previous owner ("" if none).
-func (h *Hook) claim(id string) (uint64, string, error) {
+// previous owner (Node "" if none). keep carries the previous owner's copy
+// of the subscriptions over (a session that is not started clean).
+func (h *Hook) claim(id string, keep bool) (uint64, owner, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 	defer cancel()
-	val, _ := json.Marshal(owner{Node: h.cfg.Node})
 	k := key(id)
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
@@ -246,28 +255,34 @@ func (h *Hook) claim(id string) (uint64, string, error) {
 			// a read shows it): back off a little.
 			select {
 			case <-ctx.Done():
-				return 0, "", fmt.Errorf("clustersession: claim %q: %w", id, ctx.Err())
+				return 0, owner{}, fmt.Errorf("clustersession: claim %q: %w", id, ctx.Err())
 			case <-time.After(time.Duration(min(attempt, 25)) * 2 * time.Millisecond):
 			}
 		}
 		e, err := h.kv.Get(ctx, k)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
+			val, _ := json.Marshal(owner{Node: h.cfg.Node})
 			rev, err := h.kv.Create(ctx, k, val)
 			if casFailed(err) {
 				continue
 			}
-			return rev, "", err
+			return rev, owner{}, err
 		case err != nil:
-			return 0, "", err
+			return 0, owner{}, err
 		}
 		var prev owner
 		_ = json.Unmarshal(e.Value(), &prev)
+		next := owner{Node: h.cfg.Node}
+		if keep {
+			next.Subs = prev.Subs
+		}
+		val, _ := json.Marshal(next)
 		rev, err := h.kv.Update(ctx, k, val, e.Revision())
 		if casFailed(err) {
 			continue
 		}
-		return rev, prev.Node, err
+		return rev, prev, err
 	}
 }
 
@@ -291,9 +306,10 @@ const errCodeWrongLastSequenceConstant = 10164
 // OnSessionEstablish implements mqtt.Hook: it runs after authentication
 // and before Mochi looks for an earlier session of the id.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	want := !pk.Connect.Clean
 	unlock := h.ids.Lock(cl.ID)
-	gen, prev, err := h.claim(cl.ID)
-	h.track(cl, gen)
+	gen, prev, err := h.claim(cl.ID, want)
+	c := h.track(cl, gen)
 	unlock()
 	if err != nil {
 		// Accepted on this node alone: availability over the cluster-wide
@@ -301,18 +317,29 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.log.Warn("cluster session: ownership not recorded", "client", cl.ID, "error", err)
 		return
 	}
-	if prev == "" || prev == h.cfg.Node {
+	if prev.Node == "" || prev.Node == h.cfg.Node {
 		return
 	}
-	want := !pk.Connect.Clean
-	snap, err := h.request(prev, "takeover", takeoverRequest{Client: cl.ID, Gen: gen, Session: want, From: h.cfg.Node})
+	snap, err := h.request(prev.Node, "takeover", takeoverRequest{Client: cl.ID, Gen: gen, Session: want, From: h.cfg.Node})
 	if err != nil {
-		h.log.Warn("cluster session: previous node did not hand over", "client", cl.ID, "node", prev, "error", err)
+		// The previous node is gone or does not answer in time: the
+		// session's subscriptions come from the copy in the bucket; what
+		// was queued on that node stays there.
+		h.log.Warn("cluster session: previous node did not hand over; its queued messages are not moved",
+			"client", cl.ID, "node", prev.Node, "error", err, "subscriptions_from_bucket", len(prev.Subs))
+		if want && len(prev.Subs) > 0 && !h.revoked(cl) {
+			h.dropStale(cl)
+			h.install(session{Found: true, Client: clientRecord(cl), Subs: prev.Subs})
+			if err := h.flush(); err != nil {
+				h.log.Warn("cluster session: subscriptions from the bucket not durable", "client", cl.ID, "error", err)
+			}
+		}
 		return
 	}
 	if !want || !snap.Found || h.revoked(cl) {
-		if !want {
+		if !want || !snap.Found {
 			h.dropStale(cl)
+			h.saveSubs(cl.ID, c, nil)
 		}
 		return
 	}
@@ -323,9 +350,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.log.Warn("cluster session: handed-over session not durable; not released", "client", cl.ID, "error", err)
 		return
 	}
-	rest, err := h.request(prev, "release", takeoverRequest{Client: cl.ID, Gen: gen, From: h.cfg.Node})
+	h.saveSubs(cl.ID, c, snap.Subs)
+	rest, err := h.request(prev.Node, "release", takeoverRequest{Client: cl.ID, Gen: gen, From: h.cfg.Node})
 	if err != nil {
-		h.log.Warn("cluster session: release not confirmed", "client", cl.ID, "node", prev, "error", err)
+		h.log.Warn("cluster session: release not confirmed", "client", cl.ID, "node", prev.Node, "error", err)
 		return
 	}
 	if len(rest.Inflight) > 0 {
@@ -335,7 +363,57 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		}
 	}
 	h.handovers.Add(1)
-	h.log.Debug("cluster session: handed over", "client", cl.ID, "from", prev, "subscriptions", len(snap.Subs), "messages", len(snap.Inflight)+len(rest.Inflight))
+	h.log.Debug("cluster session: handed over", "client", cl.ID, "from", prev.Node, "subscriptions", len(snap.Subs), "messages", len(snap.Inflight)+len(rest.Inflight))
+}
+
+// OnSubscribed implements mqtt.Hook: the subscriptions of a persistent
+// session are written to its entry in the bucket (before the SUBACK), so
+// that they outlive this node.
+func (h *Hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) { h.subsChanged(cl) }
+
+// OnUnsubscribed implements mqtt.Hook.
+func (h *Hook) OnUnsubscribed(cl *mqtt.Client, _ packets.Packet) { h.subsChanged(cl) }
+
+func (h *Hook) subsChanged(cl *mqtt.Client) {
+	if ephemeral(cl) || cl.IsTakenOver() {
+		return
+	}
+	h.mu.Lock()
+	c := h.conns[cl]
+	h.mu.Unlock()
+	if c == nil {
+		return // not a connection (a session being installed or dropped)
+	}
+	unlock := h.ids.Lock(cl.ID)
+	defer unlock()
+	h.saveSubs(cl.ID, c, subscriptions(cl))
+}
+
+// saveSubs writes a session's subscriptions to its entry, if the entry is
+// still the one the connection wrote (compare-and-set): a newer owner's
+// entry is left alone.
+func (h *Hook) saveSubs(id string, c *conn, subs []storage.Subscription) {
+	h.mu.Lock()
+	rev := c.rev
+	h.mu.Unlock()
+	if rev == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	val, _ := json.Marshal(owner{Node: h.cfg.Node, Subs: subs})
+	next, err := h.kv.Update(ctx, key(id), val, rev)
+	if err != nil {
+		if !casFailed(err) {
+			h.log.Warn("cluster session: subscriptions not written to the bucket", "client", id, "error", err)
+		}
+		return
+	}
+	h.mu.Lock()
+	if c.rev == rev {
+		c.rev = next
+	}
+	h.mu.Unlock()
 }
 
 // OnSessionEstablished implements mqtt.Hook: a connection that a newer
@@ -372,7 +450,7 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 
 // track records a connection's generation; connections whose CONNACK
 // failed (closed, never established) are pruned here.
-func (h *Hook) track(cl *mqtt.Client, gen uint64) {
+func (h *Hook) track(cl *mqtt.Client, gen uint64) *conn {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	m := h.byID[cl.ID]
@@ -386,9 +464,10 @@ func (h *Hook) track(cl *mqtt.Client, gen uint64) {
 			delete(h.conns, o)
 		}
 	}
-	c := &conn{gen: gen}
+	c := &conn{gen: gen, rev: gen}
 	m[cl] = c
 	h.conns[cl] = c
+	return c
 }
 
 func (h *Hook) revoked(cl *mqtt.Client) bool {
@@ -614,8 +693,16 @@ func ephemeral(cl *mqtt.Client) bool {
 
 // snapshot copies a disconnected session.
 func snapshot(cl *mqtt.Client) session {
+	s := session{Found: true, Client: clientRecord(cl), Subs: subscriptions(cl)}
+	for _, pk := range cl.State.Inflight.GetAll(false) {
+		s.Inflight = append(s.Inflight, message(pk, cl.ID))
+	}
+	return s
+}
+
+func clientRecord(cl *mqtt.Client) storage.Client {
 	props := cl.Properties.Props.Copy(false)
-	s := session{Found: true, Client: storage.Client{
+	return storage.Client{
 		ID: cl.ID, T: storage.ClientKey, Remote: cl.Net.Remote, Listener: cl.Net.Listener,
 		Username: cl.Properties.Username, Clean: cl.Properties.Clean, ProtocolVersion: cl.Properties.ProtocolVersion,
 		Properties: storage.ClientProperties{
@@ -632,16 +719,18 @@ func snapshot(cl *mqtt.Client) session {
 			MaximumPacketSize:         props.MaximumPacketSize,
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
-	}}
+	}
+}
+
+func subscriptions(cl *mqtt.Client) []storage.Subscription {
+	var out []storage.Subscription
 	for _, sb := range cl.State.Subscriptions.GetAll() {
-		s.Subs = append(s.Subs, storage.Subscription{ID: cl.ID + "\x00" + sb.Filter, T: storage.SubscriptionKey, Client: cl.ID,
+		out = append(out, storage.Subscription{ID: cl.ID + "\x00" + sb.Filter, T: storage.SubscriptionKey, Client: cl.ID,
 			Qos: sb.Qos, Filter: sb.Filter, Identifier: sb.Identifier, NoLocal: sb.NoLocal,
 			RetainHandling: sb.RetainHandling, RetainAsPublished: sb.RetainAsPublished})
 	}
-	for _, pk := range cl.State.Inflight.GetAll(false) {
-		s.Inflight = append(s.Inflight, message(pk, cl.ID))
-	}
-	return s
+	sort.Slice(out, func(i, j int) bool { return out[i].Filter < out[j].Filter })
+	return out
 }
 
 func message(pk packets.Packet, client string) storage.Message {

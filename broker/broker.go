@@ -157,6 +157,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	if err := b.mqtt.Serve(); err != nil {
 		return fmt.Errorf("start mqtt: %w", err)
 	}
+	if b.clusterSessions != nil {
+		b.bg.Go("cluster-sessions", b.clusterSessions.DropForeign)
+	}
 	b.serveHTTP()
 	b.log.Info("umbra started", "data", b.db.Path(), "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", b.HTTPAddr())
 	return nil

@@ -235,4 +235,12 @@ func TestClusterSessionOfADeadNode(t *testing.T) {
 	if pk := dev.nextPublish(); pk.TopicName != delta || gjson.GetBytes(pk.Payload, "version").Int() != 1 {
 		t.Fatalf("delta on node C: %s %s", pk.TopicName, pk.Payload)
 	}
+
+	// Node A comes back with its copy of the session in its store; the
+	// session is node C's now, so node A drops its copy.
+	a := nodes[0].Restart(t)
+	waitFor(t, "the restarted node A to drop its out-of-date copy", func() bool {
+		_, ok := a.MQTT().Clients.Get("lamp")
+		return !ok
+	})
 }

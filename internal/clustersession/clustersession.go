@@ -26,9 +26,14 @@
 // own takeover then hands the installed session to the new connection
 // (session present, queued messages resent in order).
 //
-// If the previous owner does not answer within HandoverTimeout, the
-// connection is accepted without its session (session present 0, or the
-// copy this node still holds from an earlier connection).
+// The copy that outlives a node. The entry also holds a persistent
+// session's subscriptions, rewritten (compare-and-set on the revision the
+// connection last wrote) whenever they change, before the SUBACK. If the
+// previous owner does not answer within HandoverTimeout (it is down), the
+// connection is accepted with the subscriptions from the entry (session
+// present) but without the messages that were queued on that node. A node
+// that comes back drops the sessions it restored from its store whose
+// entry names another node (DropForeign).
 package clustersession
 
 import (
@@ -608,6 +613,38 @@ func (h *Hook) drop(cl *mqtt.Client) {
 	s.UnsubscribeClient(cl)
 	cl.ClearInflights()
 	s.Hooks().OnClientExpired(cl)
+}
+
+// DropForeign drops the disconnected sessions this node restored from its
+// store whose entry names another node: that node took the session over
+// while this one was down, so the copy here is out of date (and would
+// otherwise keep its subscriptions and queue messages until it expires).
+// The broker runs it once after start.
+func (h *Hook) DropForeign(ctx context.Context) {
+	for id, cl := range h.cfg.Server.Clients.GetAll() {
+		if ctx.Err() != nil {
+			return
+		}
+		if !cl.Closed() {
+			continue
+		}
+		gctx, cancel := context.WithTimeout(ctx, h.cfg.Timeout)
+		e, err := h.kv.Get(gctx, key(id))
+		cancel()
+		if err != nil {
+			continue // no entry, or JetStream does not answer: keep it
+		}
+		var o owner
+		if json.Unmarshal(e.Value(), &o) != nil || o.Node == "" || o.Node == h.cfg.Node {
+			continue
+		}
+		unlock := h.ids.Lock(id)
+		if cur, ok := h.cfg.Server.Clients.Get(id); ok && cur == cl && cl.Closed() {
+			h.drop(cl)
+			h.log.Info("cluster session: dropped a session another node took over while this one was down", "client", id, "owner", o.Node)
+		}
+		unlock()
+	}
 }
 
 // dropStale drops this node's own earlier copy of cl's session: the owner

@@ -4,5 +4,5 @@ package mqtt
 // session outside a client's packet flow (cluster mode installs a session
 // handed over by another node, or drops one it handed over) and must run
 // the same hooks Mochi runs when it does so itself (OnSubscribed,
-// OnQosPublish, OnClientExpired, ...). UMBRA PATCH 16.
+// OnQosPublish, OnClientExpired, ...). UMBRA PATCH 17.
 func (s *Server) Hooks() *Hooks { return s.hooks }

@@ -50,10 +50,12 @@ func TestClusterPersistentSessionMovesToAnotherNode(t *testing.T) {
 	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"on":true}}}`, 200)
 	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"color":"red"}}}`, 200)
 
+	start := time.Now()
 	dev, ack = rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, 5, "lamp", false)
 	if ack.ReasonCode != 0 || !ack.SessionPresent {
 		t.Fatalf("CONNACK on node C: code %#x present %v, want the session from node A", ack.ReasonCode, ack.SessionPresent)
 	}
+	t.Logf("CONNACK with the session handed over from node A after %v", time.Since(start))
 	for want := int64(1); want <= 2; want++ {
 		pk := dev.nextPublish()
 		if pk.TopicName != delta || gjson.GetBytes(pk.Payload, "version").Int() != want {

@@ -30,12 +30,22 @@ func connectedOn(nodes []*brokertest.Server, id string) []int {
 // reconnects to node C and finds its session there: session present, the
 // deltas queued while it was away (in order), and its subscription, which
 // now delivers what happens on node C. Node A no longer holds the session.
+// Both protocol versions: MQTT 5 (clean start 0, session expiry) and
+// MQTT 3.1.1 (clean session 0).
 func TestClusterPersistentSessionMovesToAnotherNode(t *testing.T) {
 	nc := natstest.StartCluster(t, 3)
 	nodes := startClusterNodes(t, nc, 3)
-	const delta = "$aws/things/lamp/shadow/update/delta"
+	for _, v := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			testSessionMoves(t, nodes, v, fmt.Sprintf("lamp-v%d", v))
+		})
+	}
+}
 
-	dev, ack := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, 5, "lamp", false)
+func testSessionMoves(t *testing.T, nodes []*brokertest.Server, v byte, thing string) {
+	delta := "$aws/things/" + thing + "/shadow/update/delta"
+
+	dev, ack := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, v, thing, false)
 	if ack.ReasonCode != 0 || ack.SessionPresent {
 		t.Fatalf("first CONNACK on node A: code %#x present %v", ack.ReasonCode, ack.SessionPresent)
 	}
@@ -44,14 +54,14 @@ func TestClusterPersistentSessionMovesToAnotherNode(t *testing.T) {
 	}
 	dev.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
 	dev.expectClosed()
-	waitFor(t, "node A to see the device gone", func() bool { return len(connectedOn(nodes, "lamp")) == 0 })
+	waitFor(t, "node A to see the device gone", func() bool { return len(connectedOn(nodes, thing)) == 0 })
 
 	// Two changes while the device is away, made on node A where its session is.
-	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"on":true}}}`, 200)
-	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"color":"red"}}}`, 200)
+	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"on":true}}}`, 200)
+	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"color":"red"}}}`, 200)
 
 	start := time.Now()
-	dev, ack = rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, 5, "lamp", false)
+	dev, ack = rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, v, thing, false)
 	if ack.ReasonCode != 0 || !ack.SessionPresent {
 		t.Fatalf("CONNACK on node C: code %#x present %v, want the session from node A", ack.ReasonCode, ack.SessionPresent)
 	}
@@ -63,13 +73,13 @@ func TestClusterPersistentSessionMovesToAnotherNode(t *testing.T) {
 		}
 	}
 	// The subscription moved: a change made on node C reaches the device.
-	httpDo(t, "POST", nodes[2].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"level":3}}}`, 200)
+	httpDo(t, "POST", nodes[2].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"level":3}}}`, 200)
 	pk := dev.nextPublish()
 	if pk.TopicName != delta || gjson.GetBytes(pk.Payload, "version").Int() != 3 {
 		t.Fatalf("delta after the move: %s %s", pk.TopicName, pk.Payload)
 	}
 	waitFor(t, "node A to drop the session it handed over", func() bool {
-		_, ok := nodes[0].MQTT().Clients.Get("lamp")
+		_, ok := nodes[0].MQTT().Clients.Get(thing)
 		return !ok
 	})
 }

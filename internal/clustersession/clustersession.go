@@ -301,16 +301,19 @@ func casFailed(err error) bool {
 		return true
 	}
 	var api *jetstream.APIError
-	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == errCodeWrongLastSequenceConstant)
+	return errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == errCodeWrongLastSequenceConst)
 }
 
-// errCodeWrongLastSequenceConstant is the error code of a write whose
+// errCodeWrongLastSequenceConst is the error code of a write whose
 // expected last sequence for the subject does not hold.
-const errCodeWrongLastSequenceConstant = 10164
+const errCodeWrongLastSequenceConst = 10164
 
 // OnSessionEstablish implements mqtt.Hook: it runs after authentication
 // and before Mochi looks for an earlier session of the id.
 func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Properties.Props.AssignedClientID != "" {
+		return // an id the broker made up is unique, and never seen again
+	}
 	want := !pk.Connect.Clean
 	unlock := h.ids.Lock(cl.ID)
 	gen, prev, err := h.claim(cl.ID, want)

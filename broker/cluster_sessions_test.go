@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/tidwall/gjson"
 
 	"github.com/umbra-iot/umbra/brokertest"
+	"github.com/umbra-iot/umbra/internal/clustersession"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 	"github.com/umbra-iot/umbra/internal/natstest"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
@@ -255,4 +257,48 @@ func TestClusterSessionOfADeadNode(t *testing.T) {
 		_, ok := a.MQTT().Clients.Get("lamp")
 		return !ok
 	})
+}
+
+// Issue 19: a node that is up but does not answer holds a connect on
+// another node for the handover timeout (2 s) at most; the device is then
+// accepted with its subscriptions from the bucket.
+func TestClusterSessionOfAStuckNode(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	dev, _ := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, 5, "lamp", false)
+	dev.subscribe(1, "$aws/things/lamp/shadow/update/delta", 1)
+	dev.send(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}})
+	dev.expectClosed()
+	if err := nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Something listens on node A's subject and never answers.
+	stuck := nc.Connect(1)
+	got := make(chan struct{}, 1)
+	if _, err := stuck.Subscribe(clustersession.TakeoverSubject("node-0"), func(*nats.Msg) { got <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	if err := stuck.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	dev, ack := rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, 5, "lamp", false)
+	took := time.Since(start)
+	select {
+	case <-got:
+	default:
+		t.Fatal("node C did not ask node A's subject")
+	}
+	if ack.ReasonCode != 0 || !ack.SessionPresent {
+		t.Fatalf("CONNACK on node C: code %#x present %v", ack.ReasonCode, ack.SessionPresent)
+	}
+	if took > mt.Wait {
+		t.Fatalf("CONNACK after %v", took)
+	}
+	t.Logf("CONNACK on node C %v after the CONNECT, node A not answering", took)
+	httpDo(t, "POST", nodes[2].HTTPURL()+"/things/lamp/shadow", `{"state":{"desired":{"on":true}}}`, 200)
+	if pk := dev.nextPublish(); gjson.GetBytes(pk.Payload, "version").Int() != 1 {
+		t.Fatalf("delta on node C: %s %s", pk.TopicName, pk.Payload)
+	}
 }

@@ -232,6 +232,9 @@ func subject(node, suffix string) string {
 	return "umbra.sessions." + base64.RawURLEncoding.EncodeToString([]byte(node)) + "." + suffix
 }
 
+// TakeoverSubject is the subject a node answers takeover requests on.
+func TakeoverSubject(node string) string { return subject(node, "takeover") }
+
 func key(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
 
 // ID implements mqtt.Hook.

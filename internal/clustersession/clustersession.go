@@ -350,7 +350,9 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	if !want || !snap.Found || h.revoked(cl) {
 		if !want || !snap.Found {
 			h.dropStale(cl)
-			h.saveSubs(cl.ID, c, nil)
+		}
+		if want && !snap.Found {
+			h.saveSubs(cl.ID, c, nil) // the claim kept the old node's copy
 		}
 		return
 	}

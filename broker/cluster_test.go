@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 
@@ -58,20 +59,22 @@ func TestClusterNodesShareShadows(t *testing.T) {
 }
 
 // /readyz is 503 while a node cannot reach JetStream (two of the three
-// servers gone: no quorum), and 200 again once it can.
+// servers gone: no quorum), and 200 again once it can. A server that led
+// the JetStream meta group keeps answering for its raft's lost-quorum
+// interval (about 10 s) after the others went, hence the longer bound.
 func TestClusterNodeNotReadyWithoutJetStream(t *testing.T) {
 	nc := natstest.StartCluster(t, 3)
 	nodes := startClusterNodes(t, nc, 1)
 	waitStatus(t, nodes[0].HTTPURL()+"/readyz", 200)
 	nc.Stop(1)
 	nc.Stop(2)
-	body := waitStatus(t, nodes[0].HTTPURL()+"/readyz", 503)
+	body := waitStatusFor(t, nodes[0].HTTPURL()+"/readyz", 503, 30*time.Second)
 	if !strings.Contains(body, "cluster: JetStream unreachable") {
 		t.Fatalf("/readyz without JetStream: %s", body)
 	}
 	nc.Restart(1)
 	nc.Restart(2)
-	waitStatus(t, nodes[0].HTTPURL()+"/readyz", 200)
+	waitStatusFor(t, nodes[0].HTTPURL()+"/readyz", 200, 30*time.Second)
 }
 
 // A wrong cluster URL fails Start with an error naming the problem.

@@ -46,7 +46,13 @@ func startWith(t *testing.T, opts broker.Options, setup func(*broker.Broker)) *b
 // waitStatus polls url until it answers want (or fails t after 10 s).
 func waitStatus(t *testing.T, url string, want int) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	return waitStatusFor(t, url, want, 10*time.Second)
+}
+
+// waitStatusFor is waitStatus with another bound.
+func waitStatusFor(t *testing.T, url string, want int, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		code, body := post(t, "GET", url, "", nil)
 		if code == want {

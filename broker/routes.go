@@ -15,7 +15,7 @@ func (b *Broker) routes(mux *http.ServeMux) {
 		guard.Keys = b.policy
 	}
 	guard.Register(mux)
-	(&api.ShadowAPI{Shadows: b.shadows, Lister: shadowLister{b.db}, Guard: guard}).Register(mux)
+	(&api.ShadowAPI{Shadows: b.shadows, Lister: b.shadowLister(), Guard: guard}).Register(mux)
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
 	(&api.RegistryAPI{Registry: b.registry, Shadows: b.shadows, Guard: guard}).Register(mux)
 	(&api.RolloutAPI{Engine: b.rollouts, Guard: guard}).Register(mux)

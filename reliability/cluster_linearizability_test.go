@@ -24,8 +24,9 @@ import (
 // again on its store. Requests answered 500 (JetStream unreachable or a
 // timeout) may or may not have taken effect and are recorded as open-ended.
 //
-// Cluster mode has no broker wiring yet (docs/cluster.md), so the clients
-// call the services directly, as the HTTP and MQTT faces do.
+// The clients call the services directly, as the HTTP and MQTT faces do;
+// TestClusterNodesLinearizable is the same check through Umbra nodes and
+// MQTT clients.
 // -lin.duration and -lin.restarts make the run longer and restart more.
 func TestClusterLinearizable(t *testing.T) {
 	seed := *linSeed

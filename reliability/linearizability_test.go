@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -304,6 +305,11 @@ type linWorker struct {
 	seq    int
 	last   [linShadows]int64 // last version this client saw per shadow (for versioned updates)
 	gone   [linShadows]bool  // last seen absent
+	// open500 records a request answered 500 as open-ended: on a cluster
+	// node a 500 can be a JetStream acknowledgement that timed out, and the
+	// write may land after the answer.
+	open500 bool
+	fails   *atomic.Int64 // requests answered 500 (with open500)
 }
 
 // next draws the next operation: gets, updates with and without version,
@@ -475,6 +481,11 @@ func (w *linWorker) mqttLoop(ctx context.Context, c paho.Client, replies chan re
 					continue // a late reply to an earlier request
 				}
 				out := parseOutput(w.t, in, r.accepted, r.payload)
+				if w.open500 && out.code == 500 {
+					w.unknown(in, call)
+					w.fails.Add(1)
+					break wait
+				}
 				w.rec.add(w.id, in, out, call, w.rec.now())
 				w.observe(in, out)
 				break wait

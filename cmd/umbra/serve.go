@@ -77,7 +77,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 	}
 	fmt.Fprintf(stdout, "  data      %s\n", b.DataPath())
 	if opts.Cluster.Enabled() {
-		fmt.Fprintf(stdout, "  cluster   %s (shadows in JetStream, %d replicas)\n", strings.Join(opts.Cluster.URLs, ","), max(opts.Cluster.Replicas, 1))
+		replicas := opts.Cluster.Replicas
+		if replicas == 0 {
+			replicas = broker.DefaultClusterReplicas
+		}
+		fmt.Fprintf(stdout, "  cluster   %s (shadows in JetStream, %d replicas)\n", strings.Join(opts.Cluster.URLs, ","), replicas)
 	}
 	switch {
 	case opts.Auth.Enabled:

@@ -214,10 +214,13 @@ type Result struct {
 type runner struct {
 	opts    Options
 	mqttURL string
-	tls     *tls.Config // for a tls:// target (nil: plain TCP)
-	probe   *probe
-	dialers []*net.Dialer
-	report  *Report
+	// mqttURLs, when set, are the nodes client i connects to in turn
+	// (CompareShadowUpdates on a cluster).
+	mqttURLs []string
+	tls      *tls.Config // for a tls:// target (nil: plain TCP)
+	probe    *probe
+	dialers  []*net.Dialer
+	report   *Report
 	// inProcess is the broker started by Run (nil for a target).
 	inProcess *broker.Broker
 }

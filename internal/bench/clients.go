@@ -14,7 +14,11 @@ import (
 
 // connectPaho connects one paho client (MQTT 3.1.1, clean session).
 func (r *runner) connectPaho(id string, i int, handler paho.MessageHandler) (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker(r.mqttURL).SetClientID(id).
+	url := r.mqttURL
+	if len(r.mqttURLs) > 0 {
+		url = r.mqttURLs[i%len(r.mqttURLs)] // spread over the nodes
+	}
+	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).
 		SetProtocolVersion(4).SetCleanSession(true).
 		SetAutoReconnect(false).SetConnectRetry(false).
 		SetKeepAlive(60 * time.Second).

@@ -26,15 +26,17 @@
 //   - Reads go to the bucket stream's leader (Open turns direct gets off on
 //     the bucket's stream), so a get never returns a state older than an
 //     update already acknowledged to anyone.
+//   - History (Config.History versions per shadow) in a stream of its own,
+//     and the listing of a thing's named shadows, with the bbolt engine's
+//     results and paging (history.go).
 //
 // What it does not do yet:
 //
-//   - History: Change.History is not kept (the bbolt engine keeps the last
-//     N entries per shadow); nothing reads history through this engine.
 //   - Expired tombstones are ignored, not removed; they stay in the bucket.
-//   - Listing shadows (the registry's index source), registry, rollouts,
-//     jobs, sessions and cross-node MQTT delivery are not clustered, and
-//     `umbra serve` has no --cluster option yet.
+//   - Sessions and cross-node MQTT delivery are not clustered here (the
+//     registry, rollouts and jobs are in internal/clusterkv). All shadows
+//     are listed, then followed, by Watch: the registry's index source on a
+//     cluster node.
 //
 // An error whose outcome is unknown (a timeout waiting for JetStream's
 // acknowledgement) is reported as a failure (the service answers 500), as
@@ -47,10 +49,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -68,6 +72,10 @@ type Config struct {
 	Timeout time.Duration
 	// Now is the clock for tombstone expiry (nil: time.Now).
 	Now func() time.Time
+	// History is how many versions of history are kept per shadow (0:
+	// none), as in the bbolt engine; they go to the history stream
+	// (history.go).
+	History int
 }
 
 // DefaultBucket is the bucket name used when Config.Bucket is empty.
@@ -75,8 +83,11 @@ const DefaultBucket = "umbra_shadows"
 
 // ShadowStore is a shadow.Store on a JetStream KV bucket.
 type ShadowStore struct {
-	kv  jetstream.KeyValue
-	cfg Config
+	kv       jetstream.KeyValue
+	js       jetstream.JetStream
+	kvStream jetstream.Stream // the bucket's stream (listing)
+	hist     jetstream.Stream // the history stream
+	cfg      Config
 }
 
 var _ shadow.Store = (*ShadowStore)(nil)
@@ -88,8 +99,18 @@ const (
 )
 
 // Open binds to the bucket, creating it when absent, and makes its reads go
-// to the stream leader.
+// to the stream leader. It retries while the cluster is electing leaders
+// (cluster.Retry), until ctx ends.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore, error) {
+	var st *ShadowStore
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		st, err = open(ctx, js, cfg)
+		return err
+	})
+	return st, err
+}
+
+func open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore, error) {
 	if cfg.Bucket == "" {
 		cfg.Bucket = DefaultBucket
 	}
@@ -106,14 +127,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 		cfg.Now = time.Now
 	}
 	if _, err := js.KeyValue(ctx, cfg.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      cfg.Bucket,
-			Description: "Umbra device shadows",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    cfg.Replicas,
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+		// Create the bucket's stream with direct get off from the start,
+		// rather than create the bucket and then update its stream: nodes
+		// starting together all create it (identical configurations, so
+		// all succeed), and an update racing the others' creates left
+		// JetStream's requests unanswered (seen with three nodes starting
+		// at once: every request timed out).
+		_, err = js.CreateStream(ctx, kvStreamConfig(cfg))
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil, fmt.Errorf("clusterstore: create bucket %s: %w", cfg.Bucket, err)
 		}
 	} else if err != nil {
@@ -144,10 +165,36 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 			return nil, fmt.Errorf("clusterstore: stream %s: %w", stream, err)
 		}
 		if !info.CachedInfo().Config.AllowDirect {
-			return &ShadowStore{kv: kv, cfg: cfg}, nil
+			hist, err := openHistory(ctx, js, cfg)
+			if err != nil {
+				return nil, err
+			}
+			return &ShadowStore{kv: kv, js: js, kvStream: info, hist: hist, cfg: cfg}, nil
 		}
 	}
 	return nil, fmt.Errorf("clusterstore: direct get on %s keeps being turned on", stream)
+}
+
+// kvStreamConfig is the stream of a KV bucket as nats.go's CreateKeyValue
+// makes it (history 1), with direct get off: reads go to the leader.
+func kvStreamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              "KV_" + cfg.Bucket,
+		Description:       "Umbra device shadows",
+		Subjects:          []string{"$KV." + cfg.Bucket + ".>"},
+		MaxMsgsPerSubject: 1,
+		MaxBytes:          -1,
+		MaxMsgSize:        -1,
+		MaxMsgs:           -1,
+		MaxConsumers:      -1,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		AllowRollup:       true,
+		DenyDelete:        true,
+		Duplicates:        2 * time.Minute,
+		Discard:           jetstream.DiscardNew,
+		AllowDirect:       false,
+	}
 }
 
 // Key is the KV key of a shadow. Thing and shadow names may hold ':',
@@ -251,14 +298,15 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	}
 	key := Key(c.Ref)
 	var err error
+	var rev uint64
 	if c.Rev == 0 {
-		_, err = s.kv.Create(ctx, key, v)
+		rev, err = s.kv.Create(ctx, key, v)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			s.waitPast(ctx, key, 0)
 			return fmt.Errorf("clusterstore: create %s: %w", c.Ref, shadow.ErrConflict)
 		}
 	} else {
-		_, err = s.kv.Update(ctx, key, v, c.Rev)
+		rev, err = s.kv.Update(ctx, key, v, c.Rev)
 		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			s.waitPast(ctx, key, c.Rev)
 			return fmt.Errorf("clusterstore: update %s at revision %d: %w", c.Ref, c.Rev, shadow.ErrConflict)
@@ -267,5 +315,91 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	if err != nil {
 		return fmt.Errorf("clusterstore: commit %s: %w", c.Ref, err)
 	}
+	if c.History != nil && s.cfg.History > 0 {
+		return s.appendHistory(ctx, c, rev)
+	}
 	return nil
+}
+
+// RefOfKey is the shadow a KV key names (the inverse of Key).
+func RefOfKey(key string) (shadow.Ref, bool) {
+	thing, rest, ok := strings.Cut(key, ".")
+	if !ok {
+		return shadow.Ref{}, false
+	}
+	t, err := base64.RawURLEncoding.DecodeString(thing)
+	if err != nil || len(t) == 0 {
+		return shadow.Ref{}, false
+	}
+	if rest == "c" {
+		return shadow.Ref{Thing: string(t)}, true
+	}
+	name, ok := strings.CutPrefix(rest, "n.")
+	if !ok {
+		return shadow.Ref{}, false
+	}
+	n, err := base64.RawURLEncoding.DecodeString(name)
+	if err != nil || len(n) == 0 {
+		return shadow.Ref{}, false
+	}
+	return shadow.Ref{Thing: string(t), Name: string(n)}, true
+}
+
+// Watch calls fn with every shadow's current document (nil for a deleted
+// shadow), then with every change any node commits, in commit order per
+// shadow, until ctx ends. It returns once the current documents have been
+// delivered (or with an error when that takes longer than three times
+// Config.Timeout). fn runs on one goroutine.
+//
+// Cluster mode feeds the registry's fleet index from it, so that a fleet
+// query on any node sees shadow changes made on every node (eventually:
+// the watch delivers a change a few milliseconds after its commit).
+func (s *ShadowStore) Watch(ctx context.Context, fn func(ref shadow.Ref, doc []byte)) error {
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("clusterstore: watch %s: %w", s.cfg.Bucket, err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if initial {
+						initial = false
+						close(ready)
+					}
+					continue
+				}
+				ref, ok := RefOfKey(e.Key())
+				if !ok {
+					continue
+				}
+				var doc []byte
+				if e.Operation() == jetstream.KeyValuePut {
+					if cur, err := s.decode(e.Value()); err == nil {
+						doc = cur.Doc
+					}
+				}
+				fn(ref, doc)
+			}
+		}
+	}()
+	t := time.NewTimer(3 * s.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("clusterstore: watch %s: the current shadows did not arrive within %s", s.cfg.Bucket, 3*s.cfg.Timeout)
+	}
 }

@@ -237,8 +237,9 @@ func (b *Broker) addHooks() error {
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
+	presence := hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)
 	hs := []mqtt.Hook{b.access, hooks.NewShadowRouter(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		presence,
 		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
 	if err != nil {
@@ -251,9 +252,13 @@ func (b *Broker) addHooks() error {
 	}
 	if cs != nil {
 		hs = append([]mqtt.Hook{cs}, hs...)
+		presence.Generation = b.clusterSessions.Generation
 	}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
+	}
+	if cs != nil {
+		hs = append(hs, b.clusterSessions.Last())
 	}
 	for _, h := range hs {
 		if err := b.mqtt.AddHook(h, nil); err != nil {

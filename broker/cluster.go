@@ -193,6 +193,9 @@ func (b *Broker) clusterSessionHook(persist bool) (mqtt.Hook, error) {
 	if persist {
 		cfg.Flush = b.db.Flush
 	}
+	if b.clusterMeta != nil {
+		cfg.Recorded = b.clusterMeta.Flush // the registry's connectivity records
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.cluster.Timeout)
 	defer cancel()
 	h, err := clustersession.Open(ctx, cfg)

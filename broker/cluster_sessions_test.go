@@ -302,3 +302,31 @@ func TestClusterSessionOfAStuckNode(t *testing.T) {
 		t.Fatalf("delta on node C: %s %s", pk.TopicName, pk.Payload)
 	}
 }
+
+// Issue 19: a device moving back and forth between nodes ends "connected"
+// in the shared registry, on every node: the old node's disconnect
+// (DUPLICATE_CLIENTID) is recorded before the new node's connect, never
+// after it.
+func TestClusterTakeoverLeavesDeviceConnected(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	var prev *rawClient
+	for round := range 6 {
+		node := []int{0, 2}[round%2]
+		c, ack := rawConnect(t, hostPort(nodes[node].MQTTURL()), nil, 5, "lamp", true)
+		if ack.ReasonCode != 0 {
+			t.Fatalf("round %d: CONNACK %#x", round, ack.ReasonCode)
+		}
+		if prev != nil {
+			prev.expectClosed()
+		}
+		prev = c
+	}
+	for i, n := range nodes {
+		var last string
+		waitFor(t, fmt.Sprintf("node %d to show lamp connected", i), func() bool {
+			last = httpGet(t, n.HTTPURL()+"/api/things/lamp/connectivity", 200)
+			return gjson.Get(last, "connectivity.connected").Bool()
+		}, func() string { return last })
+	}
+}

@@ -72,8 +72,14 @@ type Config struct {
 	HandoverTimeout time.Duration
 	// Flush makes the session changes staged by the hooks durable (the
 	// session store's flush); nil when sessions are not persisted.
-	Flush  func(context.Context) error
-	Logger *slog.Logger
+	Flush func(context.Context) error
+	// Recorded, when set, makes what the hooks recorded about connections
+	// that ended shared (the registry's connectivity records): a node that
+	// closes a connection for a takeover calls it, after the connection's
+	// OnDisconnect hooks ran and before it answers, so that the old
+	// connection's end is recorded before the new one's start.
+	Recorded func(context.Context) error
+	Logger   *slog.Logger
 }
 
 // Hook is the Mochi hook. Add it before the other hooks, so that the
@@ -90,7 +96,8 @@ type Hook struct {
 	mu     sync.Mutex
 	byID   map[string]map[*mqtt.Client]*conn
 	conns  map[*mqtt.Client]*conn
-	handed map[string]*handoff // sessions sent to another node, not yet released
+	handed map[string]*handoff            // sessions sent to another node, not yet released
+	ended  map[*mqtt.Client]chan struct{} // connections closed for a takeover, until their OnDisconnect hooks ran
 
 	handovers atomic.Int64 // sessions received (tests, logs)
 }
@@ -151,7 +158,7 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Hook{cfg: cfg, log: cfg.Logger, byID: map[string]map[*mqtt.Client]*conn{},
-		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}}
+		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{}}
 	kv, err := openBucket(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -483,6 +490,19 @@ func (h *Hook) track(cl *mqtt.Client, gen uint64) *conn {
 	return c
 }
 
+// Generation is a connection's generation (0 if it has none): the
+// revision of the ownership entry its connect wrote, higher for a newer
+// connection of the same client id on any node. The presence hook orders
+// a client's connectivity reports by it.
+func (h *Hook) Generation(cl *mqtt.Client) int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if c := h.conns[cl]; c != nil {
+		return int64(c.gen)
+	}
+	return 0
+}
+
 func (h *Hook) revoked(cl *mqtt.Client) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -544,9 +564,7 @@ func (h *Hook) onTakeover(m *nats.Msg) {
 		}
 	}
 	h.mu.Unlock()
-	for _, cl := range established {
-		_ = h.cfg.Server.DisconnectClient(cl, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
-	}
+	h.closeAndRecord(established)
 	for _, cl := range pending {
 		cl.Stop(packets.ErrSessionTakenOver) // before its CONNACK: just close
 	}
@@ -575,6 +593,67 @@ func (h *Hook) onTakeover(m *nats.Msg) {
 	h.handed[req.Client] = &handoff{client: existing, gen: req.Gen, sent: sent}
 	h.mu.Unlock()
 	reply(m, s)
+}
+
+// closeAndRecord closes connections taken over by another node (DISCONNECT
+// 0x8E) and waits, a bounded time, until their ends are recorded: their
+// OnDisconnect hooks ran (the Last hook saw them) and Config.Recorded
+// returned. The new node reports its connection after this node's answer,
+// so a shared registry gets the end before the start.
+func (h *Hook) closeAndRecord(cls []*mqtt.Client) {
+	if len(cls) == 0 {
+		return
+	}
+	waits := make([]chan struct{}, len(cls))
+	h.mu.Lock()
+	for i, cl := range cls {
+		waits[i] = make(chan struct{})
+		h.ended[cl] = waits[i]
+	}
+	h.mu.Unlock()
+	for _, cl := range cls {
+		_ = h.cfg.Server.DisconnectClient(cl, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.HandoverTimeout/2)
+	defer cancel()
+	for i, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			h.mu.Lock()
+			delete(h.ended, cls[i])
+			h.mu.Unlock()
+			h.log.Warn("cluster session: a connection taken over did not end in time", "client", cls[i].ID)
+		}
+	}
+	if h.cfg.Recorded != nil {
+		if err := h.cfg.Recorded(ctx); err != nil {
+			h.log.Warn("cluster session: the end of a connection taken over not recorded before the answer", "error", err)
+		}
+	}
+}
+
+// Last returns the hook to add after all others: it tells the takeover
+// that a closed connection's OnDisconnect hooks have run.
+func (h *Hook) Last() mqtt.Hook { return &lastHook{h: h} }
+
+type lastHook struct {
+	mqtt.HookBase
+	h *Hook
+}
+
+func (l *lastHook) ID() string { return "umbra-cluster-sessions-last" }
+
+func (l *lastHook) Provides(b byte) bool { return b == mqtt.OnDisconnect }
+
+func (l *lastHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	l.h.mu.Lock()
+	w := l.h.ended[cl]
+	delete(l.h.ended, cl)
+	l.h.mu.Unlock()
+	if w != nil {
+		close(w)
+	}
 }
 
 // onRelease answers the node that stored a session handed to it: send

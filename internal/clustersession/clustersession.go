@@ -165,7 +165,10 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 	}
 	h.kv = kv
 	for suffix, fn := range map[string]nats.MsgHandler{"takeover": h.onTakeover, "release": h.onRelease} {
-		sub, err := cfg.NC.Subscribe(subject(cfg.Node, suffix), fn)
+		// Each request in its own goroutine: a takeover waits for the
+		// connection it closed to end, and one client id's wait must not
+		// hold up the others' (a node whose devices all move at once).
+		sub, err := cfg.NC.Subscribe(subject(cfg.Node, suffix), func(m *nats.Msg) { go fn(m) })
 		if err != nil {
 			h.Close()
 			return nil, fmt.Errorf("clustersession: subscribe: %w", err)

@@ -158,6 +158,9 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	if err := b.startBridge(ctx); err != nil {
 		return err
 	}
+	if b.clusterSessions != nil {
+		b.bg.Go("cluster-sessions", b.clusterSessions.DropForeign)
+	}
 	b.serveHTTP()
 	b.log.Info("umbra started", "data", b.db.Path(), "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", b.HTTPAddr())
 	return nil
@@ -236,14 +239,23 @@ func (b *Broker) addHooks() error {
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
+	presence := hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)
 	hs := []mqtt.Hook{b.access, hooks.NewShadowRouter(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		presence,
 		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
 	if err != nil {
 		return err
 	}
 	hs = append(hs, quota)
+	cs, err := b.clusterSessionHook(!b.opts.EphemeralSessions)
+	if err != nil {
+		return err
+	}
+	if cs != nil {
+		hs = append([]mqtt.Hook{cs}, hs...)
+		presence.Generation = b.clusterSessions.Generation
+	}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
 	}
@@ -252,6 +264,9 @@ func (b *Broker) addHooks() error {
 		return err
 	}
 	hs = append(hs, bridged...)
+	if cs != nil {
+		hs = append(hs, b.clusterSessions.Last())
+	}
 	for _, h := range hs {
 		if err := b.mqtt.AddHook(h, nil); err != nil {
 			return fmt.Errorf("add hook %s: %w", h.ID(), err)

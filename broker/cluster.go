@@ -22,10 +22,12 @@ import (
 	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/cluster/bridge"
 	"github.com/umbra-iot/umbra/internal/clusterkv"
+	"github.com/umbra-iot/umbra/internal/clustersession"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 )
 
 // clusterState is the Broker's share of cluster mode (Options.Cluster):
@@ -34,6 +36,9 @@ type clusterState struct {
 	cluster *cluster.Conn // nil on a single node
 	// clusterShadows is the shadow store engine on JetStream KV.
 	clusterShadows *clusterstore.ShadowStore
+	// clusterSessions makes client ids and persistent sessions
+	// cluster-wide (internal/clustersession).
+	clusterSessions *clustersession.Hook
 	// clusterMeta is the shared transactional store of the registry,
 	// artifact metadata, job executions, rollouts and jobs.
 	clusterMeta *clusterkv.Store
@@ -177,6 +182,35 @@ func (b *Broker) shadowStore(local shadow.Store) shadow.Store {
 		return b.clusterShadows
 	}
 	return local
+}
+
+// clusterSessionHook returns the hook that takes client ids over across
+// the cluster and moves persistent sessions between nodes (nil on a single
+// node). It goes first among the hooks: the session it installs must be
+// there when the others run.
+func (b *Broker) clusterSessionHook(persist bool) (mqtt.Hook, error) {
+	if b.cluster == nil {
+		return nil, nil
+	}
+	cfg := clustersession.Config{
+		Server: b.mqtt, NC: b.cluster.NC, JS: b.cluster.JS, Node: b.cluster.Name,
+		Replicas: b.opts.Cluster.Replicas, Timeout: b.cluster.Timeout,
+		Logger: b.log.With("component", "cluster-sessions"),
+	}
+	if persist {
+		cfg.Flush = b.db.Flush
+	}
+	if b.clusterMeta != nil {
+		cfg.Recorded = b.clusterMeta.Flush // the registry's connectivity records
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*b.cluster.Timeout)
+	defer cancel()
+	h, err := clustersession.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.clusterSessions = h
+	return h, nil
 }
 
 // shadowLister serves shadow history and named-shadow listings from the

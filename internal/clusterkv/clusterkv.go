@@ -93,7 +93,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/nats-io/nuid"
+	"github.com/umbra-iot/umbra/internal/cluster"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -221,16 +223,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	s := &Store{cfg: cfg, js: js, nc: js.Conn(), advance: make(chan struct{}),
 		staged: map[[2]string][]byte{}, stagedD: map[[2]string]bool{}}
 	var err error
-	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:               cfg.Stream,
-		Subjects:           []string{cfg.Stream + ".>"},
-		Storage:            jetstream.FileStorage,
-		Replicas:           cfg.Replicas,
-		MaxMsgsPerSubject:  1,
-		Discard:            jetstream.DiscardOld,
-		AllowAtomicPublish: true,
-		AllowDirect:        false,
-		Description:        "Umbra cluster mode: registry, groups, rollouts, jobs, artifact metadata (internal/clusterkv)",
+	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		s.stream, err = js.CreateOrUpdateStream(ctx, streamConfig(cfg))
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clusterkv: stream %s: %w", cfg.Stream, err)
@@ -251,7 +246,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: replica: %w", err)
 	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	var cons jetstream.Consumer
+	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		return err
+	})
 	if err != nil {
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: consumer: %w", err)
@@ -787,4 +786,19 @@ func (t *txn) writeSet() []write {
 	}
 	slices.SortFunc(out, func(a, b write) int { return strings.Compare(a.bucket+"\x00"+a.key, b.bucket+"\x00"+b.key) })
 	return out
+}
+
+// streamConfig is the shared stream's configuration.
+func streamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Subjects:           []string{cfg.Stream + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           cfg.Replicas,
+		MaxMsgsPerSubject:  1,
+		Discard:            jetstream.DiscardOld,
+		AllowAtomicPublish: true,
+		AllowDirect:        false,
+		Description:        "Umbra cluster mode: registry, groups, rollouts, jobs, artifact metadata (internal/clusterkv)",
+	}
 }

@@ -74,7 +74,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/umbra-iot/umbra/internal/cluster"
 
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
@@ -226,14 +228,18 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Resync()
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	st, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              RetainedStream,
-		Description:       "Umbra: MQTT retained messages, one per topic (an empty one is a deletion)",
-		Subjects:          []string{RetainedPrefix + ">"},
-		MaxMsgsPerSubject: 1,
-		Replicas:          b.cfg.Replicas,
-		Storage:           jetstream.FileStorage,
-		Discard:           jetstream.DiscardOld,
+	var st jetstream.Stream
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		st, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:              RetainedStream,
+			Description:       "Umbra: MQTT retained messages, one per topic (an empty one is a deletion)",
+			Subjects:          []string{RetainedPrefix + ">"},
+			MaxMsgsPerSubject: 1,
+			Replicas:          b.cfg.Replicas,
+			Storage:           jetstream.FileStorage,
+			Discard:           jetstream.DiscardOld,
+		})
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("bridge: retained stream: %w", err)

@@ -1,8 +1,10 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,5 +87,41 @@ func TestClusterBadURL(t *testing.T) {
 	_, err := broker.New(broker.Options{Cluster: broker.ClusterOptions{URLs: []string{"localhost:4222"}}})
 	if err == nil || !strings.Contains(err.Error(), "nats://host:port") {
 		t.Fatalf("New with a URL without scheme: %v", err)
+	}
+}
+
+// Three nodes started at the same moment on a fresh JetStream cluster (a
+// compose file, a systemd boot) all start: each creates the same buckets
+// and streams while JetStream elects their leaders, which leaves some of
+// its requests unanswered; the node repeats them instead of failing.
+func TestClusterNodesStartTogether(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Go(func() {
+			o := brokertest.LoopbackOptions(t.TempDir())
+			o.Cluster = broker.ClusterOptions{URLs: []string{nc.URL(i)}, Name: fmt.Sprintf("node-%d", i)}
+			b, err := broker.New(o)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if errs[i] = b.Start(ctx); errs[i] == nil {
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = b.Shutdown(ctx)
+				})
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("node %d did not start: %v", i, err)
+		}
 	}
 }

@@ -138,6 +138,16 @@ func (n *node) isDeletion() bool {
 	return n.kind == kindNull || (n.kind == kindObject && n.live == 0)
 }
 
+// wellKnownNames are the member names of the shadow document format, read
+// only after init.
+var wellKnownNames = func() map[string]string {
+	m := map[string]string{}
+	for _, n := range []string{"state", "desired", "reported", "delta", "metadata", "timestamp", "version", "clientToken"} {
+		m[n] = n
+	}
+	return m
+}()
+
 // unquote decodes the raw text of a string the parser accepted. Lone or
 // mismatched surrogates decode to U+FFFD, as encoding/json does.
 func unquote(raw []byte) string {
@@ -150,6 +160,12 @@ func unquote(raw []byte) string {
 		}
 	}
 	if !esc {
+		// The member names every document repeats (the metadata tree holds
+		// a "timestamp" per leaf) are shared, not copied: a map lookup
+		// keyed by string(body) does not allocate.
+		if s, ok := wellKnownNames[string(body)]; ok {
+			return s
+		}
 		return string(body)
 	}
 	out := make([]byte, 0, len(body))

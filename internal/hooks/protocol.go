@@ -72,10 +72,15 @@ func (h *Protocol) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	return nil
 }
 
+// errPublishNotAuthorized is Mochi's stop cause, boxed once.
+var errPublishNotAuthorized error = mqtt.ErrPublishNotAuthorized
+
 // OnPacketProcessed records an offence. It runs before Mochi closes the
 // offender's connection, so the offender cannot reconnect before it counts.
 func (h *Protocol) OnPacketProcessed(cl *mqtt.Client, _ packets.Packet, err error) {
-	if h.Backoff <= 0 || !errors.Is(err, mqtt.ErrPublishNotAuthorized) {
+	// err == nil first: converting the packets.Code value to an error
+	// interface for errors.Is allocates, and this runs for every packet.
+	if h.Backoff <= 0 || err == nil || !errors.Is(err, errPublishNotAuthorized) {
 		return
 	}
 	now := time.Now()

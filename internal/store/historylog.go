@@ -188,13 +188,15 @@ func trimHistoryLog(tx *bolt.Tx, pos *[]byte, budget int) error {
 		k, v = c.First()
 	}
 	var dead [][]byte
+	var hk []byte // one head key buffer for the whole visit (bbolt's Get keeps no key)
 	for n := 0; k != nil && n < budget; k, v = c.Next() {
 		n++
 		rec, ok := parseRecord(v)
 		if !ok {
 			continue // not ours to judge
 		}
-		h, ok := readHead(hb.Get(historyHeadKey(historyPrefix(rec.key))))
+		hk = append(append(append(hk[:0], rec.key...), 0), 0xff) // historyHeadKey(historyPrefix(rec.key))
+		h, ok := readHead(hb.Get(hk))
 		if seq := binary.BigEndian.Uint64(k); !ok || seq < h.start || rec.version <= h.floor() {
 			dead = append(dead, bytes.Clone(k))
 		}

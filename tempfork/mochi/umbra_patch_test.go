@@ -507,3 +507,50 @@ func TestRetainWhileScanningMessages(t *testing.T) {
 		}
 	}
 }
+
+var subscribersSink *Subscribers
+
+// UMBRA PATCH 19: Subscribers builds no set for a topic nobody subscribes
+// to and only the set of the kind that matched otherwise; the sets it
+// returns are the same as before (plain, wildcard, shared, inline, the
+// $-topic rule), and a publish with shared subscribers still merges them.
+func TestSubscribersAllocatesOnlyWhatMatches(t *testing.T) {
+	index := NewTopicsIndex()
+	index.Subscribe("c1", packets.Subscription{Filter: "a/b/c", Qos: 1})
+	index.Subscribe("c1", packets.Subscription{Filter: "a/+/c", Qos: 0, Identifier: 7})
+	index.Subscribe("c3", packets.Subscription{Filter: "m/#"})
+	index.Subscribe("c5", packets.Subscription{Filter: "$share/g/s/t", ShareName: []string{"g"}})
+	index.InlineSubscribe(InlineSubscription{Subscription: packets.Subscription{Filter: "i/j", Identifier: 1}})
+	index.Subscribe("c6", packets.Subscription{Filter: "$aws/things/+/shadow/update/accepted", Qos: 1})
+	index.Subscribe("c7", packets.Subscription{Filter: "+/things/t1/shadow/update/accepted"})
+
+	none := index.Subscribers("$aws/things/t1/shadow/update")
+	require.Empty(t, none.Subscriptions)
+	require.Empty(t, none.Shared)
+	require.Empty(t, none.InlineSubscriptions)
+	// One allocation at most: the *Subscribers itself (upstream: 11); with
+	// one subscriber, 5 (upstream: 16).
+	require.LessOrEqual(t, testing.AllocsPerRun(100, func() { subscribersSink = index.Subscribers("$aws/things/t1/shadow/update") }), 1.0)
+	require.LessOrEqual(t, testing.AllocsPerRun(100, func() { subscribersSink = index.Subscribers("$aws/things/t1/shadow/update/accepted") }), 5.0)
+
+	one := index.Subscribers("$aws/things/t1/shadow/update/accepted")
+	require.Len(t, one.Subscriptions, 1)
+	require.Equal(t, byte(1), one.Subscriptions["c6"].Qos)
+	require.Nil(t, one.Shared)
+	require.Nil(t, one.InlineSubscriptions)
+
+	merged := index.Subscribers("a/b/c")
+	require.Len(t, merged.Subscriptions, 1)
+	require.Equal(t, byte(1), merged.Subscriptions["c1"].Qos)
+	require.Equal(t, 7, merged.Subscriptions["c1"].Identifiers["a/+/c"])
+
+	require.Contains(t, index.Subscribers("m/n").Subscriptions, "c3")
+	require.Contains(t, index.Subscribers("i/j").InlineSubscriptions, 1)
+
+	shared := index.Subscribers("s/t")
+	require.Nil(t, shared.Subscriptions)
+	require.Contains(t, shared.Shared, "$share/g/s/t")
+	shared.SelectShared()
+	shared.MergeSharedSelected() // into a nil Subscriptions
+	require.Contains(t, shared.Subscriptions, "c5")
+}

@@ -174,7 +174,7 @@ func TestREADMECluster(t *testing.T) {
 			time.Sleep(200 * time.Millisecond) // pacing of the retry, not synchronisation
 		}
 	}
-	var final []string
+	var final []int64
 	for _, n := range []int{1, 3} {
 		code, body := shadowHTTP(t, "GET", httpURL(n), "")
 		if code != http.StatusOK {
@@ -197,10 +197,10 @@ func TestREADMECluster(t *testing.T) {
 		if doc.Version < 5 {
 			t.Errorf("node %d: version %d after five accepted updates", n, doc.Version)
 		}
-		final = append(final, strconv.FormatInt(doc.Version, 10))
+		final = append(final, doc.Version)
 	}
 	if final[0] != final[1] {
-		t.Errorf("nodes 1 and 3 answer versions %s and %s", final[0], final[1])
+		t.Errorf("nodes 1 and 3 answer versions %d and %d", final[0], final[1])
 	}
 	// Both living nodes are ready with 2 of 3 NATS servers (once the
 	// JetStream meta layer has a leader again, if it was on server 3).
@@ -215,6 +215,82 @@ func TestREADMECluster(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond) // pacing of the poll
 		}
+	}
+
+	// Quorum lost: NATS server 2 dies too, one of three is left. An update
+	// is refused with 500 (it cannot be acknowledged), /readyz turns 503;
+	// once server 2 is back, every update acknowledged before is there.
+	killPIDFile(t, dir, "n2.pid")
+	quorumLost := time.Now()
+	if code, body := shadowHTTP(t, "POST", httpURL(1), `{"state":{"desired":{"during_quorum_loss":true}}}`); code != http.StatusInternalServerError {
+		t.Errorf("update with 1 of 3 NATS servers: HTTP %d %s, want 500", code, body)
+	}
+	t.Logf("update without quorum answered after %s", time.Since(quorumLost).Round(time.Millisecond))
+	pollUntil(t, "node 1 /readyz 503 without quorum", 60*time.Second, func() (bool, string) {
+		code, body := getReady(httpURL(1))
+		return code == http.StatusServiceUnavailable, fmt.Sprintf("HTTP %d %s", code, body)
+	})
+	t.Logf("node 1 /readyz 503 %s after the quorum loss", time.Since(quorumLost).Round(time.Millisecond))
+
+	restart := exec.Command(filepath.Join(binDir, "nats-server"), "-c", "n2.conf")
+	restart.Dir = dir
+	restart.Env = cmd.Env
+	restart.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pgid: pgid} // the block's group: the cleanup kills it
+	logf, err := os.OpenFile(filepath.Join(dir, "n2.log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	restart.Stdout, restart.Stderr = logf, logf
+	if err := restart.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = restart.Wait() }()
+	restarted := time.Now()
+	var body string
+	pollUntil(t, "node 1 serving the shadow after NATS server 2's restart", 60*time.Second, func() (bool, string) {
+		var code int
+		code, body = shadowHTTP(t, "GET", httpURL(1), "")
+		return code == http.StatusOK, fmt.Sprintf("HTTP %d %s", code, body)
+	})
+	t.Logf("node 1 served the shadow %s after NATS server 2's restart", time.Since(restarted).Round(time.Millisecond))
+	var doc struct {
+		State struct {
+			Desired map[string]any `json:"desired"`
+		} `json:"state"`
+		Version int64 `json:"version"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"led_is_on", "color", "after_nats_loss_1", "after_nats_loss_3"} {
+		if _, ok := doc.State.Desired[k]; !ok {
+			t.Errorf("after the quorum came back: desired lacks %q: %s", k, body)
+		}
+	}
+	if doc.Version < final[0] {
+		t.Errorf("after the quorum came back: version %d, was %d", doc.Version, final[0])
+	}
+	pollUntil(t, "node 1 /readyz 200 after NATS server 2's restart", 60*time.Second, func() (bool, string) {
+		code, body := getReady(httpURL(1))
+		return code == http.StatusOK, fmt.Sprintf("HTTP %d %s", code, body)
+	})
+}
+
+// pollUntil polls cond until it holds, failing the test after timeout
+// with cond's last description.
+func pollUntil(t *testing.T, what string, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
+		}
+		time.Sleep(200 * time.Millisecond) // pacing of the poll
 	}
 }
 

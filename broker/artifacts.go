@@ -68,7 +68,7 @@ func (b *Broker) openArtifacts() error {
 		return err
 	}
 	b.artifacts, err = artifact.Open(b.ctx, artifact.Config{
-		Dir: filepath.Join(b.opts.DataDir, "artifacts"), Store: artifactKV{b.db}, PublicKey: key,
+		Dir: filepath.Join(b.opts.DataDir, "artifacts"), Store: b.artifactStore(), Blobs: b.artifactBlobs(), PublicKey: key,
 		TokenTTL: b.opts.Artifacts.TokenTTL, MaxSize: b.opts.Artifacts.MaxSize, Clock: b.opts.RolloutClock,
 		InUse: func(id string) []string {
 			if b.rollouts == nil {

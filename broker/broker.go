@@ -21,7 +21,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +36,6 @@ import (
 	"github.com/umbra-iot/umbra/internal/limits"
 	"github.com/umbra-iot/umbra/internal/rollout"
 	"github.com/umbra-iot/umbra/internal/store"
-	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 )
@@ -197,9 +195,9 @@ func (b *Broker) addHooks() error {
 	b.access = hooks.NewAccess(b.authn, b.log.With("component", "auth"))
 	var err error
 	b.registry, err = registry.Open(registry.Config{
-		Store: storeadapt.KV{DB: b.db}, Shadows: storeadapt.ShadowSource{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Store: b.registryStore(), Shadows: b.indexShadows(), Publisher: mqttPublisher{b.mqtt},
 		Policy: b.opts.Registration, RecreateDeleted: b.opts.RecreateDeletedThings, Logger: b.log.With("component", "registry"),
-		SnapshotPath:   filepath.Join(b.opts.DataDir, IndexSnapshotFile),
+		SnapshotPath: b.indexSnapshotPath(), Shared: b.clusterMeta != nil,
 		OnConnectivity: func(id string, c registry.Connectivity) { b.events.PublishJSON("connectivity", id, c) },
 		OnRevoked:      b.endRevoked,
 	})
@@ -217,7 +215,7 @@ func (b *Broker) addHooks() error {
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Executions: b.jobs,
 		Artifacts:  rolloutArtifacts{b},
-		Fleet:      b.registry, Shadows: b.shadows, Store: storeadapt.RolloutStore{DB: b.db}, Publisher: mqttPublisher{b.mqtt},
+		Fleet:      b.registry, Shadows: b.shadows, Store: b.rolloutStore(), Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
@@ -225,6 +223,9 @@ func (b *Broker) addHooks() error {
 	})
 	if err != nil {
 		return fmt.Errorf("rollouts: %w", err)
+	}
+	if err := b.followCluster(b.ctx); err != nil {
+		return err
 	}
 	b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
 	b.bg.Go("jobs", func(ctx context.Context) { b.jobs.Run(ctx, b.opts.RolloutInterval) })

@@ -3,18 +3,27 @@ package broker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/umbra-iot/umbra/internal/api"
+	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/clusterkv"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
+	"github.com/umbra-iot/umbra/internal/storeadapt"
+	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -24,6 +33,19 @@ type clusterState struct {
 	cluster *cluster.Conn // nil on a single node
 	// clusterShadows is the shadow store engine on JetStream KV.
 	clusterShadows *clusterstore.ShadowStore
+	// clusterMeta is the shared transactional store of the registry,
+	// artifact metadata, job executions, rollouts and jobs.
+	clusterMeta *clusterkv.Store
+	// clusterBlobs holds the artifact images (JetStream object store).
+	clusterBlobs jetstream.ObjectStore
+	// metaFollow forwards other nodes' transactions to the registry
+	// (StoreChanged); until the registry is open it keeps them.
+	metaFollow struct {
+		sync.Mutex
+		opened  bool // the store has caught up at Open: what it applied until then, the registry reads at its Open
+		reg     *registry.Registry
+		pending []clusterkv.Change
+	}
 	// jsErr is the last JetStream probe's failure (nil: reachable).
 	jsErr    atomic.Pointer[error]
 	jsRTT    prometheus.Histogram
@@ -63,6 +85,24 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	b.clusterMeta, err = clusterkv.Open(ctx, conn.JS, clusterkv.Config{
+		Replicas: c.Replicas, Node: name, Timeout: c.Timeout,
+		Dir:     filepath.Join(b.opts.DataDir, "cluster"),
+		OnApply: b.metaApplied,
+	})
+	if err != nil {
+		return err
+	}
+	b.metaFollow.Lock()
+	b.metaFollow.opened = true
+	b.metaFollow.Unlock()
+	b.clusterBlobs, err = conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket: ArtifactObjectStore, Description: "Umbra firmware artifacts (images by SHA-256)",
+		Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: artifact object store: %w", err)
 	}
 	b.jsRTT = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "umbra_cluster_jetstream_rtt_seconds",
@@ -160,9 +200,144 @@ func (l clusterLister) History(ref shadow.Ref, before int64, limit int) ([]json.
 	return out, nil
 }
 
-// closeCluster closes the NATS connection (Shutdown, failed Start).
+// closeCluster closes the shared store and the NATS connection
+// (Shutdown, failed Start).
 func (b *Broker) closeCluster() {
+	if b.clusterMeta != nil {
+		// staged connectivity records (write-behind) go out first
+		ctx, cancel := context.WithTimeout(context.Background(), b.cluster.Timeout)
+		if err := b.clusterMeta.Flush(ctx); err != nil {
+			b.log.Warn("cluster: staged registry records not written", "error", err)
+		}
+		cancel()
+		_ = b.clusterMeta.Close()
+	}
 	b.cluster.Close()
+}
+
+// metaApplied is the shared store's OnApply: another node's transaction
+// goes to the registry, which brings its index up to date.
+func (b *Broker) metaApplied(changes []clusterkv.Change, local bool) {
+	if local {
+		return
+	}
+	f := &b.metaFollow
+	f.Lock()
+	defer f.Unlock()
+	switch {
+	case !f.opened:
+		return // the replay at start: the registry's Open reads it all
+	case f.reg == nil:
+		f.pending = append(f.pending, changes...)
+		return
+	}
+	for _, c := range changes {
+		f.reg.StoreChanged(c.Bucket, c.Key)
+	}
+}
+
+// followCluster starts, on a cluster node, what keeps the registry
+// current with the other nodes: their registry transactions (metaApplied)
+// and every shadow change (a watch on the shadow bucket, which also gives
+// the index the shadows at start). It returns once the index holds the
+// shadows stored now.
+func (b *Broker) followCluster(ctx context.Context) error {
+	if b.clusterMeta == nil {
+		return nil
+	}
+	f := &b.metaFollow
+	f.Lock()
+	f.reg = b.registry
+	for _, c := range f.pending {
+		b.registry.StoreChanged(c.Bucket, c.Key)
+	}
+	f.pending = nil
+	f.Unlock()
+	err := b.clusterShadows.Watch(ctx, func(ref shadow.Ref, doc []byte) {
+		b.registry.ShadowChanged(shadow.Event{Change: shadow.Change{Ref: ref, Doc: doc}})
+		if b.rollouts != nil {
+			b.rollouts.ShadowChanged(ref.Thing)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("cluster: follow shadows: %w", err)
+	}
+	return nil
+}
+
+// registryStore is the registry's (and the jobs service's) store: the
+// shared store on a cluster node, bbolt otherwise.
+func (b *Broker) registryStore() registry.Store {
+	if b.clusterMeta != nil {
+		return storeadapt.ClusterKV{S: b.clusterMeta}
+	}
+	return storeadapt.KV{DB: b.db}
+}
+
+// rolloutStore is the rollout engine's store.
+func (b *Broker) rolloutStore() storeadapt.RolloutStore {
+	if b.clusterMeta != nil {
+		return storeadapt.RolloutStore{DB: b.db, KV: storeadapt.ClusterKV{S: b.clusterMeta}}
+	}
+	return storeadapt.RolloutStore{DB: b.db}
+}
+
+// artifactStore is the artifact metadata's store (the blobs stay in the
+// node's data directory).
+func (b *Broker) artifactStore() artifact.Store {
+	if b.clusterMeta != nil {
+		return artifactClusterKV{b.clusterMeta}
+	}
+	return artifactKV{b.db}
+}
+
+// ArtifactObjectStore is the JetStream object store of artifact images in
+// cluster mode.
+const ArtifactObjectStore = "umbra_artifacts"
+
+// artifactBlobs is the artifact images' shared copy on a cluster node.
+func (b *Broker) artifactBlobs() artifact.Blobs {
+	if b.clusterBlobs == nil {
+		return nil
+	}
+	return objectBlobs{b.clusterBlobs}
+}
+
+type objectBlobs struct{ obs jetstream.ObjectStore }
+
+func (o objectBlobs) Put(ctx context.Context, id string, content io.Reader) error {
+	_, err := o.obs.Put(ctx, jetstream.ObjectMeta{Name: id}, content)
+	return err
+}
+
+func (o objectBlobs) Get(ctx context.Context, id string, w io.Writer) error {
+	r, err := o.obs.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("%w: %v", os.ErrNotExist, err)
+	}
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = io.Copy(w, r)
+	return err
+}
+
+func (o objectBlobs) Delete(ctx context.Context, id string) error {
+	if err := o.obs.Delete(ctx, id); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return err
+	}
+	return nil
+}
+
+type artifactClusterKV struct{ s *clusterkv.Store }
+
+func (s artifactClusterKV) UpdateKV(ctx context.Context, fn func(artifact.KV) error) error {
+	return s.s.UpdateKV(ctx, func(kv clusterkv.KV) error { return fn(kv) })
+}
+
+func (s artifactClusterKV) ViewKV(fn func(artifact.KV) error) error {
+	return s.s.ViewKV(func(kv clusterkv.KV) error { return fn(kv) })
 }
 
 // clusterConnCollector exports the NATS connection's counters.
@@ -186,4 +361,23 @@ func (c clusterConnCollector) Collect(ch chan<- prometheus.Metric) {
 		up = 1
 	}
 	ch <- prometheus.MustNewConstMetric(clusterConnectedDesc, prometheus.GaugeValue, up)
+}
+
+// indexShadows is where the registry reads the stored shadows at start:
+// bbolt; on a cluster node none, as the watch on the shadow bucket
+// (followCluster) delivers them.
+func (b *Broker) indexShadows() registry.ShadowSource {
+	if b.clusterMeta != nil {
+		return nil
+	}
+	return storeadapt.ShadowSource{DB: b.db}
+}
+
+// indexSnapshotPath is the fleet index snapshot file; a cluster node has
+// none and builds its index from the shared stores at start.
+func (b *Broker) indexSnapshotPath() string {
+	if b.clusterMeta != nil {
+		return ""
+	}
+	return filepath.Join(b.opts.DataDir, IndexSnapshotFile)
 }

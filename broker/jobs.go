@@ -4,7 +4,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/umbra-iot/umbra/internal/awsjobs"
-	"github.com/umbra-iot/umbra/internal/storeadapt"
 )
 
 // openJobs opens the AWS IoT Jobs service (job executions and the device
@@ -12,7 +11,7 @@ import (
 // step timers run on the rollout clock.
 func (b *Broker) openJobs() error {
 	cfg := awsjobs.Config{
-		Store: storeadapt.KV{DB: b.db}, Publisher: mqttPublisher{b.mqtt}, Clock: b.opts.RolloutClock,
+		Store: b.registryStore(), Publisher: mqttPublisher{b.mqtt}, Clock: b.opts.RolloutClock,
 		Logger: b.log.With("component", "jobs"),
 		OnChange: func(e awsjobs.Execution) {
 			if b.rollouts != nil {

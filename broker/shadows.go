@@ -79,7 +79,11 @@ func (b *Broker) shadowLimits() shadow.Limiter {
 // shadowChanged runs after every committed shadow change, in version order
 // per shadow: the fleet index, then the live event stream.
 func (b *Broker) shadowChanged(ev shadow.Event) {
-	b.registry.ShadowChanged(ev)
+	if b.clusterShadows == nil {
+		// on a cluster node the watch on the shadow bucket indexes every
+		// node's changes in commit order (followCluster)
+		b.registry.ShadowChanged(ev)
+	}
 	if b.rollouts != nil {
 		b.rollouts.ShadowChanged(ev.Ref.Thing)
 	}

@@ -28,6 +28,7 @@ func (r *Registry) CreateGroup(ctx context.Context, g Group) (Group, error) {
 		}
 		cg.q = q
 	}
+	r.catchUp()
 	unlock := r.locks.Lock("groups")
 	defer unlock()
 	r.mu.RLock()
@@ -41,7 +42,12 @@ func (r *Registry) CreateGroup(ctx context.Context, g Group) (Group, error) {
 		return Group{}, fieldErr("parentGroupName", "%q is not an existing static group", g.Parent)
 	}
 	cg.g.CreatedAt = r.cfg.Clock().Unix()
-	if err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error { return putJSON(kv, bucketGroups, g.Name, cg.g) }); err != nil {
+	if err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
+		if kv.Get(bucketGroups, g.Name) != nil {
+			return ErrExists // created meanwhile by another node (cluster mode)
+		}
+		return putJSON(kv, bucketGroups, g.Name, cg.g)
+	}); err != nil {
 		return Group{}, err
 	}
 	r.mu.Lock()
@@ -52,6 +58,7 @@ func (r *Registry) CreateGroup(ctx context.Context, g Group) (Group, error) {
 
 // GroupInfo is a group as the API shows it.
 func (r *Registry) Group(name string) (Group, error) {
+	r.catchUp()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	cg, ok := r.groups[name]
@@ -63,6 +70,7 @@ func (r *Registry) Group(name string) (Group, error) {
 
 // Groups lists every group in name order.
 func (r *Registry) Groups() []Group {
+	r.catchUp()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]Group, 0, len(r.groups))
@@ -75,6 +83,7 @@ func (r *Registry) Groups() []Group {
 // DeleteGroup deletes a group that has no child groups, with its static
 // memberships.
 func (r *Registry) DeleteGroup(ctx context.Context, name string) error {
+	r.catchUp()
 	unlock := r.locks.Lock("groups")
 	defer unlock()
 	r.mu.RLock()
@@ -126,6 +135,7 @@ func (r *Registry) RemoveFromGroup(ctx context.Context, group, thing string) err
 }
 
 func (r *Registry) membership(ctx context.Context, group, thing string, add bool) error {
+	r.catchUp()
 	r.mu.RLock()
 	cg, ok := r.groups[group]
 	r.mu.RUnlock()
@@ -140,6 +150,9 @@ func (r *Registry) membership(ctx context.Context, group, thing string, add bool
 	err := r.cfg.Store.UpdateKV(ctx, func(kv KV) error {
 		if kv.Get(bucketThings, thing) == nil {
 			return fmt.Errorf("thing %q: %w", thing, ErrNotFound)
+		}
+		if kv.Get(bucketGroups, group) == nil { // deleted meanwhile by another node
+			return fmt.Errorf("group %q: %w", group, ErrNotFound)
 		}
 		key := group + "\x00" + thing
 		if !add {

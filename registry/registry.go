@@ -102,6 +102,11 @@ type Config struct {
 	OnRevoked func(thing string)
 	// OnConnectivity, when set, is told every connectivity change.
 	OnConnectivity func(clientID string, c Connectivity)
+	// Shared says the store is shared with other processes (cluster mode):
+	// they report their changes through StoreChanged, and the operations
+	// that read the in-memory groups and thing types first catch up with
+	// every change committed before they started (catchUp).
+	Shared bool
 	// SnapshotPath, when set, is the file of the index snapshot: Open
 	// loads the index from it when it matches the store (and rebuilds it
 	// from the store otherwise); SaveSnapshot writes it.
@@ -123,6 +128,8 @@ type Registry struct {
 	// reserved: per client id, the highest version Reserve handed out
 	// while it is above the current connection's
 	reserved map[string]int64
+
+	follow follower // StoreChanged's queue (cluster mode)
 }
 
 // Open loads the registry from the store and the fleet index from its
@@ -210,8 +217,11 @@ func Open(cfg Config) (*Registry, error) {
 
 // atStart is a stored connectivity as Open finds it: a connection still
 // open in the store ended with the restart.
-func atStart(c Connectivity) Connectivity {
-	if c.Connected {
+//
+// On a shared store (Config.Shared, cluster mode) a stored connection may
+// be open on another node, so it is taken as stored.
+func (r *Registry) atStart(c Connectivity) Connectivity {
+	if c.Connected && !r.cfg.Shared {
 		c.Connected, c.DisconnectReason = false, "SERVER_INITIATED_DISCONNECT"
 	}
 	return c
@@ -228,7 +238,7 @@ func (r *Registry) indexConnectivity(vals [][]fieldValue) error {
 			var c Connectivity
 			vals[i] = nil
 			if json.Unmarshal(raw[i], &c) == nil {
-				vals[i] = connValues(atStart(c))
+				vals[i] = connValues(r.atStart(c))
 			}
 		})
 		r.ix.mu.Lock()
@@ -302,7 +312,7 @@ func (r *Registry) connLocked(clientID string) (Connectivity, bool) {
 		}
 		return nil
 	})
-	return atStart(c), ok
+	return r.atStart(c), ok
 }
 
 // loadBatch is how many records a rebuild decodes in parallel at a time.

@@ -23,6 +23,9 @@ func (r *Registry) CreateThing(ctx context.Context, n NewThing) (Thing, error) {
 	if err := validateAttributes(n.Attributes); err != nil {
 		return Thing{}, err
 	}
+	if n.Type != "" {
+		r.catchUp() // a type created on another node just before
+	}
 	if err := r.checkType(n.Type, true); err != nil {
 		return Thing{}, err
 	}
@@ -86,6 +89,7 @@ type ThingPatch struct {
 // UpdateThing applies a patch and increments the registry version.
 func (r *Registry) UpdateThing(ctx context.Context, name string, p ThingPatch) (Thing, error) {
 	if p.Type != nil {
+		r.catchUp()
 		if err := r.checkType(*p.Type, true); err != nil {
 			return Thing{}, err
 		}
@@ -225,6 +229,7 @@ func getJSON(kv KV, bucket, key string, v any) error {
 // registration). Things already registered are skipped; the first invalid
 // one fails the whole call before anything is written.
 func (r *Registry) CreateThings(ctx context.Context, things []NewThing) (created int, err error) {
+	r.catchUp()
 	for i, n := range things {
 		if err := validateName(fmt.Sprintf("things[%d].thingName", i), n.Name); err != nil {
 			return 0, err

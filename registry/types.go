@@ -18,6 +18,7 @@ func (r *Registry) CreateType(ctx context.Context, t ThingType) (ThingType, erro
 			return ThingType{}, fieldErr(fmt.Sprintf("searchableAttributes[%d]", i), "invalid attribute name %q", a)
 		}
 	}
+	r.catchUp()
 	unlock := r.locks.Lock("types")
 	defer unlock()
 	r.mu.RLock()
@@ -38,6 +39,11 @@ func (r *Registry) CreateType(ctx context.Context, t ThingType) (ThingType, erro
 
 // Type returns a thing type.
 func (r *Registry) Type(name string) (ThingType, error) {
+	r.catchUp()
+	return r.typeOf(name)
+}
+
+func (r *Registry) typeOf(name string) (ThingType, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	t, ok := r.types[name]
@@ -49,6 +55,7 @@ func (r *Registry) Type(name string) (ThingType, error) {
 
 // Types lists every thing type in name order.
 func (r *Registry) Types() []ThingType {
+	r.catchUp()
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]ThingType, 0, len(r.types))
@@ -60,9 +67,10 @@ func (r *Registry) Types() []ThingType {
 
 // DeprecateType stops new things from using a type (or undoes that).
 func (r *Registry) DeprecateType(ctx context.Context, name string, deprecated bool) (ThingType, error) {
+	r.catchUp()
 	unlock := r.locks.Lock("types")
 	defer unlock()
-	t, err := r.Type(name)
+	t, err := r.typeOf(name)
 	if err != nil {
 		return ThingType{}, err
 	}
@@ -78,9 +86,10 @@ func (r *Registry) DeprecateType(ctx context.Context, name string, deprecated bo
 
 // DeleteType deletes a type no thing uses.
 func (r *Registry) DeleteType(ctx context.Context, name string) error {
+	r.catchUp()
 	unlock := r.locks.Lock("types")
 	defer unlock()
-	if _, err := r.Type(name); err != nil {
+	if _, err := r.typeOf(name); err != nil {
 		return err
 	}
 	if n, _ := r.countField("thingTypeName", name); n > 0 {

@@ -123,7 +123,24 @@ type Config struct {
 	Clock     func() time.Time
 	// MaxSize caps an upload (default 64 MiB).
 	MaxSize int64
+	// Blobs, when set, is a shared copy of every image (cluster mode: a
+	// JetStream object store). Put stores the image there before its
+	// metadata is committed; Open fetches an image missing from Dir from
+	// there (checking its SHA-256) and keeps it in Dir; Delete removes it.
+	Blobs Blobs
 }
+
+// Blobs is a shared store of images by id (the hex SHA-256).
+type Blobs interface {
+	Put(ctx context.Context, id string, content io.Reader) error
+	// Get writes the image to w; an error wrapping os.ErrNotExist when
+	// there is none.
+	Get(ctx context.Context, id string, w io.Writer) error
+	Delete(ctx context.Context, id string) error // no error when absent
+}
+
+// blobTimeout bounds fetching an image from Config.Blobs in Open.
+const blobTimeout = 5 * time.Minute
 
 // Service is the artifact store.
 type Service struct {
@@ -288,32 +305,53 @@ func (s *Service) Put(ctx context.Context, content io.Reader, u Upload) (a Artif
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var existing, sameRef *Artifact
-	if err := s.cfg.Store.ViewKV(func(kv KV) error {
+	// look up what is stored: in Put's transaction below again, so that
+	// two nodes of a cluster cannot store one version twice
+	check := func(kv KV) (*Artifact, error) {
+		var existing, sameRef *Artifact
 		if b := kv.Get(bucketArtifacts, id); b != nil {
 			existing = new(Artifact)
 			if err := json.Unmarshal(b, existing); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		return kv.ForEach(bucketArtifacts, "", func(_ string, v []byte) error {
+		if err := kv.ForEach(bucketArtifacts, "", func(_ string, v []byte) error {
 			var o Artifact
 			if json.Unmarshal(v, &o) == nil && o.Type == u.Type && o.Version == u.Version {
 				sameRef = &o
 			}
 			return nil
-		})
-	}); err != nil {
+		}); err != nil {
+			return nil, err
+		}
+		if existing != nil {
+			if existing.Type == u.Type && existing.Version == u.Version {
+				return existing, nil
+			}
+			return nil, fmt.Errorf("%w: this image is already stored as %s (artifact %s)", ErrExists, existing.Ref(), id)
+		}
+		if sameRef != nil {
+			return nil, fmt.Errorf("%w: %s is already another image (artifact %s); versions are immutable, push a new version", ErrExists, sameRef.Ref(), sameRef.ID)
+		}
+		return nil, nil
+	}
+	var same *Artifact
+	if err := s.cfg.Store.ViewKV(func(kv KV) (err error) { same, err = check(kv); return err }); err != nil {
 		return a, false, err
 	}
-	if existing != nil {
-		if existing.Type == u.Type && existing.Version == u.Version {
-			return *existing, false, nil
-		}
-		return a, false, fmt.Errorf("%w: this image is already stored as %s (artifact %s)", ErrExists, existing.Ref(), id)
+	if same != nil {
+		return *same, false, nil
 	}
-	if sameRef != nil {
-		return a, false, fmt.Errorf("%w: %s is already another image (artifact %s); versions are immutable, push a new version", ErrExists, sameRef.Ref(), sameRef.ID)
+	if s.cfg.Blobs != nil {
+		f, err := os.Open(tmp.Name())
+		if err != nil {
+			return a, false, err
+		}
+		err = s.cfg.Blobs.Put(ctx, id, f)
+		f.Close()
+		if err != nil {
+			return a, false, fmt.Errorf("artifact %s: shared copy: %w", id, err)
+		}
 	}
 	if err := os.Rename(tmp.Name(), s.path(id)); err != nil {
 		return a, false, err
@@ -325,8 +363,16 @@ func (s *Service) Put(ctx context.Context, content io.Reader, u Upload) (a Artif
 	a = Artifact{ID: id, SHA256: id, Size: n, Version: u.Version, Type: u.Type, UploadedAt: s.cfg.Clock().UnixMilli(),
 		Uploader: u.Uploader, Signature: u.Signature, SigAlg: alg}
 	b, _ := json.Marshal(a)
-	if err := s.cfg.Store.UpdateKV(ctx, func(kv KV) error { return kv.Put(bucketArtifacts, id, b) }); err != nil {
+	if err := s.cfg.Store.UpdateKV(ctx, func(kv KV) error {
+		if same, err = check(kv); err != nil || same != nil {
+			return err
+		}
+		return kv.Put(bucketArtifacts, id, b)
+	}); err != nil {
 		return Artifact{}, false, err
+	}
+	if same != nil { // stored meanwhile (another node of a cluster)
+		return *same, false, nil
 	}
 	return a, true, nil
 }
@@ -451,6 +497,11 @@ func (s *Service) Delete(ctx context.Context, ref string) (Artifact, error) {
 	if err := os.Remove(s.path(a.ID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return a, err
 	}
+	if s.cfg.Blobs != nil {
+		if err := s.cfg.Blobs.Delete(ctx, a.ID); err != nil {
+			return a, fmt.Errorf("artifact %s: shared copy: %w", a.ID, err)
+		}
+	}
 	return a, nil
 }
 
@@ -461,10 +512,49 @@ func (s *Service) Open(id string) (*os.File, Artifact, error) {
 		return nil, a, err
 	}
 	f, err := os.Open(s.path(a.ID))
+	if errors.Is(err, os.ErrNotExist) && s.cfg.Blobs != nil {
+		if err = s.fetch(a.ID); err == nil {
+			f, err = os.Open(s.path(a.ID))
+		}
+	}
 	if err != nil {
 		return nil, a, fmt.Errorf("artifact %s: content missing: %w", a.ID, err)
 	}
 	return f, a, nil
+}
+
+// fetch copies an image from Config.Blobs into Dir, checking its SHA-256.
+func (s *Service) fetch(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), blobTimeout)
+	defer cancel()
+	tmp, err := os.CreateTemp(filepath.Join(s.cfg.Dir, "tmp"), "fetch-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if tmp != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	if err := s.cfg.Blobs.Get(ctx, id, io.MultiWriter(tmp, h)); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != id {
+		return fmt.Errorf("shared copy has SHA-256 %s", got)
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), s.path(id)); err != nil {
+		return err
+	}
+	tmp = nil
+	return nil
 }
 
 // TokenTTL is how long a download URL stays valid.

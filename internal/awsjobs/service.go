@@ -167,9 +167,30 @@ func compact(doc json.RawMessage) json.RawMessage {
 
 // Document returns a job's document.
 func (s *Service) Document(jobID string) json.RawMessage {
+	doc, _ := s.document(jobID)
+	return doc
+}
+
+// document returns a job's document and whether it has placeholders:
+// from memory, or else from the store, where another process sharing the
+// store (a node of a cluster) may have put it since Open.
+func (s *Service) document(jobID string) (json.RawMessage, bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.docs[jobID]
+	doc, ok := s.docs[jobID]
+	templated := s.templated[jobID]
+	s.mu.Unlock()
+	if ok {
+		return doc, templated
+	}
+	_ = s.cfg.Store.ViewKV(func(kv registry.KV) error { doc = kv.Get(bucketDocuments, jobID); return nil })
+	if doc == nil {
+		return nil, false
+	}
+	templated = hasPlaceholders(doc)
+	s.mu.Lock()
+	s.docs[jobID], s.templated[jobID] = doc, templated
+	s.mu.Unlock()
+	return doc, templated
 }
 
 // hasPlaceholders reports whether doc uses a known placeholder.
@@ -181,9 +202,7 @@ func hasPlaceholders(doc []byte) bool {
 // deviceDocument is jobID's document as thing receives it: its artifact
 // placeholders replaced by thing's values (a download URL minted now).
 func (s *Service) deviceDocument(jobID, thing string) json.RawMessage {
-	s.mu.Lock()
-	doc, templated := s.docs[jobID], s.templated[jobID]
-	s.mu.Unlock()
+	doc, templated := s.document(jobID)
 	if !templated || s.cfg.Artifact == nil {
 		return doc
 	}

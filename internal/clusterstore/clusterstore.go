@@ -33,8 +33,10 @@
 // What it does not do yet:
 //
 //   - Expired tombstones are ignored, not removed; they stay in the bucket.
-//   - Listing all shadows (the registry's index source), registry, rollouts,
-//     jobs, sessions and cross-node MQTT delivery are not clustered here.
+//   - Sessions and cross-node MQTT delivery are not clustered here (the
+//     registry, rollouts and jobs are in internal/clusterkv). All shadows
+//     are listed, then followed, by Watch: the registry's index source on a
+//     cluster node.
 //
 // An error whose outcome is unknown (a timeout waiting for JetStream's
 // acknowledgement) is reported as a failure (the service answers 500), as
@@ -47,6 +49,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -316,4 +319,87 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 		return s.appendHistory(ctx, c, rev)
 	}
 	return nil
+}
+
+// RefOfKey is the shadow a KV key names (the inverse of Key).
+func RefOfKey(key string) (shadow.Ref, bool) {
+	thing, rest, ok := strings.Cut(key, ".")
+	if !ok {
+		return shadow.Ref{}, false
+	}
+	t, err := base64.RawURLEncoding.DecodeString(thing)
+	if err != nil || len(t) == 0 {
+		return shadow.Ref{}, false
+	}
+	if rest == "c" {
+		return shadow.Ref{Thing: string(t)}, true
+	}
+	name, ok := strings.CutPrefix(rest, "n.")
+	if !ok {
+		return shadow.Ref{}, false
+	}
+	n, err := base64.RawURLEncoding.DecodeString(name)
+	if err != nil || len(n) == 0 {
+		return shadow.Ref{}, false
+	}
+	return shadow.Ref{Thing: string(t), Name: string(n)}, true
+}
+
+// Watch calls fn with every shadow's current document (nil for a deleted
+// shadow), then with every change any node commits, in commit order per
+// shadow, until ctx ends. It returns once the current documents have been
+// delivered (or with an error when that takes longer than three times
+// Config.Timeout). fn runs on one goroutine.
+//
+// Cluster mode feeds the registry's fleet index from it, so that a fleet
+// query on any node sees shadow changes made on every node (eventually:
+// the watch delivers a change a few milliseconds after its commit).
+func (s *ShadowStore) Watch(ctx context.Context, fn func(ref shadow.Ref, doc []byte)) error {
+	w, err := s.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("clusterstore: watch %s: %w", s.cfg.Bucket, err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		defer func() { _ = w.Stop() }()
+		initial := true
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					if initial {
+						initial = false
+						close(ready)
+					}
+					continue
+				}
+				ref, ok := RefOfKey(e.Key())
+				if !ok {
+					continue
+				}
+				var doc []byte
+				if e.Operation() == jetstream.KeyValuePut {
+					if cur, err := s.decode(e.Value()); err == nil {
+						doc = cur.Doc
+					}
+				}
+				fn(ref, doc)
+			}
+		}
+	}()
+	t := time.NewTimer(3 * s.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("clusterstore: watch %s: the current shadows did not arrive within %s", s.cfg.Bucket, 3*s.cfg.Timeout)
+	}
 }

@@ -8,8 +8,11 @@ package storeadapt
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/umbra-iot/umbra/internal/clusterkv"
 	"github.com/umbra-iot/umbra/internal/store"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
@@ -65,6 +68,34 @@ func (s KV) StageKV(bucket, key string, value []byte) { s.DB.StageKV(bucket, key
 // Flush implements registry.Store.
 func (s KV) Flush(ctx context.Context) error { return s.DB.Flush(ctx) }
 
+// TxStore is the transactional named-bucket store shape every domain
+// package's Store builds on: KV{DB} (bbolt) and ClusterKV{S} (the shared
+// store of cluster mode, internal/clusterkv) both satisfy it.
+type TxStore interface {
+	UpdateKV(ctx context.Context, fn func(registry.KV) error) error
+	ViewKV(fn func(registry.KV) error) error
+}
+
+// ClusterKV is a registry.Store (and TxStore) over cluster mode's shared
+// transactional store.
+type ClusterKV struct{ S *clusterkv.Store }
+
+// UpdateKV implements registry.Store.
+func (s ClusterKV) UpdateKV(ctx context.Context, fn func(registry.KV) error) error {
+	return s.S.UpdateKV(ctx, func(kv clusterkv.KV) error { return fn(kv) })
+}
+
+// ViewKV implements registry.Store.
+func (s ClusterKV) ViewKV(fn func(registry.KV) error) error {
+	return s.S.ViewKV(func(kv clusterkv.KV) error { return fn(kv) })
+}
+
+// StageKV implements registry.Store.
+func (s ClusterKV) StageKV(bucket, key string, value []byte) { s.S.StageKV(bucket, key, value) }
+
+// Flush implements registry.Store.
+func (s ClusterKV) Flush(ctx context.Context) error { return s.S.Flush(ctx) }
+
 // ShadowSource lists stored shadows for the registry's index.
 type ShadowSource struct{ DB *store.DB }
 
@@ -83,17 +114,53 @@ const (
 )
 
 // RolloutStore is the rollout engine's rollout.Store, in buckets of its own
-// in the broker's database.
-type RolloutStore struct{ DB *store.DB }
+// in the broker's database (DB), or, when KV is set, in any TxStore: in
+// cluster mode ClusterKV, so every node sees the same rollouts and jobs
+// (buckets "rollouts", "rollout_devices", "jobs").
+type RolloutStore struct {
+	DB *store.DB
+	KV TxStore // overrides DB when set
+}
 
-// SaveRollout implements rollout.Store.
+func (s RolloutStore) tx() TxStore {
+	if s.KV != nil {
+		return s.KV
+	}
+	return KV{DB: s.DB}
+}
+
+// RolloutChunk is how many device records one transaction of SaveRollout
+// writes on a TxStore (KV set): cluster mode's transactions are bounded
+// (clusterkv.Config.MaxBatch, 1000 by default).
+const RolloutChunk = 900
+
+// SaveRollout implements rollout.Store. On bbolt it is one transaction. On
+// a TxStore (KV set) a save of more than RolloutChunk device records is
+// several transactions, the header written in the last one: a failed save
+// may have stored some device records (the engine keeps them dirty and
+// saves them again), never a header without its devices.
 func (s RolloutStore) SaveRollout(ctx context.Context, id string, header []byte, devices map[string][]byte) error {
-	return s.DB.UpdateKV(ctx, func(kv store.KV) error {
+	things := slices.Sorted(maps.Keys(devices))
+	for s.KV != nil && len(things) > RolloutChunk {
+		chunk := things[:RolloutChunk]
+		things = things[RolloutChunk:]
+		if err := s.KV.UpdateKV(ctx, func(kv registry.KV) error {
+			for _, th := range chunk {
+				if err := kv.Put(bucketDevices, id+"\x00"+th, devices[th]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return s.tx().UpdateKV(ctx, func(kv registry.KV) error {
 		if err := kv.Put(bucketRollouts, id, header); err != nil {
 			return err
 		}
-		for th, b := range devices {
-			if err := kv.Put(bucketDevices, id+"\x00"+th, b); err != nil {
+		for _, th := range things {
+			if err := kv.Put(bucketDevices, id+"\x00"+th, devices[th]); err != nil {
 				return err
 			}
 		}
@@ -103,12 +170,12 @@ func (s RolloutStore) SaveRollout(ctx context.Context, id string, header []byte,
 
 // SaveJob implements rollout.Store.
 func (s RolloutStore) SaveJob(ctx context.Context, id string, job []byte) error {
-	return s.DB.UpdateKV(ctx, func(kv store.KV) error { return kv.Put(bucketJobs, id, job) })
+	return s.tx().UpdateKV(ctx, func(kv registry.KV) error { return kv.Put(bucketJobs, id, job) })
 }
 
 // Load implements rollout.Store.
 func (s RolloutStore) Load(rollout func(id string, header []byte, devices [][]byte) error, job func(id string, job []byte) error) error {
-	return s.DB.ViewKV(func(kv store.KV) error {
+	return s.tx().ViewKV(func(kv registry.KV) error {
 		err := kv.ForEach(bucketRollouts, "", func(id string, header []byte) error {
 			var devices [][]byte
 			if err := kv.ForEach(bucketDevices, id+"\x00", func(_ string, v []byte) error {

@@ -95,6 +95,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/umbra-iot/umbra/internal/cluster"
 )
 
 // KV is a transaction over named buckets (the method set of registry.KV
@@ -221,16 +223,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	s := &Store{cfg: cfg, js: js, nc: js.Conn(), advance: make(chan struct{}),
 		staged: map[[2]string][]byte{}, stagedD: map[[2]string]bool{}}
 	var err error
-	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:               cfg.Stream,
-		Subjects:           []string{cfg.Stream + ".>"},
-		Storage:            jetstream.FileStorage,
-		Replicas:           cfg.Replicas,
-		MaxMsgsPerSubject:  1,
-		Discard:            jetstream.DiscardOld,
-		AllowAtomicPublish: true,
-		AllowDirect:        false,
-		Description:        "Umbra cluster mode: registry, groups, rollouts, jobs, artifact metadata (internal/clusterkv)",
+	// Nodes that start together on a fresh cluster all create the stream
+	// at once; requests that race that creation can go unanswered for
+	// their whole deadline (issue 19: three `umbra serve --cluster`
+	// started together failed 5 times in 6). Short attempts, repeated
+	// (cluster.Retry), as clusterstore.Open does.
+	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		s.stream, err = js.CreateOrUpdateStream(ctx, streamConfig(cfg))
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clusterkv: stream %s: %w", cfg.Stream, err)
@@ -261,11 +261,27 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: consume: %w", err)
 	}
-	if err := s.sync(ctx); err != nil {
+	// The first stream info may meet the new stream's leader election.
+	if err := cluster.Retry(ctx, s.sync); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// streamConfig is the configuration of the store's stream.
+func streamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Subjects:           []string{cfg.Stream + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           cfg.Replicas,
+		MaxMsgsPerSubject:  1,
+		Discard:            jetstream.DiscardOld,
+		AllowAtomicPublish: true,
+		AllowDirect:        false,
+		Description:        "Umbra cluster mode: registry, groups, rollouts, jobs, artifact metadata (internal/clusterkv)",
+	}
 }
 
 // Close stops following the stream and removes the local replica.

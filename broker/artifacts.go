@@ -74,6 +74,13 @@ func (b *Broker) openArtifacts() error {
 			if b.rollouts == nil {
 				return nil
 			}
+			if !b.runsEngine() {
+				// Cluster mode: this node's copy of the rollouts is as old
+				// as its last takeover; read the shared store again.
+				if err := b.rollouts.Reload(); err != nil {
+					return []string{"(rollouts unreadable: " + err.Error() + ")"}
+				}
+			}
 			return b.rollouts.ArtifactRefs(id)
 		},
 		Exclusive: func() func() { b.artifactRefs.Lock(); return b.artifactRefs.Unlock },

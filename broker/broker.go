@@ -155,6 +155,12 @@ func (b *Broker) Start(ctx context.Context) (err error) {
 	if err := b.mqtt.Serve(); err != nil {
 		return fmt.Errorf("start mqtt: %w", err)
 	}
+	if err := b.startBridge(ctx); err != nil {
+		return err
+	}
+	if b.clusterSessions != nil {
+		b.bg.Go("cluster-sessions", b.clusterSessions.DropForeign)
+	}
 	b.serveHTTP()
 	b.log.Info("umbra started", "data", b.db.Path(), "mqtt", b.MQTTAddr(), "ws", b.WSAddr(), "http", b.HTTPAddr())
 	return nil
@@ -215,7 +221,7 @@ func (b *Broker) addHooks() error {
 	b.rollouts, err = rollout.Open(rollout.Config{
 		Executions: b.jobs,
 		Artifacts:  rolloutArtifacts{b},
-		Fleet:      b.registry, Shadows: b.shadows, Store: b.rolloutStore(), Publisher: mqttPublisher{b.mqtt},
+		Fleet:      b.registry, Shadows: b.shadows, Store: b.fenceEngine(b.rolloutStore()), Publisher: mqttPublisher{b.mqtt},
 		Logger: b.log.With("component", "rollout"), Clock: b.opts.RolloutClock,
 		OnEvent: func(id string, ev rollout.Event) {
 			b.events.PublishJSON("rollout", ev.Thing, map[string]any{"rollout": id, "event": ev})
@@ -227,23 +233,39 @@ func (b *Broker) addHooks() error {
 	if err := b.followCluster(b.ctx); err != nil {
 		return err
 	}
-	b.bg.Go("rollouts", func(ctx context.Context) { b.rollouts.Run(ctx, b.opts.RolloutInterval) })
-	b.bg.Go("jobs", func(ctx context.Context) { b.jobs.Run(ctx, b.opts.RolloutInterval) })
+	b.runEngines() // cluster_engine.go: under the engine lease on a cluster node
 	sessions := hooks.NewSessions(b.db, hooks.SessionBuckets{
 		Clients: store.BucketClients, Subscriptions: store.BucketSubscriptions,
 		Retained: store.BucketRetained, Inflight: store.BucketInflight,
 	})
 	b.wireAccess(sessions)
+	presence := hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)
 	hs := []mqtt.Hook{b.access, hooks.NewShadowRouter(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
-		hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load),
+		presence,
 		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
 	if err != nil {
 		return err
 	}
 	hs = append(hs, quota)
+	cs, err := b.clusterSessionHook(!b.opts.EphemeralSessions)
+	if err != nil {
+		return err
+	}
+	if cs != nil {
+		hs = append([]mqtt.Hook{cs}, hs...)
+		presence.Generation = b.clusterSessions.Generation
+	}
 	if !b.opts.EphemeralSessions {
 		hs = append(hs, sessions)
+	}
+	bridged, err := b.bridgeHooks()
+	if err != nil {
+		return err
+	}
+	hs = append(hs, bridged...)
+	if cs != nil {
+		hs = append(hs, b.clusterSessions.Last())
 	}
 	for _, h := range hs {
 		if err := b.mqtt.AddHook(h, nil); err != nil {
@@ -418,6 +440,7 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	if err := b.db.Close(); err != nil {
 		errs = append(errs, err)
 	}
+	b.closeBridge()
 	b.closeCluster()
 	b.log.Info("umbra stopped")
 	return errors.Join(errs...)
@@ -440,6 +463,7 @@ func (b *Broker) closeAll() {
 	if b.db != nil {
 		_ = b.db.Close()
 	}
+	b.closeBridge()
 	b.closeCluster()
 }
 

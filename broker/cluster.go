@@ -20,11 +20,14 @@ import (
 	"github.com/umbra-iot/umbra/internal/api"
 	"github.com/umbra-iot/umbra/internal/artifact"
 	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/cluster/bridge"
 	"github.com/umbra-iot/umbra/internal/clusterkv"
+	"github.com/umbra-iot/umbra/internal/clustersession"
 	"github.com/umbra-iot/umbra/internal/clusterstore"
 	"github.com/umbra-iot/umbra/internal/storeadapt"
 	"github.com/umbra-iot/umbra/registry"
 	"github.com/umbra-iot/umbra/shadow"
+	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 )
 
 // clusterState is the Broker's share of cluster mode (Options.Cluster):
@@ -33,6 +36,9 @@ type clusterState struct {
 	cluster *cluster.Conn // nil on a single node
 	// clusterShadows is the shadow store engine on JetStream KV.
 	clusterShadows *clusterstore.ShadowStore
+	// clusterSessions makes client ids and persistent sessions
+	// cluster-wide (internal/clustersession).
+	clusterSessions *clustersession.Hook
 	// clusterMeta is the shared transactional store of the registry,
 	// artifact metadata, job executions, rollouts and jobs.
 	clusterMeta *clusterkv.Store
@@ -50,6 +56,9 @@ type clusterState struct {
 	jsErr    atomic.Pointer[error]
 	jsRTT    prometheus.Histogram
 	jsProbes *prometheus.CounterVec
+	engineState
+	// bridge carries MQTT messages between the nodes (cluster_bridge.go).
+	bridge *bridge.Bridge
 }
 
 // clusterProbeInterval is how often a cluster node checks that JetStream
@@ -114,6 +123,9 @@ func (b *Broker) openCluster(ctx context.Context) error {
 		Help: "JetStream probes by result (ok, error); /readyz is 503 while the last one failed.",
 	}, []string{"result"})
 	b.metrics.reg.MustRegister(b.jsRTT, b.jsProbes, clusterConnCollector{b.cluster.NC})
+	if err := b.openEngineLease(ctx); err != nil {
+		return err
+	}
 	b.bg.Go("cluster-probe", b.probeJetStream)
 	b.log.Info("cluster mode", "node", name, "nats", conn.NC.ConnectedUrlRedacted(), "replicas", c.Replicas)
 	return nil
@@ -170,6 +182,35 @@ func (b *Broker) shadowStore(local shadow.Store) shadow.Store {
 		return b.clusterShadows
 	}
 	return local
+}
+
+// clusterSessionHook returns the hook that takes client ids over across
+// the cluster and moves persistent sessions between nodes (nil on a single
+// node). It goes first among the hooks: the session it installs must be
+// there when the others run.
+func (b *Broker) clusterSessionHook(persist bool) (mqtt.Hook, error) {
+	if b.cluster == nil {
+		return nil, nil
+	}
+	cfg := clustersession.Config{
+		Server: b.mqtt, NC: b.cluster.NC, JS: b.cluster.JS, Node: b.cluster.Name,
+		Replicas: b.opts.Cluster.Replicas, Timeout: b.cluster.Timeout,
+		Logger: b.log.With("component", "cluster-sessions"),
+	}
+	if persist {
+		cfg.Flush = b.db.Flush
+	}
+	if b.clusterMeta != nil {
+		cfg.Recorded = b.clusterMeta.Flush // the registry's connectivity records
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*b.cluster.Timeout)
+	defer cancel()
+	h, err := clustersession.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	b.clusterSessions = h
+	return h, nil
 }
 
 // shadowLister serves shadow history and named-shadow listings from the
@@ -233,6 +274,7 @@ func (b *Broker) metaApplied(changes []clusterkv.Change, local bool) {
 	}
 	for _, c := range changes {
 		f.reg.StoreChanged(c.Bucket, c.Key)
+		b.engineStoreChanged(c.Bucket, c.Key) // cluster_engine.go
 	}
 }
 
@@ -250,6 +292,7 @@ func (b *Broker) followCluster(ctx context.Context) error {
 	f.reg = b.registry
 	for _, c := range f.pending {
 		b.registry.StoreChanged(c.Bucket, c.Key)
+		b.engineStoreChanged(c.Bucket, c.Key)
 	}
 	f.pending = nil
 	f.Unlock()

@@ -29,6 +29,10 @@ type ClusterOptions struct {
 	Replicas int
 	// Timeout bounds each JetStream request (default 10s).
 	Timeout time.Duration
+	// LeaseTTL is the engine lease's time to live (default 5s): when the
+	// node that runs the rollout and job engine dies, another takes over
+	// within about this long. Every node must use the same value.
+	LeaseTTL time.Duration
 }
 
 // Enabled reports whether cluster mode is on.
@@ -65,6 +69,9 @@ func (c ClusterOptions) validate() []error {
 	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("cluster replicas must be 1 to 5 (got %d)", c.Replicas))
+	}
+	if c.LeaseTTL < 0 || c.LeaseTTL > 0 && c.LeaseTTL < 500*time.Millisecond {
+		errs = append(errs, fmt.Errorf("cluster lease TTL must be at least 500ms (got %s)", c.LeaseTTL))
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("cluster timeout must not be negative (got %s)", c.Timeout))

@@ -16,7 +16,7 @@ import (
 
 // startClusterNodes starts one Umbra node per NATS server of nc, node i
 // connected to server i only (so a test can take its server away).
-func startClusterNodes(t *testing.T, nc *natstest.Cluster, n int, modify ...func(i int, o *broker.Options)) []*brokertest.Server {
+func startClusterNodes(t testing.TB, nc *natstest.Cluster, n int, modify ...func(i int, o *broker.Options)) []*brokertest.Server {
 	t.Helper()
 	nodes := make([]*brokertest.Server, n)
 	for i := range n {
@@ -68,6 +68,9 @@ func TestClusterNodeNotReadyWithoutJetStream(t *testing.T) {
 	waitStatus(t, nodes[0].HTTPURL()+"/readyz", 200)
 	nc.Stop(1)
 	nc.Stop(2)
+	// When server 0 is the JetStream meta leader, it answers until it
+	// notices the lost quorum: nats-server checks every 10 s for 10 s
+	// without heartbeats, so this can take up to about 20 s.
 	body := waitStatusFor(t, nodes[0].HTTPURL()+"/readyz", 503, 30*time.Second)
 	if !strings.Contains(body, "cluster: JetStream unreachable") {
 		t.Fatalf("/readyz without JetStream: %s", body)

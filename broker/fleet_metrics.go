@@ -27,7 +27,7 @@ func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
 	if b.registry != nil {
 		ch <- prometheus.MustNewConstMetric(descThings, prometheus.GaugeValue, float64(b.registry.Registered()))
 	}
-	if b.rollouts != nil {
+	if b.rollouts != nil && b.runsEngine() {
 		counts := map[string]int{}
 		for _, r := range b.rollouts.List() {
 			counts[string(r.State)]++

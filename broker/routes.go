@@ -18,7 +18,12 @@ func (b *Broker) routes(mux *http.ServeMux) {
 	(&api.ShadowAPI{Shadows: b.shadows, Lister: b.shadowLister(), Guard: guard}).Register(mux)
 	(&api.CredentialsAPI{Credentials: deviceCredentials{b}, Guard: guard}).Register(mux)
 	(&api.RegistryAPI{Registry: b.registry, Shadows: b.shadows, Guard: guard}).Register(mux)
-	(&api.RolloutAPI{Engine: b.rollouts, Guard: guard}).Register(mux)
+	ra := &api.RolloutAPI{Engine: b.rollouts, Guard: guard}
+	if b.engineLease != nil {
+		ra.Forward = b.forwardEngine // cluster_engine.go
+	}
+	ra.Register(mux)
+	b.registerCluster(mux, guard)
 	deny, _ := auth.ParseDenyList(b.opts.Auth.DeniedCertificates) // validated in New
 	(&api.ArtifactAPI{Artifacts: b.artifacts, Guard: guard, URL: rolloutArtifacts{b}.URL,
 		ReadTimeout: off(b.opts.HTTP.ReadTimeout), WriteTimeout: off(b.opts.HTTP.WriteTimeout),

@@ -53,7 +53,7 @@ func (b *Broker) newShadowService() *shadow.Service {
 	return shadow.NewService(shadow.Config{
 		Options:   b.opts.Shadow,
 		Store:     b.shadowStore(storeadapt.ShadowStore{DB: b.db, TombstoneTTL: b.opts.TombstoneTTL, History: max(b.opts.HistoryVersions, 0)}),
-		Publisher: mqttPublisher{b.mqtt},
+		Publisher: b.shadowPublisher(),
 		Logger:    b.log.With("component", "shadow"),
 		OnResult:  b.metrics.observeShadow,
 		Limiter:   b.shadowLimits(),

@@ -10,7 +10,7 @@ import (
 
 // registerJobDocuments adds the AWS IoT Jobs routes of job documents.
 func (a *RolloutAPI) registerJobDocuments(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/jobs/{id}/executions", a.Guard.Require(auth.RoleViewer, a.jobExecutions))
+	mux.HandleFunc("GET /api/jobs/{id}/executions", a.Guard.Require(auth.RoleViewer, a.fwd(a.jobExecutions)))
 }
 
 func (a *RolloutAPI) jobExecutions(w http.ResponseWriter, r *http.Request) error {

@@ -136,6 +136,7 @@ var oaRoutes = []oaRoute{
 		status: 200, result: "Text", media: "application/octet-stream", errs: []int{403, 404}},
 
 	// Live events.
+	{method: "GET", path: "/api/cluster", tag: "operations", summary: "Cluster mode: this node, and which node runs the rollout and job engine (docs/cluster.md); {\"cluster\":false} on a single node", role: "viewer", status: 200, result: "ClusterInfo", errs: []int{401}},
 	{method: "GET", path: "/api/whoami", tag: "operations", summary: "The caller's API key name and role", role: "viewer", status: 200, result: "WhoAmI", errs: []int{401}},
 	{method: "GET", path: "/api/events", tag: "events", summary: "Server-sent events: shadow, connectivity, rollout and job changes (job: an AWS IoT Jobs execution changed; data.execution)", role: "viewer", query: []oaParam{qThing,
 		{name: "group", typ: "string", desc: "only things in this group"}, {name: "query", typ: "string", desc: "only things matching this fleet query"},

@@ -91,6 +91,16 @@ const openapiComponents = `{
     "shadow": {"description": "the classic shadow, null if it has none", "nullable": true, "allOf": [{"$ref": "#/components/schemas/ShadowDocument"}]},
     "shadowError": {"$ref": "#/components/schemas/Error"}}}}}},
   "Count": {"type": "object", "properties": {"count": {"type": "integer"}, "query": {"type": "string"}}},
+  "ClusterInfo": {"type": "object", "required": ["cluster"], "properties": {
+   "cluster": {"type": "boolean", "description": "whether this node runs in cluster mode"},
+   "node": {"type": "string", "description": "this node's name"},
+   "engine": {"type": "object", "properties": {
+    "leader": {"type": "string", "description": "the node that holds the engine lease (absent while none does)"},
+    "since": {"type": "string", "format": "date-time"}, "revision": {"type": "integer", "description": "KV revision of the lease entry"},
+    "thisNode": {"type": "boolean", "description": "whether this node runs the engine now"},
+    "epoch": {"type": "integer", "description": "this node's term (the revision that began it), when it runs the engine"},
+    "terms": {"type": "integer", "description": "terms this node has run the engine since it started"},
+    "leaseTTL": {"type": "string"}, "error": {"type": "string", "description": "the lease could not be read"}}}}},
   "WhoAmI": {"type": "object", "properties": {
    "name": {"type": "string", "description": "the API key's name (anonymous without authentication)"},
    "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},

@@ -14,24 +14,41 @@ import (
 type RolloutAPI struct {
 	Engine *rollout.Engine
 	Guard  *Guard
+	// Forward, when set, sees each request after its authentication and
+	// may answer it itself (true): cluster mode sends the request to the
+	// node that runs the engine. Nil serves every request here.
+	Forward func(w http.ResponseWriter, r *http.Request) bool
+}
+
+// fwd lets Forward answer a request before h does.
+func (a *RolloutAPI) fwd(h HandlerFunc) HandlerFunc {
+	if a.Forward == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if a.Forward(w, r) {
+			return nil
+		}
+		return h(w, r)
+	}
 }
 
 // Register adds the routes to mux.
 func (a *RolloutAPI) Register(mux *http.ServeMux) {
 	g := a.Guard
-	mux.HandleFunc("POST /api/rollouts", g.Require(auth.RoleOperator, a.create))
-	mux.HandleFunc("POST /api/rollouts/preview", g.Require(auth.RoleViewer, a.previewSpec))
-	mux.HandleFunc("GET /api/rollouts", g.Require(auth.RoleViewer, a.list))
-	mux.HandleFunc("GET /api/rollouts/{id}", g.Require(auth.RoleViewer, a.get))
-	mux.HandleFunc("GET /api/rollouts/{id}/preview", g.Require(auth.RoleViewer, a.preview))
-	mux.HandleFunc("GET /api/rollouts/{id}/devices", g.Require(auth.RoleViewer, a.devices))
+	mux.HandleFunc("POST /api/rollouts", g.Require(auth.RoleOperator, a.fwd(a.create)))
+	mux.HandleFunc("POST /api/rollouts/preview", g.Require(auth.RoleViewer, a.fwd(a.previewSpec)))
+	mux.HandleFunc("GET /api/rollouts", g.Require(auth.RoleViewer, a.fwd(a.list)))
+	mux.HandleFunc("GET /api/rollouts/{id}", g.Require(auth.RoleViewer, a.fwd(a.get)))
+	mux.HandleFunc("GET /api/rollouts/{id}/preview", g.Require(auth.RoleViewer, a.fwd(a.preview)))
+	mux.HandleFunc("GET /api/rollouts/{id}/devices", g.Require(auth.RoleViewer, a.fwd(a.devices)))
 	for _, act := range []string{"start", "pause", "resume", "cancel", "rollback", "approve"} {
-		mux.HandleFunc("POST /api/rollouts/{id}/"+act, g.Require(auth.RoleOperator, a.act(act)))
+		mux.HandleFunc("POST /api/rollouts/{id}/"+act, g.Require(auth.RoleOperator, a.fwd(a.act(act))))
 	}
-	mux.HandleFunc("POST /api/jobs", g.Require(auth.RoleOperator, a.createJob))
-	mux.HandleFunc("GET /api/jobs", g.Require(auth.RoleViewer, a.listJobs))
-	mux.HandleFunc("GET /api/jobs/{id}", g.Require(auth.RoleViewer, a.getJob))
-	mux.HandleFunc("POST /api/jobs/{id}/cancel", g.Require(auth.RoleOperator, a.cancelJob))
+	mux.HandleFunc("POST /api/jobs", g.Require(auth.RoleOperator, a.fwd(a.createJob)))
+	mux.HandleFunc("GET /api/jobs", g.Require(auth.RoleViewer, a.fwd(a.listJobs)))
+	mux.HandleFunc("GET /api/jobs/{id}", g.Require(auth.RoleViewer, a.fwd(a.getJob)))
+	mux.HandleFunc("POST /api/jobs/{id}/cancel", g.Require(auth.RoleOperator, a.fwd(a.cancelJob)))
 	a.registerJobDocuments(mux)
 }
 

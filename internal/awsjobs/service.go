@@ -72,7 +72,10 @@ type Service struct {
 	docs      map[string]json.RawMessage
 	templated map[string]bool  // jobs whose document has ${umbra:...} placeholders
 	deadlines map[string]int64 // thing 0x00 jobId → step deadline (ms)
-	limiters  map[string]*rate.Limiter
+	// changedExecs are executions other nodes wrote (StoreChanged) whose
+	// timers the next Step reads again.
+	changedExecs map[string]bool
+	limiters     map[string]*rate.Limiter
 }
 
 // Errors of the control-plane calls.
@@ -90,10 +93,19 @@ func Open(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, docs: map[string]json.RawMessage{}, templated: map[string]bool{}, deadlines: map[string]int64{}, limiters: map[string]*rate.Limiter{}}
-	err := cfg.Store.ViewKV(func(kv registry.KV) error {
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load reads the job documents and the step timers from the store.
+func (s *Service) load() error {
+	docs, templated, deadlines := map[string]json.RawMessage{}, map[string]bool{}, map[string]int64{}
+	err := s.cfg.Store.ViewKV(func(kv registry.KV) error {
 		if err := kv.ForEach(bucketDocuments, "", func(k string, v []byte) error {
-			s.docs[k] = json.RawMessage(v)
-			s.templated[k] = hasPlaceholders(v)
+			docs[k] = json.RawMessage(v)
+			templated[k] = hasPlaceholders(v)
 			return nil
 		}); err != nil {
 			return err
@@ -104,16 +116,24 @@ func Open(cfg Config) (*Service, error) {
 				return fmt.Errorf("job execution %q: %w", k, err)
 			}
 			if e.Status == InProgress && e.StepDeadline > 0 {
-				s.deadlines[k] = e.StepDeadline
+				deadlines[k] = e.StepDeadline
 			}
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return s, nil
+	s.mu.Lock()
+	s.docs, s.templated, s.deadlines = docs, templated, deadlines
+	s.mu.Unlock()
+	return nil
 }
+
+// Reload reads the documents and step timers again from the store: in
+// cluster mode, when this node becomes the one that runs the timers
+// (other nodes may have started or ended executions since).
+func (s *Service) Reload() error { return s.load() }
 
 func execKey(thing, job string) string { return thing + "\x00" + job }
 
@@ -484,6 +504,7 @@ func (s *Service) Get(thing, jobID string) (Execution, bool) {
 
 // Step times out the IN_PROGRESS executions whose step timer expired.
 func (s *Service) Step(ctx context.Context) {
+	s.refreshTimers()
 	now := s.cfg.Clock().UnixMilli()
 	s.mu.Lock()
 	var due []string
@@ -533,4 +554,63 @@ func (s *Service) allow(thing string) bool {
 	}
 	s.mu.Unlock()
 	return l.Allow()
+}
+
+// StoreChanged notes a record another node wrote to the shared store
+// (cluster mode; the registry's StoreChanged is the same seam): a job
+// document is read again when next needed, and a job execution's step
+// timer is brought up to date at the next Step. It never reads the store
+// (it runs on the shared store's apply path) and never blocks for long.
+func (s *Service) StoreChanged(bucket, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch bucket {
+	case bucketDocuments:
+		delete(s.docs, key)
+		delete(s.templated, key)
+	case bucketExecutions:
+		if s.changedExecs == nil {
+			s.changedExecs = map[string]bool{}
+		}
+		s.changedExecs[key] = true
+	}
+}
+
+// refreshTimers reads the executions StoreChanged noted and sets or
+// clears their step timers.
+func (s *Service) refreshTimers() {
+	s.mu.Lock()
+	keys := s.changedExecs
+	s.changedExecs = nil
+	s.mu.Unlock()
+	if len(keys) == 0 {
+		return
+	}
+	execs := map[string][]byte{}
+	_ = s.cfg.Store.ViewKV(func(kv registry.KV) error {
+		for k := range keys {
+			execs[k] = bytes.Clone(kv.Get(bucketExecutions, k))
+		}
+		return nil
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range execs {
+		var e Execution
+		if v != nil && json.Unmarshal(v, &e) == nil && e.Status == InProgress && e.StepDeadline > 0 {
+			s.deadlines[k] = e.StepDeadline
+		} else {
+			delete(s.deadlines, k)
+		}
+	}
+}
+
+// ExecutionThing is the thing of a job_executions key (StoreChanged's
+// bucket "job_executions"), false for other buckets.
+func ExecutionThing(bucket, key string) (string, bool) {
+	if bucket != bucketExecutions {
+		return "", false
+	}
+	thing, _, ok := strings.Cut(key, "\x00")
+	return thing, ok
 }

@@ -197,3 +197,62 @@ func TestReplyKeepsTheJobDocumentAsWritten(t *testing.T) {
 		t.Fatalf("reply %s", got)
 	}
 }
+
+// A second service on the same store (cluster mode: the node that takes
+// over the timers) fires a step timer set through the first only after
+// Reload. (A document it reads from the store when first needed.)
+func TestReloadPicksUpStepTimers(t *testing.T) {
+	var cfg awsjobs.Config
+	s, _, clock := open(t, func(c *awsjobs.Config) { cfg = *c })
+	standby, err := awsjobs.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_ = s.PutJob(ctx, "j1", []byte(`{"op":"x"}`))
+	_, _ = s.Queue(ctx, "j1", "t1")
+	s.HandleMQTT(ctx, "$aws/things/t1/jobs/j1/update", []byte(`{"status":"IN_PROGRESS","stepTimeoutInMinutes":1}`))
+	clock.Add(2 * time.Minute)
+	standby.Step(ctx)
+	if e, _ := standby.Get("t1", "j1"); e.Status != awsjobs.InProgress {
+		t.Fatalf("standby fired a timer it had not loaded: %+v", e)
+	}
+	if err := standby.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if string(standby.Document("j1")) != `{"op":"x"}` {
+		t.Fatalf("document after Reload: %s", standby.Document("j1"))
+	}
+	standby.Step(ctx)
+	if e, _ := standby.Get("t1", "j1"); e.Status != awsjobs.TimedOut {
+		t.Fatalf("after Reload and the timer: %+v", e)
+	}
+}
+
+// StoreChanged (cluster mode: another node wrote the record) updates one
+// document or one step timer without a full Reload.
+func TestStoreChangedFollowsOneRecord(t *testing.T) {
+	var cfg awsjobs.Config
+	s, _, clock := open(t, func(c *awsjobs.Config) { cfg = *c })
+	follower, err := awsjobs.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_ = s.PutJob(ctx, "j1", []byte(`{"op":"y"}`))
+	_, _ = s.Queue(ctx, "j1", "t1")
+	s.HandleMQTT(ctx, "$aws/things/t1/jobs/j1/update", []byte(`{"status":"IN_PROGRESS","stepTimeoutInMinutes":1}`))
+	follower.StoreChanged("job_documents", "j1")
+	follower.StoreChanged("job_executions", "t1\x00j1")
+	if th, ok := awsjobs.ExecutionThing("job_executions", "t1\x00j1"); !ok || th != "t1" {
+		t.Fatalf("ExecutionThing: %q %v", th, ok)
+	}
+	if string(follower.Document("j1")) != `{"op":"y"}` {
+		t.Fatalf("document after StoreChanged: %s", follower.Document("j1"))
+	}
+	clock.Add(2 * time.Minute)
+	follower.Step(ctx)
+	if e, _ := follower.Get("t1", "j1"); e.Status != awsjobs.TimedOut {
+		t.Fatalf("timer after StoreChanged: %+v", e)
+	}
+}

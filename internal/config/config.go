@@ -57,6 +57,9 @@ type Cluster struct {
 	KeyFile   string        `yaml:"key_file"`
 	Replicas  int           `yaml:"replicas"`
 	Timeout   time.Duration `yaml:"timeout"`
+	// LeaseTTL: the rollout engine moves to another node within about
+	// this long when its node dies (default 5s; same on every node).
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
 }
 
 // Artifacts configures firmware artifacts (broker.ArtifactOptions).
@@ -390,7 +393,7 @@ func (f File) Options() broker.Options {
 		Cluster: broker.ClusterOptions{
 			URLs: broker.ParseClusterURLs(f.Cluster.URL), Name: f.Cluster.Name, CredsFile: f.Cluster.CredsFile,
 			CAFile: f.Cluster.CAFile, CertFile: f.Cluster.CertFile, KeyFile: f.Cluster.KeyFile,
-			Replicas: f.Cluster.Replicas, Timeout: f.Cluster.Timeout,
+			Replicas: f.Cluster.Replicas, Timeout: f.Cluster.Timeout, LeaseTTL: f.Cluster.LeaseTTL,
 		},
 	}
 }

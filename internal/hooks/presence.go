@@ -35,6 +35,13 @@ type Presence struct {
 	sessions map[*mqtt.Client]established
 	reserved map[*mqtt.Client]reservation // session started, not yet established
 	pruneAt  int
+
+	// Generation, when set (cluster mode), is a connection's generation
+	// across the cluster: higher for a newer connection of the same client
+	// id, whichever node it is on. A connection's version is at least its
+	// generation, so that the nodes' reports of one client id order as
+	// its connections do.
+	Generation func(*mqtt.Client) int64
 }
 
 // reservation is the version a connection took when its session started,
@@ -99,7 +106,7 @@ func (h *Presence) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	if !h.tracked(cl) {
 		return
 	}
-	r := reservation{session: h.session(cl), version: h.tracker.Reserve(cl.ID), at: time.Now()}
+	r := reservation{session: h.session(cl), version: h.reserve(cl), at: time.Now()}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.reserved[cl] = r
@@ -111,6 +118,15 @@ func (h *Presence) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 		}
 		h.pruneAt = max(2*len(h.reserved), 1024)
 	}
+}
+
+// reserve reserves a connection's version, at least its generation.
+func (h *Presence) reserve(cl *mqtt.Client) int64 {
+	v := h.tracker.Reserve(cl.ID)
+	if h.Generation != nil {
+		v = max(v, h.Generation(cl))
+	}
+	return v
 }
 
 // OnSessionEstablished implements mqtt.Hook.
@@ -138,7 +154,7 @@ func (h *Presence) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 		if !h.tracked(cl) {
 			return
 		}
-		r.session, r.version = h.session(cl), h.tracker.Reserve(cl.ID)
+		r.session, r.version = h.session(cl), h.reserve(cl)
 	}
 	s := r.session
 	live := h.tracker.ConnectedAs(s, r.version, !cl.Closed())

@@ -568,3 +568,24 @@ func (e *Engine) Run(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// Reload replaces the engine's rollouts and jobs with what the store holds
+// now. Cluster mode calls it when this node becomes the one that runs the
+// engine, because another node may have advanced the rollouts since this
+// one loaded them. Every reloaded rollout re-reads all its devices at the
+// next step (as after Open), so no shadow change made meanwhile is missed.
+func (e *Engine) Reload() error {
+	fresh := &Engine{cfg: e.cfg, rollouts: map[string]*Rollout{}, jobs: map[string]*Job{}}
+	if err := fresh.load(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.rollouts, e.jobs = fresh.rollouts, fresh.jobs
+	e.docArtifacts.Clear()
+	fresh.docArtifacts.Range(func(k, v any) bool {
+		e.docArtifacts.Store(k, v)
+		return true
+	})
+	return nil
+}

@@ -1080,6 +1080,28 @@ func (s *Server) retainMessage(cl *Client, pk packets.Packet) {
 
 // publishToSubscribers publishes a publish packet to all subscribers with matching topic filters.
 func (s *Server) publishToSubscribers(pk packets.Packet) {
+	s.deliverToSubscribers(pk, nil)
+}
+
+// DeliverToSubscribers delivers a publish packet to this server's
+// subscribers, as publishToSubscribers does for a client's publish, but
+// runs no hook: no OnPublish, no OnPublished, no retained store, no
+// OnSelectSubscribers. choose, when not nil, picks who receives it from
+// every matching subscription (shared ones included, one member per group
+// if it leaves SharedSelected empty); it replaces OnSelectSubscribers and
+// is called even when no shared subscription matches. It is for messages
+// that were published elsewhere and are only delivered here (a bridge
+// between brokers).
+//
+// UMBRA PATCH 16.
+func (s *Server) DeliverToSubscribers(pk packets.Packet, choose func(*Subscribers) *Subscribers) {
+	if choose == nil {
+		choose = func(subs *Subscribers) *Subscribers { return subs }
+	}
+	s.deliverToSubscribers(pk, choose)
+}
+
+func (s *Server) deliverToSubscribers(pk packets.Packet, choose func(*Subscribers) *Subscribers) {
 	if pk.Ignore {
 		return
 	}
@@ -1096,7 +1118,13 @@ func (s *Server) publishToSubscribers(pk packets.Packet) {
 	}
 
 	subscribers := s.Topics.Subscribers(pk.TopicName)
-	if len(subscribers.Shared) > 0 {
+	if choose != nil { // UMBRA PATCH 16
+		subscribers = choose(subscribers)
+		if len(subscribers.SharedSelected) == 0 {
+			subscribers.SelectShared()
+		}
+		subscribers.MergeSharedSelected()
+	} else if len(subscribers.Shared) > 0 {
 		subscribers = s.hooks.OnSelectSubscribers(subscribers, pk)
 		if len(subscribers.SharedSelected) == 0 {
 			subscribers.SelectShared()

@@ -560,8 +560,8 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 			}
 
 			if !hasNext {
-				if adjacent.retainPath != "" {
-					if pk, ok := x.Retained.Get(adjacent.retainPath); ok {
+				if path := adjacent.retained(); path != "" { // UMBRA PATCH 17
+					if pk, ok := x.Retained.Get(path); ok {
 						pks = append(pks, pk)
 					}
 				}
@@ -579,7 +579,7 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 			return x.scanMessages(filter, d+1, particle, pks)
 		}
 
-		if pk, ok := x.Retained.Get(particle.retainPath); ok {
+		if pk, ok := x.Retained.Get(particle.retained()); ok { // UMBRA PATCH 17
 			pks = append(pks, pk)
 		}
 	}
@@ -818,6 +818,18 @@ type particle struct {
 	inlineSubscriptions *InlineSubscriptions // a map of inline subscriptions for this particle
 	retainPath          string               // path of a retained message
 	sync.Mutex                               // mutex for when making changes to the particle
+}
+
+// retained is the particle's retained message path, read under its lock:
+// RetainMessage writes it under that lock (and the root's), while
+// scanMessages (a SUBSCRIBE's retained delivery) holds neither.
+//
+// UMBRA PATCH 17: upstream read the field unlocked, a data race between a
+// retained publish and a subscribe to a filter over the same topic.
+func (p *particle) retained() string {
+	p.Lock()
+	defer p.Unlock()
+	return p.retainPath
 }
 
 // newParticle returns a pointer to a new instance of particle.

@@ -435,3 +435,75 @@ func TestHasSubscribersAgreesWithSubscribers(t *testing.T) {
 	require.True(t, index.HasSubscribers("$aws/things/t1/shadow/update/delta"))
 	require.Zero(t, testing.AllocsPerRun(100, func() { index.HasSubscribers("$aws/things/t1/shadow/update/documents") }))
 }
+
+// countingHook counts the publish hooks DeliverToSubscribers must not run.
+type countingHook struct {
+	HookBase
+	publish, published, selected int
+}
+
+func (h *countingHook) ID() string { return "counting" }
+func (h *countingHook) Provides(b byte) bool {
+	return b == OnPublish || b == OnPublished || b == OnSelectSubscribers
+}
+func (h *countingHook) OnPublish(cl *Client, pk packets.Packet) (packets.Packet, error) {
+	h.publish++
+	return pk, nil
+}
+func (h *countingHook) OnPublished(cl *Client, pk packets.Packet) { h.published++ }
+func (h *countingHook) OnSelectSubscribers(subs *Subscribers, pk packets.Packet) *Subscribers {
+	h.selected++
+	return subs
+}
+
+// UMBRA PATCH 16: DeliverToSubscribers reaches the matching subscribers
+// without any publish hook and without retaining; choose decides who gets it.
+func TestDeliverToSubscribersRunsNoHook(t *testing.T) {
+	s := newServerWithInlineClient()
+	h := new(countingHook)
+	require.NoError(t, s.AddHook(h, nil))
+	var got []string
+	require.NoError(t, s.Subscribe("a/+", 1, func(_ *Client, _ packets.Subscription, pk packets.Packet) {
+		got = append(got, string(pk.Payload))
+	}))
+	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: "a/b", Payload: []byte("one")}
+	s.DeliverToSubscribers(pk, nil)
+	require.Equal(t, []string{"one"}, got)
+	require.Equal(t, 0, h.publish+h.published+h.selected)
+	require.Empty(t, s.Topics.Messages("a/b"), "a delivered message is not retained")
+
+	pk.Payload = []byte("two")
+	s.DeliverToSubscribers(pk, func(*Subscribers) *Subscribers { return &Subscribers{} })
+	require.Equal(t, []string{"one"}, got, "choose returned nobody")
+	require.Equal(t, 0, h.selected)
+
+	pk.Payload = []byte("three")
+	s.publishToSubscribers(pk) // the ordinary path is unchanged
+	require.Equal(t, []string{"one", "three"}, got)
+}
+
+// UMBRA PATCH 17: a retained publish and a subscribe's retained scan over
+// the same topics run at once without a data race (run with -race).
+func TestRetainWhileScanningMessages(t *testing.T) {
+	x := NewTopicsIndex()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			payload := []byte("v")
+			if i%2 == 1 {
+				payload = nil // delete
+			}
+			x.RetainMessage(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true}, TopicName: "config/site", Payload: payload})
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+			x.Messages("config/+")
+			x.Messages("config/#")
+		}
+	}
+}

@@ -100,13 +100,18 @@ func OpenLease(ctx context.Context, js jetstream.JetStream, cfg LeaseConfig) (*L
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      LeaseBucket,
-		Description: "Umbra leases (one holder per key)",
-		History:     1,
-		TTL:         cfg.TTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+	// Retry: nodes starting together create the bucket at once.
+	var kv jetstream.KeyValue
+	err := Retry(ctx, func(ctx context.Context) (err error) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      LeaseBucket,
+			Description: "Umbra leases (one holder per key)",
+			History:     1,
+			TTL:         cfg.TTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: lease bucket %s: %w", LeaseBucket, err)

@@ -51,6 +51,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/keyed"
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
@@ -159,7 +160,12 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 	}
 	h := &Hook{cfg: cfg, log: cfg.Logger, byID: map[string]map[*mqtt.Client]*conn{},
 		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{}}
-	kv, err := openBucket(ctx, cfg)
+	// cluster.Retry: nodes starting together create the bucket at once.
+	var kv jetstream.KeyValue
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		kv, err = openBucket(ctx, cfg)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

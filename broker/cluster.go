@@ -106,8 +106,6 @@ func (b *Broker) openCluster(ctx context.Context) error {
 	b.metaFollow.Lock()
 	b.metaFollow.opened = true
 	b.metaFollow.Unlock()
-	// cluster.Retry: nodes starting together create it at once (see
-	// cluster.Retry; without it three nodes started together failed).
 	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
 		b.clusterBlobs, err = conn.JS.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket: ArtifactObjectStore, Description: "Umbra firmware artifacts (images by SHA-256)",

@@ -44,7 +44,8 @@ type Conn struct {
 
 // Connect connects to the NATS servers and checks that JetStream answers,
 // so that a wrong URL or a server without JetStream fails `umbra serve`
-// at start rather than at the first write. After that the connection
+// at start rather than at the first write. Servers that are not up yet are
+// waited for, up to three times the request timeout. After that the connection
 // reconnects for ever; Ready tells whether JetStream is reachable now.
 func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 	if len(cfg.URLs) == 0 {
@@ -61,7 +62,9 @@ func Connect(ctx context.Context, cfg Config) (*Conn, error) {
 		nats.Name("umbra " + cfg.Name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(false),
+		// NATS servers that are still starting (all started together,
+		// as a compose file does) are waited for, like JetStream below.
+		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("cluster: disconnected from NATS", "error", err)
 		}),
@@ -108,6 +111,9 @@ func (c *Conn) waitJetStream(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			if !c.NC.IsConnected() {
+				return fmt.Errorf("cluster: no NATS server reachable at %s within %s", strings.Join(c.NC.Opts.Servers, ","), 3*c.Timeout)
+			}
 			return fmt.Errorf("cluster: JetStream not available: %w", last)
 		case <-time.After(100 * time.Millisecond):
 		}

@@ -93,10 +93,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
-	bolt "go.etcd.io/bbolt"
 
+	"github.com/nats-io/nuid"
 	"github.com/umbra-iot/umbra/internal/cluster"
+	bolt "go.etcd.io/bbolt"
 )
 
 // KV is a transaction over named buckets (the method set of registry.KV
@@ -223,11 +223,6 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	s := &Store{cfg: cfg, js: js, nc: js.Conn(), advance: make(chan struct{}),
 		staged: map[[2]string][]byte{}, stagedD: map[[2]string]bool{}}
 	var err error
-	// Nodes that start together on a fresh cluster all create the stream
-	// at once; requests that race that creation can go unanswered for
-	// their whole deadline (issue 19: three `umbra serve --cluster`
-	// started together failed 5 times in 6). Short attempts, repeated
-	// (cluster.Retry), as clusterstore.Open does.
 	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
 		s.stream, err = js.CreateOrUpdateStream(ctx, streamConfig(cfg))
 		return err
@@ -251,7 +246,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: replica: %w", err)
 	}
-	cons, err := js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	var cons jetstream.Consumer
+	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+		return err
+	})
 	if err != nil {
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: consumer: %w", err)
@@ -261,27 +260,11 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: consume: %w", err)
 	}
-	// The first stream info may meet the new stream's leader election.
-	if err := cluster.Retry(ctx, s.sync); err != nil {
+	if err := s.sync(ctx); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
-}
-
-// streamConfig is the configuration of the store's stream.
-func streamConfig(cfg Config) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:               cfg.Stream,
-		Subjects:           []string{cfg.Stream + ".>"},
-		Storage:            jetstream.FileStorage,
-		Replicas:           cfg.Replicas,
-		MaxMsgsPerSubject:  1,
-		Discard:            jetstream.DiscardOld,
-		AllowAtomicPublish: true,
-		AllowDirect:        false,
-		Description:        "Umbra cluster mode: registry, groups, rollouts, jobs, artifact metadata (internal/clusterkv)",
-	}
 }
 
 // Close stops following the stream and removes the local replica.
@@ -803,4 +786,19 @@ func (t *txn) writeSet() []write {
 	}
 	slices.SortFunc(out, func(a, b write) int { return strings.Compare(a.bucket+"\x00"+a.key, b.bucket+"\x00"+b.key) })
 	return out
+}
+
+// streamConfig is the shared stream's configuration.
+func streamConfig(cfg Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:               cfg.Stream,
+		Subjects:           []string{cfg.Stream + ".>"},
+		Storage:            jetstream.FileStorage,
+		Replicas:           cfg.Replicas,
+		MaxMsgsPerSubject:  1,
+		Discard:            jetstream.DiscardOld,
+		AllowAtomicPublish: true,
+		AllowDirect:        false,
+		Description:        "Umbra cluster mode: registry, groups, rollouts, jobs, artifact metadata (internal/clusterkv)",
+	}
 }

@@ -52,6 +52,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/umbra-iot/umbra/internal/cluster"
+
 	"github.com/umbra-iot/umbra/internal/keyed"
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
@@ -160,7 +161,6 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 	}
 	h := &Hook{cfg: cfg, log: cfg.Logger, byID: map[string]map[*mqtt.Client]*conn{},
 		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{}}
-	// cluster.Retry: nodes starting together create the bucket at once.
 	var kv jetstream.KeyValue
 	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
 		kv, err = openBucket(ctx, cfg)
@@ -189,7 +189,7 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 }
 
 func openBucket(ctx context.Context, cfg Config) (jetstream.KeyValue, error) {
-	// The handle is bound again below, after direct get is off.
+	// The handle is bound below, after direct get is off.
 	_, err := cfg.JS.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		_, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{

@@ -74,9 +74,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/umbra-iot/umbra/internal/cluster"
+
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 )
@@ -227,11 +228,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.Resync()
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
-	// cluster.Retry: nodes starting together create the stream at once,
-	// and its first info may meet the leader election.
-	var info *jetstream.StreamInfo
-	err := cluster.Retry(ctx, func(ctx context.Context) error {
-		st, err := b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	var st jetstream.Stream
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		st, err = b.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name:              RetainedStream,
 			Description:       "Umbra: MQTT retained messages, one per topic (an empty one is a deletion)",
 			Subjects:          []string{RetainedPrefix + ">"},
@@ -240,12 +239,12 @@ func (b *Bridge) Start(ctx context.Context) error {
 			Storage:           jetstream.FileStorage,
 			Discard:           jetstream.DiscardOld,
 		})
-		if err != nil {
-			return err
-		}
-		info, err = st.Info(ctx)
 		return err
 	})
+	if err != nil {
+		return fmt.Errorf("bridge: retained stream: %w", err)
+	}
+	info, err := st.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("bridge: retained stream: %w", err)
 	}

@@ -260,7 +260,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: consume: %w", err)
 	}
-	if err := s.sync(ctx); err != nil {
+	// The first stream info may meet the new stream's leader election,
+	// which can leave it unanswered for the whole deadline: short
+	// attempts, repeated (TestOpenConcurrentlyOnFreshCluster).
+	if err := cluster.Retry(ctx, s.sync); err != nil {
 		s.Close()
 		return nil, err
 	}

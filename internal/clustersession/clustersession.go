@@ -189,14 +189,15 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 }
 
 func openBucket(ctx context.Context, cfg Config) (jetstream.KeyValue, error) {
-	kv, err := cfg.JS.KeyValue(ctx, cfg.Bucket)
+	// The handle is bound below, after direct get is off.
+	_, err := cfg.JS.KeyValue(ctx, cfg.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		_, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: cfg.Bucket, Description: "Umbra: which node holds each MQTT session",
 			History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		})
 		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = cfg.JS.KeyValue(ctx, cfg.Bucket)
+			err = nil
 		}
 	}
 	if err != nil {
@@ -219,7 +220,8 @@ func openBucket(ctx context.Context, cfg Config) (jetstream.KeyValue, error) {
 				return nil, fmt.Errorf("clustersession: turn direct get off on %s: %w", stream, err)
 			}
 		}
-		if kv, err = cfg.JS.KeyValue(ctx, cfg.Bucket); err != nil {
+		kv, err := cfg.JS.KeyValue(ctx, cfg.Bucket)
+		if err != nil {
 			return nil, fmt.Errorf("clustersession: bind bucket %s: %w", cfg.Bucket, err)
 		}
 		if st, err = cfg.JS.Stream(ctx, stream); err != nil {

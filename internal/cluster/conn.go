@@ -112,7 +112,11 @@ func (c *Conn) waitJetStream(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			if !c.NC.IsConnected() {
-				return fmt.Errorf("cluster: no NATS server reachable at %s within %s", strings.Join(c.NC.Opts.Servers, ","), 3*c.Timeout)
+				why := ""
+				if err := c.NC.LastError(); err != nil {
+					why = ": " + err.Error()
+				}
+				return fmt.Errorf("cluster: no NATS server reachable at %s within %s%s", strings.Join(c.NC.Opts.Servers, ","), 3*c.Timeout, why)
 			}
 			return fmt.Errorf("cluster: JetStream not available: %w", last)
 		case <-time.After(100 * time.Millisecond):

@@ -39,12 +39,26 @@ func TestClusterPersistentSessionMovesToAnotherNode(t *testing.T) {
 	nodes := startClusterNodes(t, nc, 3)
 	for _, v := range []byte{5, 4} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
-			testSessionMoves(t, nodes, v, fmt.Sprintf("lamp-v%d", v))
+			testSessionMoves(t, nodes, v, fmt.Sprintf("lamp-v%d", v), 0)
 		})
 	}
 }
 
-func testSessionMoves(t *testing.T, nodes []*brokertest.Server, v byte, thing string) {
+// The issue's wording: the updates are made on node B while the device's
+// session is on node A, so each delta crosses the bridge into A's offline
+// session, and the device reconnects to node C right after the updates
+// were answered.
+func TestClusterQueuedDeltaFromNodeBReachesDeviceOnNodeC(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	for _, v := range []byte{5, 4} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			testSessionMoves(t, nodes, v, fmt.Sprintf("lamp-b-v%d", v), 1)
+		})
+	}
+}
+
+func testSessionMoves(t *testing.T, nodes []*brokertest.Server, v byte, thing string, updateOn int) {
 	delta := "$aws/things/" + thing + "/shadow/update/delta"
 
 	dev, ack := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, v, thing, false)
@@ -58,9 +72,10 @@ func testSessionMoves(t *testing.T, nodes []*brokertest.Server, v byte, thing st
 	dev.expectClosed()
 	waitFor(t, "node A to see the device gone", func() bool { return len(connectedOn(nodes, thing)) == 0 })
 
-	// Two changes while the device is away, made on node A where its session is.
-	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"on":true}}}`, 200)
-	httpDo(t, "POST", nodes[0].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"color":"red"}}}`, 200)
+	// Two changes while the device is away, made on node updateOn (A, where
+	// its session is, or B).
+	httpDo(t, "POST", nodes[updateOn].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"on":true}}}`, 200)
+	httpDo(t, "POST", nodes[updateOn].HTTPURL()+"/things/"+thing+"/shadow", `{"state":{"desired":{"color":"red"}}}`, 200)
 
 	start := time.Now()
 	dev, ack = rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, v, thing, false)

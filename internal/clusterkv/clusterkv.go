@@ -192,6 +192,11 @@ type Store struct {
 	pendTx   string
 	pending  []*jetstream.MsgMetadata
 	pendMsgs []jetstream.Msg
+	// rmu serialises the applier (receive) with a follower restart; gen
+	// is the current follower's generation (stale callbacks are dropped).
+	rmu         sync.Mutex
+	gen         uint64
+	lastRestart time.Time
 
 	smu     sync.Mutex
 	staged  map[[2]string][]byte // nil value = delete (tracked by stagedDel)
@@ -246,19 +251,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		s.cleanup()
 		return nil, fmt.Errorf("clusterkv: replica: %w", err)
 	}
-	var cons jetstream.Consumer
-	err = cluster.Retry(ctx, func(ctx context.Context) (err error) {
-		cons, err = js.OrderedConsumer(ctx, cfg.Stream, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
-		return err
-	})
-	if err != nil {
+	if err := s.follow(ctx, 0); err != nil {
 		s.cleanup()
-		return nil, fmt.Errorf("clusterkv: consumer: %w", err)
-	}
-	s.cons, err = cons.Consume(s.receive)
-	if err != nil {
-		s.cleanup()
-		return nil, fmt.Errorf("clusterkv: consume: %w", err)
+		return nil, err
 	}
 	// The first stream info may meet the new stream's leader election,
 	// which can leave it unanswered for the whole deadline: short
@@ -286,8 +281,11 @@ func (s *Store) Close() error {
 		s.timer.Stop()
 	}
 	s.smu.Unlock()
-	if s.cons != nil {
-		s.cons.Stop()
+	s.rmu.Lock()
+	cons := s.cons
+	s.rmu.Unlock()
+	if cons != nil {
+		cons.Stop()
 	}
 	// the applier may still be in a callback: take the write lock of the
 	// replica by closing it (bolt waits for open transactions)
@@ -307,6 +305,78 @@ func (s *Store) cleanup() {
 	}
 }
 
+// follow starts the follower (an ordered consumer applying the stream to
+// the replica) after sequence from (0: from the start). Short pull expiry
+// and heartbeat make nats.go notice a consumer whose server went away
+// within about two seconds.
+func (s *Store) follow(ctx context.Context, from uint64) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if from > 0 {
+		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from + 1}
+	}
+	var cons jetstream.Consumer
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = s.js.OrderedConsumer(ctx, s.cfg.Stream, cfg)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("clusterkv: consumer: %w", err)
+	}
+	s.rmu.Lock()
+	s.gen++
+	gen := s.gen
+	s.pendMsgs, s.pending, s.pendTx = nil, nil, ""
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.receive(gen, m) },
+		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		s.rmu.Unlock()
+		return fmt.Errorf("clusterkv: consume: %w", err)
+	}
+	old := s.cons
+	s.cons = cc
+	s.rmu.Unlock()
+	// outside rmu: a callback of the old follower may be waiting for it
+	if old != nil {
+		old.Stop()
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed { // Close ran meanwhile and stopped the old one
+		cc.Stop()
+	}
+	return nil
+}
+
+// followerStallAfter is how long a wait for the replica may see no
+// progress before the follower is started again after the applied
+// sequence. Seen: after a NATS server restart, an ordered consumer that
+// kept its heartbeats but delivered nothing more, leaving the node's view
+// stalled (TestServerRestartMidRun failed 2 of 8 runs, "waiting for
+// sequence 100 (applied 22)").
+const followerStallAfter = 3 * time.Second
+
+// restartFollower starts the follower again after the applied sequence,
+// at most once per followerStallAfter.
+func (s *Store) restartFollower() {
+	s.rmu.Lock()
+	if time.Since(s.lastRestart) < followerStallAfter {
+		s.rmu.Unlock()
+		return
+	}
+	s.lastRestart = time.Now()
+	s.rmu.Unlock()
+	s.mu.Lock()
+	applied, closed := s.applied, s.closed
+	s.mu.Unlock()
+	if closed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	_ = s.follow(ctx, applied) // on failure the next stalled wait tries again
+}
+
 // Applied is the stream sequence the local replica has applied.
 func (s *Store) Applied() uint64 {
 	s.mu.Lock()
@@ -318,7 +388,12 @@ func (s *Store) Applied() uint64 {
 
 // receive is the ordered consumer's callback: it gathers one
 // transaction's messages and applies them together.
-func (s *Store) receive(m jetstream.Msg) {
+func (s *Store) receive(gen uint64, m jetstream.Msg) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if gen != s.gen {
+		return // a follower that was replaced
+	}
 	md, err := m.Metadata()
 	if err != nil {
 		return
@@ -432,11 +507,16 @@ func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 		case applied >= seq:
 			return nil
 		}
+		stall := time.NewTimer(followerStallAfter)
 		select {
 		case <-ch:
+		case <-stall.C:
+			go s.restartFollower()
 		case <-ctx.Done():
+			stall.Stop()
 			return fmt.Errorf("clusterkv: waiting for sequence %d (applied %d): %w", seq, applied, ctx.Err())
 		}
+		stall.Stop()
 	}
 }
 

@@ -254,7 +254,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: retained consumer: %w", err)
 	}
-	if b.consume, err = cons.Consume(b.retained); err != nil {
+	// Short expiry and heartbeat, as internal/clusterkv's follower: the
+	// mirror resumes within seconds after its server restarts.
+	if b.consume, err = cons.Consume(b.retained, jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second)); err != nil {
 		return fmt.Errorf("bridge: retained consumer: %w", err)
 	}
 	if info.State.Msgs == 0 {

@@ -93,21 +93,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/nats-io/nuid"
-	"github.com/umbra-iot/umbra/internal/cluster"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/store"
 )
 
-// KV is a transaction over named buckets (the method set of registry.KV
-// and store.KV). Values returned by Get and passed to ForEach are copies.
-type KV interface {
-	Get(bucket, key string) []byte
-	Put(bucket, key string, value []byte) error
-	Delete(bucket, key string) error
-	ForEach(bucket, prefix string, fn func(key string, value []byte) error) error
-	ForEachFrom(bucket, start string, fn func(key string, value []byte) error) error
-}
+// KV is a transaction over named buckets: the same interface as the bbolt
+// store's, so domain packages run the same code on either.
+type KV = store.KV
 
 // Change is one record of an applied transaction.
 type Change struct {

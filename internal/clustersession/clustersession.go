@@ -52,6 +52,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/umbra-iot/umbra/internal/cluster"
+	"github.com/umbra-iot/umbra/internal/hooks"
 
 	"github.com/umbra-iot/umbra/internal/keyed"
 	mqtt "github.com/umbra-iot/umbra/tempfork/mochi"
@@ -358,7 +359,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 			"client", cl.ID, "node", prev.Node, "error", err, "subscriptions_from_bucket", len(prev.Subs))
 		if want && len(prev.Subs) > 0 && !h.revoked(cl) {
 			h.dropStale(cl)
-			h.install(session{Found: true, Client: clientRecord(cl), Subs: prev.Subs})
+			h.install(session{Found: true, Client: hooks.ClientRecord(cl), Subs: prev.Subs})
 			if err := h.flush(); err != nil {
 				h.log.Warn("cluster session: subscriptions from the bucket not durable", "client", cl.ID, "error", err)
 			}
@@ -758,25 +759,7 @@ func (h *Hook) dropStale(cl *mqtt.Client) {
 // subscriptions and messages.
 func (h *Hook) install(snap session) *mqtt.Client {
 	s := h.cfg.Server
-	c := snap.Client
-	cl := s.NewClient(nil, c.Listener, c.ID, false)
-	cl.Properties.Username = c.Username
-	cl.Properties.Clean = c.Clean
-	cl.Properties.ProtocolVersion = c.ProtocolVersion
-	cl.Properties.Props = packets.Properties{
-		SessionExpiryInterval:     c.Properties.SessionExpiryInterval,
-		SessionExpiryIntervalFlag: c.Properties.SessionExpiryIntervalFlag,
-		AuthenticationMethod:      c.Properties.AuthenticationMethod,
-		AuthenticationData:        c.Properties.AuthenticationData,
-		RequestProblemInfoFlag:    c.Properties.RequestProblemInfoFlag,
-		RequestProblemInfo:        c.Properties.RequestProblemInfo,
-		RequestResponseInfo:       c.Properties.RequestResponseInfo,
-		ReceiveMaximum:            c.Properties.ReceiveMaximum,
-		TopicAliasMaximum:         c.Properties.TopicAliasMaximum,
-		User:                      c.Properties.User,
-		MaximumPacketSize:         c.Properties.MaximumPacketSize,
-	}
-	cl.Properties.Will = mqtt.Will(c.Will)
+	cl := s.RestoredClient(snap.Client)
 	cl.Stop(packets.ErrSessionTakenOver)
 	s.Clients.Add(cl)
 	if len(snap.Subs) > 0 {
@@ -828,33 +811,11 @@ func ephemeral(cl *mqtt.Client) bool {
 
 // snapshot copies a disconnected session.
 func snapshot(cl *mqtt.Client) session {
-	s := session{Found: true, Client: clientRecord(cl), Subs: subscriptions(cl)}
+	s := session{Found: true, Client: hooks.ClientRecord(cl), Subs: subscriptions(cl)}
 	for _, pk := range cl.State.Inflight.GetAll(false) {
 		s.Inflight = append(s.Inflight, message(pk, cl.ID))
 	}
 	return s
-}
-
-func clientRecord(cl *mqtt.Client) storage.Client {
-	props := cl.Properties.Props.Copy(false)
-	return storage.Client{
-		ID: cl.ID, T: storage.ClientKey, Remote: cl.Net.Remote, Listener: cl.Net.Listener,
-		Username: cl.Properties.Username, Clean: cl.Properties.Clean, ProtocolVersion: cl.Properties.ProtocolVersion,
-		Properties: storage.ClientProperties{
-			SessionExpiryInterval:     props.SessionExpiryInterval,
-			SessionExpiryIntervalFlag: props.SessionExpiryIntervalFlag,
-			AuthenticationMethod:      props.AuthenticationMethod,
-			AuthenticationData:        props.AuthenticationData,
-			RequestProblemInfo:        props.RequestProblemInfo,
-			RequestProblemInfoFlag:    props.RequestProblemInfoFlag,
-			RequestResponseInfo:       props.RequestResponseInfo,
-			ReceiveMaximum:            props.ReceiveMaximum,
-			TopicAliasMaximum:         props.TopicAliasMaximum,
-			User:                      props.User,
-			MaximumPacketSize:         props.MaximumPacketSize,
-		},
-		Will: storage.ClientWill(cl.Properties.Will),
-	}
 }
 
 func subscriptions(cl *mqtt.Client) []storage.Subscription {

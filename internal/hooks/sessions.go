@@ -93,15 +93,17 @@ func (h *Sessions) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
 func (h *Sessions) OnWillSent(cl *mqtt.Client, pk packets.Packet) { h.putClient(cl) }
 
 func (h *Sessions) putClient(cl *mqtt.Client) {
+	rec := ClientRecord(cl)
+	h.put(h.buckets.Clients, cl.ID, &rec)
+}
+
+// ClientRecord is the stored form of cl's session (Mochi's storage.Client):
+// what this hook persists and what cluster mode hands to another node.
+func ClientRecord(cl *mqtt.Client) storage.Client {
 	props := cl.Properties.Props.Copy(false)
-	h.put(h.buckets.Clients, cl.ID, &storage.Client{
-		ID:              cl.ID,
-		T:               storage.ClientKey,
-		Remote:          cl.Net.Remote,
-		Listener:        cl.Net.Listener,
-		Username:        cl.Properties.Username,
-		Clean:           cl.Properties.Clean,
-		ProtocolVersion: cl.Properties.ProtocolVersion,
+	return storage.Client{
+		ID: cl.ID, T: storage.ClientKey, Remote: cl.Net.Remote, Listener: cl.Net.Listener,
+		Username: cl.Properties.Username, Clean: cl.Properties.Clean, ProtocolVersion: cl.Properties.ProtocolVersion,
 		Properties: storage.ClientProperties{
 			SessionExpiryInterval:     props.SessionExpiryInterval,
 			SessionExpiryIntervalFlag: props.SessionExpiryIntervalFlag,
@@ -116,7 +118,7 @@ func (h *Sessions) putClient(cl *mqtt.Client) {
 			MaximumPacketSize:         props.MaximumPacketSize,
 		},
 		Will: storage.ClientWill(cl.Properties.Will),
-	})
+	}
 }
 
 // forget deletes every record of a client id.

@@ -1798,24 +1798,7 @@ func (s *Server) loadSubscriptions(v []storage.Subscription) {
 // loadClients restores clients from the datastore.
 func (s *Server) loadClients(v []storage.Client) {
 	for _, c := range v {
-		cl := s.NewClient(nil, c.Listener, c.ID, false)
-		cl.Properties.Username = c.Username
-		cl.Properties.Clean = c.Clean
-		cl.Properties.ProtocolVersion = c.ProtocolVersion
-		cl.Properties.Props = packets.Properties{
-			SessionExpiryInterval:     c.Properties.SessionExpiryInterval,
-			SessionExpiryIntervalFlag: c.Properties.SessionExpiryIntervalFlag,
-			AuthenticationMethod:      c.Properties.AuthenticationMethod,
-			AuthenticationData:        c.Properties.AuthenticationData,
-			RequestProblemInfoFlag:    c.Properties.RequestProblemInfoFlag,
-			RequestProblemInfo:        c.Properties.RequestProblemInfo,
-			RequestResponseInfo:       c.Properties.RequestResponseInfo,
-			ReceiveMaximum:            c.Properties.ReceiveMaximum,
-			TopicAliasMaximum:         c.Properties.TopicAliasMaximum,
-			User:                      c.Properties.User,
-			MaximumPacketSize:         c.Properties.MaximumPacketSize,
-		}
-		cl.Properties.Will = Will(c.Will)
+		cl := s.RestoredClient(c) // UMBRA PATCH 18
 
 		// cancel the context, update cl.State such as disconnected time and stopCause.
 		cl.Stop(packets.ErrServerShuttingDown)

@@ -1,8 +1,38 @@
 package mqtt
 
+import (
+	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
+)
+
 // Hooks returns the server's hooks, for Umbra code that changes a
 // session outside a client's packet flow (cluster mode installs a session
 // handed over by another node, or drops one it handed over) and must run
 // the same hooks Mochi runs when it does so itself (OnSubscribed,
-// OnQosPublish, OnClientExpired, ...). UMBRA PATCH 17.
+// OnQosPublish, OnClientExpired, ...). UMBRA PATCH 18.
 func (s *Server) Hooks() *Hooks { return s.hooks }
+
+// RestoredClient builds a client, not connected, from its stored record:
+// what loadClients does for each session at start, and what cluster mode
+// does with a session another node handed over. UMBRA PATCH 18.
+func (s *Server) RestoredClient(c storage.Client) *Client {
+	cl := s.NewClient(nil, c.Listener, c.ID, false)
+	cl.Properties.Username = c.Username
+	cl.Properties.Clean = c.Clean
+	cl.Properties.ProtocolVersion = c.ProtocolVersion
+	cl.Properties.Props = packets.Properties{
+		SessionExpiryInterval:     c.Properties.SessionExpiryInterval,
+		SessionExpiryIntervalFlag: c.Properties.SessionExpiryIntervalFlag,
+		AuthenticationMethod:      c.Properties.AuthenticationMethod,
+		AuthenticationData:        c.Properties.AuthenticationData,
+		RequestProblemInfoFlag:    c.Properties.RequestProblemInfoFlag,
+		RequestProblemInfo:        c.Properties.RequestProblemInfo,
+		RequestResponseInfo:       c.Properties.RequestResponseInfo,
+		ReceiveMaximum:            c.Properties.ReceiveMaximum,
+		TopicAliasMaximum:         c.Properties.TopicAliasMaximum,
+		User:                      c.Properties.User,
+		MaximumPacketSize:         c.Properties.MaximumPacketSize,
+	}
+	cl.Properties.Will = Will(c.Will)
+	return cl
+}

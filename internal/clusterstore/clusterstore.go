@@ -44,6 +44,7 @@
 package clusterstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -68,7 +69,8 @@ type Config struct {
 	// TombstoneTTL is how long a deleted shadow's version is kept (0: for
 	// ever), as in the bbolt engine.
 	TombstoneTTL time.Duration
-	// Timeout bounds a Load, which has no context (default 10s).
+	// Timeout bounds a Load (which has no context) and a Commit, retries
+	// during a leader election included (default 10s).
 	Timeout time.Duration
 	// Now is the clock for tombstone expiry (nil: time.Now).
 	Now func() time.Time
@@ -208,11 +210,17 @@ func Key(r shadow.Ref) string {
 	return k + ".n." + base64.RawURLEncoding.EncodeToString([]byte(r.Name))
 }
 
-// Load implements shadow.Store.
+// Load implements shadow.Store. A read changes nothing, so an attempt that
+// meets a leader election (no answer, no responders) is simply made again,
+// in attempts of cluster.AttemptTimeout, until Config.Timeout.
 func (s *ShadowStore) Load(ref shadow.Ref) (shadow.Current, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	e, err := s.kv.Get(ctx, Key(ref))
+	var e jetstream.KeyValueEntry
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		e, err = s.kv.Get(ctx, Key(ref))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		// No entry (or a KV delete marker, which Umbra never writes):
 		// Commit creates the key.
@@ -284,6 +292,15 @@ func (s *ShadowStore) waitPast(ctx context.Context, key string, rev uint64) {
 
 // Commit implements shadow.Store: a compare-and-set on the revision Load
 // returned (c.Rev).
+//
+// An attempt that meets a leader election (no answer within
+// cluster.AttemptTimeout, no responders, "no leader") is made again, until
+// ctx or Config.Timeout ends, rather than answered 500 after the whole
+// timeout. Making the compare-and-set again is safe: it applies at most
+// once. But when an earlier attempt's outcome is unknown, a refusal may be
+// the mark of that attempt itself, so the entry is read back: holding
+// exactly the bytes this Commit writes (the document with its version and
+// timestamps), the write is this Commit's and it succeeded.
 func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	var v []byte
 	if c.Doc == nil {
@@ -296,21 +313,34 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 		v[0] = kindDoc
 		v = append(v, c.Doc...)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
 	key := Key(c.Ref)
-	var err error
 	var rev uint64
-	if c.Rev == 0 {
-		rev, err = s.kv.Create(ctx, key, v)
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			s.waitPast(ctx, key, 0)
+	unknown := false // an earlier attempt may have been applied
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		if c.Rev == 0 {
+			rev, err = s.kv.Create(ctx, key, v)
+		} else {
+			rev, err = s.kv.Update(ctx, key, v, c.Rev)
+		}
+		if err != nil && cluster.Transient(err) {
+			unknown = true
+		}
+		return err
+	})
+	refused := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
+	if refused && unknown {
+		if r, ok := s.committedEarlier(ctx, key, v, c.Rev); ok {
+			rev, err, refused = r, nil, false
+		}
+	}
+	if refused {
+		s.waitPast(ctx, key, c.Rev)
+		if c.Rev == 0 {
 			return fmt.Errorf("clusterstore: create %s: %w", c.Ref, shadow.ErrConflict)
 		}
-	} else {
-		rev, err = s.kv.Update(ctx, key, v, c.Rev)
-		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			s.waitPast(ctx, key, c.Rev)
-			return fmt.Errorf("clusterstore: update %s at revision %d: %w", c.Ref, c.Rev, shadow.ErrConflict)
-		}
+		return fmt.Errorf("clusterstore: update %s at revision %d: %w", c.Ref, c.Rev, shadow.ErrConflict)
 	}
 	if err != nil {
 		return fmt.Errorf("clusterstore: commit %s: %w", c.Ref, err)
@@ -319,6 +349,20 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 		return s.appendHistory(ctx, c, rev)
 	}
 	return nil
+}
+
+// committedEarlier reports whether key holds v at a revision after rev: an
+// attempt of the same Commit whose answer was lost was applied.
+func (s *ShadowStore) committedEarlier(ctx context.Context, key string, v []byte, rev uint64) (uint64, bool) {
+	var e jetstream.KeyValueEntry
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		e, err = s.kv.Get(ctx, key)
+		return err
+	})
+	if err != nil || e.Revision() <= rev || !bytes.Equal(e.Value(), v) {
+		return 0, false
+	}
+	return e.Revision(), true
 }
 
 // RefOfKey is the shadow a KV key names (the inverse of Key).

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/shadow"
 )
 
@@ -116,12 +117,10 @@ func (s *ShadowStore) appendHistory(ctx context.Context, c shadow.Change, rev ui
 	msg = binary.BigEndian.AppendUint64(msg, rev)
 	msg = append(msg, c.History...)
 	id := Key(c.Ref) + "@" + strconv.FormatUint(rev, 10)
-	var err error
-	for range 3 {
-		if _, err = s.js.Publish(ctx, s.historySubject(c.Ref), msg, jetstream.WithMsgID(id)); err == nil || ctx.Err() != nil {
-			break
-		}
-	}
+	err := cluster.Retry(ctx, func(ctx context.Context) error {
+		_, err := s.js.Publish(ctx, s.historySubject(c.Ref), msg, jetstream.WithMsgID(id))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("clusterstore: history of %s version %d (the change itself is committed): %w", c.Ref, c.Version, err)
 	}

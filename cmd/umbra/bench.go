@@ -11,6 +11,7 @@ import (
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/internal/bench"
+	"github.com/umbra-iot/umbra/internal/gctune"
 	"github.com/umbra-iot/umbra/internal/sim"
 )
 
@@ -96,6 +97,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	need := uint64(o.Conns)*2 + 4096
 	if lim, err := sim.RaiseFileLimit(need); err != nil {
 		fmt.Fprintf(stderr, "umbra bench: open-file limit is %d (%v); connections beyond it will fail\n", lim, err)
+	}
+	if o.Target == "" {
+		// The in-process broker runs as `umbra serve` does; a load
+		// generator against another broker keeps Go's defaults.
+		defer gctune.Start(gctune.DefaultHeadroom, env).Stop()
 	}
 	rep, err := bench.Run(ctx, o)
 	if rep != nil {

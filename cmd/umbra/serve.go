@@ -10,6 +10,7 @@ import (
 
 	"github.com/umbra-iot/umbra/broker"
 	"github.com/umbra-iot/umbra/internal/config"
+	"github.com/umbra-iot/umbra/internal/gctune"
 )
 
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
@@ -55,6 +56,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 	if err != nil {
 		return err
 	}
+	// Headroom for the garbage collector while the live heap is small
+	// (internal/gctune; GOGC in the environment turns it off).
+	defer gctune.Start(gctune.DefaultHeadroom, env).Stop()
 	opts := file.Options()
 	opts.Logger = logger
 	b, err := broker.New(opts)

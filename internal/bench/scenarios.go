@@ -247,6 +247,25 @@ func (r *runner) closedLoop(ctx context.Context, shadowMode bool) (Result, error
 	return res, nil
 }
 
+// sendTick is how often the fixed-rate sender looks for updates that are
+// due. An update is sent up to one tick after its intended time, and that
+// delay is counted in its latency (against the broker).
+const sendTick = 200 * time.Microsecond
+
+// dueBy is how many updates are due once elapsed has passed since the
+// start at rate per second: update seq is intended at seq/rate, so those
+// with seq ≤ elapsed×rate (update 0 at once).
+//
+// It was floor(elapsed×rate), one short: each update went out a whole
+// period (1/rate) after its intended time, and that period was counted as
+// latency (1 ms at 1,000/s, 5 ms at 200/s).
+func dueBy(elapsed time.Duration, rate float64) int64 {
+	if elapsed < 0 {
+		return 0
+	}
+	return int64(elapsed.Seconds()*rate) + 1
+}
+
 // fixedRate offers Rate shadow updates per second in total, spread over
 // RateClients devices in turn, without waiting for answers (open loop).
 // Latency runs from each update's intended send time, so a stalled broker
@@ -315,7 +334,7 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(500 * time.Microsecond)
+		tick := time.NewTicker(sendTick)
 		defer tick.Stop()
 		var seq int64
 		for {
@@ -326,7 +345,7 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 				if !now.Before(p.end) {
 					return
 				}
-				due := int64(now.Sub(p.start).Seconds() * rate)
+				due := dueBy(now.Sub(p.start), rate)
 				for ; seq < due; seq++ {
 					i := int(seq % int64(n))
 					intended := p.start.Add(time.Duration(float64(seq) / rate * float64(time.Second)))

@@ -20,12 +20,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "umbra bench — %s, broker %s, %d CPUs, %.1f GiB, %s\n",
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Broker, r.Machine.CPUs, float64(r.Machine.MemBytes)/(1<<30), r.Machine.Go)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tvariant\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tsrv cpu\tsrv rss\tcommits/s\twrites/commit\tpages/op\tcommit ms\tshadow ms\t")
+	fmt.Fprintln(tw, "scenario\tvariant\tclients\tops\tops/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\terrors\tsrv cpu\tsrv rss\tcommits/s\twrites/commit\tpages/op\tcommit ms\tshadow ms\tsrv p99 ms\t")
 	for _, x := range r.Results {
 		commits := "-"
-		perCommit, commitMs, shadowMs, pages := "-", "-", "-", "-"
+		perCommit, commitMs, shadowMs, pages, srvP99 := "-", "-", "-", "-", "-"
 		if x.Server.ShadowMs > 0 {
 			shadowMs = fmt.Sprintf("%.2f", x.Server.ShadowMs)
+		}
+		if x.Server.ShadowP99Ms > 0 && x.Scenario == ShadowUpdate {
+			srvP99 = fmt.Sprintf("%.2f", x.Server.ShadowP99Ms)
 		}
 		if x.Server.Commits > 0 && x.Seconds > 0 {
 			commits = fmt.Sprintf("%.0f", float64(x.Server.Commits)/x.Seconds)
@@ -35,9 +38,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 				pages = fmt.Sprintf("%.2f", float64(x.Server.Pages)/float64(x.Ops))
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%d\t%.2f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			x.Scenario, x.Variant, x.Clients, x.Ops, x.PerSec, x.Latency.P50, x.Latency.P90, x.Latency.P99, x.Latency.Max,
-			x.Errors, x.Server.CPUCores, bytesString(x.Server.RSS), commits, perCommit, pages, commitMs, shadowMs)
+			x.Errors, x.Server.CPUCores, bytesString(x.Server.RSS), commits, perCommit, pages, commitMs, shadowMs, srvP99)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

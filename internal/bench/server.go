@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"runtime/metrics"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +41,13 @@ type Server struct {
 	// ShadowMs is the broker's mean time per shadow request, from receipt
 	// to replies published (waiting for the group commit included).
 	ShadowMs float64 `json:"shadow_request_ms,omitempty"`
+	// ShadowP99Ms is the broker's 99th percentile of the time per shadow
+	// update, from receipt to replies published, estimated from its
+	// histogram umbra_shadow_request_seconds{op="update"} as Prometheus's
+	// histogram_quantile does (linear within a bucket; the buckets double,
+	// so it is a coarse figure). Set beside the client's p99, it tells the
+	// broker's share of the tail from the network's and the clients'.
+	ShadowP99Ms float64 `json:"shadow_update_p99_ms,omitempty"`
 }
 
 // sample is one reading of the server's counters.
@@ -49,6 +58,7 @@ type sample struct {
 	commits, commitWrites         float64
 	commitSeconds, pages          float64
 	shadowCount, shadowSeconds    float64
+	updateBuckets                 map[float64]float64 // le (seconds) → cumulative count
 }
 
 // probe reads the server's counters: in-process from the runtime and
@@ -59,6 +69,7 @@ type probe struct {
 	metrics   string // URL of /metrics ("" unknown)
 	apiKey    string
 	client    *http.Client
+	buckets   map[float64]float64 // the last scrape's update-duration buckets
 }
 
 func (p *probe) sample(ctx context.Context) (sample, error) {
@@ -98,6 +109,7 @@ func (p *probe) sample(ctx context.Context) (sample, error) {
 	s.pages = prom["umbra_store_pages_written_total"]
 	s.shadowCount = prom["umbra_shadow_request_seconds_count"]
 	s.shadowSeconds = prom["umbra_shadow_request_seconds_sum"]
+	s.updateBuckets = p.buckets
 	return s, nil
 }
 
@@ -139,6 +151,7 @@ func (p *probe) scrape(ctx context.Context) (map[string]float64, error) {
 		return nil, fmt.Errorf("scrape %s: HTTP %d", p.metrics, resp.StatusCode)
 	}
 	out := map[string]float64{}
+	p.buckets = map[float64]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -155,6 +168,9 @@ func (p *probe) scrape(ctx context.Context) (map[string]float64, error) {
 				continue
 			}
 			name, val = line[:i], strings.TrimSpace(line[j+1:])
+			if name == "umbra_shadow_request_seconds_bucket" {
+				addUpdateBucket(p.buckets, line[i+1:j], val)
+			}
 		} else {
 			var ok bool
 			if name, val, ok = strings.Cut(line, " "); !ok {
@@ -190,5 +206,68 @@ func between(a, b sample) Server {
 	if n := b.shadowCount - a.shadowCount; n > 0 {
 		s.ShadowMs = (b.shadowSeconds - a.shadowSeconds) / n * 1000
 	}
+	s.ShadowP99Ms = bucketQuantile(0.99, a.updateBuckets, b.updateBuckets) * 1000
 	return s
+}
+
+// addUpdateBucket records the le="…" bound and count of an
+// umbra_shadow_request_seconds bucket when its labels say op="update".
+func addUpdateBucket(into map[float64]float64, labels, val string) {
+	if !strings.Contains(labels, `op="update"`) {
+		return
+	}
+	_, rest, ok := strings.Cut(labels, `le="`)
+	if !ok {
+		return
+	}
+	bound, _, ok := strings.Cut(rest, `"`)
+	if !ok {
+		return
+	}
+	le, err := strconv.ParseFloat(bound, 64) // "+Inf" parses as +Inf
+	if err != nil {
+		return
+	}
+	f := strings.Fields(val)
+	if len(f) == 0 {
+		return
+	}
+	if n, err := strconv.ParseFloat(f[0], 64); err == nil {
+		into[le] += n
+	}
+}
+
+// bucketQuantile is the q-quantile of the observations made between two
+// readings of a cumulative histogram (upper bound → count), interpolated
+// linearly within its bucket as Prometheus's histogram_quantile does; 0
+// when there were none, the highest finite bound when it falls in +Inf.
+func bucketQuantile(q float64, a, b map[float64]float64) float64 {
+	bounds := make([]float64, 0, len(b))
+	for le := range b {
+		bounds = append(bounds, le)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return 0
+	}
+	total := b[bounds[len(bounds)-1]] - a[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return 0
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for _, le := range bounds {
+		n := b[le] - a[le]
+		if n >= rank {
+			if math.IsInf(le, 1) {
+				return lower
+			}
+			if n == below {
+				return le
+			}
+			return lower + (le-lower)*(rank-below)/(n-below)
+		}
+		lower, below = le, n
+	}
+	return lower
 }

@@ -73,7 +73,12 @@ func TestClusterOverTLSWithClientCertificate(t *testing.T) {
 		_ = b.Shutdown(ctx)
 		t.Fatal("a node without a client certificate started")
 	}
-	if !strings.Contains(err.Error(), "cluster: no NATS server reachable") || !strings.Contains(err.Error(), "certificate required") {
+	// With TLS 1.3 the client's handshake completes before the server
+	// checks the certificate: the client then reads the server's alert
+	// ("certificate required") or, when its first write comes first, the
+	// connection closed after the handshake (seen 1 in 3 runs).
+	if !strings.Contains(err.Error(), "cluster: no NATS server reachable") ||
+		!(strings.Contains(err.Error(), "certificate required") || strings.Contains(err.Error(), "closed by remote after TLS handshake")) {
 		t.Fatalf("start without a client certificate: %v", err)
 	}
 	t.Logf("without a client certificate: %v", err)

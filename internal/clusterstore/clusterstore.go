@@ -44,15 +44,17 @@
 package clusterstore
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/umbra-iot/umbra/internal/cluster"
@@ -291,16 +293,21 @@ func (s *ShadowStore) waitPast(ctx context.Context, key string, rev uint64) {
 }
 
 // Commit implements shadow.Store: a compare-and-set on the revision Load
-// returned (c.Rev).
+// returned (c.Rev), published to the bucket's subject with JetStream's
+// "expected last sequence per subject".
 //
 // An attempt that meets a leader election (no answer within
 // cluster.AttemptTimeout, no responders, "no leader") is made again, until
 // ctx or Config.Timeout ends, rather than answered 500 after the whole
-// timeout. Making the compare-and-set again is safe: it applies at most
-// once. But when an earlier attempt's outcome is unknown, a refusal may be
-// the mark of that attempt itself, so the entry is read back: holding
-// exactly the bytes this Commit writes (the document with its version and
-// timestamps), the write is this Commit's and it succeeded.
+// timeout. Making the compare-and-set again applies it at most once, but
+// once an attempt's answer was lost, a later attempt's refusal may be the
+// mark of that attempt itself. Every attempt of one Commit therefore
+// carries the same message id, and after such a refusal the key's last
+// message is read: carrying this Commit's id, it is this write, accepted;
+// otherwise the earlier attempt may or may not have been applied before
+// another write replaced it, and Commit returns an error (the request is
+// answered 500, outcome unknown) rather than a conflict, on which the
+// Service would apply the request a second time.
 func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	var v []byte
 	if c.Doc == nil {
@@ -316,26 +323,32 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	key := Key(c.Ref)
+	msg := &nats.Msg{Subject: "$KV." + s.cfg.Bucket + "." + key, Data: v}
+	id := key + "@" + strconv.FormatUint(c.Rev, 10) + "/" + strconv.FormatUint(rand.Uint64(), 36)
 	var rev uint64
 	unknown := false // an earlier attempt may have been applied
-	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
-		if c.Rev == 0 {
-			rev, err = s.kv.Create(ctx, key, v)
-		} else {
-			rev, err = s.kv.Update(ctx, key, v, c.Rev)
-		}
-		if err != nil && cluster.Transient(err) {
+	err := cluster.Retry(ctx, func(ctx context.Context) error {
+		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(c.Rev), jetstream.WithMsgID(id))
+		if err == nil {
+			rev = ack.Sequence
+		} else if cluster.Transient(err) {
 			unknown = true
 		}
 		return err
 	})
-	refused := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch)
-	if refused && unknown {
-		if r, ok := s.committedEarlier(ctx, key, v, c.Rev); ok {
-			rev, err, refused = r, nil, false
+	if wrongLastSequence(err) && unknown {
+		var last *jetstream.RawStreamMsg
+		gerr := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+			last, err = s.kvStream.GetLastMsgForSubject(ctx, msg.Subject)
+			return err
+		})
+		if gerr == nil && last.Header.Get(jetstream.MsgIDHeader) == id {
+			rev, err = last.Sequence, nil
+		} else {
+			return fmt.Errorf("clusterstore: commit %s: outcome unknown: an attempt's answer was lost and the key has changed since: %w", c.Ref, err)
 		}
 	}
-	if refused {
+	if wrongLastSequence(err) {
 		s.waitPast(ctx, key, c.Rev)
 		if c.Rev == 0 {
 			return fmt.Errorf("clusterstore: create %s: %w", c.Ref, shadow.ErrConflict)
@@ -351,18 +364,14 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	return nil
 }
 
-// committedEarlier reports whether key holds v at a revision after rev: an
-// attempt of the same Commit whose answer was lost was applied.
-func (s *ShadowStore) committedEarlier(ctx context.Context, key string, v []byte, rev uint64) (uint64, bool) {
-	var e jetstream.KeyValueEntry
-	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
-		e, err = s.kv.Get(ctx, key)
-		return err
-	})
-	if err != nil || e.Revision() <= rev || !bytes.Equal(e.Value(), v) {
-		return 0, false
-	}
-	return e.Revision(), true
+// wrongLastSequence reports whether JetStream refused a publish because
+// the subject's last sequence was not the one expected: another write to
+// the key came first. A replicated stream reports it with code 10164
+// rather than 10071 (as nats.go's own KV maps both to a revision mismatch).
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 // RefOfKey is the shadow a KV key names (the inverse of Key).

@@ -2,6 +2,7 @@ package clusterstore
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,13 +14,12 @@ import (
 	"github.com/umbra-iot/umbra/shadow"
 )
 
-// electionKV is a real bucket whose next answers are lost, as when the
-// stream leader a request reached is replaced: the next failGets gets
-// answer "no responders" without reading, and the next lostWrites writes
-// are applied but their answer is replaced by a timeout.
+// electionKV is a real bucket whose next failGets gets answer "no
+// responders" without reading, as when the stream leader a request reached
+// is being replaced.
 type electionKV struct {
 	jetstream.KeyValue
-	failGets, lostWrites atomic.Int32
+	failGets atomic.Int32
 }
 
 func (k *electionKV) Get(ctx context.Context, key string) (jetstream.KeyValueEntry, error) {
@@ -29,20 +29,26 @@ func (k *electionKV) Get(ctx context.Context, key string) (jetstream.KeyValueEnt
 	return k.KeyValue.Get(ctx, key)
 }
 
-func (k *electionKV) Create(ctx context.Context, key string, v []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
-	rev, err := k.KeyValue.Create(ctx, key, v, opts...)
-	if err == nil && k.lostWrites.Add(-1) >= 0 {
-		return 0, context.DeadlineExceeded
-	}
-	return rev, err
+// electionJS is a real JetStream connection whose next lostWrites
+// publishes are stored but their acknowledgement is lost (a timeout).
+type electionJS struct {
+	jetstream.JetStream
+	lostWrites atomic.Int32
+	// after runs once after a lost write, before its timeout is returned
+	// (another writer getting in).
+	after func()
 }
 
-func (k *electionKV) Update(ctx context.Context, key string, v []byte, last uint64) (uint64, error) {
-	rev, err := k.KeyValue.Update(ctx, key, v, last)
-	if err == nil && k.lostWrites.Add(-1) >= 0 {
-		return 0, context.DeadlineExceeded
+func (j *electionJS) PublishMsg(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	ack, err := j.JetStream.PublishMsg(ctx, m, opts...)
+	if err == nil && strings.HasPrefix(m.Subject, "$KV.") && j.lostWrites.Add(-1) >= 0 {
+		if f := j.after; f != nil {
+			j.after = nil
+			f()
+		}
+		return nil, context.DeadlineExceeded
 	}
-	return rev, err
+	return ack, err
 }
 
 // TestRequestsThroughALeaderElection: a get or an update that meets a
@@ -62,7 +68,8 @@ func TestRequestsThroughALeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	ekv := &electionKV{KeyValue: st.kv}
-	st.kv = ekv
+	ejs := &electionJS{JetStream: st.js}
+	st.kv, st.js = ekv, ejs
 	svc := shadow.NewService(shadow.Config{Store: st})
 	ref := shadow.Ref{Thing: "T"}
 	do := func(op shadow.Op, payload string) shadow.Response {
@@ -71,17 +78,17 @@ func TestRequestsThroughALeaderElection(t *testing.T) {
 
 	// Create whose answer is lost, after a load that met no responders.
 	ekv.failGets.Store(1)
-	ekv.lostWrites.Store(1)
+	ejs.lostWrites.Store(1)
 	if r := do(shadow.OpUpdate, `{"state":{"reported":{"a":1}}}`); r.Err != nil || r.Version != 1 {
-		t.Fatalf("first update: %+v, want accepted at version 1", r.Err)
+		t.Fatalf("first update: %+v version %d, want accepted at version 1", r.Err, r.Version)
 	}
 	// An unversioned update whose answer is lost: version 2, not 3.
-	ekv.lostWrites.Store(1)
+	ejs.lostWrites.Store(1)
 	if r := do(shadow.OpUpdate, `{"state":{"reported":{"a":2}}}`); r.Err != nil || r.Version != 2 {
 		t.Fatalf("second update: %+v version %d, want accepted at version 2", r.Err, r.Version)
 	}
 	// A versioned update whose answer is lost: accepted, not 409.
-	ekv.lostWrites.Store(1)
+	ejs.lostWrites.Store(1)
 	if r := do(shadow.OpUpdate, `{"state":{"reported":{"a":3}},"version":2}`); r.Err != nil || r.Version != 3 {
 		t.Fatalf("versioned update: %+v version %d, want accepted at version 3", r.Err, r.Version)
 	}
@@ -94,6 +101,24 @@ func TestRequestsThroughALeaderElection(t *testing.T) {
 	if r := do(shadow.OpUpdate, `{"state":{"reported":{"a":4}},"version":2}`); r.Err == nil || r.Err.Code != 409 {
 		t.Fatalf("stale version: %+v, want 409", r)
 	}
+	// A write whose answer is lost, and another writer's write right after
+	// it: whether the first was applied cannot be told from the key any
+	// more, so the request is answered 500 (outcome unknown), never 409
+	// and never applied a second time.
+	other := shadow.NewService(shadow.Config{Store: &ShadowStore{kv: st.kv, js: js, kvStream: st.kvStream, hist: st.hist, cfg: st.cfg}})
+	ejs.after = func() {
+		r := other.Handle(ctx, shadow.Request{Ref: ref, Op: shadow.OpUpdate, Origin: shadow.OriginHTTP, Payload: []byte(`{"state":{"reported":{"b":1}}}`)})
+		if r.Err != nil || r.Version != 5 {
+			t.Errorf("the other writer: %+v version %d, want version 5", r.Err, r.Version)
+		}
+	}
+	ejs.lostWrites.Store(1)
+	if r := do(shadow.OpUpdate, `{"state":{"reported":{"a":5}}}`); r.Err == nil || r.Err.Code != 500 {
+		t.Fatalf("lost answer, then another write: %+v version %d, want 500", r.Err, r.Version)
+	}
+	if r := do(shadow.OpGet, ``); r.Err != nil || r.Version != 5 {
+		t.Fatalf("get after the unknown outcome: %+v version %d, want 5 (applied once, then the other write)", r.Err, r.Version)
+	}
 	hist, err := st.History(ref, 0, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +127,9 @@ func TestRequestsThroughALeaderElection(t *testing.T) {
 	for _, h := range hist {
 		versions = append(versions, h.Version)
 	}
-	if len(versions) != 3 || versions[0] != 3 || versions[2] != 1 {
-		t.Fatalf("history versions %v, want [3 2 1]", versions)
+	// Version 4 (the write whose answer was lost) was committed but its
+	// history entry never written: Commit stopped at the unknown outcome.
+	if len(versions) != 4 || versions[0] != 5 || versions[1] != 3 || versions[3] != 1 {
+		t.Fatalf("history versions %v, want [5 3 2 1]", versions)
 	}
 }

@@ -65,7 +65,24 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		}
 	}
 	for i := range c.nodes {
-		if err := c.start(i); err != nil {
+		var err error
+		for attempt := 1; ; attempt++ {
+			if err = c.start(i); err == nil || n == 1 || attempt == 3 {
+				break
+			}
+			// The route port was free when chosen and released before the
+			// server bound it; another process (tests run in parallel) may
+			// have taken it meanwhile, and the server then never becomes
+			// ready. Start again on another port: the servers started
+			// before keep a route to the old one that fails, but this
+			// server's own routes to them form the mesh.
+			p, perr := freePort()
+			if perr != nil {
+				t.Fatalf("natstest: %v", perr)
+			}
+			c.nodes[i].clusterPort = p
+		}
+		if err != nil {
 			t.Fatalf("natstest: start %s: %v", c.nodes[i].name, err)
 		}
 	}
@@ -116,7 +133,7 @@ func (c *Cluster) start(i int) error {
 		srv.ConfigureLogger()
 	}
 	srv.Start()
-	if !srv.ReadyForConnections(20 * time.Second) {
+	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return fmt.Errorf("not ready for connections")
 	}

@@ -11,8 +11,10 @@
 //     version and the deletion time, exactly what the bbolt engine keeps,
 //     and it is ignored on load once older than TombstoneTTL (0: kept for
 //     ever), so the version numbering after a delete is the bbolt engine's.
-//   - Commit is a compare-and-set on the entry's revision: Create when Load
-//     found no entry, Update with the loaded revision otherwise. If another
+//   - Commit is a compare-and-set on the entry's revision: a publish to
+//     the key's subject expecting the revision Load returned as the
+//     subject's last sequence (0: no entry yet), as the KV's own Create and
+//     Update do. If another
 //     process wrote in between, Commit writes nothing and returns an error
 //     wrapping shadow.ErrConflict; the shadow.Service then runs the request
 //     again on the new state. So optimistic locking (409 on a stale

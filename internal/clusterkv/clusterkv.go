@@ -516,8 +516,15 @@ func (s *Store) waitApplied(ctx context.Context, seq uint64) error {
 }
 
 // sync waits until the replica has applied the stream's last sequence.
+// The stream's last sequence is asked in attempts of
+// cluster.AttemptTimeout until ctx ends: a request that meets a leader
+// election gets no answer, and reading it again changes nothing.
 func (s *Store) sync(ctx context.Context) error {
-	info, err := s.stream.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
+		info, err = s.stream.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("clusterkv: stream info: %w", err)
 	}

@@ -132,9 +132,12 @@ type Bridge struct {
 	exact   map[string]struct{} // plain filters without wildcards
 	wild    map[string]struct{} // plain filters with wildcards
 
-	retainedSeq  atomic.Uint64
-	retainedSeen chan struct{} // signalled on each retained message
-	consume      jetstream.ConsumeContext
+	retainedSeq      atomic.Uint64
+	retainedSeen     chan struct{} // signalled on each retained message
+	cmu              sync.Mutex    // consume, closed
+	consume          jetstream.ConsumeContext
+	closed           bool
+	retainedRestarts atomic.Int64 // mirror restarted by watchRetained
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -248,17 +251,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: retained stream: %w", err)
 	}
-	cons, err := b.js.OrderedConsumer(ctx, RetainedStream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("bridge: retained consumer: %w", err)
+	if err := b.mirror(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}); err != nil {
+		return err
 	}
-	// Short expiry and heartbeat, as internal/clusterkv's follower: the
-	// mirror resumes within seconds after its server restarts.
-	if b.consume, err = cons.Consume(b.retained, jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second)); err != nil {
-		return fmt.Errorf("bridge: retained consumer: %w", err)
-	}
+	b.wg.Add(1)
+	go b.watchRetained(st)
 	if info.State.Msgs == 0 {
 		return nil
 	}
@@ -273,12 +270,92 @@ func (b *Bridge) Start(ctx context.Context) error {
 	return nil
 }
 
+// mirror starts the ordered consumer that copies the retained stream into
+// Mochi's retained index, replacing the one running.
+func (b *Bridge) mirror(ctx context.Context, cfg jetstream.OrderedConsumerConfig) error {
+	cons, err := b.js.OrderedConsumer(ctx, RetainedStream, cfg)
+	if err != nil {
+		return fmt.Errorf("bridge: retained consumer: %w", err)
+	}
+	// Short expiry and heartbeat, as internal/clusterkv's follower: the
+	// mirror resumes within seconds after its server restarts.
+	cc, err := cons.Consume(b.retained, jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		return fmt.Errorf("bridge: retained consumer: %w", err)
+	}
+	b.cmu.Lock()
+	defer b.cmu.Unlock()
+	if b.closed {
+		cc.Stop()
+		return nil
+	}
+	if b.consume != nil {
+		b.consume.Stop()
+	}
+	b.consume = cc
+	return nil
+}
+
+// retainedStallAfter is how long the mirror may stay behind the retained
+// stream without applying anything before it is started again after the
+// last message it applied. Why: internal/clusterkv's follower, an ordered
+// consumer like this one, was seen after a NATS server restart to keep
+// its heartbeats but deliver nothing more; a stalled mirror leaves the
+// node's retained messages stale for good.
+var retainedStallAfter = 3 * time.Second
+
+// watchRetained compares, every second, the retained stream's last
+// sequence with the last one the mirror applied, and restarts a mirror
+// that is behind and has not moved for retainedStallAfter.
+func (b *Bridge) watchRetained(st jetstream.Stream) {
+	defer b.wg.Done()
+	t := time.NewTicker(retainedStallAfter / 3)
+	defer t.Stop()
+	var seen uint64
+	moved := time.Now()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.Timeout)
+		info, err := st.Info(ctx)
+		cancel()
+		if err != nil {
+			continue // JetStream unreachable: nothing to catch up with now
+		}
+		have := b.retainedSeq.Load()
+		if have >= info.State.LastSeq || have != seen {
+			seen, moved = have, time.Now()
+			continue
+		}
+		if time.Since(moved) < retainedStallAfter {
+			continue
+		}
+		b.log.Warn("bridge: retained mirror stalled; starting it again", "applied", have, "stream", info.State.LastSeq)
+		ctx, cancel = context.WithTimeout(context.Background(), b.cfg.Timeout)
+		err = b.mirror(ctx, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: have + 1})
+		cancel()
+		if err != nil {
+			b.errs.WithLabelValues("retained").Inc()
+			b.log.Warn("bridge: retained mirror not started again", "error", err)
+			continue
+		}
+		b.retainedRestarts.Add(1)
+		moved = time.Now()
+	}
+}
+
 // Close stops delivery and unsubscribes from NATS.
 func (b *Bridge) Close() {
 	b.stopOnce.Do(func() {
+		b.cmu.Lock()
+		b.closed = true
 		if b.consume != nil {
 			b.consume.Stop()
 		}
+		b.cmu.Unlock()
 		b.mu.Lock()
 		for _, in := range b.filters {
 			for _, s := range in.subs {
@@ -665,7 +742,12 @@ func (b *Bridge) retained(m jetstream.Msg) {
 		}
 	}
 	if md, err := m.Metadata(); err == nil {
-		b.retainedSeq.Store(md.Sequence.Stream)
+		for { // never backwards (a restarted mirror delivers from the next one on)
+			cur := b.retainedSeq.Load()
+			if md.Sequence.Stream <= cur || b.retainedSeq.CompareAndSwap(cur, md.Sequence.Stream) {
+				break
+			}
+		}
 	}
 	select {
 	case b.retainedSeen <- struct{}{}:

@@ -180,24 +180,16 @@ func TestREADMECluster(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("node %d after NATS server 3's death: HTTP %d %s", n, code, body)
 		}
-		var doc struct {
-			State struct {
-				Desired map[string]any `json:"desired"`
-			} `json:"state"`
-			Version int64 `json:"version"`
-		}
-		if err := json.Unmarshal([]byte(body), &doc); err != nil {
-			t.Fatalf("node %d: %v: %s", n, err, body)
-		}
+		desired, version := desiredAndVersion(t, body)
 		for _, k := range []string{"color", "after_nats_loss_1", "after_nats_loss_3"} {
-			if _, ok := doc.State.Desired[k]; !ok {
+			if _, ok := desired[k]; !ok {
 				t.Errorf("node %d after NATS server 3's death: desired lacks %q: %s", n, k, body)
 			}
 		}
-		if doc.Version < 5 {
-			t.Errorf("node %d: version %d after five accepted updates", n, doc.Version)
+		if version < 5 {
+			t.Errorf("node %d: version %d after five accepted updates", n, version)
 		}
-		final = append(final, doc.Version)
+		final = append(final, version)
 	}
 	if final[0] != final[1] {
 		t.Errorf("nodes 1 and 3 answer versions %d and %d", final[0], final[1])
@@ -254,6 +246,24 @@ func TestREADMECluster(t *testing.T) {
 		return code == http.StatusOK, fmt.Sprintf("HTTP %d %s", code, body)
 	})
 	t.Logf("node 1 served the shadow %s after NATS server 2's restart", time.Since(restarted).Round(time.Millisecond))
+	desired, version := desiredAndVersion(t, body)
+	for _, k := range []string{"led_is_on", "color", "after_nats_loss_1", "after_nats_loss_3"} {
+		if _, ok := desired[k]; !ok {
+			t.Errorf("after the quorum came back: desired lacks %q: %s", k, body)
+		}
+	}
+	if version < final[0] {
+		t.Errorf("after the quorum came back: version %d, was %d", version, final[0])
+	}
+	pollUntil(t, "node 1 /readyz 200 after NATS server 2's restart", 60*time.Second, func() (bool, string) {
+		code, body := getReady(httpURL(1))
+		return code == http.StatusOK, fmt.Sprintf("HTTP %d %s", code, body)
+	})
+}
+
+// desiredAndVersion reads a shadow document's desired state and version.
+func desiredAndVersion(t *testing.T, body string) (map[string]any, int64) {
+	t.Helper()
 	var doc struct {
 		State struct {
 			Desired map[string]any `json:"desired"`
@@ -261,20 +271,9 @@ func TestREADMECluster(t *testing.T) {
 		Version int64 `json:"version"`
 	}
 	if err := json.Unmarshal([]byte(body), &doc); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v: %s", err, body)
 	}
-	for _, k := range []string{"led_is_on", "color", "after_nats_loss_1", "after_nats_loss_3"} {
-		if _, ok := doc.State.Desired[k]; !ok {
-			t.Errorf("after the quorum came back: desired lacks %q: %s", k, body)
-		}
-	}
-	if doc.Version < final[0] {
-		t.Errorf("after the quorum came back: version %d, was %d", doc.Version, final[0])
-	}
-	pollUntil(t, "node 1 /readyz 200 after NATS server 2's restart", 60*time.Second, func() (bool, string) {
-		code, body := getReady(httpURL(1))
-		return code == http.StatusOK, fmt.Sprintf("HTTP %d %s", code, body)
-	})
+	return doc.State.Desired, doc.Version
 }
 
 // pollUntil polls cond until it holds, failing the test after timeout

@@ -34,22 +34,28 @@ func TestFixedRateSendsAtIntendedTime(t *testing.T) {
 // within the bucket as histogram_quantile does.
 func TestServerUpdateP99(t *testing.T) {
 	a, b := map[float64]float64{}, map[float64]float64{}
-	for _, l := range []struct{ labels, val string }{
-		{`op="get",le="0.001"`, "500"}, // another op: ignored
-		{`op="update",le="0.001"`, "100"},
-		{`op="update",le="0.002"`, "100"},
-		{`op="update",le="0.004"`, "100"},
-		{`op="update",le="+Inf"`, "100"},
+	for _, l := range []struct {
+		labels string
+		val    float64
+	}{
+		{`op="get",le="0.001"`, 500}, // another op: ignored
+		{`op="update",le="0.001"`, 100},
+		{`op="update",le="0.002"`, 100},
+		{`op="update",le="0.004"`, 100},
+		{`op="update",le="+Inf"`, 100},
 	} {
 		addUpdateBucket(a, l.labels, l.val)
 	}
 	// Between the readings: 900 updates within 1 ms, 80 in (1, 2] ms, 20
 	// in (2, 4] ms; the 990th is the 10th of the 20, half way in (2, 4].
-	for _, l := range []struct{ labels, val string }{
-		{`op="update",le="0.001"`, "1000"},
-		{`op="update",le="0.002"`, "1080"},
-		{`op="update",le="0.004"`, "1100"},
-		{`op="update",le="+Inf"`, "1100"},
+	for _, l := range []struct {
+		labels string
+		val    float64
+	}{
+		{`op="update",le="0.001"`, 1000},
+		{`op="update",le="0.002"`, 1080},
+		{`op="update",le="0.004"`, 1100},
+		{`op="update",le="+Inf"`, 1100},
 	} {
 		addUpdateBucket(b, l.labels, l.val)
 	}

@@ -161,16 +161,13 @@ func (p *probe) scrape(ctx context.Context) (map[string]float64, error) {
 		}
 		// Labelled series are summed under their bare name (for the
 		// _sum and _count of a histogram by op, the total over ops).
-		var name, val string
+		var name, labels, val string
 		if i := strings.IndexByte(line, '{'); i >= 0 {
 			j := strings.LastIndexByte(line, '}')
 			if j < i {
 				continue
 			}
-			name, val = line[:i], strings.TrimSpace(line[j+1:])
-			if name == "umbra_shadow_request_seconds_bucket" {
-				addUpdateBucket(p.buckets, line[i+1:j], val)
-			}
+			name, labels, val = line[:i], line[i+1:j], strings.TrimSpace(line[j+1:])
 		} else {
 			var ok bool
 			if name, val, ok = strings.Cut(line, " "); !ok {
@@ -183,6 +180,9 @@ func (p *probe) scrape(ctx context.Context) (map[string]float64, error) {
 		}
 		if v, err := strconv.ParseFloat(f[0], 64); err == nil {
 			out[name] += v
+			if name == "umbra_shadow_request_seconds_bucket" {
+				addUpdateBucket(p.buckets, labels, v)
+			}
 		}
 	}
 	return out, sc.Err()
@@ -210,9 +210,9 @@ func between(a, b sample) Server {
 	return s
 }
 
-// addUpdateBucket records the le="…" bound and count of an
+// addUpdateBucket records the le="…" bound and count n of an
 // umbra_shadow_request_seconds bucket when its labels say op="update".
-func addUpdateBucket(into map[float64]float64, labels, val string) {
+func addUpdateBucket(into map[float64]float64, labels string, n float64) {
 	if !strings.Contains(labels, `op="update"`) {
 		return
 	}
@@ -224,15 +224,7 @@ func addUpdateBucket(into map[float64]float64, labels, val string) {
 	if !ok {
 		return
 	}
-	le, err := strconv.ParseFloat(bound, 64) // "+Inf" parses as +Inf
-	if err != nil {
-		return
-	}
-	f := strings.Fields(val)
-	if len(f) == 0 {
-		return
-	}
-	if n, err := strconv.ParseFloat(f[0], 64); err == nil {
+	if le, err := strconv.ParseFloat(bound, 64); err == nil { // "+Inf" parses as +Inf
 		into[le] += n
 	}
 }

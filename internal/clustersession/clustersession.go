@@ -539,12 +539,17 @@ func (h *Hook) request(node, suffix string, req takeoverRequest) (session, error
 func reply(m *nats.Msg, s session) {
 	data, err := json.Marshal(s)
 	if err != nil {
-		out := nats.NewMsg(m.Reply)
-		out.Header.Set("error", err.Error())
-		_ = m.RespondMsg(out)
+		replyError(m, err.Error())
 		return
 	}
 	_ = m.Respond(data)
+}
+
+// replyError answers a request with an "error" header and no data.
+func replyError(m *nats.Msg, text string) {
+	out := nats.NewMsg(m.Reply)
+	out.Header.Set("error", text)
+	_ = m.RespondMsg(out)
 }
 
 // onTakeover answers another node that became the owner of a client id:
@@ -552,9 +557,7 @@ func reply(m *nats.Msg, s session) {
 func (h *Hook) onTakeover(m *nats.Msg) {
 	var req takeoverRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil || req.Client == "" {
-		out := nats.NewMsg(m.Reply)
-		out.Header.Set("error", "bad takeover request")
-		_ = m.RespondMsg(out)
+		replyError(m, "bad takeover request")
 		return
 	}
 	unlock := h.ids.Lock(req.Client)
@@ -673,9 +676,7 @@ func (l *lastHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 func (h *Hook) onRelease(m *nats.Msg) {
 	var req takeoverRequest
 	if err := json.Unmarshal(m.Data, &req); err != nil {
-		out := nats.NewMsg(m.Reply)
-		out.Header.Set("error", "bad release request")
-		_ = m.RespondMsg(out)
+		replyError(m, "bad release request")
 		return
 	}
 	unlock := h.ids.Lock(req.Client)
@@ -813,7 +814,7 @@ func ephemeral(cl *mqtt.Client) bool {
 func snapshot(cl *mqtt.Client) session {
 	s := session{Found: true, Client: hooks.ClientRecord(cl), Subs: subscriptions(cl)}
 	for _, pk := range cl.State.Inflight.GetAll(false) {
-		s.Inflight = append(s.Inflight, message(pk, cl.ID))
+		s.Inflight = append(s.Inflight, *hooks.MessageRecord(pk, cl.ID, storage.InflightKey, cl.ID, 0))
 	}
 	return s
 }
@@ -827,23 +828,4 @@ func subscriptions(cl *mqtt.Client) []storage.Subscription {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Filter < out[j].Filter })
 	return out
-}
-
-func message(pk packets.Packet, client string) storage.Message {
-	props := pk.Properties.Copy(false)
-	return storage.Message{
-		ID: client, T: storage.InflightKey, Client: client, Origin: pk.Origin, FixedHeader: pk.FixedHeader,
-		TopicName: pk.TopicName, Payload: pk.Payload, Created: pk.Created, PacketID: pk.PacketID, Sequence: pk.Sequence,
-		Properties: storage.MessageProperties{
-			PayloadFormat:          props.PayloadFormat,
-			PayloadFormatFlag:      props.PayloadFormatFlag,
-			MessageExpiryInterval:  props.MessageExpiryInterval,
-			ContentType:            props.ContentType,
-			ResponseTopic:          props.ResponseTopic,
-			CorrelationData:        props.CorrelationData,
-			SubscriptionIdentifier: props.SubscriptionIdentifier,
-			TopicAlias:             props.TopicAlias,
-			User:                   props.User,
-		},
-	}
 }

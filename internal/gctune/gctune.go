@@ -83,8 +83,9 @@ func (t *Tuner) tune() {
 	}
 	p := Percent(t.sample[0].Value.Uint64(), t.headroom, t.base)
 	cur := int(t.percent.Load())
-	// SetGCPercent stops the world briefly: only for a change worth it.
-	if p == cur || (p > cur && p < cur+cur/10) || (p < cur && p > cur-cur/10 && p != t.base) {
+	// SetGCPercent stops the world briefly: only for a change of 10 % or
+	// more, or back to base.
+	if p == cur || (p != t.base && max(p-cur, cur-p) < cur/10) {
 		return
 	}
 	debug.SetGCPercent(p)

@@ -188,7 +188,7 @@ func (h *Sessions) OnRetainMessage(cl *mqtt.Client, pk packets.Packet, r int64) 
 		h.store.Stage(h.buckets.Retained, pk.TopicName, nil)
 		return
 	}
-	h.put(h.buckets.Retained, pk.TopicName, message(pk, cl.ID, storage.RetainedKey, pk.TopicName, 0))
+	h.put(h.buckets.Retained, pk.TopicName, MessageRecord(pk, cl.ID, storage.RetainedKey, pk.TopicName, 0))
 }
 
 // OnRetainedExpired deletes an expired retained message.
@@ -207,7 +207,7 @@ func (h *Sessions) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, 
 		return
 	}
 	key := inflightKey(cl.ID, pk.PacketID)
-	h.put(h.buckets.Inflight, key, message(pk, cl.ID, storage.InflightKey, key, sent))
+	h.put(h.buckets.Inflight, key, MessageRecord(pk, cl.ID, storage.InflightKey, key, sent))
 	if t := pk.FixedHeader.Type; t == packets.Pubrec || t == packets.Pubrel {
 		h.flush(cl)
 	}
@@ -250,7 +250,11 @@ func (h *Sessions) flush(cl *mqtt.Client) {
 // OnQosDropped deletes a message Mochi gave up on.
 func (h *Sessions) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
 
-func message(pk packets.Packet, client, kind, id string, sent int64) *storage.Message {
+// MessageRecord is the stored record of a message of client's session
+// (kind: storage.InflightKey or storage.RetainedKey) under id: the one
+// builder of it, also for a session handed to another cluster node
+// (internal/clustersession).
+func MessageRecord(pk packets.Packet, client, kind, id string, sent int64) *storage.Message {
 	props := pk.Properties.Copy(false)
 	return &storage.Message{
 		ID:          id,

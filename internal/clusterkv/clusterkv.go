@@ -171,12 +171,9 @@ type Store struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	cons   jetstream.ConsumeContext
-	// requestCommit sends a batch's commit message and waits for the
-	// acknowledgement (nil: nc.RequestMsgWithContext; tests lose answers).
-	requestCommit func(ctx context.Context, m *nats.Msg) (*nats.Msg, error)
-	db            *bolt.DB
-	path          string
-	tmpDir        string
+	db     *bolt.DB
+	path   string
+	tmpDir string
 
 	wmu sync.Mutex // one UpdateKV/Flush publish at a time on this node
 
@@ -606,7 +603,7 @@ func (s *Store) UpdateKV(ctx context.Context, fn func(KV) error) error {
 		if len(writes) > s.cfg.MaxBatch {
 			return fmt.Errorf("%w: %d records, at most %d", ErrTooLarge, len(writes), s.cfg.MaxBatch)
 		}
-		last, err := s.commitTx(ctx, writes, seq)
+		last, err := s.publish(ctx, writes, &seq)
 		var wrong *wrongLastError
 		if errors.As(err, &wrong) {
 			if attempt >= s.cfg.MaxAttempts {
@@ -669,7 +666,7 @@ func (s *Store) Flush(ctx context.Context) error {
 	defer s.wmu.Unlock()
 	var last uint64
 	for chunk := range slices.Chunk(writes, s.cfg.MaxBatch) {
-		seq, err := s.publish(ctx, chunk, nil, "")
+		seq, err := s.publish(ctx, chunk, nil)
 		if err != nil {
 			// put back what was not sent, unless written again since
 			s.smu.Lock()
@@ -691,86 +688,6 @@ type write struct {
 	bucket, key string
 	value       []byte
 	del         bool
-}
-
-// attemptTimeout bounds one commit request: a transaction (expect set),
-// whose lost answer commitTx settles, is asked in short attempts; a blind
-// write waits for its answer for the whole timeout.
-func (s *Store) attemptTimeout(expect *uint64) time.Duration {
-	if expect != nil {
-		return min(cluster.AttemptTimeout, s.cfg.Timeout)
-	}
-	return s.cfg.Timeout
-}
-
-// lostAnswerError is a commit whose acknowledgement did not come (a
-// timeout, no responders): it may or may not have been applied.
-type lostAnswerError struct{ err error }
-
-func (e *lostAnswerError) Error() string {
-	return "clusterkv: commit (outcome unknown): " + e.err.Error()
-}
-func (e *lostAnswerError) Unwrap() error { return e.err }
-
-// commitTx publishes a transaction that expects the stream's last
-// sequence to be expect, and settles a lost acknowledgement instead of
-// reporting the outcome unknown. With the stream's last sequence expected,
-// the transaction, if applied, starts at expect+1 and nothing else can be
-// there; so the message at expect+1 tells: this transaction's id (applied),
-// another's (not applied: a conflict, the caller runs fn again), or none
-// yet (not applied, or still on its way: publish again, which applies at
-// most once, since the last sequence expected is the same). Every attempt
-// carries the same transaction id in a new batch.
-//
-// Why: while JetStream elects a stream leader, requests go unanswered; a
-// registry write then failed with 500 for the whole election (seen: about
-// 10 s after the NATS server leading the stream was lost).
-func (s *Store) commitTx(ctx context.Context, writes []write, expect uint64) (uint64, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
-	defer cancel()
-	tx := nuid.Next()
-	lost := false
-	for {
-		last, err := s.publish(ctx, writes, &expect, tx)
-		var lae *lostAnswerError
-		var wrong *wrongLastError
-		switch {
-		case err == nil:
-			return last, nil
-		case errors.As(err, &lae):
-			lost = true
-		case errors.As(err, &wrong) && lost:
-			// Possibly refused because an earlier attempt was applied.
-		default:
-			return 0, err
-		}
-		var m *jetstream.RawStreamMsg
-		gerr := cluster.Retry(ctx, func(ctx context.Context) (err error) {
-			m, err = s.stream.GetMsg(ctx, expect+1)
-			return err
-		})
-		switch {
-		case gerr == nil && m.Header.Get(hdrTx) == tx:
-			return expect + uint64(len(writes)), nil
-		case gerr == nil:
-			return 0, &wrongLastError{desc: "wrong last sequence (another transaction came first)"}
-		case errors.Is(gerr, jetstream.ErrMsgNotFound) && wrong == nil:
-			// Nothing at expect+1 yet: publish again.
-			select {
-			case <-ctx.Done():
-				return 0, fmt.Errorf("clusterkv: commit (outcome unknown): %w", ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
-		default:
-			// The stream moved past expect but its message at expect+1
-			// is gone (replaced since) or cannot be read: whether this
-			// transaction was applied cannot be told.
-			if gerr == nil {
-				gerr = errors.New("message gone")
-			}
-			return 0, fmt.Errorf("clusterkv: commit (outcome unknown): %w", errors.Join(err, gerr))
-		}
-	}
 }
 
 type wrongLastError struct {
@@ -795,16 +712,13 @@ const errCodeWrongLastSeq = 10071
 // publish sends writes as one atomic batch (the first message expecting
 // the stream's last sequence to be *expect, when set) and returns the
 // sequence of its last message.
-func (s *Store) publish(ctx context.Context, writes []write, expect *uint64, tx string) (uint64, error) {
+func (s *Store) publish(ctx context.Context, writes []write, expect *uint64) (uint64, error) {
 	id := nuid.Next()
-	if tx == "" {
-		tx = id
-	}
 	for i, w := range writes {
 		m := nats.NewMsg(s.subject(w.bucket, w.key))
 		m.Header.Set("Nats-Batch-Id", id)
 		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		m.Header.Set(hdrTx, tx)
+		m.Header.Set(hdrTx, id)
 		m.Header.Set(hdrNode, s.cfg.Node)
 		if i == 0 && expect != nil {
 			m.Header.Set("Nats-Expected-Last-Sequence", strconv.FormatUint(*expect, 10))
@@ -822,15 +736,11 @@ func (s *Store) publish(ctx context.Context, writes []write, expect *uint64, tx 
 		}
 		m.Header.Set("Nats-Batch-Commit", "1")
 		m.Header.Set(hdrTxLast, "1")
-		rctx, cancel := context.WithTimeout(ctx, s.attemptTimeout(expect))
-		request := s.nc.RequestMsgWithContext
-		if s.requestCommit != nil {
-			request = s.requestCommit
-		}
-		resp, err := request(rctx, m)
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+		resp, err := s.nc.RequestMsgWithContext(rctx, m)
 		cancel()
 		if err != nil {
-			return 0, &lostAnswerError{err: err}
+			return 0, fmt.Errorf("clusterkv: commit (outcome unknown): %w", err)
 		}
 		var ack pubAck
 		if err := json.Unmarshal(resp.Data, &ack); err != nil {

@@ -33,7 +33,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per phase")
 	fs.DurationVar(&o.Warmup, "warmup", time.Second, "unmeasured warm-up per phase (negative: none)")
 	fs.IntVar(&o.Payload, "payload", 80, "approximate request payload bytes")
-	fs.Float64Var(&o.Rate, "rate", 5000, "shadow-update fixed-rate variant: total updates/s (negative: skip)")
+	fs.Float64Var(&o.Rate, "rate", 5000, "raw and shadow-update fixed-rate variants: total messages/s (negative: skip)")
 	fs.IntVar(&o.RateClients, "rate-clients", 500, "devices sharing the fixed rate")
 	fs.IntVar(&o.FanoutDevices, "fanout-devices", 1000, "delta-fanout devices")
 	fs.IntVar(&o.FanoutApps, "fanout-apps", 8, "delta-fanout app connections")

@@ -26,7 +26,8 @@ func TestBenchFailsOnRejectedUpdates(t *testing.T) {
 
 // Every header of the table names one column: as many headers as cells in
 // each row; and the run reports the shadow ÷ raw ratio, the percentiles of
-// each shadow-update variant and, with --compare-history, history on ÷ off.
+// each fixed-rate variant (raw and shadow-update) and, with
+// --compare-history, history on ÷ off.
 func TestBenchTableHeadersMatchColumns(t *testing.T) {
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"bench", "--quiet", "--data-dir", t.TempDir(),
@@ -51,11 +52,11 @@ func TestBenchTableHeadersMatchColumns(t *testing.T) {
 			}
 		}
 	}
-	if header == 0 || rows != 4 {
+	if header == 0 || rows != 5 {
 		t.Fatalf("header %d cells, %d rows:\n%s", header, rows, out.String())
 	}
 	for _, want := range []string{"durable shadow updates ÷ raw QoS 1 round trips", "history ÷ without", "max rate, history off",
-		"shadow-update fixed 100/s: ", "p99 "} {
+		"shadow-update fixed 100/s: ", "raw fixed 100/s: ", "p99 "} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

@@ -24,6 +24,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	logFormat := fs.String("log-format", "", "text or json (default text)")
 	clusterURL := fs.String("cluster", "", "cluster mode: NATS JetStream servers, comma-separated nats://host:4222 (default: off, one node on bbolt)")
+	pprofAddr := fs.String("pprof", "", "serve Go runtime profiles (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (default: off; UMBRA_PPROF_ADDR)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: umbra serve [flags]\n\nPrecedence: flags > UMBRA_* environment > config file > defaults.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -56,6 +57,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 	if err != nil {
 		return err
 	}
+	if *pprofAddr == "" {
+		*pprofAddr = lookup(env, "UMBRA_PPROF_ADDR")
+	}
+	var pprofBound string
+	if *pprofAddr != "" {
+		bound, stop, err := startPprof(*pprofAddr, stderr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		pprofBound = bound
+	}
 	// Headroom for the garbage collector while the live heap is small
 	// (internal/gctune; GOGC in the environment turns it off).
 	defer gctune.Start(gctune.DefaultHeadroom, env).Stop()
@@ -78,6 +91,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, env []s
 		if l.addr != "" {
 			fmt.Fprintf(stdout, "  %s %s%s\n", l.name, l.scheme, l.addr)
 		}
+	}
+	if pprofBound != "" {
+		fmt.Fprintf(stdout, "  pprof     http://%s/debug/pprof/\n", pprofBound)
 	}
 	fmt.Fprintf(stdout, "  data      %s\n", b.DataPath())
 	if opts.Cluster.Enabled() {

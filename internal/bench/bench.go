@@ -8,7 +8,9 @@
 //
 //   - raw: each client publishes QoS 1 on a plain topic it subscribes to and
 //     waits for its own message before the next: the broker's QoS 1 round
-//     trip, the ceiling for everything else;
+//     trip, the ceiling for everything else; and, as raw@rate, the same
+//     open loop as shadow-update@rate on plain topics (the latency floor
+//     under the shadow percentiles at that rate);
 //   - shadow-update: each client publishes a QoS 1 shadow update and waits
 //     for /update/accepted (sent after the fsync): at maximum rate (closed
 //     loop) and, as shadow-update@rate, open loop at a fixed total rate with
@@ -85,7 +87,7 @@ type Options struct {
 	Warmup   time.Duration // unmeasured time before each phase (default 1s)
 	Payload  int           // approximate request payload size (default 80 bytes)
 
-	Rate        float64 // shadow-update@rate total updates/s (default 5000; negative skips)
+	Rate        float64 // raw@rate and shadow-update@rate total messages/s (default 5000; negative skips)
 	RateClients int     // devices sharing that rate (default 500: 10/s each)
 
 	FanoutDevices int // delta-fanout devices (default 1000)

@@ -33,7 +33,7 @@ func TestShortRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\nprogress:\n%s", err, progress.String())
 	}
-	want := map[string]int{bench.Raw: 1, bench.ShadowUpdate: 2, bench.DeltaFanout: 1, bench.Connections: 1}
+	want := map[string]int{bench.Raw: 2, bench.ShadowUpdate: 2, bench.DeltaFanout: 1, bench.Connections: 1}
 	for _, r := range rep.Results {
 		want[r.Scenario]--
 		if r.Ops <= 0 || r.PerSec <= 0 || r.Latency.Count <= 0 || r.Latency.Max <= 0 || r.Latency.P50 <= 0 {
@@ -55,7 +55,7 @@ func TestShortRun(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []string{"raw", "shadow-update", "delta-fanout", "connections", "p99", "rate limit off"} {
+	for _, s := range []string{"raw", "shadow-update", "delta-fanout", "connections", "p99", "rate limit off", "raw fixed 200/s:"} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}

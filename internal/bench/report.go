@@ -53,8 +53,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "shadow updates with history ÷ without (max rate): %.2f\n", r.HistoryOnVsOff)
 	}
 	for _, x := range r.Results {
-		if x.Scenario == ShadowUpdate {
-			fmt.Fprintf(w, "shadow-update %s: %.0f/s, p50 %.2f ms, p99 %.2f ms", x.Variant, x.PerSec, x.Latency.P50, x.Latency.P99)
+		if x.Scenario == ShadowUpdate || (x.Scenario == Raw && x.TargetRate > 0) {
+			fmt.Fprintf(w, "%s %s: %.0f/s, p50 %.2f ms, p99 %.2f ms", x.Scenario, x.Variant, x.PerSec, x.Latency.P50, x.Latency.P99)
 			if x.Rejected > 0 {
 				fmt.Fprintf(w, ", %d REJECTED", x.Rejected)
 			}

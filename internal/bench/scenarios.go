@@ -122,7 +122,14 @@ func (r *runner) sampleAt(ctx context.Context, t time.Time) (sample, error) {
 
 func (r *runner) runRaw(ctx context.Context) ([]Result, error) {
 	res, err := r.closedLoop(ctx, false)
-	return []Result{res}, err
+	if err != nil || r.opts.Rate <= 0 {
+		return []Result{res}, err
+	}
+	// The same open loop as shadow-update's fixed-rate variant, on plain
+	// topics: the broker's and this tool's own latency at that rate, the
+	// floor under the shadow percentiles.
+	fixed, err := r.fixedRate(ctx, false)
+	return []Result{res, fixed}, err
 }
 
 func (r *runner) runShadowUpdate(ctx context.Context) ([]Result, error) {
@@ -132,7 +139,7 @@ func (r *runner) runShadowUpdate(ctx context.Context) ([]Result, error) {
 	}
 	out := []Result{res}
 	if r.opts.Rate > 0 {
-		fixed, err := r.fixedRate(ctx)
+		fixed, err := r.fixedRate(ctx, true)
 		out = append(out, fixed)
 		if err != nil {
 			return out, err
@@ -266,13 +273,17 @@ func dueBy(elapsed time.Duration, rate float64) int64 {
 	return int64(elapsed.Seconds()*rate) + 1
 }
 
-// fixedRate offers Rate shadow updates per second in total, spread over
-// RateClients devices in turn, without waiting for answers (open loop).
+// fixedRate offers Rate shadow updates (or, for raw, plain QoS 1 messages
+// each client gets back) per second in total, spread over RateClients
+// devices in turn, without waiting for answers (open loop).
 // Latency runs from each update's intended send time, so a stalled broker
 // or client shows up in the figures (no coordinated omission).
-func (r *runner) fixedRate(ctx context.Context) (Result, error) {
+func (r *runner) fixedRate(ctx context.Context, shadowMode bool) (Result, error) {
 	n, rate := r.opts.RateClients, r.opts.Rate
 	name := ShadowUpdate
+	if !shadowMode {
+		name = Raw
+	}
 	variant := fmt.Sprintf("fixed %g/s", rate)
 	r.progress("%s: connecting %d clients for %g updates/s", name, n, rate)
 	type pend struct {
@@ -287,6 +298,11 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 	var ops, errs, outstanding, rejected atomic.Int64
 	var p phase
 	id := func(i int) string { return "bench-rate-" + strconv.Itoa(i) }
+	topic := func(i int) string { return "$aws/things/" + id(i) + "/shadow/update" }
+	if !shadowMode {
+		id = func(i int) string { return "bench-raw-rate-" + strconv.Itoa(i) }
+		topic = func(i int) string { return "bench/rate/" + strconv.Itoa(i) }
+	}
 	handler := func(i int) paho.MessageHandler {
 		return func(_ paho.Client, m paho.Message) {
 			now := time.Now()
@@ -316,8 +332,10 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 		}
 	}
 	filters := func(i int) []string {
-		t := "$aws/things/" + id(i) + "/shadow/update"
-		return []string{t + "/accepted", t + "/rejected"}
+		if !shadowMode {
+			return []string{topic(i)} // its own messages come back
+		}
+		return []string{topic(i) + "/accepted", topic(i) + "/rejected"}
 	}
 	clients, err := r.connectAll(ctx, n, id, handler, filters)
 	if err != nil {
@@ -326,7 +344,7 @@ func (r *runner) fixedRate(ctx context.Context) (Result, error) {
 	defer disconnectAll(clients)
 	topics := make([]string, n)
 	for i := range topics {
-		topics[i] = "$aws/things/" + id(i) + "/shadow/update"
+		topics[i] = topic(i)
 	}
 
 	p = r.newPhase()

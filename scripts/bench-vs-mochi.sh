@@ -22,7 +22,7 @@ upid=$!
 mpid=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18082/readyz >/dev/null && break; sleep 0.1; done
 rate() { # prints raw round trips per second against $1
-  "$umbra" bench --quiet --duration 5s --clients 100 --target "$1" raw 2>/dev/null |
+  "$umbra" bench --quiet --duration 5s --clients 100 --rate -1 --target "$1" raw 2>/dev/null |
     awk '$1 == "raw" { print $8; exit }'
 }
 for i in $(seq "$rounds"); do

@@ -345,3 +345,49 @@ func TestClusterTakeoverLeavesDeviceConnected(t *testing.T) {
 		}, func() string { return last })
 	}
 }
+
+// A device whose persistent session moves to another node has the will
+// its old connection left waiting for its delay cancelled, as a reconnect
+// on one node does [MQTT-3.1.3-9]: whether the old connection was still
+// open (taken over) or had dropped just before, the session went on
+// elsewhere, so no "gone" message may follow on any node.
+func TestClusterTakeoverCancelsDelayedWill(t *testing.T) {
+	nc := natstest.StartCluster(t, 3)
+	nodes := startClusterNodes(t, nc, 3)
+	// Watched on the old node and on another one.
+	var wills []<-chan mt.Message
+	for _, n := range []int{0, 1} {
+		w := mt.Connect(t, nodes[n].MQTTURL(), fmt.Sprint("wt-watcher-", n))
+		wills = append(wills, w.Subscribe("wt/#", 1))
+	}
+	for i, dropFirst := range []bool{false, true} {
+		id := fmt.Sprint("wt-lamp-", i)
+		old, _ := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, 5, id, false, sessionExpiry(600), will("wt/"+id, 1))
+		if dropFirst {
+			old.close() // no DISCONNECT: the will waits for its delay
+		}
+		cur, ack := rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, 5, id, false, sessionExpiry(600))
+		if !ack.SessionPresent {
+			t.Fatalf("%s on node C: session not present", id)
+		}
+		if !dropFirst {
+			got := old.expectClosed()
+			if len(got) == 0 || got[len(got)-1].ReasonCode != packets.ErrSessionTakenOver.Code {
+				t.Fatalf("node A's connection ended with %v, want DISCONNECT 0x8E", got)
+			}
+		}
+
+		// A device on node A drops after the move with a 2 s delay: had
+		// the lamp's will not been cancelled it would have come a second
+		// earlier, from node A.
+		other := fmt.Sprint("wt-other-", i)
+		b, _ := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, 5, other, false, sessionExpiry(600), will("wt/"+other, 2))
+		b.close()
+		for n, w := range wills {
+			if m := mt.Next(t, w); m.Topic != "wt/"+other {
+				t.Fatalf("watcher on node %d: first will on %s: the will of a session that moved to another node was published", n, m.Topic)
+			}
+		}
+		cur.close()
+	}
+}

@@ -463,3 +463,34 @@ func TestReasonStrings(t *testing.T) {
 		})
 	}
 }
+
+// TestWillDelayTakeover: a connection taken over by a new one to the same
+// session has its delayed will cancelled by that new connection, as a
+// reconnect would [MQTT-3.1.3-9]; a will without delay is published at
+// once ([MQTT-3.1.4-3]: the old connection closes as any other).
+func TestWillDelayTakeover(t *testing.T) {
+	srv := brokertest.Start(t)
+	addr := hostPort(srv.MQTTURL())
+	watcher := mt.Connect(t, srv.MQTTURL(), "wt-watcher")
+	wills := watcher.Subscribe("wt/#", 1)
+
+	// A is taken over by a new connection (same session) while connected.
+	old, _ := rawConnect(t, addr, nil, 5, "wt-a", false, sessionExpiry(600), will("wt/a", 1))
+	defer old.close()
+	a, ack := rawConnect(t, addr, nil, 5, "wt-a", false, sessionExpiry(600))
+	defer a.close()
+	if !ack.SessionPresent {
+		t.Fatal("takeover: session not present")
+	}
+	if pk, err := old.read(mt.Wait); err != nil || pk.FixedHeader.Type != packets.Disconnect || pk.ReasonCode != packets.ErrSessionTakenOver.Code {
+		t.Fatalf("old connection: %v %v, want DISCONNECT 0x8E", pk.FixedHeader.Type, err)
+	}
+
+	// B drops after the takeover with a 2 s delay: had A's will not been
+	// cancelled it would have been due a second earlier.
+	b, _ := rawConnect(t, addr, nil, 5, "wt-b", false, sessionExpiry(600), will("wt/b", 2))
+	b.close()
+	if m := mt.Next(t, wills); m.Topic != "wt/b" {
+		t.Fatalf("first will on %s: the will of a connection taken over by the same session was published", m.Topic)
+	}
+}

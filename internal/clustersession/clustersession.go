@@ -583,6 +583,11 @@ func (h *Hook) onTakeover(m *nats.Msg) {
 	for _, cl := range pending {
 		cl.Stop(packets.ErrSessionTakenOver) // before its CONNACK: just close
 	}
+	// A new network connection to the session was made on the other node:
+	// a will waiting for its delay here (the connection just closed, or
+	// one that dropped earlier) is not sent [MQTT-3.1.3-9], as a local
+	// reconnect cancels it.
+	h.cfg.Server.CancelDelayedWill(req.Client)
 	if newer {
 		// A newer connection here holds the id; its own claim closes the
 		// requester's connection.

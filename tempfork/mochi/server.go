@@ -1691,6 +1691,14 @@ func (s *Server) sendLWT(cl *Client) {
 	}
 
 	if cl.Properties.Will.WillDelayInterval > 0 {
+		// UMBRA PATCH 20: a connection taken over by a newer one to the
+		// same client id closes after the newer one is registered; its
+		// delayed will, added then, outlived the newer connection's
+		// cancellation and was published although a new connection to
+		// the session had been made [MQTT-3.1.3-9].
+		if cur, ok := s.Clients.Get(cl.ID); ok && cur != cl {
+			return
+		}
 		pk.Connect.WillProperties.WillDelayInterval = cl.Properties.Will.WillDelayInterval
 		pk.Expiry = time.Now().Unix() + int64(pk.Connect.WillProperties.WillDelayInterval)
 		s.loop.willDelayed.Add(cl.ID, pk)

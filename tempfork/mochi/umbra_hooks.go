@@ -36,3 +36,9 @@ func (s *Server) RestoredClient(c storage.Client) *Client {
 	cl.Properties.Will = Will(c.Will)
 	return cl
 }
+
+// CancelDelayedWill forgets the delayed will of client id, if one is
+// waiting: cluster mode calls it when a new network connection to the
+// session was made on another node, which this server cannot see
+// [MQTT-3.1.3-9]. UMBRA PATCH 20.
+func (s *Server) CancelDelayedWill(id string) { s.loop.willDelayed.Delete(id) }

@@ -554,3 +554,34 @@ func TestSubscribersAllocatesOnlyWhatMatches(t *testing.T) {
 	shared.MergeSharedSelected() // into a nil Subscriptions
 	require.Contains(t, shared.Subscriptions, "c5")
 }
+
+// UMBRA PATCH 20: the delayed will of a connection that closes after a
+// newer connection with its client id was registered is not kept (the
+// newer connection cancelled wills when it was accepted, possibly before
+// this one closed); with no newer connection it is kept; and
+// CancelDelayedWill forgets one.
+func TestDelayedWillOfATakenOverConnection(t *testing.T) {
+	s := newServer()
+	withWill := func() *Client {
+		cl, _, _ := newTestClient()
+		cl.ID = "dev"
+		cl.Properties.Will = Will{Flag: 1, TopicName: "gone/dev", Payload: []byte("x"), WillDelayInterval: 5}
+		return cl
+	}
+	old := withWill()
+	s.Clients.Add(old)
+	s.sendLWT(old)
+	_, ok := s.loop.willDelayed.Get("dev")
+	require.True(t, ok, "the delayed will of a connection still registered")
+
+	s.CancelDelayedWill("dev")
+	_, ok = s.loop.willDelayed.Get("dev")
+	require.False(t, ok, "CancelDelayedWill")
+
+	newer, _, _ := newTestClient()
+	newer.ID = "dev"
+	s.Clients.Add(newer) // the takeover: the newer connection is registered first
+	s.sendLWT(old)
+	_, ok = s.loop.willDelayed.Get("dev")
+	require.False(t, ok, "the delayed will of a connection taken over was kept")
+}

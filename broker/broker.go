@@ -13,6 +13,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -58,6 +59,7 @@ type Broker struct {
 	db       *store.DB
 	mqtt     *mqtt.Server
 	shadows  *shadow.Service
+	router   *hooks.ShadowRouter // MQTT shadow requests, pipelined per connection
 	registry *registry.Registry
 	rollouts *rollout.Engine
 	jobs     *awsjobs.Service
@@ -240,7 +242,11 @@ func (b *Broker) addHooks() error {
 	})
 	b.wireAccess(sessions)
 	presence := hooks.NewPresence(b.registry, b.access, b.shuttingDown.Load)
-	hs := []mqtt.Hook{b.access, hooks.NewShadowRouter(b.ctx, b.shadows, b.principal), hooks.NewJobs(b.ctx, b.jobs),
+	b.router = hooks.NewShadowRouter(b.ctx, b.shadows, b.principal)
+	// As many requests under way per connection as a principal may have
+	// (limits.shadow_in_flight): more would only be refused with 429.
+	b.router.Pipeline(b.mqtt, cmp.Or(max(b.opts.Limits.ShadowInFlight, 0), unlimitedPipelineDepth))
+	hs := []mqtt.Hook{b.access, b.router, hooks.NewJobs(b.ctx, b.jobs),
 		presence,
 		hooks.NewProtocol(b.ctx, uint16(min(b.opts.MaxKeepAlive/time.Second, math.MaxUint16)), b.opts.DeniedPublishBackoff)}
 	quota, err := b.quotaHook()
@@ -431,6 +437,16 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("mqtt shutdown: %w", ctx.Err()))
 	}
+	// Shadow requests still under way finish while the store is open.
+	waited := make(chan struct{})
+	go func() {
+		b.router.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+	}
 	b.cancel()
 	if bgStopped {
 		b.saveIndex(ctx) // nothing writes any more
@@ -445,6 +461,10 @@ func (b *Broker) shutdown(ctx context.Context) error {
 	b.log.Info("umbra stopped")
 	return errors.Join(errs...)
 }
+
+// unlimitedPipelineDepth is how many shadow requests of one connection are
+// worked on at once when limits.shadow_in_flight is off (-1).
+const unlimitedPipelineDepth = 32
 
 // closeAll undoes a failed Start.
 func (b *Broker) closeAll() {

@@ -21,11 +21,16 @@ import (
 // never retained. Will messages never reach this hook (Mochi publishes them
 // straight to subscribers), so a last will on a shadow topic is not taken
 // as an update, matching AWS.
+//
+// With Pipeline set, a connection's QoS 1 requests are worked on several
+// at once (shadow_pipeline.go); otherwise each is answered before the
+// connection's next packet is read.
 type ShadowRouter struct {
 	mqtt.HookBase
 	svc       shadow.Handler
 	ctx       context.Context
 	principal func(*mqtt.Client) string
+	pipe      *pipelines // nil: one request at a time per connection
 }
 
 // NewShadowRouter returns the shadow routing hook. ctx bounds the service calls
@@ -38,7 +43,9 @@ func NewShadowRouter(ctx context.Context, svc shadow.Handler, principal func(*mq
 func (h *ShadowRouter) ID() string { return "umbra-shadows" }
 
 // Provides implements mqtt.Hook.
-func (h *ShadowRouter) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *ShadowRouter) Provides(b byte) bool {
+	return b == mqtt.OnPublish || (h.pipe != nil && b == mqtt.OnDisconnect)
+}
 
 // OnPublish implements mqtt.Hook.
 func (h *ShadowRouter) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -51,11 +58,42 @@ func (h *ShadowRouter) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 		return pk, nil
 	}
 	pk.FixedHeader.Retain = false
-	resp := h.svc.Handle(h.ctx, shadow.Request{
-		Ref: t.Ref, Op: t.Op, Payload: pk.Payload, Origin: shadow.OriginMQTT, Principal: h.principal(cl),
-	})
-	if resp.Err != nil {
+	req := shadow.Request{Ref: t.Ref, Op: t.Op, Payload: pk.Payload, Origin: shadow.OriginMQTT, Principal: h.principal(cl)}
+	if h.pipe != nil {
+		if pk.FixedHeader.Qos == 1 {
+			h.pipe.start(cl, pk, req, h.handle)
+			return pk, mqtt.ErrAckLater
+		}
+		// QoS 0 and 2 are answered here, after this connection's requests
+		// for the same shadow that came before.
+		h.pipe.waitFor(cl, req.Ref)
+	}
+	if !h.handle(req) {
 		return pk, packets.CodeSuccessIgnore
 	}
 	return pk, nil
+}
+
+// handle runs one request; it reports whether it was accepted.
+func (h *ShadowRouter) handle(req shadow.Request) bool {
+	return h.svc.Handle(h.ctx, req).Err == nil
+}
+
+// OnDisconnect implements mqtt.Hook: a pipelined connection's state goes
+// (its requests still under way finish; their PUBACKs are not sent).
+func (h *ShadowRouter) OnDisconnect(cl *mqtt.Client, _ error, _ bool) { h.pipe.forget(cl) }
+
+// Pipeline lets each connection have up to depth QoS 1 requests under way
+// at once, acknowledged through server (which must be the one the hook is
+// added to). Call it before the server starts.
+func (h *ShadowRouter) Pipeline(server *mqtt.Server, depth int) {
+	h.pipe = newPipelines(server, depth)
+}
+
+// Wait returns once every pipelined request has finished (shutdown: after
+// the connections closed, before the store does).
+func (h *ShadowRouter) Wait() {
+	if h != nil && h.pipe != nil {
+		h.pipe.wg.Wait()
+	}
 }

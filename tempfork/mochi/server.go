@@ -1011,6 +1011,11 @@ func (s *Server) processPublish(cl *Client, pk packets.Packet) error {
 		return nil
 	} else if errors.Is(err, packets.CodeSuccessIgnore) {
 		pk.Ignore = true
+	} else if errors.Is(err, ErrAckLater) && pk.FixedHeader.Qos == 1 && !cl.Net.Inline {
+		// UMBRA PATCH 21: a hook took the publish over; AckPublish finishes
+		// it. The receive quota it holds until then is given back there.
+		cl.State.Inflight.DecreaseReceiveQuota()
+		return nil
 	} else if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 && errors.As(err, new(packets.Code)) {
 		err = cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, err.(packets.Code)))
 		if err != nil {

@@ -1,6 +1,8 @@
 package mqtt
 
 import (
+	"errors"
+
 	"github.com/umbra-iot/umbra/tempfork/mochi/hooks/storage"
 	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 )
@@ -42,3 +44,33 @@ func (s *Server) RestoredClient(c storage.Client) *Client {
 // session was made on another node, which this server cannot see
 // [MQTT-3.1.3-9]. UMBRA PATCH 20.
 func (s *Server) CancelDelayedWill(id string) { s.loop.willDelayed.Delete(id) }
+
+// ErrAckLater, returned by an OnPublish hook for a client's QoS 1 publish,
+// takes the publish over: the server neither acknowledges nor delivers it
+// and reads the client's next packet; the hook calls AckPublish when it is
+// done with it. Umbra's shadow router uses it to work on several requests
+// of one connection at once (each PUBACK still follows its request's
+// durable commit). Other packets returning it are handled as before.
+// UMBRA PATCH 21.
+var ErrAckLater = errors.New("publish to be acknowledged by a hook")
+
+// AckPublish finishes a QoS 1 publish an OnPublish hook took over with
+// ErrAckLater, as processPublish would have after its hooks: the PUBACK
+// (success), the receive quota back, then, unless ignore, the message
+// retained (if flagged) and delivered to subscribers, and OnPublished.
+// A hook calls it once per publish, in the order it wants the PUBACKs
+// sent; it may be called from any goroutine. UMBRA PATCH 21.
+func (s *Server) AckPublish(cl *Client, pk packets.Packet, ignore bool) error {
+	pk.Ignore = ignore
+	err := cl.WritePacket(s.buildAck(pk.PacketID, packets.Puback, 0, pk.Properties, packets.CodeSuccess))
+	cl.State.Inflight.IncreaseReceiveQuota()
+	if err != nil {
+		return err
+	}
+	if pk.FixedHeader.Retain {
+		s.retainMessage(cl, pk)
+	}
+	s.publishToSubscribers(pk)
+	s.hooks.OnPublished(cl, pk)
+	return nil
+}

@@ -323,50 +323,65 @@ func runCrashLoad(t *testing.T, p *umbraProc, led *ledger, seed uint64, cycle in
 	return n
 }
 
+// mqttCrashWorker sends its requests in bursts of one to four without
+// waiting in between (the broker works on a connection's requests
+// together), then waits for every answer of the burst.
 func mqttCrashWorker(ctx context.Context, t *testing.T, c paho.Client, led *ledger, rng *rand.Rand, prefix string, cycle int, replies <-chan string) {
-	for seq := 0; ctx.Err() == nil; seq++ {
-		ref, ok := led.reserve(rng)
-		if !ok {
-			return // budget spent: idle until the kill
+	for seq := 0; ctx.Err() == nil; {
+		burst := map[string]*crashOp{}
+		for range 1 + rng.IntN(4) {
+			ref, ok := led.reserve(rng)
+			if !ok {
+				break // budget spent: idle until the kill
+			}
+			token := fmt.Sprintf("%s%d", prefix, seq)
+			seq++
+			op := &crashOp{ref: ref, via: "mqtt", token: token, cycle: cycle, kind: kindUpdate}
+			switch n := rng.IntN(100); {
+			case n < 3:
+				op.kind = kindDelete
+				op.payload = fmt.Appendf(nil, `{"clientToken":%q}`, token)
+			case n < 6:
+				op.payload = fmt.Appendf(nil, `{"state":{"reported":null},"clientToken":%q}`, token)
+			case n < 20:
+				// Optimistic locking against the last version this test saw:
+				// often stale (409), sometimes current.
+				op.payload = fmt.Appendf(nil, `{"state":{"reported":{"n":%d,"locked":true}},"version":%d,"clientToken":%q}`,
+					seq, led.lastVersion(ref), token)
+			default:
+				op.payload = fmt.Appendf(nil, `{"state":{"reported":{"n":%d,"w":%q,"mode":"m%d","k%d":%d}},"clientToken":%q}`,
+					seq, prefix, rng.IntN(3), rng.IntN(5), rng.IntN(1000), token)
+			}
+			led.add(op)
+			burst[token] = op
+			c.Publish(ref.Topic(shadow.Op(op.kind), shadow.SuffixNone), 1, false, op.payload)
 		}
-		token := fmt.Sprintf("%s%d", prefix, seq)
-		op := &crashOp{ref: ref, via: "mqtt", token: token, cycle: cycle, kind: kindUpdate}
-		switch n := rng.IntN(100); {
-		case n < 3:
-			op.kind = kindDelete
-			op.payload = fmt.Appendf(nil, `{"clientToken":%q}`, token)
-		case n < 6:
-			op.payload = fmt.Appendf(nil, `{"state":{"reported":null},"clientToken":%q}`, token)
-		case n < 20:
-			// Optimistic locking against the last version this test saw:
-			// often stale (409), sometimes current.
-			op.payload = fmt.Appendf(nil, `{"state":{"reported":{"n":%d,"locked":true}},"version":%d,"clientToken":%q}`,
-				seq, led.lastVersion(ref), token)
-		default:
-			op.payload = fmt.Appendf(nil, `{"state":{"reported":{"n":%d,"w":%q,"mode":"m%d","k%d":%d}},"clientToken":%q}`,
-				seq, prefix, rng.IntN(3), rng.IntN(5), rng.IntN(1000), token)
+		if len(burst) == 0 {
+			return
 		}
-		led.add(op)
-		c.Publish(ref.Topic(shadow.Op(op.kind), shadow.SuffixNone), 1, false, op.payload)
 		deadline := time.After(30 * time.Second)
-	wait:
-		for {
+		throttledOnce := false
+		for len(burst) > 0 {
 			select {
 			case tok := <-replies:
-				if tok != token {
+				op, ok := burst[tok]
+				if !ok {
 					continue
 				}
+				delete(burst, tok)
 				if led.code(op) == 429 {
-					led.refund(ref)
-					throttled(ctx, rng)
+					led.refund(op.ref)
+					throttledOnce = true
 				}
-				break wait
 			case <-ctx.Done():
 				return
 			case <-deadline:
-				t.Errorf("%s: no reply to %s within 30s before the kill", prefix, token)
+				t.Errorf("%s: no reply to %d requests within 30s before the kill", prefix, len(burst))
 				return
 			}
+		}
+		if throttledOnce {
+			throttled(ctx, rng)
 		}
 	}
 }

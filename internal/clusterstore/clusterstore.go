@@ -11,6 +11,8 @@
 //     version and the deletion time, exactly what the bbolt engine keeps,
 //     and it is ignored on load once older than TombstoneTTL (0: kept for
 //     ever), so the version numbering after a delete is the bbolt engine's.
+//     It is written with that TTL as its JetStream message TTL, so
+//     JetStream removes it then.
 //   - Commit is a compare-and-set on the entry's revision: a publish to
 //     the key's subject expecting the revision Load returned as the
 //     subject's last sequence (0: no entry yet), as the KV's own Create and
@@ -34,7 +36,6 @@
 //
 // What it does not do yet:
 //
-//   - Expired tombstones are ignored, not removed; they stay in the bucket.
 //   - Sessions and cross-node MQTT delivery are not clustered here (the
 //     registry, rollouts and jobs are in internal/clusterkv). All shadows
 //     are listed, then followed, by Watch: the registry's index source on a
@@ -156,10 +157,11 @@ func open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 		if err != nil {
 			return nil, fmt.Errorf("clusterstore: stream %s: %w", stream, err)
 		}
-		if sc := s.CachedInfo().Config; sc.AllowDirect {
-			sc.AllowDirect = false
+		if sc := s.CachedInfo().Config; sc.AllowDirect || !sc.AllowMsgTTL {
+			// Also a bucket made before tombstones expired by TTL.
+			sc.AllowDirect, sc.AllowMsgTTL = false, true
 			if _, err := js.UpdateStream(ctx, sc); err != nil {
-				return nil, fmt.Errorf("clusterstore: turn direct get off on %s: %w", stream, err)
+				return nil, fmt.Errorf("clusterstore: turn direct get off and message TTLs on in %s: %w", stream, err)
 			}
 		}
 		kv, err := js.KeyValue(ctx, cfg.Bucket)
@@ -170,7 +172,7 @@ func open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 		if err != nil {
 			return nil, fmt.Errorf("clusterstore: stream %s: %w", stream, err)
 		}
-		if !info.CachedInfo().Config.AllowDirect {
+		if sc := info.CachedInfo().Config; !sc.AllowDirect && sc.AllowMsgTTL {
 			hist, err := openHistory(ctx, js, cfg)
 			if err != nil {
 				return nil, err
@@ -182,7 +184,9 @@ func open(ctx context.Context, js jetstream.JetStream, cfg Config) (*ShadowStore
 }
 
 // kvStreamConfig is the stream of a KV bucket as nats.go's CreateKeyValue
-// makes it (history 1), with direct get off: reads go to the leader.
+// makes it (history 1), with direct get off (reads go to the leader) and
+// per-message TTLs allowed (a tombstone is removed by JetStream once
+// TombstoneTTL has passed).
 func kvStreamConfig(cfg Config) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              "KV_" + cfg.Bucket,
@@ -200,6 +204,7 @@ func kvStreamConfig(cfg Config) jetstream.StreamConfig {
 		Duplicates:        2 * time.Minute,
 		Discard:           jetstream.DiscardNew,
 		AllowDirect:       false,
+		AllowMsgTTL:       true,
 	}
 }
 
@@ -327,10 +332,17 @@ func (s *ShadowStore) Commit(ctx context.Context, c shadow.Change) error {
 	key := Key(c.Ref)
 	msg := &nats.Msg{Subject: "$KV." + s.cfg.Bucket + "." + key, Data: v}
 	id := key + "@" + strconv.FormatUint(c.Rev, 10) + "/" + strconv.FormatUint(rand.Uint64(), 36)
+	opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(c.Rev), jetstream.WithMsgID(id)}
+	if c.Doc == nil && s.cfg.TombstoneTTL > 0 {
+		// JetStream removes the tombstone when it would be ignored on
+		// load, so deleted shadows do not stay in the bucket (its TTLs
+		// are whole seconds, at least one).
+		opts = append(opts, jetstream.WithMsgTTL(max(s.cfg.TombstoneTTL.Round(time.Second), time.Second)))
+	}
 	var rev uint64
 	unknown := false // an earlier attempt may have been applied
 	err := cluster.Retry(ctx, func(ctx context.Context) error {
-		ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(c.Rev), jetstream.WithMsgID(id))
+		ack, err := s.js.PublishMsg(ctx, msg, opts...)
 		if err == nil {
 			rev = ack.Sequence
 		} else if cluster.Transient(err) {

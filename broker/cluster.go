@@ -206,6 +206,12 @@ func (b *Broker) clusterSessionHook(persist bool) (mqtt.Hook, error) {
 	if b.clusterMeta != nil {
 		cfg.Recorded = b.clusterMeta.Flush // the registry's connectivity records
 	}
+	if b.authn != nil {
+		// The entry names the session's holder: a connect on another node
+		// is checked against it (one service cannot take over another's
+		// session), and a session that ends gives its entry up.
+		cfg.Identity = b.access.Identity
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*b.cluster.Timeout)
 	defer cancel()
 	h, err := clustersession.Open(ctx, cfg)
@@ -213,6 +219,9 @@ func (b *Broker) clusterSessionHook(persist bool) (mqtt.Hook, error) {
 		return nil, err
 	}
 	b.clusterSessions = h
+	if b.authn != nil {
+		b.access.Holder = h.Holder
+	}
 	return h, nil
 }
 

@@ -34,6 +34,14 @@
 // present) but without the messages that were queued on that node. A node
 // that comes back drops the sessions it restored from its store whose
 // entry names another node (DropForeign).
+//
+// Holders. With authentication on, the entry also names who holds the
+// session (kind, name and method of the identity), and a connect on
+// another node is checked against it as against a session on its own node
+// (Holder: one service cannot take over another's session). A session that
+// ends, with its connection or when it expires, deletes its entry (a
+// compare-and-set on the revision its connection last wrote), so that the
+// id is free again.
 package clustersession
 
 import (
@@ -51,6 +59,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/umbra-iot/umbra/internal/auth"
 	"github.com/umbra-iot/umbra/internal/cluster"
 	"github.com/umbra-iot/umbra/internal/hooks"
 
@@ -82,6 +91,12 @@ type Config struct {
 	// OnDisconnect hooks ran and before it answers, so that the old
 	// connection's end is recorded before the new one's start.
 	Recorded func(context.Context) error
+	// Identity, when set (authentication is on), is who a connection
+	// authenticated as: the entry names the session's holder, so that a
+	// connect on another node is checked against it as against a session
+	// on its own node (Holder), and the entry is removed when the session
+	// ends.
+	Identity func(*mqtt.Client) auth.Identity
 	Logger   *slog.Logger
 }
 
@@ -101,6 +116,10 @@ type Hook struct {
 	conns  map[*mqtt.Client]*conn
 	handed map[string]*handoff            // sessions sent to another node, not yet released
 	ended  map[*mqtt.Client]chan struct{} // connections closed for a takeover, until their OnDisconnect hooks ran
+	// offline is, per client id of a persistent session gone offline here,
+	// the entry revision its connection last wrote (entries naming
+	// holders only): released when the session expires.
+	offline map[string]uint64
 
 	handovers atomic.Int64 // sessions received (tests, logs)
 }
@@ -124,8 +143,17 @@ type handoff struct {
 // for a persistent session, its subscriptions (the copy that outlives the
 // node).
 type owner struct {
-	Node string                 `json:"node"`
-	Subs []storage.Subscription `json:"subscriptions,omitempty"`
+	Node   string                 `json:"node"`
+	Holder *holder                `json:"holder,omitempty"`
+	Subs   []storage.Subscription `json:"subscriptions,omitempty"`
+}
+
+// holder is who holds a session: what auth.Authenticator.MayTakeOver
+// needs of the earlier connection's identity.
+type holder struct {
+	Kind   auth.Kind `json:"kind"`
+	Name   string    `json:"name"`
+	Method string    `json:"method"`
 }
 
 // session is a session as handed over.
@@ -161,7 +189,7 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Hook{cfg: cfg, log: cfg.Logger, byID: map[string]map[*mqtt.Client]*conn{},
-		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{}}
+		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{}, offline: map[string]uint64{}}
 	var kv jetstream.KeyValue
 	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
 		kv, err = openBucket(ctx, cfg)
@@ -262,7 +290,7 @@ func (h *Hook) ID() string { return "umbra-cluster-sessions" }
 // Provides implements mqtt.Hook.
 func (h *Hook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed:
+	case mqtt.OnSessionEstablish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed, mqtt.OnClientExpired:
 		return true
 	}
 	return false
@@ -271,7 +299,7 @@ func (h *Hook) Provides(b byte) bool {
 // claim makes this node the owner of id; it returns the generation and the
 // previous owner (Node "" if none). keep carries the previous owner's copy
 // of the subscriptions over (a session that is not started clean).
-func (h *Hook) claim(id string, keep bool) (uint64, owner, error) {
+func (h *Hook) claim(id string, keep bool, by *holder) (uint64, owner, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 	defer cancel()
 	k := key(id)
@@ -289,7 +317,7 @@ func (h *Hook) claim(id string, keep bool) (uint64, owner, error) {
 		e, err := h.kv.Get(ctx, k)
 		switch {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			val, _ := json.Marshal(owner{Node: h.cfg.Node})
+			val, _ := json.Marshal(owner{Node: h.cfg.Node, Holder: by})
 			rev, err := h.kv.Create(ctx, k, val)
 			if casFailed(err) {
 				continue
@@ -300,7 +328,7 @@ func (h *Hook) claim(id string, keep bool) (uint64, owner, error) {
 		}
 		var prev owner
 		_ = json.Unmarshal(e.Value(), &prev)
-		next := owner{Node: h.cfg.Node}
+		next := owner{Node: h.cfg.Node, Holder: by}
 		if keep {
 			next.Subs = prev.Subs
 		}
@@ -338,7 +366,10 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 	}
 	want := !pk.Connect.Clean
 	unlock := h.ids.Lock(cl.ID)
-	gen, prev, err := h.claim(cl.ID, want)
+	h.mu.Lock()
+	delete(h.offline, cl.ID) // the session is this connection's now
+	h.mu.Unlock()
+	gen, prev, err := h.claim(cl.ID, want, h.holderOf(cl))
 	c := h.track(cl, gen)
 	unlock()
 	if err != nil {
@@ -371,7 +402,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 			h.dropStale(cl)
 		}
 		if want && !snap.Found {
-			h.saveSubs(cl.ID, c, nil) // the claim kept the old node's copy
+			h.saveSubs(cl, c, nil) // the claim kept the old node's copy
 		}
 		return
 	}
@@ -382,7 +413,7 @@ func (h *Hook) OnSessionEstablish(cl *mqtt.Client, pk packets.Packet) {
 		h.log.Warn("cluster session: handed-over session not durable; not released", "client", cl.ID, "error", err)
 		return
 	}
-	h.saveSubs(cl.ID, c, snap.Subs)
+	h.saveSubs(cl, c, snap.Subs)
 	rest, err := h.request(prev.Node, "release", takeoverRequest{Client: cl.ID, Gen: gen, From: h.cfg.Node})
 	if err != nil {
 		h.log.Warn("cluster session: release not confirmed", "client", cl.ID, "node", prev.Node, "error", err)
@@ -418,13 +449,14 @@ func (h *Hook) subsChanged(cl *mqtt.Client) {
 	}
 	unlock := h.ids.Lock(cl.ID)
 	defer unlock()
-	h.saveSubs(cl.ID, c, subscriptions(cl))
+	h.saveSubs(cl, c, subscriptions(cl))
 }
 
 // saveSubs writes a session's subscriptions to its entry, if the entry is
 // still the one the connection wrote (compare-and-set): a newer owner's
 // entry is left alone.
-func (h *Hook) saveSubs(id string, c *conn, subs []storage.Subscription) {
+func (h *Hook) saveSubs(cl *mqtt.Client, c *conn, subs []storage.Subscription) {
+	id := cl.ID
 	h.mu.Lock()
 	rev := c.rev
 	h.mu.Unlock()
@@ -433,7 +465,7 @@ func (h *Hook) saveSubs(id string, c *conn, subs []storage.Subscription) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
 	defer cancel()
-	val, _ := json.Marshal(owner{Node: h.cfg.Node, Subs: subs})
+	val, _ := json.Marshal(owner{Node: h.cfg.Node, Holder: h.holderOf(cl), Subs: subs})
 	next, err := h.kv.Update(ctx, key(id), val, rev)
 	if err != nil {
 		if !casFailed(err) {
@@ -464,20 +496,90 @@ func (h *Hook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
-// OnDisconnect implements mqtt.Hook.
-func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+// OnDisconnect implements mqtt.Hook. When entries name holders, a session
+// that ends with its connection gives its entry up; one that lives on
+// offline keeps it until it expires (OnClientExpired).
+func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if _, ok := h.conns[cl]; !ok {
-		return
-	}
-	delete(h.conns, cl)
-	if m := h.byID[cl.ID]; m != nil {
-		delete(m, cl)
-		if len(m) == 0 {
-			delete(h.byID, cl.ID)
+	c, tracked := h.conns[cl]
+	if tracked {
+		delete(h.conns, cl)
+		if m := h.byID[cl.ID]; m != nil {
+			delete(m, cl)
+			if len(m) == 0 {
+				delete(h.byID, cl.ID)
+			}
 		}
 	}
+	var rev uint64
+	if tracked && h.cfg.Identity != nil {
+		rev = c.rev
+		if !expire {
+			h.offline[cl.ID] = rev
+		}
+	}
+	h.mu.Unlock()
+	if rev != 0 && expire {
+		h.release(cl.ID, rev)
+	}
+}
+
+// OnClientExpired implements mqtt.Hook: a persistent session that
+// expired here gives its entry up (when entries name holders).
+func (h *Hook) OnClientExpired(cl *mqtt.Client) {
+	h.mu.Lock()
+	rev, ok := h.offline[cl.ID]
+	delete(h.offline, cl.ID)
+	h.mu.Unlock()
+	if ok {
+		h.release(cl.ID, rev)
+	}
+}
+
+// release deletes the entry of a session that ended on this node if it is
+// still at rev, the revision the session's connection last wrote
+// (compare-and-set: a connect that claimed the id since, here or
+// elsewhere, keeps it). The holder no longer holds anything, so it must
+// not keep other principals from the client id.
+func (h *Hook) release(id string, rev uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	if err := h.kv.Delete(ctx, key(id), jetstream.LastRevision(rev)); err != nil && !casFailed(err) {
+		h.log.Warn("cluster session: ended session's entry not removed", "client", id, "error", err)
+	}
+}
+
+// Holder returns who holds the session of client id on another node, if
+// the entry names one (authentication on): the access hook checks a
+// connect against it as against a session on this node. A session on
+// this node is the local check's. Without an answer from JetStream the
+// connect is not held back (as the connect itself is then accepted on
+// this node alone).
+func (h *Hook) Holder(id string) (auth.Identity, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+	defer cancel()
+	e, err := h.kv.Get(ctx, key(id))
+	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			h.log.Warn("cluster session: holder not read", "client", id, "error", err)
+		}
+		return auth.Identity{}, false
+	}
+	var o owner
+	if json.Unmarshal(e.Value(), &o) != nil || o.Holder == nil || o.Node == h.cfg.Node {
+		return auth.Identity{}, false
+	}
+	return auth.Identity{Kind: o.Holder.Kind, Name: o.Holder.Name, Method: o.Holder.Method, ClientID: id}, true
+}
+
+// holderOf is what the entry says of cl's identity (nil: entries name no
+// holder).
+func (h *Hook) holderOf(cl *mqtt.Client) *holder {
+	if h.cfg.Identity == nil {
+		return nil
+	}
+	id := h.cfg.Identity(cl)
+	return &holder{Kind: id.Kind, Name: id.Name, Method: id.Method}
 }
 
 // track records a connection's generation; connections whose CONNACK

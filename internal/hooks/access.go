@@ -34,6 +34,10 @@ type Access struct {
 	// Existing, when set, returns the session a new connection with this
 	// client id is about to inherit (Mochi's Clients.Get).
 	Existing func(clientID string) (*mqtt.Client, bool)
+	// Holder, when set (cluster mode), returns who holds the session of
+	// a client id on another node; a connect is checked against it as
+	// against a session found by Existing.
+	Holder func(clientID string) (auth.Identity, bool)
 	// DropInflight, when set, removes a queued message from a session
 	// that a connection with fewer rights inherits.
 	DropInflight func(cl *mqtt.Client, pk packets.Packet)
@@ -99,13 +103,11 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 		h.authn.Refused()
 		return false
 	}
-	if h.Existing != nil {
-		if prev, ok := h.Existing(cl.ID); ok && prev != cl && !h.authn.MayTakeOver(id, h.Identity(prev)) {
-			h.log.Warn("mqtt connection refused: client id in use by another principal", "client", cl.ID, "remote", cl.Net.Remote,
-				"principal", id.Principal(), "holder", h.Identity(prev).Principal())
-			h.authn.Refused()
-			return false
-		}
+	if holder, ok := h.holder(cl); ok && !h.authn.MayTakeOver(id, holder) {
+		h.log.Warn("mqtt connection refused: client id in use by another principal", "client", cl.ID, "remote", cl.Net.Remote,
+			"principal", id.Principal(), "holder", holder.Principal())
+		h.authn.Refused()
+		return false
 	}
 	if !h.admit(cl, id) {
 		h.authn.Refused()
@@ -116,6 +118,20 @@ func (h *Access) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool 
 	cl.Properties.Username = id.SessionUsername()
 	h.identities.Bind(cl, id)
 	return true
+}
+
+// holder is who holds the session cl's client id names, if anyone does:
+// on this node (Existing), or else on another cluster node (Holder).
+func (h *Access) holder(cl *mqtt.Client) (auth.Identity, bool) {
+	if h.Existing != nil {
+		if prev, ok := h.Existing(cl.ID); ok && prev != cl {
+			return h.Identity(prev), true
+		}
+	}
+	if h.Holder != nil {
+		return h.Holder(cl.ID)
+	}
+	return auth.Identity{}, false
 }
 
 // assignedClientID reports whether Mochi made up the client's id because its

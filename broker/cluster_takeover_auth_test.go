@@ -9,6 +9,7 @@ import (
 	"github.com/umbra-iot/umbra/internal/auth"
 	mt "github.com/umbra-iot/umbra/internal/mqtttest"
 	"github.com/umbra-iot/umbra/internal/natstest"
+	"github.com/umbra-iot/umbra/tempfork/mochi/packets"
 )
 
 // With authentication on, one service cannot take over another service's
@@ -48,6 +49,25 @@ func TestClusterServiceCannotTakeOverAnotherServicesSession(t *testing.T) {
 		t.Fatal("the same service could not take its session to another node")
 	}
 	again.Disconnect(50)
+
+	// A persistent session that expires frees its id too (MQTT 5, Session
+	// Expiry Interval 1 s).
+	login := func(user string) func(*packets.Packet) {
+		return func(p *packets.Packet) {
+			p.Connect.UsernameFlag, p.Connect.Username = true, []byte(user)
+			p.Connect.PasswordFlag, p.Connect.Password = true, []byte(password)
+		}
+	}
+	short, ack := rawConnect(t, hostPort(nodes[0].MQTTURL()), nil, 5, "shared-3", false, sessionExpiry(1), login("limited"))
+	if ack.ReasonCode != 0 {
+		t.Fatalf("persistent session of limited: CONNACK %#x", ack.ReasonCode)
+	}
+	short.close()
+	waitFor(t, "the expired session's id to be free on another node", func() bool {
+		c, ack := rawConnect(t, hostPort(nodes[2].MQTTURL()), nil, 5, "shared-3", true, login("dashboard"))
+		c.close()
+		return ack.ReasonCode == 0
+	})
 
 	// A clean session ends with its connection: the id is free again.
 	clean := mt.Connect(t, nodes[1].MQTTURL(), "shared-2", withSecret("limited", password))

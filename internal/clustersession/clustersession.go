@@ -119,7 +119,8 @@ type Hook struct {
 	// offline is, per client id of a persistent session gone offline here,
 	// the entry revision its connection last wrote (entries naming
 	// holders only): released when the session expires.
-	offline map[string]uint64
+	offline  map[string]uint64
+	dropping map[*mqtt.Client]bool // sessions drop is ending (see drop)
 
 	handovers atomic.Int64 // sessions received (tests, logs)
 }
@@ -189,7 +190,8 @@ func Open(ctx context.Context, cfg Config) (*Hook, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Hook{cfg: cfg, log: cfg.Logger, byID: map[string]map[*mqtt.Client]*conn{},
-		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{}, offline: map[string]uint64{}}
+		conns: map[*mqtt.Client]*conn{}, handed: map[string]*handoff{}, ended: map[*mqtt.Client]chan struct{}{},
+		offline: map[string]uint64{}, dropping: map[*mqtt.Client]bool{}}
 	var kv jetstream.KeyValue
 	err := cluster.Retry(ctx, func(ctx context.Context) (err error) {
 		kv, err = openBucket(ctx, cfg)
@@ -527,13 +529,38 @@ func (h *Hook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 // OnClientExpired implements mqtt.Hook: a persistent session that
 // expired here gives its entry up (when entries name holders).
 func (h *Hook) OnClientExpired(cl *mqtt.Client) {
+	if h.cfg.Identity == nil {
+		return
+	}
 	h.mu.Lock()
 	rev, ok := h.offline[cl.ID]
+	dropped := h.dropping[cl]
 	delete(h.offline, cl.ID)
 	h.mu.Unlock()
-	if ok {
-		h.release(cl.ID, rev)
+	if dropped {
+		return
 	}
+	if !ok {
+		// Restored from the store at start: the revision is the entry's,
+		// if it names this node and no connection here claimed it since.
+		unlock := h.ids.Lock(cl.ID)
+		defer unlock()
+		h.mu.Lock()
+		claimed := len(h.byID[cl.ID]) > 0
+		h.mu.Unlock()
+		if claimed {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.Timeout)
+		defer cancel()
+		e, err := h.kv.Get(ctx, key(cl.ID))
+		var o owner
+		if err != nil || json.Unmarshal(e.Value(), &o) != nil || o.Node != h.cfg.Node {
+			return
+		}
+		rev = e.Revision()
+	}
+	h.release(cl.ID, rev)
 }
 
 // release deletes the entry of a session that ended on this node if it is
@@ -819,7 +846,15 @@ func (h *Hook) drop(cl *mqtt.Client) {
 	}
 	s.UnsubscribeClient(cl)
 	cl.ClearInflights()
+	// The session went to a newer connection (here or on another node),
+	// which owns the entry now: this hook's OnClientExpired leaves it.
+	h.mu.Lock()
+	h.dropping[cl] = true
+	h.mu.Unlock()
 	s.Hooks().OnClientExpired(cl)
+	h.mu.Lock()
+	delete(h.dropping, cl)
+	h.mu.Unlock()
 }
 
 // DropForeign drops the disconnected sessions this node restored from its

@@ -2,7 +2,8 @@
 # Measures the durable shadow path from outside, as issue 17's baseline
 # was: `umbra serve` in one process (fsync on, per-thing rate limit off),
 # `umbra bench` as a separate load process against it. Prints bench's
-# table, the durable ÷ raw ratio and the percentiles.
+# table, the durable ÷ raw ratio, the percentiles at the fixed rate (raw
+# and shadow-update) and the delta fan-out of 8 app connections.
 #
 #   scripts/bench-outside.sh SERVER_BINARY [BENCH_BINARY]
 #
@@ -19,4 +20,4 @@ UMBRA_LIMITS_SHADOW_RATE=-1 UMBRA_MQTT_ADDR=127.0.0.1:18830 UMBRA_MQTT_WS_ADDR=o
 pid=$!
 for _ in $(seq 100); do curl -sf 127.0.0.1:18080/readyz >/dev/null && break; sleep 0.1; done
 "$bench" bench --quiet --duration 5s --clients 100 --target tcp://127.0.0.1:18830 \
-  --target-http http://127.0.0.1:18080 raw shadow-update
+  --target-http http://127.0.0.1:18080 raw shadow-update delta-fanout

@@ -60,7 +60,11 @@ func (h *ShadowRouter) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pa
 	pk.FixedHeader.Retain = false
 	req := shadow.Request{Ref: t.Ref, Op: t.Op, Payload: pk.Payload, Origin: shadow.OriginMQTT, Principal: h.principal(cl)}
 	if h.pipe != nil {
-		if pk.FixedHeader.Qos == 1 {
+		// A QoS 1 request is worked on in the background when the
+		// connection has more to read already, or requests under way (its
+		// PUBACK must follow theirs). A device with one request at a time
+		// is answered here, as without pipelining, at no extra cost.
+		if pk.FixedHeader.Qos == 1 && (cl.Buffered() > 0 || h.pipe.busy(cl)) {
 			h.pipe.start(cl, pk, req, h.handle)
 			return pk, mqtt.ErrAckLater
 		}

@@ -24,7 +24,11 @@ import (
 //     the order they arrived (versions follow the publishing order), QoS 0
 //     and 2 requests (answered on the read loop) included;
 //   - a connection has at most depth requests under way: the next one
-//     waits, and the connection's packets with it (backpressure).
+//     waits, and the connection's packets with it (backpressure);
+//   - a connection with nothing more to read and nothing under way (a
+//     device with one request at a time) is answered on its read loop,
+//     as before: starting a goroutine per request cost such a device's
+//     closed loop some throughput.
 type pipelines struct {
 	server *mqtt.Server
 	depth  int
@@ -62,6 +66,19 @@ func (ps *pipelines) get(cl *mqtt.Client) *pipeline {
 		ps.conns[cl] = p
 	}
 	return p
+}
+
+// busy reports whether cl has requests under way.
+func (ps *pipelines) busy(cl *mqtt.Client) bool {
+	ps.mu.Lock()
+	p := ps.conns[cl]
+	ps.mu.Unlock()
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue) > 0
 }
 
 // waitFor returns once cl's requests for ref under way have been answered.

@@ -74,3 +74,14 @@ func (s *Server) AckPublish(cl *Client, pk packets.Packet, ignore bool) error {
 	s.hooks.OnPublished(cl, pk)
 	return nil
 }
+
+// Buffered is how many bytes the client has sent that the server has read
+// from the connection but not yet decoded: more than zero when the next
+// packet is already waiting. Only for the client's read loop (hooks it
+// calls, such as OnPublish). UMBRA PATCH 21.
+func (cl *Client) Buffered() int {
+	if cl.Net.bconn == nil {
+		return 0
+	}
+	return cl.Net.bconn.Buffered()
+}

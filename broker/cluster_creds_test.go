@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -114,17 +113,8 @@ func TestClusterWithNATSCredentialsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := brokertest.LoopbackOptions(t.TempDir())
-	o.Cluster = broker.ClusterOptions{URLs: []string{nats.url}, Replicas: 1, CredsFile: nats.creds(t, stranger), Timeout: time.Second}
-	b, err := broker.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err = b.Start(ctx)
+	err = startClusterNode(t, broker.ClusterOptions{URLs: []string{nats.url}, Replicas: 1, CredsFile: nats.creds(t, stranger), Timeout: time.Second})
 	if err == nil {
-		_ = b.Shutdown(ctx)
 		t.Fatal("a node with untrusted credentials started")
 	}
 	if !strings.Contains(err.Error(), "cluster: no NATS server reachable") || !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
@@ -133,14 +123,7 @@ func TestClusterWithNATSCredentialsFile(t *testing.T) {
 	t.Logf("with untrusted credentials: %v", err)
 
 	// A missing file is named.
-	o = brokertest.LoopbackOptions(t.TempDir())
-	o.Cluster = broker.ClusterOptions{URLs: []string{nats.url}, Replicas: 1, CredsFile: filepath.Join(t.TempDir(), "absent.creds"), Timeout: time.Second}
-	if b, err = broker.New(o); err == nil {
-		err = b.Start(ctx)
-		if err == nil {
-			_ = b.Shutdown(ctx)
-		}
-	}
+	err = startClusterNode(t, broker.ClusterOptions{URLs: []string{nats.url}, Replicas: 1, CredsFile: filepath.Join(t.TempDir(), "absent.creds"), Timeout: time.Second})
 	if err == nil || !strings.Contains(err.Error(), "absent.creds") {
 		t.Fatalf("start with a missing credentials file: %v", err)
 	}

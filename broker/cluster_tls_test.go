@@ -42,6 +42,25 @@ func startTLSNATS(t *testing.T, ca *testpki.CA) string {
 	return fmt.Sprintf("tls://%s", s.Addr().String())
 }
 
+// startClusterNode starts a node with cluster options c and returns why it
+// did not start (nil: it started, and is shut down again).
+func startClusterNode(t *testing.T, c broker.ClusterOptions) error {
+	t.Helper()
+	o := brokertest.LoopbackOptions(t.TempDir())
+	o.Cluster = c
+	b, err := broker.New(o)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	_ = b.Shutdown(ctx)
+	return nil
+}
+
 // cluster.ca_file/cert_file/key_file: a node reaches a NATS server that
 // requires TLS with a client certificate; without the certificate it
 // does not start, and says why.
@@ -60,17 +79,8 @@ func TestClusterOverTLSWithClientCertificate(t *testing.T) {
 	}
 	waitStatus(t, node.HTTPURL()+"/readyz", 200)
 
-	o := brokertest.LoopbackOptions(t.TempDir())
-	o.Cluster = broker.ClusterOptions{URLs: []string{url}, Replicas: 1, CAFile: ca.File, Timeout: time.Second}
-	b, err := broker.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err = b.Start(ctx)
+	err := startClusterNode(t, broker.ClusterOptions{URLs: []string{url}, Replicas: 1, CAFile: ca.File, Timeout: time.Second})
 	if err == nil {
-		_ = b.Shutdown(ctx)
 		t.Fatal("a node without a client certificate started")
 	}
 	// With TLS 1.3 the client's handshake completes before the server
